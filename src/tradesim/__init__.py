@@ -1,0 +1,18 @@
+"""tradesim: a trading simulator for scripted strategies with a Cython core."""
+
+from importlib.metadata import PackageNotFoundError, version as _version
+
+try:
+    __version__ = _version("tradesim")
+except PackageNotFoundError:  # running from a source tree without install
+    __version__ = "0.0.0"
+
+from tradesim._core import (  # noqa: E402
+    MarketData, InvalidMarketData, MarketDataWindow, OutOfOrderBar,
+    SMA, EMA, VWAP, RSI, MACD, Stochastic, BollingerBands, ATR,
+)
+
+__all__ = [
+    "__version__", "MarketData", "InvalidMarketData", "MarketDataWindow", "OutOfOrderBar",
+    "SMA", "EMA", "VWAP", "RSI", "MACD", "Stochastic", "BollingerBands", "ATR",
+]

@@ -1,0 +1,224 @@
+"""Reading bar files: Binance kline CSV (.csv/.csv.gz) and generic OHLCV CSV.
+
+Binance's 12-column layout (with a header) is ``open_time, open, high, low,
+close, volume, close_time, quote_asset_volume, number_of_trades,
+taker_buy_base_asset_volume, taker_buy_quote_asset_volume, ignore``; the four
+optional columns may be empty. The generic layout is
+``timestamp, open, high, low, close, volume`` where timestamp is an integer
+(ms since the epoch UTC; seconds and microseconds are recognised by size) or
+an ISO-8601 date/time (taken as UTC).
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from tradesim._core.window import _first_invalid_row
+
+__all__ = ["Bars", "DataFileError", "load_bars", "find_gaps"]
+
+PRICE_FIELDS = ("open", "high", "low", "close", "volume")
+BINANCE_HEADER = ("open_time", "open", "high", "low", "close", "volume", "close_time",
+                  "quote_asset_volume", "number_of_trades", "taker_buy_base_asset_volume",
+                  "taker_buy_quote_asset_volume", "ignore")
+
+
+class DataFileError(ValueError):
+    """A bar file could not be read. Names the file, line (1-based) and field."""
+
+    def __init__(self, path, line, field, message):
+        self.path, self.line, self.field = str(path), line, field
+        where = f"{path}:{line}" if line else str(path)
+        super().__init__(f"{where}: {field + ': ' if field else ''}{message}")
+
+
+@dataclass
+class Bars:
+    """Columns of consecutive bars for one symbol (oldest first).
+
+    Attributes
+    ----------
+    symbol : str
+        Instrument (from the file name when not given).
+    timestamp : ndarray of int64
+        Bar open times, ms since the epoch UTC, strictly increasing.
+    open, high, low, close : ndarray of float64
+        Prices in quote currency.
+    volume : ndarray of float64
+        Volume in base units.
+    source : str
+        Where the bars came from (path).
+    """
+
+    symbol: str
+    timestamp: np.ndarray
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    volume: np.ndarray
+    source: str = ""
+    interval_ms: int | None = field(default=None)
+
+    def __len__(self) -> int:
+        return int(self.timestamp.shape[0])
+
+    def columns(self) -> dict[str, np.ndarray]:
+        """The price/volume columns keyed by name."""
+        return {name: getattr(self, name) for name in PRICE_FIELDS}
+
+    def slice(self, start_ms: int | None = None, end_ms: int | None = None) -> "Bars":
+        """Bars with start_ms <= timestamp < end_ms (either bound optional)."""
+        lo = 0 if start_ms is None else int(np.searchsorted(self.timestamp, start_ms, "left"))
+        hi = len(self) if end_ms is None else int(np.searchsorted(self.timestamp, end_ms, "left"))
+        return Bars(self.symbol, self.timestamp[lo:hi], self.open[lo:hi], self.high[lo:hi],
+                    self.low[lo:hi], self.close[lo:hi], self.volume[lo:hi], self.source,
+                    self.interval_ms)
+
+
+def _open_text(path: Path):
+    if path.suffix == ".gz":
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
+    return open(path, encoding="utf-8", newline="")
+
+
+def _parse_time(text: str) -> int:
+    text = text.strip()
+    if text.lstrip("-").isdigit():
+        value = int(text)
+        # Seconds, milliseconds or microseconds since the epoch, told apart by size.
+        if abs(value) < 10**11:
+            return value * 1000
+        if abs(value) >= 10**14:
+            return value // 1000
+        return value
+    dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return int(dt.timestamp() * 1000)
+
+
+def _symbol_from_name(path: Path) -> str:
+    name = path.name.split(".")[0]
+    return name.split("-")[0].upper() or "UNKNOWN"
+
+
+def load_bars(path: str | Path, symbol: str | None = None) -> Bars:
+    """Read a Binance kline CSV (.csv or .csv.gz) or a generic OHLCV CSV.
+
+    Parameters
+    ----------
+    path : str or Path
+        File to read. The layout is detected from the header row; a Binance
+        file without a header (12 numeric columns) is accepted too.
+    symbol : str, optional
+        Instrument name; defaults to the file name's first dash-separated
+        part (``BTCUSDT-1m-....csv.gz`` -> ``BTCUSDT``).
+
+    Returns
+    -------
+    Bars
+        Columns oldest first; timestamps in ms since the epoch UTC.
+
+    Raises
+    ------
+    DataFileError
+        Missing file, unknown header, a row with too few fields, a field that
+        is not a number, a bar breaking the `MarketData` rules (NaN, price <= 0,
+        high < low, ...), or timestamps not strictly increasing. The message
+        names the file, the 1-based line and the field.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataFileError(path, None, None, "no such file")
+    ts: list[int] = []
+    cols: list[list[float]] = [[], [], [], [], []]
+    try:
+        with _open_text(path) as fh:
+            reader = csv.reader(fh)
+            first = next(reader, None)
+            if first is None:
+                raise DataFileError(path, None, None, "file is empty")
+            header = [h.strip().lower() for h in first]
+            if header[:6] == list(BINANCE_HEADER[:6]) or header[:6] == ["timestamp", *PRICE_FIELDS]:
+                names = header[:6]
+                rows = reader
+                line0 = 2
+            elif len(header) >= 6 and header[0].isdigit():  # Binance file without header
+                names = list(BINANCE_HEADER[:6])
+                rows = _chain(first, reader)
+                line0 = 1
+            else:
+                raise DataFileError(path, 1, None,
+                                    f"unrecognised header {first[:6]!r}; expected Binance kline "
+                                    "columns or timestamp,open,high,low,close,volume")
+            append_ts = ts.append
+            appends = [c.append for c in cols]
+            line = line0
+            for line, row in enumerate(rows, start=line0):
+                if not row:
+                    continue
+                if len(row) < 6:
+                    raise DataFileError(path, line, None, f"expected at least 6 fields, got {len(row)}")
+                try:
+                    append_ts(_parse_time(row[0]))
+                except (ValueError, OverflowError):
+                    raise DataFileError(path, line, names[0], f"{row[0]!r} is not a timestamp") from None
+                for j in range(5):
+                    text = row[j + 1]
+                    try:
+                        appends[j](float(text))
+                    except ValueError:
+                        raise DataFileError(path, line, PRICE_FIELDS[j],
+                                            f"{text!r} is not a number") from None
+    except (OSError, EOFError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataFileError(path, None, None, f"cannot read: {exc}") from None
+
+    timestamp = np.asarray(ts, dtype=np.int64)
+    o, h, l, c, v = (np.asarray(col, dtype=np.float64) for col in cols)
+    nan = np.full(len(timestamp), np.nan)
+    bad = _first_invalid_row(o, h, l, c, v, nan, nan)
+    if bad >= 0:
+        from tradesim._core.market_data import MarketData, InvalidMarketData
+        try:
+            MarketData("", int(timestamp[bad]), o[bad], h[bad], l[bad], c[bad], v[bad])
+        except InvalidMarketData as exc:
+            raise DataFileError(path, line0 + bad, exc.field,
+                                f"{exc.value!r} rejected: {exc}") from None
+    if len(timestamp) > 1:
+        steps = np.diff(timestamp)
+        if (steps <= 0).any():
+            i = int(np.argmax(steps <= 0)) + 1
+            raise DataFileError(path, line0 + i, names[0],
+                                f"{timestamp[i]} is not after the previous bar's {timestamp[i - 1]} "
+                                "(bars must be in strictly increasing time order)")
+        interval = int(np.median(steps))
+    else:
+        interval = None
+    return Bars(symbol or _symbol_from_name(path), timestamp, o, h, l, c, v, str(path), interval)
+
+
+def _chain(first, rest):
+    yield first
+    yield from rest
+
+
+def find_gaps(bars: Bars, interval_ms: int | None = None) -> list[tuple[int, int, int]]:
+    """Missing stretches: (last timestamp before, first after, bars missing) per gap.
+
+    `interval_ms` defaults to the file's median step.
+    """
+    interval_ms = interval_ms or bars.interval_ms
+    if not interval_ms or len(bars) < 2:
+        return []
+    steps = np.diff(bars.timestamp)
+    idx = np.flatnonzero(steps > interval_ms)
+    return [(int(bars.timestamp[i]), int(bars.timestamp[i + 1]), int(steps[i] // interval_ms) - 1)
+            for i in idx]
