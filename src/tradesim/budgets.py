@@ -1,0 +1,34 @@
+"""Speed budgets: the targets the issues set, in one place.
+
+`benches/` (pytest-benchmark) and `tradesim bench` both read these, so a
+target changes here or nowhere. Times are per operation on the reference
+machine class (2 cores, Python 3.11, gcc -O3); see ../shared/perf-notes.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Budget:
+    """One target. `unit` is "ns" (time per op, lower is better) or "ops/s" (higher is better)."""
+
+    name: str
+    limit: float
+    unit: str
+    description: str
+
+    def passes(self, measured: float) -> bool:
+        return measured <= self.limit if self.unit == "ns" else measured >= self.limit
+
+
+BUDGETS: dict[str, Budget] = {b.name: b for b in (
+    Budget("window_push", 40.0, "ns", "MarketDataWindow.push of one bar"),
+    Budget("indicator_update", 25.0, "ns", "one indicator update per Python call"),
+    Budget("indicator_set_update", 30.0, "ns", "SMA20+EMA20+RSI14+MACD+BB20 in one call per tick"),
+    Budget("batch_all_five", 12.0, "ns", "all five indicators over 1M values, per element"),
+    Budget("bar_to_decision", 1000.0, "ns", "window push -> indicators -> state machine -> Lua call (p50)"),
+    Budget("kline_frame_to_bar", 5000.0, "ns", "parse one Binance kline frame into a bar"),
+    Budget("backtest_throughput", 1_000_000.0, "ops/s", "backtest bars per second, EMA crossover"),
+)}
