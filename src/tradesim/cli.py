@@ -125,6 +125,16 @@ def indicators_compute(data_path, specs, out_path, tail):
     Console().print(table)
 
 
+def _register_optional_commands() -> None:
+    # `verify` lives beside its bridge code; importing it is cheap (no OCaml run).
+    from tradesim.verify import verify
+
+    main.add_command(verify)
+
+
+_register_optional_commands()
+
+
 def _write_csv(path, bars, columns) -> None:
     import csv
 

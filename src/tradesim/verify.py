@@ -427,6 +427,14 @@ def diff_arrays(ours: np.ndarray, reference: np.ndarray) -> tuple[float, float, 
     tuple
         ``(max_abs_diff, max_rel_diff, warmup_matches, n_compared)`` as in
         :class:`Comparison`.
+
+    Notes
+    -----
+    The relative difference divides by max(|a|, |b|, 1e-3 * max |reference|):
+    at a value of (nearly) zero, e.g. %K at the window's low or MACD at a
+    crossing, a relative error is undefined (two correct implementations
+    leave different 1e-15 residues), so values below 1/1000 of the series'
+    magnitude are measured against that floor instead.
     """
     a = np.asarray(ours, dtype=np.float64)
     b = np.asarray(reference, dtype=np.float64)
@@ -442,7 +450,9 @@ def diff_arrays(ours: np.ndarray, reference: np.ndarray) -> tuple[float, float, 
         abs_diff = np.abs(x - y)
         abs_diff = np.where(x == y, 0.0, abs_diff)  # equal infinities
         abs_diff = np.where(np.isnan(abs_diff), np.inf, abs_diff)
-        scale = np.maximum(np.maximum(np.abs(x), np.abs(y)), 1e-300)
+        finite_y = np.abs(y[np.isfinite(y)])
+        floor = 1e-3 * float(finite_y.max()) if finite_y.size else 0.0
+        scale = np.maximum(np.maximum(np.abs(x), np.abs(y)), max(floor, 1e-300))
         rel = np.where(abs_diff == 0.0, 0.0, abs_diff / scale)
     return float(abs_diff.max()), float(rel.max()), bool(np.array_equal(nan_a, nan_b)), n
 

@@ -7,9 +7,11 @@ from tradesim._core.averages import SMA, EMA, VWAP, sma, ema, vwap
 from tradesim._core.momentum import RSI, MACD, Stochastic, rsi, macd, stochastic
 from tradesim._core.volatility import BollingerBands, ATR, bollinger, atr
 from tradesim._core.indicator_set import IndicatorSet, compute_all
+from tradesim._core.rolling import Highest, Lowest, PriceRange, AverageVolume
+from tradesim._core.bank import IndicatorBank
 
 __all__ = [
     "MarketData", "InvalidMarketData", "MarketDataWindow", "OutOfOrderBar", "Indicator",
     "SMA", "EMA", "VWAP", "RSI", "MACD", "Stochastic", "BollingerBands", "ATR",
-    "IndicatorSet", "compute_all", "sma", "ema", "vwap", "rsi", "macd", "stochastic", "bollinger", "atr",
+    "IndicatorSet", "compute_all", "Highest", "Lowest", "PriceRange", "AverageVolume", "IndicatorBank", "sma", "ema", "vwap", "rsi", "macd", "stochastic", "bollinger", "atr",
 ]

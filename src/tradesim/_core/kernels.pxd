@@ -251,11 +251,17 @@ cdef inline void macd_update(Macd* s, double x) noexcept nogil:
 # and the subtraction cancels most digits; the running sum of squares also
 # drifts. The Welford form works on deviations, and the SMA's exact
 # recompute (every RECOMPUTE_EVERY updates) also recomputes M2 two-pass.
+# Each Welford step can leave an absolute error of ~eps * |mean| * |x - old|
+# in M2; we accumulate that bound in `m2_err` and recompute M2 two-pass as
+# soon as M2 is not at least 1e8 times larger (a window gone flat, where the
+# residue would otherwise show as a std of ~1e-6 instead of 0). On real data
+# that happens only in near-constant windows.
 # --------------------------------------------------------------------------
 cdef struct Bollinger:
     Sma mean
     double k
     double m2
+    double m2_err
     double upper
     double middle
     double lower
@@ -272,6 +278,7 @@ cdef inline void bb_free(Bollinger* s) noexcept nogil:
 cdef inline void bb_reset(Bollinger* s) noexcept nogil:
     sma_reset(&s.mean)
     s.m2 = 0.0
+    s.m2_err = 0.0
     s.upper = NAN
     s.middle = NAN
     s.lower = NAN
@@ -296,10 +303,13 @@ cdef inline void bb_update(Bollinger* s, double x) noexcept nogil:
     new_mean = m.value
     if not was_full or m.since_recompute == 0:
         s.m2 = _ring_m2(m, new_mean)
+        s.m2_err = 0.0
     else:
         s.m2 += (x - old) * ((x - new_mean) + (old - old_mean))
-        if s.m2 < 0.0:
-            s.m2 = 0.0
+        s.m2_err += 4.5e-16 * fabs(x - old) * fabs(new_mean)
+        if s.m2 < 1e8 * s.m2_err:
+            s.m2 = _ring_m2(m, new_mean)
+            s.m2_err = 0.0
     sd = sqrt(s.m2 * m.inv_period)
     s.middle = new_mean
     s.upper = new_mean + s.k * sd
