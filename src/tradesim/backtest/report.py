@@ -1,0 +1,696 @@
+"""Self-contained HTML report of a backtest: charts, metrics, trades and the run's ledger.
+
+One file that opens offline: TradingView Lightweight Charts (vendored in ``static/``,
+Apache-2.0) and all data are inlined, and a Content-Security-Policy forbids any network
+access. Long series are downsampled so the file stays small (about 1 MB for 130k 1-minute
+bars and 500 trades): candles are aggregated into coarser OHLC candles (`aggregate_ohlc`),
+equity and drawdown lines keep each bucket's minimum and maximum (`minmax_indices`).
+
+Every text that comes from data (symbols, strategy names, exit reasons, ledger entries) is
+HTML-escaped in tables, and the embedded JSON escapes ``<``, ``>`` and ``&`` so it cannot
+close its ``<script>`` element.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from importlib.resources import files
+from pathlib import Path
+from string import Template
+
+import numpy as np
+
+from tradesim.backtest.metrics import Metrics, drawdown_series
+from tradesim.backtest.trades import Trade
+
+__all__ = ["write_report", "aggregate_ohlc", "choose_bucket_ms", "minmax_indices", "LWC_VERSION"]
+
+#: Version of the vendored ``static/lightweight-charts.standalone.production.js``.
+LWC_VERSION = "5.2.1"
+_LWC_FILE = "lightweight-charts.standalone.production.js"
+
+# Candle widths the aggregation prefers, so candles start on round clock times (epoch-aligned).
+_NICE_BUCKETS_MS = (
+    *(1_000 * s for s in (1, 2, 5, 10, 15, 30)),
+    *(60_000 * m for m in (1, 2, 3, 5, 10, 15, 30)),
+    *(3_600_000 * h for h in (1, 2, 4, 6, 8, 12)),
+    *(86_400_000 * d for d in (1, 2, 3, 7, 14, 30)),
+)
+
+
+# --------------------------------------------------------------------------- downsampling
+
+def choose_bucket_ms(first_ms: int, last_ms: int, interval_ms: int, max_candles: int) -> int:
+    """Width of the aggregated candles for bars from `first_ms` to `last_ms` (open times).
+
+    Returns the smallest "round" width (1 s ... 30 d, a multiple of `interval_ms`) that yields
+    at most `max_candles` epoch-aligned candles; when no round width fits (an unusual
+    interval), the smallest multiple of `interval_ms` that does. Always >= 1000 ms, because
+    the chart's time axis has one-second resolution, and >= `interval_ms`.
+
+    Parameters
+    ----------
+    first_ms, last_ms : int
+        Open times of the first and last bar, ms since the epoch UTC.
+    interval_ms : int
+        Bar length in ms (> 0).
+    max_candles : int
+        Upper bound on the number of candles (>= 3).
+    """
+    if interval_ms <= 0:
+        raise ValueError(f"interval_ms must be > 0, got {interval_ms}")
+    if max_candles < 3:
+        raise ValueError(f"max_candles must be >= 3, got {max_candles}")
+    span = last_ms - first_ms + interval_ms
+    # Epoch alignment can split the span across one extra bucket at each end.
+    for width in _NICE_BUCKETS_MS:
+        if width >= interval_ms and width % interval_ms == 0 and span // width + 2 <= max_candles:
+            return width
+    factor = max(1, math.ceil(span / (interval_ms * (max_candles - 2))), math.ceil(1000 / interval_ms))
+    return factor * interval_ms
+
+
+def aggregate_ohlc(timestamp, open, high, low, close, bucket_ms: int) -> dict[str, np.ndarray]:
+    """Aggregate bars into epoch-aligned candles `bucket_ms` wide (OHLC-correct).
+
+    A candle holds the bars with ``timestamp // bucket_ms`` equal; its open is the first bar's
+    open, high the maximum high, low the minimum low, close the last bar's close, and its time
+    the bucket start ``(timestamp // bucket_ms) * bucket_ms``. Buckets without bars produce
+    no candle (data gaps stay gaps).
+
+    Parameters
+    ----------
+    timestamp : ndarray of int64
+        Bar open times, ms since the epoch UTC, strictly increasing.
+    open, high, low, close : ndarray of float64
+        Prices in quote currency, same length as `timestamp`.
+    bucket_ms : int
+        Candle width in ms (> 0).
+
+    Returns
+    -------
+    dict of ndarray
+        ``timestamp`` (int64 bucket starts), ``open``, ``high``, ``low``, ``close``
+        (float64), and ``first`` (int64 index of each candle's first bar).
+    """
+    ts = np.asarray(timestamp, dtype=np.int64)
+    if bucket_ms <= 0:
+        raise ValueError(f"bucket_ms must be > 0, got {bucket_ms}")
+    if ts.size == 0:
+        empty = np.empty(0)
+        return {"timestamp": ts.copy(), "open": empty, "high": empty, "low": empty,
+                "close": empty, "first": np.empty(0, dtype=np.int64)}
+    key = ts // bucket_ms
+    first = np.flatnonzero(np.concatenate(([True], key[1:] != key[:-1])))
+    last = np.concatenate((first[1:], [ts.size])) - 1
+    return {
+        "timestamp": key[first] * bucket_ms,
+        "open": np.asarray(open, dtype=np.float64)[first],
+        "high": np.maximum.reduceat(np.asarray(high, dtype=np.float64), first),
+        "low": np.minimum.reduceat(np.asarray(low, dtype=np.float64), first),
+        "close": np.asarray(close, dtype=np.float64)[last],
+        "first": first.astype(np.int64),
+    }
+
+
+def minmax_indices(values, max_points: int) -> np.ndarray:
+    """Indices of a min/max-preserving decimation of `values` to at most `max_points` points.
+
+    The series is cut into ``max_points // 2 - 1`` equal runs of consecutive points; each run
+    keeps the positions of its minimum and maximum, and the first and last points are always
+    kept. Extremes (the equity peak, the deepest drawdown) therefore survive exactly.
+
+    Returns
+    -------
+    ndarray of int64
+        Sorted unique indices; ``arange(n)`` when n <= `max_points`.
+    """
+    y = np.asarray(values, dtype=np.float64)
+    n = y.shape[0]
+    if max_points < 4:
+        raise ValueError(f"max_points must be >= 4, got {max_points}")
+    if n <= max_points:
+        return np.arange(n, dtype=np.int64)
+    runs = max_points // 2 - 1
+    size = math.ceil(n / runs)
+    # Pad with the last value so the runs reshape into a rectangle; padded hits map to n - 1.
+    padded = np.concatenate((y, np.full(runs * size - n, y[-1])))
+    grid = padded.reshape(runs, size)
+    offsets = np.arange(runs, dtype=np.int64) * size
+    keep = np.concatenate(([0, n - 1], offsets + np.argmin(grid, axis=1),
+                           offsets + np.argmax(grid, axis=1)))
+    return np.unique(np.minimum(keep, n - 1))
+
+
+# --------------------------------------------------------------------------- the report
+
+def write_report(
+    path: str | Path,
+    *,
+    symbol_bars: Mapping[str, object],
+    trades: Sequence[Trade],
+    equity,
+    timestamps,
+    metrics: Metrics,
+    ledger: Mapping[str, object] | None = None,
+    title: str = "Backtest report",
+    max_candles: int = 5000,
+    max_line_points: int = 4000,
+    max_trades: int = 5000,
+) -> Path:
+    """Write a self-contained HTML report of one backtest.
+
+    The page holds a candlestick chart per symbol with entry/exit markers, the equity curve,
+    the drawdown curve, a metrics table, the trade list and the ledger. It needs no network:
+    the charting library (TradingView Lightweight Charts, Apache-2.0, attribution in the page)
+    and the data are inlined.
+
+    Parameters
+    ----------
+    path : str or Path
+        Output file (overwritten). Parent directories must exist.
+    symbol_bars : mapping of str to Bars or mapping of str to array
+        Price bars per symbol: `tradesim.data.Bars`, or columns ``timestamp`` (int64 ms since
+        the epoch UTC, strictly increasing), ``open``, ``high``, ``low``, ``close`` (quote
+        currency) and optionally ``interval_ms``. May be empty.
+    trades : sequence of Trade
+        Closed trades; markers go on the chart of ``trade.symbol``.
+    equity : array_like of float64
+        Mark-to-market equity after each bar, quote currency (as given to `compute_metrics`).
+    timestamps : array_like of int64
+        Bar open times of `equity`, ms since the epoch UTC.
+    metrics : Metrics
+        From `compute_metrics` on the same run.
+    ledger : mapping of str to scalar, optional
+        Assumptions and data health (fees, slippage, fill rule, gaps, ...), shown as a table.
+    title : str
+        Page title.
+    max_candles : int, default 5000
+        Upper bound on candles per symbol chart; longer series are aggregated.
+    max_line_points : int, default 4000
+        Upper bound on points of the equity and drawdown lines.
+    max_trades : int, default 5000
+        Only the first `max_trades` trades get markers and table rows (the page says so);
+        export all of them with `trades_to_csv`.
+
+    Returns
+    -------
+    Path
+        The file written.
+
+    Raises
+    ------
+    ValueError
+        If `equity` and `timestamps` differ in length or are empty, `equity` is not finite,
+        or a symbol's columns are missing, of different lengths, not finite or not in
+        increasing time order.
+    """
+    path = Path(path)
+    equity = np.asarray(equity, dtype=np.float64)
+    timestamps = np.asarray(timestamps)
+    if equity.ndim != 1 or equity.shape != timestamps.shape or equity.size == 0:
+        raise ValueError(f"equity {equity.shape} and timestamps {timestamps.shape} must be "
+                         "non-empty 1-D arrays of the same length")
+    if not np.isfinite(equity).all():
+        raise ValueError("equity holds non-finite values")
+    timestamps = timestamps.astype(np.int64)
+    trades = list(trades)
+    shown = trades[:max_trades]
+
+    symbols = []
+    for index, (symbol, bars) in enumerate(symbol_bars.items()):
+        cols = _symbol_columns(str(symbol), bars, metrics.interval_ms)
+        symbols.append(_symbol_payload(index, str(symbol), cols, shown, max_candles))
+
+    # The equity line starts at the starting cash at the first bar's open; equity[i] is
+    # plotted at bar i's close, matching compute_metrics.
+    curve = np.concatenate(([metrics.starting_cash], equity))
+    times = np.concatenate((timestamps[:1], timestamps + metrics.interval_ms))
+    drawdown = drawdown_series(curve) * 100.0
+    payload = {
+        "symbols": [s["data"] for s in symbols],
+        "equity": _line(times, curve, max_line_points),
+        "drawdown": _line(times, drawdown, max_line_points),
+    }
+
+    charts = "\n".join(
+        f'<section><h2>{html.escape(s["data"]["symbol"])}</h2>'
+        f'<p class="note">{html.escape(s["note"])}</p>'
+        f'<div class="chart price" id="price-{s["data"]["index"]}"></div></section>'
+        for s in symbols)
+    trade_note = ""
+    if len(trades) > len(shown):
+        trade_note = (f'<p class="note">Showing the first {len(shown):,} of {len(trades):,} '
+                      "trades (table and chart markers); export all with trades_to_csv.</p>")
+    page = _PAGE.substitute(
+        license_comment=_license_comment(),
+        title=html.escape(title),
+        subtitle=html.escape(_subtitle(metrics, list(symbol_bars))),
+        metrics_table=_metrics_table(metrics),
+        price_charts=charts,
+        trade_note=trade_note,
+        trades_table=_trades_table(shown),
+        ledger_table=_ledger_table(ledger or {}),
+        lwc_version=LWC_VERSION,
+        data_json=_script_json(payload),
+        lwc_js=_library_js(),
+        app_js=_APP_JS,
+        error_js=_ERROR_JS,
+    )
+    path.write_text(page, encoding="utf-8")
+    return path
+
+
+def _symbol_columns(symbol: str, bars, default_interval: int) -> dict[str, object]:
+    get = bars.get if isinstance(bars, Mapping) else lambda name, default=None: getattr(bars, name, default)
+    cols: dict[str, object] = {}
+    ts = get("timestamp")
+    if ts is None:
+        raise ValueError(f"symbol_bars[{symbol!r}] has no 'timestamp' column")
+    ts = np.asarray(ts)
+    if ts.ndim != 1 or not np.issubdtype(ts.dtype, np.integer):
+        raise ValueError(f"symbol_bars[{symbol!r}].timestamp must be a 1-D integer array (ms)")
+    cols["timestamp"] = ts.astype(np.int64)
+    for name in ("open", "high", "low", "close"):
+        col = get(name)
+        if col is None:
+            raise ValueError(f"symbol_bars[{symbol!r}] has no {name!r} column")
+        col = np.asarray(col, dtype=np.float64)
+        if col.shape != ts.shape:
+            raise ValueError(f"symbol_bars[{symbol!r}].{name} has shape {col.shape}, "
+                             f"timestamp has {ts.shape}")
+        if not np.isfinite(col).all():
+            raise ValueError(f"symbol_bars[{symbol!r}].{name} holds non-finite values")
+        cols[name] = col
+    if ts.size > 1 and (np.diff(ts) <= 0).any():
+        raise ValueError(f"symbol_bars[{symbol!r}].timestamp is not strictly increasing")
+    interval = get("interval_ms")
+    if not interval and ts.size > 1:
+        interval = int(np.median(np.diff(ts)))
+    cols["interval_ms"] = int(interval or default_interval)
+    return cols
+
+
+# Marker kinds; the page's script maps them to shape, position and colour.
+_LONG_ENTRY, _SHORT_ENTRY, _EXIT_WIN, _EXIT_LOSS = 0, 1, 2, 3
+# Exit markers carry the exit reason as text only while it stays readable.
+_MAX_MARKER_TEXTS = 100
+
+
+def _symbol_payload(index: int, symbol: str, cols, trades: list[Trade], max_candles: int):
+    ts = cols["timestamp"]
+    interval = cols["interval_ms"]
+    if ts.size:
+        bucket = choose_bucket_ms(int(ts[0]), int(ts[-1]), interval, max_candles)
+        agg = aggregate_ohlc(ts, cols["open"], cols["high"], cols["low"], cols["close"], bucket)
+    else:
+        bucket = interval
+        agg = aggregate_ohlc(ts, ts, ts, ts, ts, 1)
+    candle_s = agg["timestamp"] // 1000
+    mine = [t for t in trades if t.symbol == symbol]
+    markers = []
+    if candle_s.size and mine:
+        entry_t = np.array([t.entry_time for t in mine], dtype=np.int64)
+        exit_t = np.array([t.exit_time for t in mine], dtype=np.int64)
+        # Snap each fill to the candle that contains it (the last candle starting at or before).
+        last = candle_s.size - 1
+        entry_k = np.clip(np.searchsorted(agg["timestamp"], entry_t, "right") - 1, 0, last)
+        exit_k = np.clip(np.searchsorted(agg["timestamp"], exit_t, "right") - 1, 0, last)
+        with_text = len(mine) <= _MAX_MARKER_TEXTS
+        for t, ek, xk in zip(mine, entry_k, exit_k):
+            markers.append([int(candle_s[ek]), _LONG_ENTRY if t.side == "long" else _SHORT_ENTRY,
+                            t.side if with_text else ""])
+            markers.append([int(candle_s[xk]), _EXIT_WIN if t.pnl > 0 else _EXIT_LOSS,
+                            t.exit_reason if with_text else ""])
+        markers.sort(key=lambda m: m[0])
+    factor = bucket // interval if bucket % interval == 0 else bucket / interval
+    if bucket == interval:
+        note = f"{ts.size:,} bars of {_duration(interval)}, shown as they are."
+    else:
+        note = (f"{ts.size:,} bars of {_duration(interval)} aggregated into {candle_s.size:,} "
+                f"candles of {_duration(bucket)} ({factor:g} bars each); trade markers sit on "
+                "the candle containing the fill.")
+    data = {
+        "index": index, "symbol": symbol,
+        "candles": {"t": candle_s.tolist(), "o": _rounded(agg["open"]), "h": _rounded(agg["high"]),
+                    "l": _rounded(agg["low"]), "c": _rounded(agg["close"])},
+        "markers": markers,
+    }
+    return {"data": data, "note": note}
+
+
+def _line(times_ms: np.ndarray, values: np.ndarray, max_points: int) -> dict[str, list]:
+    keep = minmax_indices(values, max_points)
+    secs = times_ms[keep] // 1000
+    # Bars shorter than a second collapse onto the chart's one-second grid: keep the last.
+    if secs.size > 1 and (np.diff(secs) <= 0).any():
+        last = np.concatenate((secs[1:] != secs[:-1], [True]))
+        keep, secs = keep[last], secs[last]
+    return {"t": secs.tolist(), "v": _rounded(values[keep])}
+
+
+def _rounded(values: np.ndarray, digits: int = 10) -> list[float]:
+    """Floats rounded to `digits` significant digits (plenty for a chart, much shorter JSON)."""
+    return [float(f"{v:.{digits}g}") for v in np.asarray(values, dtype=np.float64).tolist()]
+
+
+def _script_json(payload) -> str:
+    """JSON safe inside a <script> element: no '<', '>' or '&' can end or confuse it."""
+    text = json.dumps(payload, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def _static_text(name: str) -> str:
+    return files("tradesim.backtest").joinpath("static", name).read_text(encoding="utf-8")
+
+
+def _library_js() -> str:
+    # The file has no '</script' today; neutralise it anyway so an upgrade cannot break pages.
+    return re.sub(r"</(script)", r"<\\/\1", _static_text(_LWC_FILE), flags=re.IGNORECASE)
+
+
+def _license_comment() -> str:
+    text = (f"Embedded: TradingView Lightweight Charts v{LWC_VERSION} "
+            "(static/lightweight-charts.standalone.production.js)\n\nNOTICE\n\n"
+            + _static_text("NOTICE") + "\nLICENSE\n\n" + _static_text("LICENSE"))
+    return "<!--\n" + text.replace("--", "- -") + "\n-->"
+
+
+# --------------------------------------------------------------------------- tables
+
+def _fmt_time(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _duration(ms: int | float) -> str:
+    """Human duration: 90_000 -> '1m 30s', 86_400_000 -> '1d'."""
+    ms = int(ms)
+    if ms < 1000:
+        return f"{ms} ms"
+    parts = []
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)):
+        if ms >= size:
+            parts.append(f"{ms // size}{unit}")
+            ms %= size
+    return " ".join(parts[:2])
+
+
+def _num(x: float, spec: str) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "n/a"
+    if isinstance(x, float) and math.isinf(x):
+        return "∞" if x > 0 else "−∞"
+    return format(x, spec)
+
+
+def _pct(x: float) -> str:
+    """A fraction as a percentage: 0.1234 -> '12.34 %'."""
+    return f"{100.0 * x:,.2f} %" if math.isfinite(x) else _num(x, "")
+
+
+def _dd_duration(bars: int, ms: int, recovered: bool | None = None) -> str:
+    if not bars:
+        return "0 bars"
+    text = f"{bars:,} bars ({_duration(ms)})"
+    return text + ("" if recovered in (None, True) else ", not recovered")
+
+
+# (label, formatter) per Metrics field; fields not listed are shown under "Other".
+_METRIC_SECTIONS: list[tuple[str, list[tuple[str, str, object]]]] = [
+    ("Period", [
+        ("start_time", "Start (UTC)", _fmt_time),
+        ("end_time", "End (UTC)", _fmt_time),
+        ("n_bars", "Bars", lambda v: f"{v:,}"),
+        ("interval_ms", "Bar interval", _duration),
+        ("years", "Years", lambda v: _num(v, ".3f")),
+    ]),
+    ("Returns", [
+        ("starting_cash", "Starting cash", lambda v: _num(v, ",.2f")),
+        ("final_equity", "Final equity", lambda v: _num(v, ",.2f")),
+        ("total_return", "Total return", _pct),
+        ("cagr", "CAGR", _pct),
+        ("volatility", "Volatility (annualized)", _pct),
+        ("sharpe", "Sharpe ratio", lambda v: _num(v, ".3f")),
+        ("sortino", "Sortino ratio", lambda v: _num(v, ".3f")),
+        ("calmar", "Calmar ratio", lambda v: _num(v, ".3f")),
+        ("risk_free_rate", "Risk-free rate (annual)", _pct),
+        ("bars_per_year", "Bars per year", lambda v: _num(v, ",.1f")),
+    ]),
+    ("Drawdown", [
+        ("max_drawdown", "Max drawdown", _pct),
+        ("max_drawdown_bars", "Max drawdown duration", None),
+        ("longest_drawdown_bars", "Longest drawdown", None),
+    ]),
+    ("Trades", [
+        ("n_trades", "Trades", lambda v: f"{v:,}"),
+        ("n_wins", "Wins", lambda v: f"{v:,}"),
+        ("n_losses", "Losses", lambda v: f"{v:,}"),
+        ("win_rate", "Win rate", _pct),
+        ("profit_factor", "Profit factor", lambda v: _num(v, ".3f")),
+        ("expectancy", "Expectancy (per trade)", lambda v: _num(v, ",.2f")),
+        ("avg_win", "Average win", lambda v: _num(v, ",.2f")),
+        ("avg_loss", "Average loss", lambda v: _num(v, ",.2f")),
+        ("best_trade", "Best trade", lambda v: _num(v, ",.2f")),
+        ("worst_trade", "Worst trade", lambda v: _num(v, ",.2f")),
+        ("total_fees", "Fees paid", lambda v: _num(v, ",.2f")),
+        ("exposure", "Exposure (time in market)", _pct),
+        ("n_ambiguous", "Ambiguous exits (SL and TP in one bar)", lambda v: f"{v:,}"),
+    ]),
+]
+_METRIC_SHOWN_ELSEWHERE = {"max_drawdown_ms", "max_drawdown_recovered", "longest_drawdown_ms"}
+
+
+def _metrics_table(metrics: Metrics) -> str:
+    values = metrics.to_dict()
+    rows = []
+    listed = set(_METRIC_SHOWN_ELSEWHERE)
+    sections = list(_METRIC_SECTIONS)
+    other = [(k, k.replace("_", " ").capitalize(), _ledger_value) for k in values
+             if k not in listed and all(k != f for _, fs in sections for f, _, _ in fs)]
+    if other:
+        sections.append(("Other", other))
+    for heading, entries in sections:
+        rows.append(f'<tr class="section"><th colspan="2">{heading}</th></tr>')
+        for key, label, fmt in entries:
+            if key == "max_drawdown_bars":
+                text = _dd_duration(values[key], values["max_drawdown_ms"],
+                                    values["max_drawdown_recovered"])
+            elif key == "longest_drawdown_bars":
+                text = _dd_duration(values[key], values["longest_drawdown_ms"])
+            else:
+                text = fmt(values[key])
+            rows.append(f'<tr><td>{html.escape(label)}</td><td class="num" data-metric="{key}">'
+                        f"{html.escape(text)}</td></tr>")
+    return '<table class="metrics">' + "".join(rows) + "</table>"
+
+
+_TRADE_COLUMNS = ("#", "Symbol", "Strategy", "Side", "Quantity", "Entry (UTC)", "Entry price",
+                  "Exit (UTC)", "Exit price", "Bars", "Net P&L", "Return", "Fees",
+                  "Exit reason")
+
+
+def _trades_table(trades: list[Trade]) -> str:
+    if not trades:
+        return '<p class="note">No trades.</p>'
+    esc = html.escape
+    head = "".join(f"<th>{esc(c)}</th>" for c in _TRADE_COLUMNS)
+    rows = []
+    for i, t in enumerate(trades, start=1):
+        cls = "win" if t.pnl > 0 else "loss" if t.pnl < 0 else ""
+        reason = esc(t.exit_reason) + (' <span class="flag" title="stop loss and take profit '
+                                       'both inside the exit bar">ambiguous</span>'
+                                       if t.ambiguous else "")
+        rows.append(
+            f'<tr class="{cls}"><td class="num">{i}</td><td>{esc(t.symbol)}</td>'
+            f"<td>{esc(t.strategy)}</td><td>{esc(t.side)}</td>"
+            f'<td class="num">{t.quantity:.8g}</td><td>{_fmt_time(t.entry_time)}</td>'
+            f'<td class="num">{t.entry_price:.10g}</td><td>{_fmt_time(t.exit_time)}</td>'
+            f'<td class="num">{t.exit_price:.10g}</td><td class="num">{t.exit_bar - t.entry_bar}</td>'
+            f'<td class="num">{t.pnl:,.2f}</td><td class="num">{t.return_pct:.2f} %</td>'
+            f'<td class="num">{t.fees:,.2f}</td><td>{reason}</td></tr>')
+    return (f'<table class="trades"><thead><tr>{head}</tr></thead><tbody>'
+            + "".join(rows) + "</tbody></table>")
+
+
+def _ledger_value(value) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    if isinstance(value, (float, np.floating)):
+        return _num(float(value), ".10g")
+    if isinstance(value, (int, np.integer, str)):
+        return str(value)
+    return json.dumps(value, default=str, ensure_ascii=False)
+
+
+def _ledger_table(ledger: Mapping[str, object]) -> str:
+    if not ledger:
+        return '<p class="note">No ledger entries.</p>'
+    rows = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(_ledger_value(v))}</td></tr>"
+                   for k, v in ledger.items())
+    return f'<table class="ledger">{rows}</table>'
+
+
+def _subtitle(metrics: Metrics, symbols: list) -> str:
+    names = ", ".join(str(s) for s in symbols) or "no symbols"
+    return (f"{names} · {_fmt_time(metrics.start_time)} → {_fmt_time(metrics.end_time)} UTC · "
+            f"{metrics.n_bars:,} bars of {_duration(metrics.interval_ms)}")
+
+
+# --------------------------------------------------------------------------- page template
+
+# Runs before the library so that any error, including one inside it, is recorded in the DOM.
+_ERROR_JS = """
+window.onerror = function (message, source, line) {
+  document.documentElement.setAttribute("data-error", String(message) + " @" + line);
+};
+window.addEventListener("unhandledrejection", function (event) {
+  document.documentElement.setAttribute("data-error", "unhandled rejection: " + event.reason);
+});
+"""
+
+_APP_JS = r"""
+(function () {
+  "use strict";
+  var root = document.documentElement;
+  var LWC = window.LightweightCharts;
+  var data = JSON.parse(document.getElementById("report-data").textContent);
+  var GREEN = "#26a69a", RED = "#ef5350", BLUE = "#2962ff", ORANGE = "#ff9800";
+  var MARKERS = [
+    {shape: "arrowUp", position: "belowBar", color: BLUE},     // long entry
+    {shape: "arrowDown", position: "aboveBar", color: ORANGE}, // short entry
+    {shape: "circle", position: "aboveBar", color: GREEN},     // exit with profit
+    {shape: "circle", position: "aboveBar", color: RED}        // exit with loss
+  ];
+  var points = 0, charts = [];
+
+  function makeChart(id) {
+    // Transparent background: a painted canvas then means the chart really drew something.
+    var chart = LWC.createChart(document.getElementById(id), {
+      autoSize: true,
+      layout: {background: {type: "solid", color: "transparent"}, textColor: "#333",
+               attributionLogo: true},
+      grid: {vertLines: {color: "#eef0f3"}, horzLines: {color: "#eef0f3"}},
+      // Let fitContent squeeze thousands of candles into the width (the default floor is 0.5 px).
+      timeScale: {timeVisible: true, secondsVisible: false, minBarSpacing: 0.01},
+      // Same axis width everywhere so the time axes of stacked charts line up.
+      rightPriceScale: {borderVisible: false, minimumWidth: 90}
+    });
+    charts.push(chart);
+    return chart;
+  }
+
+  function line(columns) {
+    var out = new Array(columns.t.length);
+    for (var i = 0; i < out.length; i++) out[i] = {time: columns.t[i], value: columns.v[i]};
+    points += out.length;
+    return out;
+  }
+
+  data.symbols.forEach(function (s) {
+    var c = s.candles, bars = new Array(c.t.length);
+    for (var i = 0; i < bars.length; i++) {
+      bars[i] = {time: c.t[i], open: c.o[i], high: c.h[i], low: c.l[i], close: c.c[i]};
+    }
+    points += bars.length;
+    var chart = makeChart("price-" + s.index);
+    var series = chart.addSeries(LWC.CandlestickSeries, {
+      upColor: GREEN, downColor: RED, borderVisible: false, wickUpColor: GREEN, wickDownColor: RED
+    });
+    series.setData(bars);
+    LWC.createSeriesMarkers(series, s.markers.map(function (m) {
+      var k = MARKERS[m[1]];
+      return {time: m[0], shape: k.shape, position: k.position, color: k.color, text: m[2]};
+    }));
+  });
+
+  var equityChart = makeChart("equity");
+  equityChart.addSeries(LWC.LineSeries, {color: BLUE, lineWidth: 2}).setData(line(data.equity));
+
+  var ddChart = makeChart("drawdown");
+  // A baseline at 0 % fills exactly the underwater area.
+  ddChart.addSeries(LWC.BaselineSeries, {
+    baseValue: {type: "price", price: 0}, lineWidth: 1,
+    topLineColor: RED, topFillColor1: "rgba(0,0,0,0)", topFillColor2: "rgba(0,0,0,0)",
+    bottomLineColor: RED, bottomFillColor1: "rgba(239,83,80,0.15)",
+    bottomFillColor2: "rgba(239,83,80,0.45)", priceFormat: {type: "percent", precision: 2}
+  }).setData(line(data.drawdown));
+
+  function painted(canvas) {
+    if (!canvas.width || !canvas.height) return false;
+    try {
+      var px = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+      for (var i = 3; i < px.length; i += 4) if (px[i] !== 0) return true;
+    } catch (e) { /* a canvas we cannot read counts as unpainted */ }
+    return false;
+  }
+
+  // autoSize measures the containers asynchronously, so fit the whole series once sized;
+  // charts paint on animation frames, so record the outcome after two more.
+  requestAnimationFrame(function () {
+    charts.forEach(function (chart) { chart.timeScale().fitContent(); });
+    requestAnimationFrame(function () {
+      setTimeout(function () {
+        var canvases = document.querySelectorAll("canvas");
+        var count = 0;
+        for (var i = 0; i < canvases.length; i++) if (painted(canvases[i])) count++;
+        root.setAttribute("data-canvases", String(canvases.length));
+        root.setAttribute("data-painted", String(count));
+        root.setAttribute("data-points", String(points));
+        root.setAttribute("data-rendered", "ok");
+      }, 50);
+    });
+  });
+})();
+"""
+
+_PAGE = Template("""<!DOCTYPE html>
+$license_comment
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'">
+<meta name="generator" content="tradesim">
+<title>$title</title>
+<style>
+body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #222;
+       background: #fff; margin: 0 auto; padding: 16px 24px 40px; max-width: 1280px; }
+h1 { font-size: 22px; margin: 0 0 4px; } h2 { font-size: 17px; margin: 28px 0 6px; }
+.sub, .note { color: #666; margin: 0 0 8px; } footer { color: #777; margin-top: 32px; font-size: 12px; }
+.chart { position: relative; width: 100%; height: 380px; } .chart.small { height: 220px; }
+table { border-collapse: collapse; font-variant-numeric: tabular-nums; }
+td, th { padding: 3px 10px; border-bottom: 1px solid #eee; text-align: left; white-space: nowrap; }
+td.num { text-align: right; } tr.section th { background: #f5f6f8; padding-top: 8px; }
+table.metrics { min-width: 420px; } .scroll { overflow: auto; max-height: 640px; }
+table.trades th { position: sticky; top: 0; background: #f5f6f8; }
+tr.win td:nth-child(11) { color: #1b8a7e; } tr.loss td:nth-child(11) { color: #d32f2f; }
+.flag { background: #fff3cd; border-radius: 3px; padding: 0 4px; font-size: 12px; }
+</style>
+<script>$error_js</script>
+</head>
+<body>
+<h1>$title</h1>
+<p class="sub">$subtitle</p>
+<h2>Metrics</h2>
+$metrics_table
+$price_charts
+<section><h2>Equity</h2><div class="chart" id="equity"></div></section>
+<section><h2>Drawdown (%)</h2><div class="chart small" id="drawdown"></div></section>
+<section><h2>Trades</h2>$trade_note<div class="scroll">$trades_table</div></section>
+<section><h2>Ledger</h2>$ledger_table</section>
+<footer>Generated by tradesim. Charts: TradingView Lightweight Charts™ v$lwc_version,
+Copyright (c) TradingView, Inc., <a href="https://www.tradingview.com/">https://www.tradingview.com/</a>,
+Apache License 2.0 (full text in this file's leading comment).</footer>
+<script type="application/json" id="report-data">$data_json</script>
+<script>$lwc_js</script>
+<script>$app_js</script>
+</body>
+</html>
+""")
