@@ -6,7 +6,8 @@ taker_buy_base_asset_volume, taker_buy_quote_asset_volume, ignore``; the four
 optional columns may be empty. The generic layout is
 ``timestamp, open, high, low, close, volume`` where timestamp is an integer
 (ms since the epoch UTC; seconds and microseconds are recognised by size) or
-an ISO-8601 date/time (taken as UTC).
+an ISO-8601 date/time (taken as UTC). Parquet files (``.parquet``) are read by
+`load_parquet` when pyarrow is installed (``pip install 'tradesim[parquet]'``).
 """
 
 from __future__ import annotations
@@ -14,17 +15,20 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import warnings
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
 from tradesim._core.window import _first_invalid_row
 
-__all__ = ["Bars", "DataFileError", "load_bars", "find_gaps"]
+__all__ = ["Bars", "DataFileError", "find_gaps", "load_bars", "load_parquet"]
 
 PRICE_FIELDS = ("open", "high", "low", "close", "volume")
+_ROW_DTYPE = np.dtype([("t", "<i8"), ("o", "<f8"), ("h", "<f8"), ("l", "<f8"), ("c", "<f8"),
+                       ("v", "<f8")])
 BINANCE_HEADER = ("open_time", "open", "high", "low", "close", "volume", "close_time",
                   "quote_asset_volume", "number_of_trades", "taker_buy_base_asset_volume",
                   "taker_buy_quote_asset_volume", "ignore")
@@ -74,7 +78,7 @@ class Bars:
         """The price/volume columns keyed by name."""
         return {name: getattr(self, name) for name in PRICE_FIELDS}
 
-    def slice(self, start_ms: int | None = None, end_ms: int | None = None) -> "Bars":
+    def slice(self, start_ms: int | None = None, end_ms: int | None = None) -> Bars:
         """Bars with start_ms <= timestamp < end_ms (either bound optional)."""
         lo = 0 if start_ms is None else int(np.searchsorted(self.timestamp, start_ms, "left"))
         hi = len(self) if end_ms is None else int(np.searchsorted(self.timestamp, end_ms, "left"))
@@ -101,13 +105,52 @@ def _parse_time(text: str) -> int:
         return value
     dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
+        dt = dt.replace(tzinfo=UTC)
     return int(dt.timestamp() * 1000)
 
 
 def _symbol_from_name(path: Path) -> str:
     name = path.name.split(".")[0]
     return name.split("-")[0].upper() or "UNKNOWN"
+
+
+def _load_csv_fast(path: Path, symbol: str | None) -> Bars | None:
+    """Bars from a well-formed CSV in one vectorized pass, or None when the careful
+    row-by-row reader must decide (ISO dates, s/us timestamps, quoting, any bad row:
+    it names the file, line and field)."""
+    try:
+        with _open_text(path) as fh:
+            text = fh.read()
+    except (OSError, EOFError, UnicodeDecodeError):
+        return None
+    first = text[:text.find("\n")] if "\n" in text else text
+    header = [h.strip().lower() for h in first.split(",")]
+    if header[:6] == list(BINANCE_HEADER[:6]) or header[:6] == ["timestamp", *PRICE_FIELDS]:
+        skip = 1
+    elif len(header) >= 6 and header[0].isdigit():
+        skip = 0
+    else:
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # e.g. "input contained no data"
+            rows = np.loadtxt(io.StringIO(text), delimiter=",", skiprows=skip, usecols=range(6),
+                              dtype=_ROW_DTYPE, comments=None, ndmin=1)
+    except (ValueError, IndexError, UserWarning):
+        return None
+    if len(rows) < 2:
+        return None
+    ts = np.ascontiguousarray(rows["t"])
+    # Only plain ms timestamps here; load_bars owns the seconds/microseconds heuristics.
+    if ts.min() < 10**11 or ts.max() >= 10**14:
+        return None
+    o, h, lo, c, v = (np.ascontiguousarray(rows[k]) for k in "ohlcv")
+    nan = np.full(len(ts), np.nan)
+    steps = np.diff(ts)
+    if _first_invalid_row(o, h, lo, c, v, nan, nan) >= 0 or (steps <= 0).any():
+        return None
+    return Bars(symbol or _symbol_from_name(path), ts, o, h, lo, c, v, str(path),
+                int(np.median(steps)))
 
 
 def load_bars(path: str | Path, symbol: str | None = None) -> Bars:
@@ -136,8 +179,13 @@ def load_bars(path: str | Path, symbol: str | None = None) -> Bars:
         names the file, the 1-based line and the field.
     """
     path = Path(path)
+    if path.suffix.lower() == ".parquet":
+        return load_parquet(path, symbol)
     if not path.exists():
         raise DataFileError(path, None, None, "no such file")
+    fast = _load_csv_fast(path, symbol)
+    if fast is not None:
+        return fast
     ts: list[int] = []
     cols: list[list[float]] = [[], [], [], [], []]
     try:
@@ -186,7 +234,7 @@ def load_bars(path: str | Path, symbol: str | None = None) -> Bars:
     nan = np.full(len(timestamp), np.nan)
     bad = _first_invalid_row(o, h, l, c, v, nan, nan)
     if bad >= 0:
-        from tradesim._core.market_data import MarketData, InvalidMarketData
+        from tradesim._core.market_data import InvalidMarketData, MarketData
         try:
             MarketData("", int(timestamp[bad]), o[bad], h[bad], l[bad], c[bad], v[bad])
         except InvalidMarketData as exc:
@@ -202,6 +250,106 @@ def load_bars(path: str | Path, symbol: str | None = None) -> Bars:
         interval = int(np.median(steps))
     else:
         interval = None
+    return Bars(symbol or _symbol_from_name(path), timestamp, o, h, l, c, v, str(path), interval)
+
+
+PARQUET_TIME_COLUMNS = ("timestamp", "open_time", "date")
+
+
+def load_parquet(path: str | Path, symbol: str | None = None) -> Bars:
+    """Read OHLCV bars from a Parquet file (needs pyarrow).
+
+    Parameters
+    ----------
+    path : str or Path
+        File with a time column named ``timestamp``, ``open_time`` or ``date``
+        (an Arrow timestamp or date of any unit and zone, or integers: ms since
+        the epoch UTC, with seconds and microseconds recognised by size) and
+        float columns ``open, high, low, close, volume`` (names case-insensitive;
+        other columns are ignored).
+    symbol : str, optional
+        Instrument name; defaults to the file name's first dash-separated part.
+
+    Returns
+    -------
+    Bars
+        As from `load_bars`: timestamps int64 ms since the epoch UTC, prices in
+        quote currency, volume in base units.
+
+    Raises
+    ------
+    ImportError
+        pyarrow is not installed; the message says ``pip install 'tradesim[parquet]'``.
+    DataFileError
+        Missing or unreadable file, missing column, a null, a bar breaking the
+        `MarketData` rules or timestamps not strictly increasing. ``line`` is
+        the 1-based row number.
+    """
+    path = Path(path)
+    try:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+    except ImportError as exc:
+        raise ImportError(f"reading Parquet ({path.name}) needs pyarrow: "
+                          "pip install 'tradesim[parquet]'") from exc
+    if not path.exists():
+        raise DataFileError(path, None, None, "no such file")
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise DataFileError(path, None, None, f"cannot read Parquet: {exc}") from None
+    by_lower = {name.lower(): name for name in table.column_names}
+    time_name = next((by_lower[c] for c in PARQUET_TIME_COLUMNS if c in by_lower), None)
+    missing = [f for f in PRICE_FIELDS if f not in by_lower]
+    if time_name is None or missing:
+        raise DataFileError(path, None, None,
+                            f"columns {table.column_names} lack "
+                            f"{missing or ['timestamp (or open_time / date)']}")
+
+    def column(name, kind):
+        col = table.column(name)
+        if col.null_count:
+            row = int(np.argmax(pc.is_null(col).to_numpy(zero_copy_only=False)))
+            raise DataFileError(path, row + 1, name, f"row {row + 1}: value is missing (null)")
+        try:
+            if kind == "time":
+                if pa.types.is_date(col.type):
+                    col = col.cast(pa.timestamp("ms"))
+                if pa.types.is_timestamp(col.type):
+                    return col.cast(pa.timestamp("ms", col.type.tz), safe=False) \
+                              .cast(pa.int64()).to_numpy()
+                if not pa.types.is_integer(col.type):
+                    raise DataFileError(path, None, name, f"type {col.type} is not a time")
+                raw = col.cast(pa.int64()).to_numpy()
+                # Seconds, milliseconds or microseconds since the epoch, told apart by size.
+                mag = np.abs(raw)
+                return np.where(mag < 10**11, raw * 1000, np.where(mag >= 10**14, raw // 1000, raw))
+            return col.cast(pa.float64()).to_numpy()
+        except pa.ArrowException as exc:
+            raise DataFileError(path, None, name, f"cannot convert {col.type}: {exc}") from None
+
+    timestamp = np.ascontiguousarray(column(time_name, "time"), dtype=np.int64)
+    o, h, l, c, v = (np.ascontiguousarray(column(by_lower[f], "price"), dtype=np.float64)
+                     for f in PRICE_FIELDS)
+    nan = np.full(len(timestamp), np.nan)
+    bad = _first_invalid_row(o, h, l, c, v, nan, nan)
+    if bad >= 0:
+        from tradesim._core.market_data import InvalidMarketData, MarketData
+        try:
+            MarketData("", int(timestamp[bad]), o[bad], h[bad], l[bad], c[bad], v[bad])
+        except InvalidMarketData as exc:
+            raise DataFileError(path, bad + 1, exc.field,
+                                f"row {bad + 1}: {exc.value!r} rejected: {exc}") from None
+    interval = None
+    if len(timestamp) > 1:
+        steps = np.diff(timestamp)
+        if (steps <= 0).any():
+            i = int(np.argmax(steps <= 0)) + 1
+            raise DataFileError(path, i + 1, time_name,
+                                f"row {i + 1}: {timestamp[i]} is not after the previous row's "
+                                f"{timestamp[i - 1]} (bars must be in strictly increasing time order)")
+        interval = int(np.median(steps))
     return Bars(symbol or _symbol_from_name(path), timestamp, o, h, l, c, v, str(path), interval)
 
 
