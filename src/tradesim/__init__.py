@@ -10,9 +10,21 @@ except PackageNotFoundError:  # running from a source tree without install
 from tradesim._core import (  # noqa: E402
     MarketData, InvalidMarketData, MarketDataWindow, OutOfOrderBar,
     SMA, EMA, VWAP, RSI, MACD, Stochastic, BollingerBands, ATR,
+    State, Side, ActionType, InvalidTransition, Position, Context, StateMachine,
 )
 
 __all__ = [
     "__version__", "MarketData", "InvalidMarketData", "MarketDataWindow", "OutOfOrderBar",
     "SMA", "EMA", "VWAP", "RSI", "MACD", "Stochastic", "BollingerBands", "ATR",
+    "State", "Side", "ActionType", "InvalidTransition", "Position", "Context", "StateMachine",
+    "LuaStrategy",
 ]
+
+
+def __getattr__(name):
+    # LuaStrategy pulls in lupa; import it only when asked for.
+    if name == "LuaStrategy":
+        from tradesim.strategy import LuaStrategy
+
+        return LuaStrategy
+    raise AttributeError(f"module 'tradesim' has no attribute {name!r}")

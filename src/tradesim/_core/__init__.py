@@ -9,9 +9,12 @@ from tradesim._core.volatility import BollingerBands, ATR, bollinger, atr
 from tradesim._core.indicator_set import IndicatorSet, compute_all
 from tradesim._core.rolling import Highest, Lowest, PriceRange, AverageVolume
 from tradesim._core.bank import IndicatorBank
+from tradesim._core.state_machine import (
+    State, Side, ActionType, Transition, InvalidTransition, Position, Context, StateMachine)
 
 __all__ = [
     "MarketData", "InvalidMarketData", "MarketDataWindow", "OutOfOrderBar", "Indicator",
     "SMA", "EMA", "VWAP", "RSI", "MACD", "Stochastic", "BollingerBands", "ATR",
-    "IndicatorSet", "compute_all", "Highest", "Lowest", "PriceRange", "AverageVolume", "IndicatorBank", "sma", "ema", "vwap", "rsi", "macd", "stochastic", "bollinger", "atr",
+    "IndicatorSet", "compute_all", "Highest", "Lowest", "PriceRange", "AverageVolume", "IndicatorBank",
+    "State", "Side", "ActionType", "Transition", "InvalidTransition", "Position", "Context", "StateMachine", "sma", "ema", "vwap", "rsi", "macd", "stochastic", "bollinger", "atr",
 ]

@@ -93,6 +93,7 @@ cdef class StateMachine:
     # trusted: the caller validated it). Returns an UPDATE_* code.
     cdef int update_fast(self, long long ts, double open, double high, double low,
                          double close) except -1
+    cdef int _reset(self) except -1
     cdef int _check(self, int action) except -1
     cdef int _transition(self, int to, int action, str reason, long long ts) except -1
     cdef Position _close(self, double price, long long ts, str reason, bint ambiguous)

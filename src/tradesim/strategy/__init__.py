@@ -1,4 +1,4 @@
-"""Lua strategy layer: the sandboxed runtime and its errors."""
+"""Lua strategy layer: the sandboxed runtime, its errors and `LuaStrategy`."""
 
 from tradesim.strategy.errors import (
     StrategyError,
@@ -6,9 +6,13 @@ from tradesim.strategy.errors import (
     StrategyMemoryError,
     StrategyTimeout,
 )
+from tradesim.strategy.lua_strategy import ActionRequest, Decision, LuaStrategy
 from tradesim.strategy.sandbox import LuaSandbox, StrategyFunction
 
 __all__ = [
+    "ActionRequest",
+    "Decision",
+    "LuaStrategy",
     "LuaSandbox",
     "StrategyError",
     "StrategyFunction",

@@ -464,6 +464,28 @@ class LuaSandbox:
         host_call.__name__ = host_call.__qualname__ = f"host_function[{name}]"
         return host_call
 
+    def guard(self, lua_function: Any, name: str = "host") -> Callable[..., Any]:
+        """Wrap a host Lua function (e.g. one of several returned by :meth:`eval_host`).
+
+        Like the callable from :meth:`host_function`: each call starts a fresh budget and
+        maps errors; ``.lua`` is the raw guarded function for hot paths (pass its exceptions
+        to :meth:`translate_error` before the next call).
+        """
+        if _lua_type(lua_function) != "function":
+            raise TypeError(f"guard() needs a Lua function, got {type(lua_function).__name__}")
+        guarded = self._guarded(lua_function)
+        translate = self._translate
+
+        def host_call(*call_args: Any) -> Any:
+            try:
+                return guarded(*call_args)
+            except Exception as exc:
+                raise translate(exc) from None
+
+        host_call.lua = guarded  # type: ignore[attr-defined]
+        host_call.__name__ = host_call.__qualname__ = f"guard[{name}]"
+        return host_call
+
     def eval_host(self, lua_src: str, *args: Any, name: str = "host") -> Any:
         """Run a host-side Lua chunk under the budget and return its results unconverted.
 

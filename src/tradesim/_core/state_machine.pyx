@@ -1,0 +1,883 @@
+"""The per-symbol trading state machine, its positions and its context store.
+
+IDLE --start_analyzing--> ANALYZING --enter_long/enter_short--> IN_POSITION --exit--> IDLE,
+with cancel_analysis (or the optional analysis timeout) taking ANALYZING back to
+IDLE and stop-loss / take-profit exits detected bar by bar in `update`.
+"""
+
+import enum
+from collections import namedtuple
+
+from libc.math cimport NAN, isfinite, isnan
+
+from tradesim._core.market_data cimport MarketData, bar_ok, raise_if_invalid
+
+
+class State(enum.IntEnum):
+    """Where the machine is in the trading cycle."""
+
+    IDLE = STATE_IDLE                #: flat, scanning for a setup
+    ANALYZING = STATE_ANALYZING      #: flat, evaluating a setup
+    IN_POSITION = STATE_IN_POSITION  #: holding a position
+
+
+class Side(enum.IntEnum):
+    """Direction of a position; the value is the sign of its P&L per unit price rise."""
+
+    LONG = SIDE_LONG
+    SHORT = SIDE_SHORT
+
+
+class ActionType(enum.IntEnum):
+    """What a strategy can ask of the machine (the lower-case name is the method name)."""
+
+    START_ANALYZING = ACTION_START_ANALYZING
+    CANCEL_ANALYSIS = ACTION_CANCEL_ANALYSIS
+    ENTER_LONG = ACTION_ENTER_LONG
+    ENTER_SHORT = ACTION_ENTER_SHORT
+    EXIT = ACTION_EXIT
+    UPDATE_STOP_LOSS = ACTION_UPDATE_STOP_LOSS
+    UPDATE_TAKE_PROFIT = ACTION_UPDATE_TAKE_PROFIT
+
+
+Transition = namedtuple("Transition", ["from_state", "to_state", "reason", "timestamp", "action"])
+Transition.__doc__ = """One recorded state change.
+
+Attributes
+----------
+from_state, to_state : State
+reason : str
+    ``"stop_loss"``, ``"take_profit"``, ``"analysis_timeout"``, or the reason
+    given to the action (``"exit"`` by default for exits, may be empty otherwise).
+timestamp : int
+    Milliseconds since the Unix epoch (UTC): the action's timestamp, or the
+    open time of the bar that triggered an automatic exit or timeout.
+action : ActionType
+    The action that caused it (automatic exits record EXIT, timeouts CANCEL_ANALYSIS).
+"""
+
+
+class InvalidTransition(RuntimeError):
+    """An action is not allowed in the machine's current state; nothing was changed.
+
+    Attributes
+    ----------
+    state : State
+        The state the machine was (and still is) in.
+    action : ActionType
+        The rejected action.
+    """
+
+    def __init__(self, message, state=None, action=None):
+        super().__init__(message)
+        self.state = state
+        self.action = action
+
+
+cdef tuple STATES = (State.IDLE, State.ANALYZING, State.IN_POSITION)
+cdef tuple ACTIONS = tuple(ActionType)
+cdef tuple POLICIES = ("stop_loss_first", "take_profit_first", "open_distance")
+
+# Allowed actions per state as bit masks over the ACTION_* values.
+cdef int ALLOWED[3]
+ALLOWED[STATE_IDLE] = ((1 << ACTION_START_ANALYZING) | (1 << ACTION_ENTER_LONG)
+                       | (1 << ACTION_ENTER_SHORT))
+ALLOWED[STATE_ANALYZING] = ((1 << ACTION_CANCEL_ANALYSIS) | (1 << ACTION_ENTER_LONG)
+                            | (1 << ACTION_ENTER_SHORT))
+ALLOWED[STATE_IN_POSITION] = ((1 << ACTION_EXIT) | (1 << ACTION_UPDATE_STOP_LOSS)
+                              | (1 << ACTION_UPDATE_TAKE_PROFIT))
+
+# Interned once so automatic exits and timeouts allocate no strings.
+cdef str REASON_STOP_LOSS = "stop_loss"
+cdef str REASON_TAKE_PROFIT = "take_profit"
+cdef str REASON_TIMEOUT = "analysis_timeout"
+cdef str REASON_EXIT = "exit"
+
+
+cdef inline str action_name(int action):
+    return ACTIONS[action].name.lower()
+
+
+cdef inline str side_name(int side):
+    return "long" if side == SIDE_LONG else "short"
+
+
+cdef inline object none_if_nan(double x):
+    # JSON has no NaN: unset levels and not-yet-known prices become null.
+    return None if isnan(x) else x
+
+
+cdef int check_price(str name, double value) except -1:
+    if not isfinite(value) or value <= 0.0:
+        raise ValueError(f"{name} = {value!r}: must be a finite price > 0 (quote currency)")
+    return 0
+
+
+cdef int check_level(str name, double level, int side, double ref, str ref_name) except -1:
+    """A stop-loss must lie on the losing side of `ref`, a take-profit on the winning side."""
+    cdef bint is_stop = name == "stop_loss"
+    cdef bint below
+    if isnan(level):
+        return 0
+    if not isfinite(level) or level <= 0.0:
+        raise ValueError(f"{name} = {level!r}: must be a finite price > 0, or NaN for none")
+    below = (side == SIDE_LONG) == is_stop
+    if below and not level < ref:
+        raise ValueError(f"{name} = {level!r}: must be below the {ref_name} ({ref!r}) "
+                         f"for a {side_name(side)} position")
+    if not below and not level > ref:
+        raise ValueError(f"{name} = {level!r}: must be above the {ref_name} ({ref!r}) "
+                         f"for a {side_name(side)} position")
+    return 0
+
+
+cdef int check_entry(int side, double quantity, double price, double stop_loss,
+                     double take_profit) except -1:
+    if not isfinite(quantity) or quantity <= 0.0:
+        raise ValueError(f"quantity = {quantity!r}: must be finite and > 0 (base units)")
+    check_price("price", price)
+    check_level("stop_loss", stop_loss, side, price, "entry price")
+    check_level("take_profit", take_profit, side, price, "entry price")
+    return 0
+
+
+cdef int parse_side(object side) except 0:
+    if isinstance(side, str):
+        s = side.lower()
+        if s == "long":
+            return SIDE_LONG
+        if s == "short":
+            return SIDE_SHORT
+    elif not isinstance(side, bool) and isinstance(side, int):
+        if side == SIDE_LONG or side == SIDE_SHORT:
+            return side
+    raise ValueError(f"side = {side!r}: must be Side.LONG (1, 'long') or Side.SHORT (-1, 'short')")
+
+
+cdef inline double pnl(int side, double quantity, double entry, double price) noexcept nogil:
+    # quantity * (price - entry) for a long, quantity * (entry - price) for a
+    # short: negating (price - entry) is exact, so both forms agree bit for bit.
+    return quantity * (side * (price - entry))
+
+
+cdef class Position:
+    """One position: opened by an entry, marked at each bar's close, closed by an exit.
+
+    Owned and updated by a `StateMachine`: while open the object is live (its
+    mark, unrealized P&L, levels and `bars_held` change as bars arrive); once
+    closed it no longer changes. All P&L is gross (fees and slippage are the
+    execution layer's business).
+
+    Parameters
+    ----------
+    side : Side, int or str
+        ``Side.LONG`` (1, ``"long"``) or ``Side.SHORT`` (-1, ``"short"``).
+    quantity : float
+        Size in base units (finite, > 0).
+    entry_price : float
+        Fill price in quote currency (finite, > 0).
+    entry_time : int
+        Milliseconds since the Unix epoch (UTC).
+    stop_loss, take_profit : float, optional
+        Exit levels in quote currency; NaN (default) means none. For a long
+        stop_loss < entry_price < take_profit; for a short the reverse.
+    reason : str, optional
+        Why the position was entered (free text from the strategy).
+
+    Attributes
+    ----------
+    side : Side
+    quantity, entry_price, entry_time, stop_loss, take_profit
+        As above (levels change when the machine updates them).
+    mark_price : float
+        Last close seen while open (the entry price before the first bar);
+        the exit price once closed.
+    unrealized_pnl : float
+        quantity * (mark - entry) for a long, quantity * (entry - mark) for a
+        short (quote currency); 0.0 once closed.
+    realized_pnl : float
+        The same at the exit price once closed; 0.0 while open.
+    exit_price : float
+        NaN while open.
+    exit_time : int or None
+        None while open; for automatic exits the triggering bar's open time.
+    exit_reason : str or None
+        ``"stop_loss"``, ``"take_profit"``, the strategy's reason (``"exit"``
+        by default); None while open.
+    ambiguous : bool
+        The exit bar touched both levels without a deciding gap, so the
+        machine's ambiguity policy chose the level.
+    is_open : bool
+    bars_held : int
+        Bars processed while open, including the exit bar.
+
+    Raises
+    ------
+    ValueError
+        Naming the field and value: quantity or entry price not finite > 0,
+        a level not finite > 0, or a level on the wrong side of the entry.
+    """
+
+    def __init__(self, side, double quantity, double entry_price, long long entry_time,
+                 double stop_loss=NAN, double take_profit=NAN, str reason=""):
+        cdef int s = parse_side(side)
+        check_entry(s, quantity, entry_price, stop_loss, take_profit)
+        init_position(self, s, quantity, entry_price, entry_time, stop_loss, take_profit,
+                      reason)
+
+    @property
+    def side(self):
+        """`Side.LONG` or `Side.SHORT`."""
+        return Side.LONG if self.side_c == SIDE_LONG else Side.SHORT
+
+    @property
+    def exit_time(self):
+        """Exit time in ms since the Unix epoch (UTC), or None while open."""
+        return None if self.is_open else self.exit_time_c
+
+    @property
+    def pnl(self):
+        """Realized P&L once closed, unrealized while open (quote currency, gross)."""
+        return self.unrealized_pnl if self.is_open else self.realized_pnl
+
+    def to_dict(self):
+        """The position as a JSON-serializable dict (NaN and unknown values become None)."""
+        return {
+            "side": side_name(self.side_c),
+            "quantity": self.quantity,
+            "entry_price": self.entry_price,
+            "entry_time": self.entry_time,
+            "stop_loss": none_if_nan(self.stop_loss),
+            "take_profit": none_if_nan(self.take_profit),
+            "mark_price": self.mark_price,
+            "unrealized_pnl": self.unrealized_pnl,
+            "realized_pnl": self.realized_pnl,
+            "exit_price": none_if_nan(self.exit_price),
+            "exit_time": self.exit_time,
+            "exit_reason": self.exit_reason,
+            "entry_reason": self.entry_reason,
+            "ambiguous": self.ambiguous,
+            "is_open": self.is_open,
+            "bars_held": self.bars_held,
+        }
+
+    def __repr__(self):
+        levels = f"sl={self.stop_loss!r} tp={self.take_profit!r}"
+        if self.is_open:
+            return (f"<Position {side_name(self.side_c)} {self.quantity!r} @ {self.entry_price!r} "
+                    f"{levels} open, mark {self.mark_price!r}, upnl {self.unrealized_pnl!r}>")
+        flag = " ambiguous" if self.ambiguous else ""
+        return (f"<Position {side_name(self.side_c)} {self.quantity!r} @ {self.entry_price!r} "
+                f"{levels} closed @ {self.exit_price!r} ({self.exit_reason}{flag}), "
+                f"pnl {self.realized_pnl!r}>")
+
+
+cdef void init_position(Position p, int side, double quantity, double price, long long ts,
+                        double stop_loss, double take_profit, str reason):
+    p.side_c = side
+    p.quantity = quantity
+    p.entry_price = price
+    p.entry_time = ts
+    p.stop_loss = stop_loss
+    p.take_profit = take_profit
+    p.mark_price = price
+    p.unrealized_pnl = 0.0
+    p.realized_pnl = 0.0
+    p.exit_price = NAN
+    p.exit_time_c = 0
+    p.exit_reason = None
+    p.entry_reason = reason if reason is not None else ""
+    p.ambiguous = False
+    p.is_open = True
+    p.bars_held = 0
+
+
+cdef class Context:
+    """Typed key-value store a strategy keeps across bars (what it found while analyzing).
+
+    Keys are str; values are float, int, str or bool only, so the store is
+    always JSON-serializable and safe to hand to Lua. Behaves like a small
+    dict: ``ctx[key]``, ``ctx[key] = v``, ``del ctx[key]``, ``key in ctx``,
+    ``len(ctx)``, iteration over keys, plus `get`, `set`, `delete`, `items`,
+    `clear`, `update` and `to_dict`.
+
+    Raises
+    ------
+    TypeError
+        On writing a non-str key or a value of another type, naming the key
+        and the type (the store is unchanged).
+    """
+
+    def __cinit__(self):
+        self._data = {}
+
+    def set(self, key, value):
+        """Store `value` (float, int, str or bool) under the str `key`."""
+        check_item(key, value)
+        self._data[key] = value
+
+    def __setitem__(self, key, value):
+        check_item(key, value)
+        self._data[key] = value
+
+    def get(self, key, default=None):
+        """The value stored under `key`, or `default` when absent."""
+        return self._data.get(key, default)
+
+    def __getitem__(self, key):
+        try:
+            return self._data[key]
+        except KeyError:
+            raise KeyError(f"context has no key {key!r}") from None
+
+    def delete(self, key):
+        """Remove `key`; raise KeyError naming it when absent."""
+        try:
+            del self._data[key]
+        except KeyError:
+            raise KeyError(f"context has no key {key!r}") from None
+
+    def __delitem__(self, key):
+        self.delete(key)
+
+    def __contains__(self, key):
+        return key in self._data
+
+    def __len__(self):
+        return len(self._data)
+
+    def __iter__(self):
+        return iter(self._data)
+
+    def keys(self):
+        """A read-only view of the keys."""
+        return self._data.keys()
+
+    def values(self):
+        """A read-only view of the values."""
+        return self._data.values()
+
+    def items(self):
+        """A read-only view of the (key, value) pairs."""
+        return self._data.items()
+
+    def update(self, other=(), **kwargs):
+        """Store several values; all are checked first, so a bad one stores none."""
+        new = dict(other, **kwargs)
+        for key, value in new.items():
+            check_item(key, value)
+        self._data.update(new)
+
+    def clear(self):
+        """Remove every key."""
+        self._data.clear()
+
+    def to_dict(self):
+        """A copy of the contents as a plain dict."""
+        return dict(self._data)
+
+    def __eq__(self, other):
+        if isinstance(other, Context):
+            return self._data == (<Context>other)._data
+        if isinstance(other, dict):
+            return self._data == other
+        return NotImplemented
+
+    def __repr__(self):
+        return f"Context({self._data!r})"
+
+
+cdef int check_item(object key, object value) except -1:
+    if not isinstance(key, str):
+        raise TypeError(f"context key {key!r} has type {type(key).__name__}: keys must be str")
+    if not isinstance(value, (float, int, str)):  # bool is an int
+        raise TypeError(f"context[{key!r}]: value of type {type(value).__name__} is not allowed; "
+                        "use float, int, str or bool")
+    return 0
+
+
+cdef class StateMachine:
+    """The trading cycle of one symbol: IDLE -> ANALYZING -> IN_POSITION -> IDLE.
+
+    Strategies move it with the action methods (or `apply`); the runner feeds
+    it every bar with `update` (or the C-level `update_fast`), which marks the
+    open position at the bar's close and closes it when the bar reaches its
+    stop-loss or take-profit. Prices are in quote currency, quantities in base
+    units, timestamps in ms since the Unix epoch (UTC); P&L is gross.
+
+    Allowed actions (anything else raises `InvalidTransition` and changes nothing):
+
+    ===========  ==========================================================
+    IDLE         start_analyzing -> ANALYZING; enter_long / enter_short -> IN_POSITION
+    ANALYZING    cancel_analysis -> IDLE; enter_long / enter_short -> IN_POSITION
+    IN_POSITION  exit -> IDLE; update_stop_loss, update_take_profit (no state change)
+    ===========  ==========================================================
+
+    Entering straight from IDLE is allowed: a strategy that needs no separate
+    analysis phase does not have to pass through ANALYZING.
+
+    Parameters
+    ----------
+    ambiguity_policy : {"stop_loss_first", "take_profit_first", "open_distance"}
+        Which level fills when one bar touches both the stop-loss and the
+        take-profit (the intrabar order is unknown): the stop (default,
+        pessimistic), the take-profit, or whichever is nearer the bar's open
+        (a tie goes to the stop). Such exits have ``ambiguous=True``.
+    analysis_timeout_bars : int
+        0 (default) for none; otherwise the strategy gets this many bars in
+        ANALYZING, and the next bar's `update` returns the machine to IDLE
+        with reason ``"analysis_timeout"``.
+    keep_context : bool
+        False (default): `context` is cleared on every return to IDLE (exit,
+        stop-loss, take-profit, cancel, timeout). True: it is never cleared
+        automatically. Values set in IDLE or ANALYZING stay visible in
+        IN_POSITION either way.
+
+    Raises
+    ------
+    ValueError
+        Unknown `ambiguity_policy`, or `analysis_timeout_bars` < 0.
+
+    Notes
+    -----
+    Exit rules per bar (see `update`): an open at or beyond a level fills at
+    the open (gap); otherwise a level the bar's low/high touches fills at the
+    level itself. Levels are checked before the mark, so a position is never
+    marked at a close beyond its stop. Call `update` before asking the
+    strategy about the same bar, and only with bars after the entry.
+
+    Validation: quantity finite > 0; prices finite > 0; a stop-loss below and
+    a take-profit above the reference price for a long (the reverse for a
+    short), where the reference is the entry price on entry and the current
+    mark (last close) on `update_stop_loss`/`update_take_profit`, so trailing
+    a stop past the entry is allowed. Bad values raise ValueError naming the
+    field and value, and nothing changes.
+    """
+
+    def __cinit__(self, str ambiguity_policy="stop_loss_first", int analysis_timeout_bars=0,
+                  bint keep_context=False):
+        if ambiguity_policy not in POLICIES:
+            raise ValueError(f"ambiguity_policy = {ambiguity_policy!r}: must be one of "
+                             f"{', '.join(POLICIES)}")
+        if analysis_timeout_bars < 0:
+            raise ValueError(f"analysis_timeout_bars = {analysis_timeout_bars}: must be >= 0 "
+                             "(0 = no timeout)")
+        self.policy_c = POLICIES.index(ambiguity_policy)
+        self.analysis_timeout_bars = analysis_timeout_bars
+        self.keep_context = keep_context
+        self.context = Context()
+        self.closed_positions = []
+        self.hist_reason = [None] * HISTORY_CAPACITY
+        self._reset()
+
+    cdef int _reset(self) except -1:
+        cdef int i
+        self.state_c = STATE_IDLE
+        self.bars_processed = 0
+        self.bars_in_state = 0
+        self.n_trades = 0
+        self.transition_count = 0
+        self.realized_pnl = 0.0
+        self.position = None
+        self.last_closed = None
+        del self.closed_positions[:]
+        self.context._data.clear()
+        self.hist_head = 0
+        self.hist_size = 0
+        for i in range(HISTORY_CAPACITY):
+            self.hist_reason[i] = None
+        return 0
+
+    def reset(self):
+        """Back to a fresh IDLE machine: no position, counters, history, trades or context."""
+        self._reset()
+
+    # -- properties ------------------------------------------------------------
+
+    @property
+    def state(self):
+        """The current `State`."""
+        return STATES[self.state_c]
+
+    @property
+    def ambiguity_policy(self):
+        """``"stop_loss_first"``, ``"take_profit_first"`` or ``"open_distance"``."""
+        return POLICIES[self.policy_c]
+
+    def allowed_actions(self):
+        """The `ActionType`s valid in the current state."""
+        return tuple(a for a in ACTIONS if ALLOWED[self.state_c] & (1 << <int>a))
+
+    # -- transitions -------------------------------------------------------------
+
+    cdef int _check(self, int action) except -1:
+        cdef int a
+        if ALLOWED[self.state_c] & (1 << action):
+            return 0
+        names = []
+        for a in range(len(ACTIONS)):
+            if ALLOWED[self.state_c] & (1 << a):
+                names.append(action_name(a))
+        raise InvalidTransition(
+            f"cannot {action_name(action)} in state {STATES[self.state_c].name}; "
+            f"allowed there: {', '.join(names)}; nothing was changed",
+            STATES[self.state_c], ACTIONS[action])
+
+    cdef int _transition(self, int to, int action, str reason, long long ts) except -1:
+        cdef int i = self.hist_head
+        # The only fallible step goes first, so a failure changes nothing.
+        self.hist_reason[i] = reason
+        self.hist_from[i] = self.state_c
+        self.hist_to[i] = to
+        self.hist_action[i] = action
+        self.hist_ts[i] = ts
+        self.hist_head = i + 1 if i + 1 < HISTORY_CAPACITY else 0
+        if self.hist_size < HISTORY_CAPACITY:
+            self.hist_size += 1
+        self.transition_count += 1
+        self.state_c = to
+        self.bars_in_state = 0
+        if to == STATE_IDLE and not self.keep_context:
+            self.context._data.clear()
+        return 0
+
+    def start_analyzing(self, long long timestamp, str reason=""):
+        """IDLE -> ANALYZING: the strategy found a setup worth evaluating.
+
+        Parameters
+        ----------
+        timestamp : int
+            Milliseconds since the Unix epoch (UTC).
+        reason : str, optional
+            Recorded in the history.
+
+        Raises
+        ------
+        InvalidTransition
+            Unless IDLE.
+        """
+        self._check(ACTION_START_ANALYZING)
+        self._transition(STATE_ANALYZING, ACTION_START_ANALYZING, reason or "", timestamp)
+
+    def cancel_analysis(self, long long timestamp, str reason=""):
+        """ANALYZING -> IDLE: the setup was rejected (clears `context` unless `keep_context`).
+
+        Raises
+        ------
+        InvalidTransition
+            Unless ANALYZING.
+        """
+        self._check(ACTION_CANCEL_ANALYSIS)
+        self._transition(STATE_IDLE, ACTION_CANCEL_ANALYSIS, reason or "", timestamp)
+
+    cdef Position _enter(self, int action, double quantity, double price, long long ts,
+                         double stop_loss, double take_profit, str reason):
+        cdef int side = SIDE_LONG if action == ACTION_ENTER_LONG else SIDE_SHORT
+        cdef Position p
+        self._check(action)
+        check_entry(side, quantity, price, stop_loss, take_profit)
+        p = Position.__new__(Position)
+        init_position(p, side, quantity, price, ts, stop_loss, take_profit, reason)
+        self._transition(STATE_IN_POSITION, action, reason or "", ts)
+        self.position = p
+        return p
+
+    def enter_long(self, double quantity, double price, long long timestamp,
+                   double stop_loss=NAN, double take_profit=NAN, str reason=""):
+        """Open a long position (IDLE or ANALYZING -> IN_POSITION) and return it.
+
+        Parameters
+        ----------
+        quantity : float
+            Base units (finite, > 0).
+        price : float
+            Fill price, quote currency (finite, > 0).
+        timestamp : int
+            Milliseconds since the Unix epoch (UTC).
+        stop_loss, take_profit : float, optional
+            NaN (default) for none; otherwise stop_loss < price < take_profit.
+        reason : str, optional
+            Recorded in the history and as the position's `entry_reason`.
+
+        Raises
+        ------
+        InvalidTransition
+            When IN_POSITION.
+        ValueError
+            Naming the bad field and value; nothing changes.
+        """
+        return self._enter(ACTION_ENTER_LONG, quantity, price, timestamp, stop_loss,
+                           take_profit, reason)
+
+    def enter_short(self, double quantity, double price, long long timestamp,
+                    double stop_loss=NAN, double take_profit=NAN, str reason=""):
+        """Open a short position (IDLE or ANALYZING -> IN_POSITION) and return it.
+
+        As `enter_long`, with take_profit < price < stop_loss.
+        """
+        return self._enter(ACTION_ENTER_SHORT, quantity, price, timestamp, stop_loss,
+                           take_profit, reason)
+
+    cdef Position _close(self, double price, long long ts, str reason, bint ambiguous):
+        cdef Position p = self.position
+        cdef double realized = pnl(p.side_c, p.quantity, p.entry_price, price)
+        self.closed_positions.append(p)
+        self._transition(STATE_IDLE, ACTION_EXIT, reason, ts)
+        p.exit_price = price
+        p.exit_time_c = ts
+        p.exit_reason = reason
+        p.ambiguous = ambiguous
+        p.mark_price = price
+        p.realized_pnl = realized
+        p.unrealized_pnl = 0.0
+        p.is_open = False
+        self.position = None
+        self.last_closed = p
+        self.n_trades += 1
+        self.realized_pnl += realized
+        return p
+
+    def exit(self, double price, long long timestamp, str reason="exit"):
+        """Close the position at `price` (IN_POSITION -> IDLE) and return it.
+
+        Parameters
+        ----------
+        price : float
+            Fill price, quote currency (finite, > 0).
+        timestamp : int
+            Milliseconds since the Unix epoch (UTC); not before the entry time.
+        reason : str, optional
+            The position's `exit_reason` (``"exit"`` when empty).
+
+        Raises
+        ------
+        InvalidTransition
+            Unless IN_POSITION.
+        ValueError
+            Bad price or timestamp; nothing changes.
+        """
+        self._check(ACTION_EXIT)
+        check_price("price", price)
+        if timestamp < self.position.entry_time:
+            raise ValueError(f"timestamp = {timestamp}: exit must not be before the entry "
+                             f"time ({self.position.entry_time})")
+        return self._close(price, timestamp, reason or REASON_EXIT, False)
+
+    def update_stop_loss(self, double price):
+        """Move the open position's stop-loss to `price` (NaN removes it).
+
+        Must lie below the current mark for a long, above it for a short.
+
+        Raises
+        ------
+        InvalidTransition
+            Unless IN_POSITION.
+        ValueError
+            Bad level; nothing changes.
+        """
+        self._check(ACTION_UPDATE_STOP_LOSS)
+        check_level("stop_loss", price, self.position.side_c, self.position.mark_price,
+                    "current mark price")
+        self.position.stop_loss = price
+
+    def update_take_profit(self, double price):
+        """Move the open position's take-profit to `price` (NaN removes it).
+
+        Must lie above the current mark for a long, below it for a short.
+
+        Raises
+        ------
+        InvalidTransition
+            Unless IN_POSITION.
+        ValueError
+            Bad level; nothing changes.
+        """
+        self._check(ACTION_UPDATE_TAKE_PROFIT)
+        check_level("take_profit", price, self.position.side_c, self.position.mark_price,
+                    "current mark price")
+        self.position.take_profit = price
+
+    def apply(self, action, timestamp=None, *, quantity=None, price=None,
+              stop_loss=NAN, take_profit=NAN, reason=None):
+        """Perform `action` (an `ActionType`, its int value or its lower-case name).
+
+        Arguments each action needs: start_analyzing, cancel_analysis:
+        timestamp; enter_long, enter_short: quantity, price, timestamp
+        (stop_loss, take_profit optional); exit: price, timestamp;
+        update_stop_loss, update_take_profit: price. `reason` is optional.
+
+        Returns
+        -------
+        Position or None
+            The new position for entries, the closed one for exits, else None.
+
+        Raises
+        ------
+        ValueError
+            Unknown action, or bad values.
+        InvalidTransition
+            The action is not allowed in the current state (checked first).
+        TypeError
+            A needed argument is missing.
+        """
+        cdef int a = parse_action(action)
+        self._check(a)
+        if a == ACTION_UPDATE_STOP_LOSS:
+            return self.update_stop_loss(need(price, "price", a))
+        if a == ACTION_UPDATE_TAKE_PROFIT:
+            return self.update_take_profit(need(price, "price", a))
+        ts = need(timestamp, "timestamp", a)
+        if a == ACTION_START_ANALYZING:
+            return self.start_analyzing(ts, reason or "")
+        if a == ACTION_CANCEL_ANALYSIS:
+            return self.cancel_analysis(ts, reason or "")
+        if a == ACTION_EXIT:
+            return self.exit(need(price, "price", a), ts, reason or REASON_EXIT)
+        return self._enter(a, need(quantity, "quantity", a), need(price, "price", a), ts,
+                           stop_loss, take_profit, reason or "")
+
+    # -- bars --------------------------------------------------------------------
+
+    cdef int update_fast(self, long long ts, double open, double high, double low,
+                         double close) except -1:
+        cdef Position p
+        cdef double fill
+        cdef bint ambiguous
+        cdef int hit
+        self.bars_processed += 1
+        self.bars_in_state += 1
+        if self.state_c == STATE_IDLE:
+            return UPDATE_NONE
+        if self.state_c == STATE_IN_POSITION:
+            p = self.position
+            p.bars_held += 1
+            hit = bar_exit(p.side_c, p.stop_loss, p.take_profit, open, high, low,
+                           self.policy_c, &fill, &ambiguous)
+            if hit == UPDATE_NONE:
+                p.mark_price = close
+                p.unrealized_pnl = pnl(p.side_c, p.quantity, p.entry_price, close)
+                return UPDATE_NONE
+            self._close(fill, ts, REASON_STOP_LOSS if hit == UPDATE_STOP_LOSS
+                        else REASON_TAKE_PROFIT, ambiguous)
+            return hit
+        if 0 < self.analysis_timeout_bars < self.bars_in_state:
+            self._transition(STATE_IDLE, ACTION_CANCEL_ANALYSIS, REASON_TIMEOUT, ts)
+            return UPDATE_ANALYSIS_TIMEOUT
+        return UPDATE_NONE
+
+    def update(self, MarketData bar not None):
+        """Process one bar: take a stop-loss/take-profit exit or mark at the close; time out analysis.
+
+        Counts the bar (`bars_processed`, `bars_in_state`); in IN_POSITION
+        closes the position when the bar reaches a level, else marks it at
+        the close; in ANALYZING applies `analysis_timeout_bars`.
+
+        Parameters
+        ----------
+        bar : MarketData
+            The next bar (trusted: `MarketData` validates itself). Its
+            timestamp (open time) is recorded for any exit or timeout.
+
+        Returns
+        -------
+        Position or None
+            The position this bar closed, else None.
+
+        Notes
+        -----
+        Fill prices: a long's stop fills at min(open, stop_loss) and its
+        take-profit at max(open, take_profit) (an open beyond the level is a
+        gap: the open decides, and the exit is not ambiguous); mirrored for a
+        short. A bar touching both levels is resolved by `ambiguity_policy`.
+        """
+        if self.update_fast(bar.timestamp, bar.open, bar.high, bar.low, bar.close) in (
+                UPDATE_STOP_LOSS, UPDATE_TAKE_PROFIT):
+            return self.last_closed
+        return None
+
+    def update_values(self, long long timestamp, double open, double high, double low,
+                      double close):
+        """`update` for a bar given as numbers, validated like `MarketData` first.
+
+        Raises
+        ------
+        InvalidMarketData
+            Naming the bad field and value; nothing changes.
+        """
+        if not bar_ok(open, high, low, close, 0.0, NAN, NAN):
+            raise_if_invalid(None, timestamp, open, high, low, close, 0.0, NAN, NAN)
+        if self.update_fast(timestamp, open, high, low, close) in (
+                UPDATE_STOP_LOSS, UPDATE_TAKE_PROFIT):
+            return self.last_closed
+        return None
+
+    # -- introspection -----------------------------------------------------------
+
+    def history(self):
+        """The last (up to 100) transitions, oldest first, as `Transition` tuples."""
+        cdef int k, i
+        cdef int start = self.hist_head - self.hist_size
+        out = []
+        if start < 0:
+            start += HISTORY_CAPACITY
+        for k in range(self.hist_size):
+            i = start + k
+            if i >= HISTORY_CAPACITY:
+                i -= HISTORY_CAPACITY
+            out.append(Transition(STATES[self.hist_from[i]], STATES[self.hist_to[i]],
+                                  self.hist_reason[i], self.hist_ts[i],
+                                  ACTIONS[self.hist_action[i]]))
+        return out
+
+    def to_dict(self, bint history=False):
+        """A JSON-serializable snapshot (NaN becomes None).
+
+        Keys: state, bars_processed, bars_in_state, n_trades, transition_count,
+        realized_pnl, position and last_closed (`Position.to_dict()` or None),
+        context, ambiguity_policy, analysis_timeout_bars, keep_context, and with
+        ``history=True`` the transitions as dicts (oldest first).
+        """
+        d = {
+            "state": STATES[self.state_c].name,
+            "bars_processed": self.bars_processed,
+            "bars_in_state": self.bars_in_state,
+            "n_trades": self.n_trades,
+            "transition_count": self.transition_count,
+            "realized_pnl": self.realized_pnl,
+            "position": None if self.position is None else self.position.to_dict(),
+            "last_closed": None if self.last_closed is None else self.last_closed.to_dict(),
+            "context": {k: (None if isinstance(v, float) and v != v else v)
+                        for k, v in self.context._data.items()},
+            "ambiguity_policy": POLICIES[self.policy_c],
+            "analysis_timeout_bars": self.analysis_timeout_bars,
+            "keep_context": self.keep_context,
+        }
+        if history:
+            d["history"] = [{"from": t.from_state.name, "to": t.to_state.name,
+                             "reason": t.reason, "timestamp": t.timestamp,
+                             "action": t.action.name.lower()} for t in self.history()]
+        return d
+
+    def __repr__(self):
+        pos = "" if self.position is None else f" {self.position!r}"
+        return (f"<StateMachine {STATES[self.state_c].name} for {self.bars_in_state} bars, "
+                f"{self.n_trades} trades, realized {self.realized_pnl!r}{pos}>")
+
+
+cdef int parse_action(object action) except -1:
+    if isinstance(action, str):
+        try:
+            return ActionType[action.upper()]
+        except KeyError:
+            pass
+    elif not isinstance(action, bool) and isinstance(action, int):
+        if 0 <= action < len(ACTIONS):
+            return action
+    raise ValueError(f"action = {action!r}: must be one of "
+                     f"{', '.join(a.name.lower() for a in ACTIONS)}")
+
+
+cdef object need(object value, str name, int action):
+    if value is None:
+        raise TypeError(f"apply({action_name(action)!r}) needs `{name}`")
+    return value

@@ -1,0 +1,278 @@
+-- Host-side Lua: the strategy API (market_data, context, indicators) and the
+-- per-bar dispatcher. Runs with the real globals inside the sandbox's guard;
+-- user code only ever sees the tables built here.
+--
+-- Why this shape: crossing the Python/Lua boundary dominates per-bar cost, so
+-- the bar and every indicator value arrive as positional numbers, indicator
+-- functions read Lua-side slots, and the common "no action" answer is an empty
+-- return. Python is called back only the first time a strategy asks for an
+-- indicator (to create and warm it) — never per bar.
+
+local H, register_indicator = ...
+local env = H.env
+local rawget, rawset, type, select, next = rawget, rawset, type, select, next
+local math_type = math.type
+
+local STATE_IDLE, STATE_ANALYZING, STATE_IN_POSITION = 0, 1, 2
+
+-- Reused tables handed to the user's functions.
+local md = H.protect(H.new_table())        -- market_data (rewritten each bar)
+local ctx = H.new_table()                   -- context: the strategy's own scratch space
+local ind = H.protect(H.new_table())        -- indicators API
+local V = {}                                -- indicator values by slot (1-based), NaN while warming
+local position = nil                        -- set while in position (a protected table)
+
+-- Slot lookup caches, one per indicator kind, nested by parameter.
+local cache = {}
+
+-- First use of an indicator: Python creates it in the runner's bank (warmed
+-- from the window) and answers slot, n_outputs, values... or nil, message.
+local function register(kind, a, b, c)
+  local slot, n, x1, x2, x3 = register_indicator(kind, a, b, c)
+  if slot == nil then error(n, 4) end
+  V[slot] = x1
+  if n > 1 then V[slot + 1] = x2 end
+  if n > 2 then V[slot + 2] = x3 end
+  return slot
+end
+
+local function lookup(kind, a, b, c)
+  local t = cache[kind]
+  if t == nil then t = {}; cache[kind] = t end
+  local s = t[a]
+  if b ~= nil then
+    if s == nil then s = {}; t[a] = s end
+    local u = s[b]
+    if c ~= nil then
+      if u == nil then u = {}; s[b] = u end
+      local slot = u[c]
+      if slot == nil then
+        slot = register(kind, a, b, c)
+        u[c] = slot
+      end
+      return slot
+    end
+    if u == nil then
+      u = register(kind, a, b)
+      s[b] = u
+    end
+    return u
+  end
+  if s == nil then
+    s = register(kind, a)
+    t[a] = s
+  end
+  return s
+end
+
+local function value(slot)
+  local v = V[slot]
+  if v ~= v then return nil end   -- NaN: still warming up
+  return v
+end
+
+local function check_period(name, p)
+  if math_type(p) ~= "integer" and not (type(p) == "number" and p == p and p % 1 == 0) then
+    error(name .. ": period must be an integer, got " .. tostring(p), 3)
+  end
+end
+
+rawset(ind, "sma", function(p) check_period("sma", p); return value(lookup("sma", p)) end)
+rawset(ind, "ema", function(p) check_period("ema", p); return value(lookup("ema", p)) end)
+rawset(ind, "rsi", function(p) check_period("rsi", p); return value(lookup("rsi", p)) end)
+rawset(ind, "atr", function(p) check_period("atr", p); return value(lookup("atr", p)) end)
+rawset(ind, "vwap", function(p) check_period("vwap", p); return value(lookup("vwap", p)) end)
+rawset(ind, "high", function(p) check_period("high", p); return value(lookup("high", p)) end)
+rawset(ind, "low", function(p) check_period("low", p); return value(lookup("low", p)) end)
+rawset(ind, "range", function(p) check_period("range", p); return value(lookup("range", p)) end)
+rawset(ind, "avg_volume", function(p) check_period("avg_volume", p); return value(lookup("avg_volume", p)) end)
+rawset(ind, "macd", function(f, s, g)
+  f, s, g = f or 12, s or 26, g or 9
+  local slot = lookup("macd", f, s, g)
+  return value(slot), value(slot + 1), value(slot + 2)
+end)
+rawset(ind, "bollinger", function(p, k)
+  p, k = p or 20, k or 2
+  local slot = lookup("bollinger", p, k)
+  return value(slot), value(slot + 1), value(slot + 2)
+end)
+rawset(ind, "stochastic", function(k, s, d)
+  k, s, d = k or 14, s or 3, d or 3
+  local slot = lookup("stochastic", k, s, d)
+  return value(slot), value(slot + 1)
+end)
+
+-- Action tables are unpacked with raw access only (a user metatable never
+-- runs in the host) into scalars; Python validates the values.
+local ALLOWED = {action = true, quantity = true, stop_loss = true, take_profit = true,
+                 price = true, reason = true}
+local NUMERIC = {quantity = true, stop_loss = true, take_profit = true, price = true}
+
+local function describe(v)
+  local t = type(v)
+  if t == "number" or t == "boolean" then return tostring(v) end
+  if t == "string" then return #v > 64 and (v:sub(1, 64) .. "...") or v end
+  return t
+end
+
+-- Returns 2, fname, action, quantity, stop_loss, take_profit, price, reason
+-- or 3, fname, field, description (a malformed table).
+local function unpack_action(fname, t)
+  if type(t) ~= "table" then
+    return 3, fname, "result", "a " .. type(t) .. " (expected nil or an action table)"
+  end
+  for k, v in next, t do
+    if type(k) ~= "string" or not ALLOWED[k] then
+      return 3, fname, describe(k), "unknown field"
+    end
+    if NUMERIC[k] and type(v) ~= "number" then
+      return 3, fname, k, describe(v) .. " (" .. type(v) .. ", expected a number)"
+    end
+    if (k == "action" or k == "reason") and type(v) ~= "string" then
+      return 3, fname, k, describe(v) .. " (" .. type(v) .. ", expected a string)"
+    end
+  end
+  local action = rawget(t, "action")
+  if action == nil then return 3, fname, "action", "missing" end
+  return 2, fname, action, rawget(t, "quantity"), rawget(t, "stop_loss"),
+         rawget(t, "take_profit"), rawget(t, "price"), rawget(t, "reason")
+end
+
+-- detect_opportunity's table is the setup: its scalar fields go into context.
+local function store_setup(t)
+  if type(t) ~= "table" then return nil end
+  local reason = nil
+  for k, v in next, t do
+    local tv = type(v)
+    if type(k) == "string" and (tv == "number" or tv == "string" or tv == "boolean") then
+      rawset(ctx, k, v)
+      if k == "reason" and tv == "string" then reason = v end
+    end
+  end
+  return reason
+end
+
+local detect, filter, manage
+
+local function resolve()
+  detect = rawget(env, "detect_opportunity")
+  filter = rawget(env, "filter_commitment")
+  manage = rawget(env, "manage_position")
+end
+resolve()
+
+local function fill_values(...)
+  local n = select("#", ...)
+  if n == 0 then return end
+  local a1, a2, a3, a4, a5, a6, a7, a8 = ...
+  V[1], V[2], V[3], V[4], V[5], V[6], V[7], V[8] = a1, a2, a3, a4, a5, a6, a7, a8
+  for i = 9, n do V[i] = (select(i, ...)) end
+end
+
+-- The per-bar entry point. Arguments: state, the bar, then the bank's values.
+-- Returns nothing (no action); 1, reason (analysis started, no action yet);
+-- the unpack_action results (2 ... or 3 ...); or 4, reason, <2 ... or 3 ...>
+-- (analysis started and filter_commitment acted on the same bar).
+local function on_bar(state, ts, o, h, l, c, v, bid, ask, ...)
+  md.timestamp, md.open, md.high, md.low, md.close, md.volume = ts, o, h, l, c, v
+  -- Unknown quotes arrive as NaN; strategies see nil, and mid falls back to close.
+  if bid ~= bid then bid = nil end
+  if ask ~= ask then ask = nil end
+  md.bid, md.ask = bid, ask
+  md.mid_price = (bid and ask) and (bid + ask) * 0.5 or c
+  fill_values(...)
+  if state == STATE_IDLE then
+    local setup = detect(md, ctx, ind)
+    if setup == nil then return end
+    local reason = store_setup(setup)
+    -- Committing can happen on the same bar the setup is found.
+    local act = filter(md, ctx, ind)
+    if act == nil then return 1, reason end
+    return 4, reason, unpack_action("filter_commitment", act)
+  elseif state == STATE_ANALYZING then
+    local act = filter(md, ctx, ind)
+    if act == nil then return end
+    return unpack_action("filter_commitment", act)
+  else
+    if position then
+      local p = position
+      rawset(p, "unrealized_pnl", p.quantity * (c - p.entry_price) * p.sign)
+    end
+    local act = manage(md, ctx, ind)
+    if act == nil then return end
+    return unpack_action("manage_position", act)
+  end
+end
+
+-- Host controls (called from Python on rare events only).
+local function set_position(side, quantity, entry_price, stop_loss, take_profit, entry_time)
+  if side == nil then
+    position = nil
+    rawset(ind, "position", nil)
+    return
+  end
+  if stop_loss ~= stop_loss then stop_loss = nil end
+  if take_profit ~= take_profit then take_profit = nil end
+  position = H.protect(H.new_table())
+  rawset(position, "side", side)
+  rawset(position, "sign", side == "long" and 1 or -1)
+  rawset(position, "quantity", quantity)
+  rawset(position, "entry_price", entry_price)
+  rawset(position, "entry_time", entry_time)
+  rawset(position, "stop_loss", stop_loss)
+  rawset(position, "take_profit", take_profit)
+  rawset(position, "unrealized_pnl", 0.0)
+  rawset(ind, "position", position)
+end
+
+local function clear_context()
+  for k in next, ctx do rawset(ctx, k, nil) end
+end
+
+local function set_context(k, v)
+  rawset(ctx, k, v)
+end
+
+local function context_snapshot()
+  -- Scalars only, raw: returns a flat list k1, v1, k2, v2, ...
+  local out = {}
+  for k, v in next, ctx do
+    local tv = type(v)
+    if type(k) == "string" and (tv == "number" or tv == "string" or tv == "boolean") then
+      out[#out + 1] = k
+      out[#out + 1] = v
+    end
+  end
+  return table.unpack(out)
+end
+
+local function params_snapshot()
+  local p = rawget(env, "params")
+  if type(p) ~= "table" then return end
+  local out = {}
+  for k, v in next, p do
+    local tv = type(v)
+    if type(k) == "string" and (tv == "number" or tv == "string" or tv == "boolean") then
+      out[#out + 1] = k
+      out[#out + 1] = v
+    end
+  end
+  return table.unpack(out)
+end
+
+local function set_param(k, v)
+  local p = rawget(env, "params")
+  if type(p) ~= "table" then p = {}; rawset(env, "params", p) end
+  rawset(p, k, v)
+end
+
+local function strategy_name()
+  local n = rawget(env, "name")
+  if type(n) == "string" then return n end
+  return nil
+end
+
+return {on_bar = on_bar, set_position = set_position, clear_context = clear_context,
+        set_context = set_context, context_snapshot = context_snapshot,
+        params_snapshot = params_snapshot, set_param = set_param,
+        strategy_name = strategy_name, resolve = resolve}

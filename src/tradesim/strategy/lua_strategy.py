@@ -1,0 +1,383 @@
+"""`LuaStrategy`: one strategy script in its own sandbox, with the seed API.
+
+A script defines three functions, called by the runner according to the
+state machine's state::
+
+    function detect_opportunity(market_data, context, indicators)  -- IDLE: nil or a table
+    function filter_commitment(market_data, context, indicators)   -- ANALYZING: nil or an action
+    function manage_position(market_data, context, indicators)     -- IN_POSITION: nil or an action
+
+and optionally a ``params`` table of defaults and a ``name`` string. See
+``lua-strategies/README.md`` for the complete API.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable, NamedTuple
+
+from tradesim._core.state_machine import ActionType
+from tradesim.strategy.errors import StrategyError, StrategyLoadError
+from tradesim.strategy.sandbox import LuaSandbox
+
+__all__ = ["ActionRequest", "Decision", "LuaStrategy", "ENTRY_POINTS"]
+
+ENTRY_POINTS = ("detect_opportunity", "filter_commitment", "manage_position")
+
+#: Action names a strategy may return, with the fields each one uses.
+_ACTIONS: dict[str, tuple[ActionType, tuple[str, ...]]] = {
+    "enter_long": (ActionType.ENTER_LONG, ()),
+    "enter_short": (ActionType.ENTER_SHORT, ()),
+    "exit": (ActionType.EXIT, ()),
+    "cancel_analysis": (ActionType.CANCEL_ANALYSIS, ()),
+    "update_stop_loss": (ActionType.UPDATE_STOP_LOSS, ("price",)),
+    "update_take_profit": (ActionType.UPDATE_TAKE_PROFIT, ("price",)),
+}
+
+# Indicator kinds a script can ask for -> registry spec name or window statistic.
+_WINDOW_STATS = {"high", "low", "range", "avg_volume"}
+
+
+class ActionRequest(NamedTuple):
+    """A validated action from a strategy (prices in quote currency, quantity in base units).
+
+    `quantity` is None when the strategy leaves sizing to the execution model;
+    `stop_loss`, `take_profit` and `price` are None when not given.
+    """
+
+    action: ActionType
+    quantity: float | None
+    stop_loss: float | None
+    take_profit: float | None
+    price: float | None
+    reason: str
+    function: str
+
+
+class Decision(NamedTuple):
+    """What one bar's strategy call asked for.
+
+    `started` is True when `detect_opportunity` found a setup on this bar
+    (start_analyzing, with `start_reason` from its table); `action` is the
+    action returned by `filter_commitment` / `manage_position`, if any.
+    """
+
+    started: bool
+    start_reason: str
+    action: ActionRequest | None
+
+
+@dataclass
+class _Binding:
+    window: Any
+    bank: Any
+
+
+def _api_source() -> str:
+    return resources.files("tradesim.strategy").joinpath("api.lua").read_text(encoding="utf-8")
+
+
+class LuaStrategy:
+    """A Lua strategy script, loaded into its own sandbox.
+
+    Parameters
+    ----------
+    path : str or Path
+        The script (UTF-8 Lua 5.4 source, at most 1 MiB).
+    params : dict, optional
+        Overrides for the script's ``params`` table, by name. Values must match
+        the default's type (int, float, bool, str); strings are converted
+        (``{"fast": "5"}`` works, for command lines).
+    name : str, optional
+        Strategy name; default: the script's ``name`` global, else the file stem.
+    max_memory, instruction_budget, cpu_seconds, log_handler
+        Sandbox limits per runtime / per call (see `LuaSandbox`).
+
+    Raises
+    ------
+    StrategyLoadError
+        Unreadable file, syntax error, binary chunk, a missing entry point
+        (named), or a bad parameter override (named, with the value).
+    StrategyError
+        The script's top-level code failed (with script and line).
+
+    Notes
+    -----
+    Params are applied after the script's top-level code ran: read
+    ``params.x`` inside the entry points, not into top-level locals.
+    """
+
+    def __init__(self, path: str | Path, params: dict[str, Any] | None = None, *,
+                 name: str | None = None, max_memory: int = 16 << 20,
+                 instruction_budget: int = 5_000_000, cpu_seconds: float = 0.05,
+                 log_handler: Callable[[str, str], Any] | None = None) -> None:
+        self.path = Path(path)
+        self._limits = dict(max_memory=max_memory, instruction_budget=instruction_budget,
+                            cpu_seconds=cpu_seconds, log_handler=log_handler)
+        self._overrides = dict(params or {})
+        self._explicit_name = name
+        self._binding: _Binding | None = None
+        self._position: tuple | None = None
+        self._install(self._build())
+
+    # -- loading ---------------------------------------------------------------
+
+    def _read(self) -> bytes:
+        try:
+            return self.path.read_bytes()
+        except OSError as exc:
+            raise StrategyLoadError(f"cannot read strategy: {exc.strerror or exc}",
+                                    script=self.path.name) from None
+
+    def _build(self) -> dict[str, Any]:
+        """Load the script into a fresh sandbox; nothing in `self` changes."""
+        source = self._read()
+        sandbox = LuaSandbox(self._explicit_name or self.path.stem, **self._limits)
+        sandbox.load(source, self.path.name, required=ENTRY_POINTS)
+        api = sandbox.eval_host(_api_source(), self._register_indicator, name="strategy-api")
+        fns = {key: api[key] for key in ("on_bar", "set_position", "clear_context", "set_context",
+                                          "context_snapshot", "params_snapshot", "set_param",
+                                          "strategy_name", "resolve")}
+        # Every host entry point runs under the sandbox guard (fresh budget per call).
+        built = {"sandbox": sandbox, **{k: sandbox.guard(v, k) for k, v in fns.items()}}
+        defaults = self._pairs(built["params_snapshot"]())
+        effective = dict(defaults)
+        for key, raw in self._overrides.items():
+            effective[key] = _coerce_param(self.path.name, key, raw, defaults)
+        for key, value in effective.items():
+            if key in self._overrides:
+                built["set_param"](key, value)
+        built["defaults"] = defaults
+        built["params"] = effective
+        built["name"] = self._explicit_name or built["strategy_name"]() or self.path.stem
+        return built
+
+    def _install(self, built: dict[str, Any]) -> None:
+        self._sandbox: LuaSandbox = built["sandbox"]
+        self._fns = built
+        # The raw guarded dispatcher, for the runner's hot path: pass what it
+        # raises to `translate_error` before calling it again.
+        self.dispatch = built["on_bar"].lua
+        self.name: str = built["name"]
+        self.default_params: dict[str, Any] = built["defaults"]
+        self.params: dict[str, Any] = built["params"]
+
+    @staticmethod
+    def _pairs(flat: Any) -> dict[str, Any]:
+        if flat is None:
+            return {}
+        if not isinstance(flat, tuple):
+            flat = (flat,)
+        return {flat[i]: flat[i + 1] for i in range(0, len(flat) - 1, 2)}
+
+    def reload(self) -> None:
+        """Re-read the script (hot reload), keeping context, position and indicators.
+
+        Raises
+        ------
+        StrategyLoadError, StrategyError
+            The new version failed to load; the old version keeps running.
+        """
+        built = self._build()
+        context = self.context()
+        old = self._sandbox
+        self._install(built)
+        for key, value in context.items():
+            self._fns["set_context"](key, value)
+        if self._position is not None:
+            self._fns["set_position"](*self._position)
+        old.close()
+
+    def close(self) -> None:
+        """Release the Lua runtime."""
+        self._sandbox.close()
+
+    # -- binding to a runner -----------------------------------------------------
+
+    def bind(self, window: Any, bank: Any) -> None:
+        """Attach the runner's `MarketDataWindow` and `IndicatorBank`.
+
+        Indicators the script asks for are created in `bank` on first use and
+        warmed from `window`'s bars.
+        """
+        self._binding = _Binding(window, bank)
+
+    def _register_indicator(self, kind: Any, a: Any = None, b: Any = None, c: Any = None) -> tuple:
+        # Called from Lua (inside the guarded call) the first time a script asks
+        # for an indicator. Errors go back as (nil, message) so Lua raises them
+        # at the script's line.
+        from tradesim import indicators as registry
+        from tradesim._core import AverageVolume, Highest, Lowest, PriceRange
+
+        if self._binding is None:
+            return None, "indicators are not available: the strategy is not bound to a runner"
+        args = [x for x in (a, b, c) if x is not None]
+        kind = str(kind)
+        key = f"{kind}:{','.join(format(x, 'g') for x in args)}"
+        try:
+            if kind in _WINDOW_STATS:
+                period = int(args[0])
+                if period != args[0] or period < 1:
+                    raise ValueError(f"{kind}: period = {args[0]!r} must be an integer >= 1")
+                cls = {"high": Highest, "low": Lowest, "range": PriceRange,
+                       "avg_volume": AverageVolume}[kind]
+                indicator = cls(period)
+            else:
+                info, params = registry.parse_spec(f"{kind}:{','.join(format(x, 'g') for x in args)}")
+                key = registry.spec_name(info, params)
+                indicator = info.cls(*params)
+        except (KeyError, ValueError) as exc:
+            return None, str(exc).strip('"')
+        bank = self._binding.bank
+        slot = bank.add(key, indicator, self._binding.window)
+        first, n = bank.slot(key)
+        return (first + 1, n, *(bank.value(first + i) for i in range(n)))
+
+    # -- per bar -----------------------------------------------------------------
+
+    def on_bar(self, state: int, timestamp: int, open: float, high: float, low: float,
+               close: float, volume: float, bid: float = math.nan, ask: float = math.nan,
+               values: tuple = ()) -> Decision | None:
+        """Run the entry point for `state` on one closed bar and return its decision.
+
+        `values` are the bound bank's output slots in order (the runner passes
+        ``bank.values_view()``). Returns None when the strategy did nothing.
+
+        Raises
+        ------
+        StrategyError
+            A Lua error (with script, function and line), a timeout or memory
+            error, or an invalid action table (naming the field and value).
+        """
+        try:
+            result = self.dispatch(state, timestamp, open, high, low, close, volume, bid, ask, *values)
+        except Exception as exc:
+            raise self._sandbox.translate_error(exc) from None
+        return None if result is None else self.decode(result)
+
+    def translate_error(self, exc: BaseException) -> StrategyError:
+        """Map an exception raised by `dispatch` to a `StrategyError` (re-arms the guard)."""
+        return self._sandbox.translate_error(exc)
+
+    def decode(self, result: Any) -> Decision:
+        """Turn the dispatcher's scalars into a validated `Decision`.
+
+        Raises
+        ------
+        StrategyError
+            Naming the script, function, field and value of an invalid action.
+        """
+        if not isinstance(result, tuple):
+            result = (result,)
+        code = result[0]
+        if code == 1:
+            return Decision(True, _text(result[1] if len(result) > 1 else None), None)
+        if code == 4:
+            return Decision(True, _text(result[1]), self._action(result[2:]))
+        return Decision(False, "", self._action(result))
+
+    def _action(self, r: tuple) -> ActionRequest:
+        script = self.path.name
+        if r[0] == 3:
+            fname, field, what = r[1], r[2], r[3]
+            raise StrategyError(f"invalid action table: field {field!r}: {what}", script=script,
+                                function=fname, field=str(field), value=what)
+        r = tuple(r) + (None,) * (8 - len(r))
+        _, fname, action, quantity, stop_loss, take_profit, price, reason = r[:8]
+        spec = _ACTIONS.get(action)
+        if spec is None:
+            raise StrategyError(f"unknown action {action!r}; expected one of {', '.join(_ACTIONS)}",
+                                script=script, function=fname, field="action", value=action)
+        action_type, required = spec
+        fields = {"quantity": quantity, "stop_loss": stop_loss, "take_profit": take_profit,
+                  "price": price}
+        for field in required:
+            if fields[field] is None:
+                raise StrategyError(f"action {action!r} needs field {field!r}", script=script,
+                                    function=fname, field=field, value=None)
+        for field, value in fields.items():
+            if value is None:
+                continue
+            if isinstance(value, bool) or not math.isfinite(value) or value <= 0:
+                raise StrategyError(f"{field} = {value!r}: must be a finite number > 0",
+                                    script=script, function=fname, field=field, value=value)
+        return ActionRequest(action_type, _num(quantity), _num(stop_loss), _num(take_profit),
+                             _num(price), _text(reason), fname)
+
+    # -- state shared with the runner --------------------------------------------
+
+    def set_position(self, side: str | None, quantity: float = 0.0, entry_price: float = 0.0,
+                     stop_loss: float = math.nan, take_profit: float = math.nan,
+                     entry_time: int = 0) -> None:
+        """Tell the script about its position (``indicators.position``); side None = flat."""
+        self._position = None if side is None else (side, quantity, entry_price, stop_loss,
+                                                     take_profit, entry_time)
+        self._fns["set_position"](*(self._position or (None,)))
+
+    def clear_context(self) -> None:
+        """Empty the script's context table (the runner does this on exit)."""
+        self._fns["clear_context"]()
+
+    def context(self) -> dict[str, Any]:
+        """The script's context as a dict of scalars (str keys; number, str or bool values)."""
+        return self._pairs(self._fns["context_snapshot"]())
+
+    def set_context(self, key: str, value: float | int | str | bool) -> None:
+        """Set one context value visible to the script."""
+        if not isinstance(key, str) or not isinstance(value, (int, float, str, bool)):
+            raise TypeError(f"context[{key!r}] must be a str key with an int/float/str/bool value")
+        self._fns["set_context"](key, value)
+
+    def memory_used(self) -> int:
+        """Bytes held by the Lua runtime."""
+        return self._sandbox.memory_used()
+
+    def __repr__(self) -> str:
+        return f"<LuaStrategy {self.name!r} from {self.path} params={self.params}>"
+
+
+def _num(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _coerce_param(script: str, key: str, raw: Any, defaults: dict[str, Any]) -> Any:
+    if key not in defaults:
+        known = ", ".join(sorted(defaults)) or "none"
+        raise StrategyLoadError(f"unknown parameter {key!r} (the script's params: {known})",
+                                script=script, field=key, value=raw)
+    default = defaults[key]
+    kind = type(default)
+    try:
+        if kind is bool:
+            if isinstance(raw, str):
+                low = raw.strip().lower()
+                if low not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError
+                return low in ("true", "1", "yes")
+            if not isinstance(raw, bool):
+                raise ValueError
+            return raw
+        if kind is int:
+            value = float(raw) if isinstance(raw, str) else raw
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not float(value).is_integer():
+                raise ValueError
+            return int(value)
+        if kind is float:
+            value = float(raw) if isinstance(raw, str) else raw
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError
+            return float(value)
+        if not isinstance(raw, str):
+            raise ValueError
+        return raw
+    except (TypeError, ValueError):
+        raise StrategyLoadError(
+            f"parameter {key!r} = {raw!r}: expected {kind.__name__} like the default {default!r}",
+            script=script, field=key, value=raw) from None
