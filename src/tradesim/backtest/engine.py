@@ -1,0 +1,278 @@
+"""`Backtest`: run strategies over recorded bars with simulated execution.
+
+Each (symbol, strategy) pair gets its own `SymbolRunner` (its own sandbox,
+window, indicators, state machine and cash: the starting cash is split evenly
+between runners). Runners are independent, so each processes its symbol's
+bars in one pass through the same per-bar step a live runner uses; the
+portfolio equity curve is the sum of the runners' curves on the union of
+their timestamps.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from tradesim.backtest.metrics import Metrics, compute_metrics
+from tradesim.backtest.trades import Trade
+from tradesim.data import Bars, find_gaps
+from tradesim.execution import ExecutionConfig
+from tradesim.runner.symbol_runner import RunnerError, SymbolRunner
+
+__all__ = ["Backtest", "BacktestResult", "RunResult"]
+
+#: Bars per call into the runner between progress reports.
+CHUNK = 1 << 16
+
+
+@dataclass
+class RunResult:
+    """One runner's outcome: its trades, equity curve (quote currency, per bar) and metrics."""
+
+    symbol: str
+    strategy: str
+    params: dict
+    trades: list[Trade]
+    timestamps: np.ndarray
+    equity: np.ndarray
+    in_position: np.ndarray
+    metrics: Metrics
+    starting_cash: float
+    warmup_bars: int
+    errors: list[RunnerError]
+    rejections: list
+    status: str
+    status_reason: str
+    bars_processed: int
+
+
+@dataclass
+class BacktestResult:
+    """Everything a backtest produced.
+
+    Attributes
+    ----------
+    runs : list of RunResult
+        Per (symbol, strategy) pair.
+    trades : list of Trade
+        All closed trades, by exit time.
+    timestamps : ndarray of int64
+        Bar open times (ms since epoch UTC) of the portfolio curve.
+    equity : ndarray of float64
+        Portfolio equity per bar (quote currency), marked at each close.
+    metrics : Metrics
+        Portfolio metrics (see `tradesim.backtest.metrics` for formulas).
+    ledger : dict
+        Assumptions and data health: fill rule, costs, bars processed, warm-up
+        bars, gaps found, ambiguous exits, errors, load and run times.
+    """
+
+    runs: list[RunResult]
+    trades: list[Trade]
+    timestamps: np.ndarray
+    equity: np.ndarray
+    in_position: np.ndarray
+    metrics: Metrics
+    ledger: dict
+    bars: dict[str, Bars] = field(repr=False, default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """JSON-ready summary (metrics, ledger, trades; not the per-bar curves)."""
+        return {"metrics": self.metrics.to_dict(), "ledger": self.ledger,
+                "runs": [{"symbol": r.symbol, "strategy": r.strategy, "params": r.params,
+                          "metrics": r.metrics.to_dict(), "trades": len(r.trades),
+                          "status": r.status, "status_reason": r.status_reason}
+                         for r in self.runs],
+                "trades": [t.to_dict() for t in self.trades]}
+
+
+def _as_bars(data: Any, start: Any, end: Any) -> list[Bars]:
+    from tradesim.feeds.historical import HistoricalFeed
+
+    items = data if isinstance(data, (list, tuple)) else [data]
+    feed = HistoricalFeed(list(items), start=start, end=end)
+    return [feed.bars(symbol) for symbol in feed.symbols]
+
+
+class Backtest:
+    """Backtest one or more Lua strategies over one or more symbols' bars.
+
+    Parameters
+    ----------
+    strategy : path or sequence of paths
+        Lua strategy script(s); every strategy runs on every symbol.
+    data : path, Bars, or a sequence of them
+        Bar files (Binance kline CSV, generic OHLCV CSV, Parquet) or loaded `Bars`.
+    params : dict, optional
+        Parameter overrides applied to every strategy that declares them.
+    start, end : int or str, optional
+        Keep bars with start <= open time < end (ms since epoch UTC or ISO date).
+    execution : ExecutionConfig, optional
+        Fill rule and costs; or pass its fields as keyword arguments
+        (``fill="close", slippage_bps=2, commission_bps=10, starting_cash=...``).
+    window_size : int
+        Bars kept per runner window.
+    risk_free_rate : float
+        Annual risk-free rate for Sharpe/Sortino (fraction, e.g. 0.04).
+    close_at_end : bool
+        Close positions still open at the last bar (reason "end_of_data").
+    max_consecutive_errors : int
+        A runner stops itself after this many failed strategy calls in a row.
+    progress : callable, optional
+        ``progress(bars_done, bars_total)`` called between chunks.
+
+    Raises
+    ------
+    StrategyLoadError
+        A strategy failed to load (before any bar is processed).
+    DataFileError
+        A data file is unreadable or has a bad row (file, line, field).
+    """
+
+    def __init__(self, strategy: str | Path | Sequence[str | Path], data: Any, *,
+                 params: dict[str, Any] | None = None, start: Any = None, end: Any = None,
+                 execution: ExecutionConfig | None = None, window_size: int = 500,
+                 risk_free_rate: float = 0.0, close_at_end: bool = True,
+                 max_consecutive_errors: int = 10, ambiguity_policy: str = "stop_loss_first",
+                 progress: Callable[[int, int], Any] | None = None, **execution_fields: Any) -> None:
+        if execution is not None and execution_fields:
+            raise TypeError("pass either execution=ExecutionConfig(...) or its fields, not both")
+        self.strategies = [Path(s) for s in (strategy if isinstance(strategy, (list, tuple)) else [strategy])]
+        t0 = time.perf_counter()
+        self.bars = _as_bars(data, start, end)
+        self.load_seconds = time.perf_counter() - t0
+        self.params = dict(params or {})
+        self.execution = execution or ExecutionConfig(**execution_fields)
+        self.window_size = window_size
+        self.risk_free_rate = risk_free_rate
+        self.close_at_end = close_at_end
+        self.max_consecutive_errors = max_consecutive_errors
+        self.ambiguity_policy = ambiguity_policy
+        self.progress = progress
+        n_runners = len(self.strategies) * len(self.bars)
+        per_runner = ExecutionConfig(**{**self.execution.as_dict(),
+                                        "starting_cash": self.execution.starting_cash / n_runners})
+        self.runners: list[tuple[SymbolRunner, Bars]] = []
+        for path in self.strategies:
+            for bars in self.bars:
+                runner = SymbolRunner(bars.symbol, path, params=self._params_for(path),
+                                      window_size=window_size, execution=per_runner,
+                                      max_consecutive_errors=max_consecutive_errors,
+                                      ambiguity_policy=ambiguity_policy)
+                self.runners.append((runner, bars))
+
+    def _params_for(self, path: Path) -> dict:
+        # Overrides go to each strategy that declares them; a name no strategy
+        # declares is an error (likely a typo).
+        from tradesim.strategy import LuaStrategy, StrategyLoadError
+
+        if not self.params:
+            return {}
+        if not hasattr(self, "_declared"):
+            self._declared = {p: LuaStrategy(p).default_params for p in self.strategies}
+        unknown = [k for k in self.params if all(k not in d for d in self._declared.values())]
+        if unknown:
+            known = sorted({k for d in self._declared.values() for k in d})
+            raise StrategyLoadError(f"unknown parameter(s) {', '.join(map(repr, unknown))}; the "
+                                    f"strategies declare: {', '.join(known)}", script=path.name,
+                                    field=unknown[0])
+        return {k: v for k, v in self.params.items() if k in self._declared[path]}
+
+    def run(self) -> BacktestResult:
+        """Process every bar of every runner and return the result."""
+        total = sum(len(b) for _, b in self.runners)
+        done = 0
+        runs: list[RunResult] = []
+        t0 = time.perf_counter()
+        for runner, bars in self.runners:
+            n = len(bars)
+            equity = np.empty(n)
+            in_pos = np.zeros(n, dtype=np.uint8)
+            no_quote = np.full(n, np.nan)  # klines carry no bid/ask
+            i = 0
+            while i < n:
+                stop = min(n, i + CHUNK)
+                nxt = runner.core.run(bars.timestamp, bars.open, bars.high, bars.low, bars.close,
+                                      bars.volume, no_quote, no_quote, equity, in_pos, i, stop)
+                done += nxt - i
+                if self.progress is not None:
+                    self.progress(done, total)
+                if nxt < stop:  # the runner stopped itself
+                    equity[nxt:] = runner.equity
+                    in_pos[nxt:] = runner.core.quantity != 0
+                    break
+                i = nxt
+            if self.close_at_end and n:
+                runner.close_position()
+                equity[-1] = runner.equity
+                in_pos[-1] = 0
+            runs.append(self._run_result(runner, bars, equity, in_pos))
+        elapsed = time.perf_counter() - t0
+        return self._combine(runs, elapsed, total)
+
+    def _run_result(self, runner: SymbolRunner, bars: Bars, equity, in_pos) -> RunResult:
+        metrics = compute_metrics(equity, bars.timestamp, runner.trades,
+                                  interval_ms=bars.interval_ms or 60_000,
+                                  starting_cash=runner.execution.starting_cash,
+                                  risk_free_rate=self.risk_free_rate, in_position=in_pos.astype(bool))
+        return RunResult(bars.symbol, runner.strategy.name, runner.strategy.params, list(runner.trades),
+                         bars.timestamp, equity, in_pos.astype(bool), metrics,
+                         runner.execution.starting_cash, runner.warmup_bars(), list(runner.errors),
+                         list(runner.rejections), runner.status.value, runner.status_reason,
+                         int(runner.core.bars))
+
+    def _combine(self, runs: list[RunResult], elapsed: float, total: int) -> BacktestResult:
+        if len(runs) == 1:
+            ts, equity, in_pos = runs[0].timestamps, runs[0].equity, runs[0].in_position
+        else:
+            ts = np.unique(np.concatenate([r.timestamps for r in runs]))
+            equity = np.zeros(len(ts))
+            in_pos = np.zeros(len(ts), dtype=bool)
+            for r in runs:
+                # Forward-fill each runner's curve onto the union of timestamps.
+                idx = np.searchsorted(r.timestamps, ts, side="right") - 1
+                seen = idx >= 0
+                equity += np.where(seen, r.equity[np.maximum(idx, 0)], r.starting_cash)
+                in_pos |= seen & r.in_position[np.maximum(idx, 0)]
+        trades = sorted((t for r in runs for t in r.trades), key=lambda t: (t.exit_time, t.symbol))
+        interval = min((b.interval_ms or 60_000) for _, b in self.runners)
+        metrics = compute_metrics(equity, ts, trades, interval_ms=interval,
+                                  starting_cash=self.execution.starting_cash,
+                                  risk_free_rate=self.risk_free_rate, in_position=in_pos)
+        ledger = self._ledger(runs, elapsed, total)
+        return BacktestResult(runs, trades, ts, equity, in_pos, metrics, ledger,
+                              {b.symbol: b for _, b in self.runners})
+
+    def _ledger(self, runs: list[RunResult], elapsed: float, total: int) -> dict:
+        exe = self.execution
+        gaps = {}
+        for bars in self.bars:
+            found = find_gaps(bars)
+            gaps[bars.symbol] = {"count": len(found), "missing_bars": sum(g[2] for g in found),
+                                 "first": found[:5]}
+        return {
+            "fill_rule": exe.fill,
+            "slippage_bps": exe.slippage_bps,
+            "commission_bps": exe.commission_bps,
+            "fixed_fee": exe.fixed_fee,
+            "starting_cash": exe.starting_cash,
+            "size_fraction": exe.size_fraction,
+            "ambiguity_policy": self.ambiguity_policy,
+            "risk_free_rate": self.risk_free_rate,
+            "close_at_end": self.close_at_end,
+            "bars_processed": int(sum(r.bars_processed for r in runs)),
+            "warmup_bars": {f"{r.symbol}/{r.strategy}": r.warmup_bars for r in runs},
+            "gaps": gaps,
+            "ambiguous_exits": int(sum(t.ambiguous for r in runs for t in r.trades)),
+            "strategy_errors": int(sum(len(r.errors) for r in runs)),
+            "rejected_actions": int(sum(len(r.rejections) for r in runs)),
+            "runners_failed": [f"{r.symbol}/{r.strategy}: {r.status_reason}" for r in runs
+                               if r.status == "failed"],
+            "load_seconds": round(self.load_seconds, 4),
+            "run_seconds": round(elapsed, 4),
+            "bars_per_second": round(total / elapsed) if elapsed > 0 else None,
+        }
