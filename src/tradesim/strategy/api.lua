@@ -11,7 +11,6 @@
 local H, register_indicator = ...
 local env = H.env
 local rawget, rawset, type, select, next = rawget, rawset, type, select, next
-local math_type = math.type
 
 local STATE_IDLE, STATE_ANALYZING, STATE_IN_POSITION = 0, 1, 2
 
@@ -22,83 +21,81 @@ local ind = H.protect(H.new_table())        -- indicators API
 local V = {}                                -- indicator values by slot (1-based), NaN while warming
 local position = nil                        -- set while in position (a protected table)
 
--- Slot lookup caches, one per indicator kind, nested by parameter.
-local cache = {}
+local nvals = 0                             -- slots in use (the bank's n_values)
 
 -- First use of an indicator: Python creates it in the runner's bank (warmed
 -- from the window) and answers slot, n_outputs, values... or nil, message.
+-- Validation happens there, once; the per-bar path is a cache hit.
 local function register(kind, a, b, c)
   local slot, n, x1, x2, x3 = register_indicator(kind, a, b, c)
-  if slot == nil then error(n, 4) end
+  if slot == nil then error(n, 3) end
   V[slot] = x1
   if n > 1 then V[slot + 1] = x2 end
   if n > 2 then V[slot + 2] = x3 end
+  if slot + n - 1 > nvals then nvals = slot + n - 1 end
   return slot
 end
 
-local function lookup(kind, a, b, c)
-  local t = cache[kind]
-  if t == nil then t = {}; cache[kind] = t end
-  local s = t[a]
-  if b ~= nil then
-    if s == nil then s = {}; t[a] = s end
-    local u = s[b]
-    if c ~= nil then
-      if u == nil then u = {}; s[b] = u end
-      local slot = u[c]
-      if slot == nil then
-        slot = register(kind, a, b, c)
-        u[c] = slot
-      end
-      return slot
+-- One-parameter, one-output indicators: a closure over its own slot cache.
+local function single(kind)
+  local slots = {}
+  return function(p)
+    local s = slots[p]
+    if s == nil then
+      s = register(kind, p)
+      slots[p] = s
     end
-    if u == nil then
-      u = register(kind, a, b)
-      s[b] = u
-    end
-    return u
+    local v = V[s]
+    if v ~= v then return nil end   -- NaN: still warming up
+    return v
   end
-  if s == nil then
-    s = register(kind, a)
-    t[a] = s
-  end
-  return s
 end
 
 local function value(slot)
   local v = V[slot]
-  if v ~= v then return nil end   -- NaN: still warming up
+  if v ~= v then return nil end
   return v
 end
 
-local function check_period(name, p)
-  if math_type(p) ~= "integer" and not (type(p) == "number" and p == p and p % 1 == 0) then
-    error(name .. ": period must be an integer, got " .. tostring(p), 3)
+-- Multi-parameter indicators: caches nested by parameter.
+local function multi(kind, da, db, dc)
+  local slots = {}
+  return function(a, b, c)
+    if a == nil then a = da end
+    if b == nil then b = db end
+    if c == nil then c = dc end
+    local t = slots[a]
+    if t == nil then t = {}; slots[a] = t end
+    local s
+    if dc == nil then
+      s = t[b]
+      if s == nil then s = register(kind, a, b); t[b] = s end
+    else
+      local u = t[b]
+      if u == nil then u = {}; t[b] = u end
+      s = u[c]
+      if s == nil then s = register(kind, a, b, c); u[c] = s end
+    end
+    return s
   end
 end
 
-rawset(ind, "sma", function(p) check_period("sma", p); return value(lookup("sma", p)) end)
-rawset(ind, "ema", function(p) check_period("ema", p); return value(lookup("ema", p)) end)
-rawset(ind, "rsi", function(p) check_period("rsi", p); return value(lookup("rsi", p)) end)
-rawset(ind, "atr", function(p) check_period("atr", p); return value(lookup("atr", p)) end)
-rawset(ind, "vwap", function(p) check_period("vwap", p); return value(lookup("vwap", p)) end)
-rawset(ind, "high", function(p) check_period("high", p); return value(lookup("high", p)) end)
-rawset(ind, "low", function(p) check_period("low", p); return value(lookup("low", p)) end)
-rawset(ind, "range", function(p) check_period("range", p); return value(lookup("range", p)) end)
-rawset(ind, "avg_volume", function(p) check_period("avg_volume", p); return value(lookup("avg_volume", p)) end)
+for _, kind in ipairs({"sma", "ema", "rsi", "atr", "vwap", "high", "low", "range", "avg_volume"}) do
+  rawset(ind, kind, single(kind))
+end
+local macd_slot = multi("macd", 12, 26, 9)
+local bb_slot = multi("bollinger", 20, 2)
+local stoch_slot = multi("stochastic", 14, 3, 3)
 rawset(ind, "macd", function(f, s, g)
-  f, s, g = f or 12, s or 26, g or 9
-  local slot = lookup("macd", f, s, g)
+  local slot = macd_slot(f, s, g)
   return value(slot), value(slot + 1), value(slot + 2)
 end)
 rawset(ind, "bollinger", function(p, k)
-  p, k = p or 20, k or 2
-  local slot = lookup("bollinger", p, k)
+  local slot = bb_slot(p, k)
   return value(slot), value(slot + 1), value(slot + 2)
 end)
 rawset(ind, "stochastic", function(k, s, d)
-  k, s, d = k or 14, s or 3, d or 3
-  local slot = lookup("stochastic", k, s, d)
+  local slot = stoch_slot(k, s, d)
   return value(slot), value(slot + 1)
 end)
 
@@ -161,12 +158,8 @@ local function resolve()
 end
 resolve()
 
-local function fill_values(...)
-  local n = select("#", ...)
-  if n == 0 then return end
-  local a1, a2, a3, a4, a5, a6, a7, a8 = ...
-  V[1], V[2], V[3], V[4], V[5], V[6], V[7], V[8] = a1, a2, a3, a4, a5, a6, a7, a8
-  for i = 9, n do V[i] = (select(i, ...)) end
+local function fill_many(...)
+  for i = 1, select("#", ...) do V[i] = (select(i, ...)) end
 end
 
 -- The per-bar entry point. Arguments: state, the bar, then the bank's values.
@@ -174,13 +167,26 @@ end
 -- the unpack_action results (2 ... or 3 ...); or 4, reason, <2 ... or 3 ...>
 -- (analysis started and filter_commitment acted on the same bar).
 local function on_bar(state, ts, o, h, l, c, v, bid, ask, ...)
-  md.timestamp, md.open, md.high, md.low, md.close, md.volume = ts, o, h, l, c, v
+  md.timestamp = ts
+  md.open = o
+  md.high = h
+  md.low = l
+  md.close = c
+  md.volume = v
   -- Unknown quotes arrive as NaN; strategies see nil, and mid falls back to close.
   if bid ~= bid then bid = nil end
   if ask ~= ask then ask = nil end
-  md.bid, md.ask = bid, ask
-  md.mid_price = (bid and ask) and (bid + ask) * 0.5 or c
-  fill_values(...)
+  md.bid = bid
+  md.ask = ask
+  if bid and ask then md.mid_price = (bid + ask) * 0.5 else md.mid_price = c end
+  -- Fixed-width assignments: cheaper than a loop over select().
+  local n = nvals
+  if n ~= 0 then
+    if n <= 2 then V[1], V[2] = ...
+    elseif n <= 4 then V[1], V[2], V[3], V[4] = ...
+    elseif n <= 8 then V[1], V[2], V[3], V[4], V[5], V[6], V[7], V[8] = ...
+    else fill_many(...) end
+  end
   if state == STATE_IDLE then
     local setup = detect(md, ctx, ind)
     if setup == nil then return end

@@ -214,8 +214,13 @@ class LuaStrategy:
 
         if self._binding is None:
             return None, "indicators are not available: the strategy is not bound to a runner"
-        args = [x for x in (a, b, c) if x is not None]
         kind = str(kind)
+        args = [x for x in (a, b, c) if x is not None]
+        if not args:
+            return None, f"{kind}: a period is required, e.g. indicators.{kind}(14)"
+        for x in args:
+            if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
+                return None, f"{kind}: parameters must be numbers, got {x!r}"
         key = f"{kind}:{','.join(format(x, 'g') for x in args)}"
         try:
             if kind in _WINDOW_STATS:
