@@ -125,6 +125,230 @@ def indicators_compute(data_path, specs, out_path, tail):
     Console().print(table)
 
 
+def _parse_params(values: tuple[str, ...]) -> dict[str, str]:
+    params: dict[str, str] = {}
+    for item in values:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise click.BadParameter(f"{item!r}: expected name=value", param_hint="--param")
+        params[name.strip()] = value.strip()
+    return params
+
+
+def _strategy_error(exc: Exception) -> click.ClickException:
+    return click.ClickException(f"strategy error: {exc}")
+
+
+@main.command("validate")
+@click.argument("strategy", type=click.Path(dir_okay=False))
+@click.option("--param", "params", multiple=True, metavar="NAME=VALUE", help="Override a strategy parameter.")
+@click.option("--bars", default=2000, show_default=True, help="Synthetic 1m bars to run the strategy over.")
+def validate_command(strategy, params, bars):
+    """Load a strategy, check it and run it over synthetic bars.
+
+    Prints OK with a short summary, or the error with file and line (exit 1).
+
+    \b
+    Example:
+      tradesim validate lua-strategies/examples/ema_crossover.lua
+    """
+    from tradesim.execution import ExecutionConfig
+    from tradesim.feeds.simulated import SimulatedFeed
+    from tradesim.runner import SymbolRunner
+    from tradesim.strategy import LuaStrategy, StrategyError
+
+    try:
+        lua = LuaStrategy(strategy, _parse_params(params))
+    except StrategyError as exc:
+        raise _strategy_error(exc) from None
+    feed = SimulatedFeed(("SIMUSDT",), seed=7, volatility=0.8)
+    sim = feed.bars("SIMUSDT", bars)
+    runner = SymbolRunner("SIMUSDT", lua, execution=ExecutionConfig(), max_consecutive_errors=1)
+    import numpy as np
+
+    nan = np.full(len(sim), np.nan)
+    equity = np.empty(len(sim))
+    in_pos = np.zeros(len(sim), dtype=np.uint8)
+    runner.core.run(sim.timestamp, sim.open, sim.high, sim.low, sim.close, sim.volume, nan, nan,
+                    equity, in_pos, 0, len(sim))
+    if runner.errors:
+        raise click.ClickException(f"strategy error: {runner.errors[0].message}")
+    runner.close_position()
+    click.echo(f"OK  {lua.name} ({lua.path}): {len(sim)} synthetic bars, "
+               f"{len(runner.trades)} trades, {len(runner.rejections)} rejected actions, "
+               f"indicators used: {', '.join(runner.bank.keys()) or 'none'}; "
+               f"params: {lua.params}")
+
+
+@main.command("run")
+@click.option("--strategy", "strategy", required=True, type=click.Path(dir_okay=False),
+              help="Lua strategy script.")
+@click.option("--symbol", "symbols", multiple=True, help="Symbol to trade (repeatable). Default BTCUSDT.")
+@click.option("--feed", type=click.Choice(["simulated", "replay"]), default="simulated",
+              help="simulated: seeded random walk (no network, no files); replay: bars from --data.")
+@click.option("--data", "data", multiple=True, type=click.Path(dir_okay=False),
+              help="Bar file(s) for --feed replay.")
+@click.option("--speed", default=0.0, show_default=True,
+              help="Pace: 0 = as fast as possible, 1 = real time, N = N times real time.")
+@click.option("--bars", default=5000, show_default=True,
+              help="Bars per symbol for the simulated feed (0 = run until Ctrl-C).")
+@click.option("--interval", default="1m", show_default=True, help="Simulated bar interval (1s ... 1d).")
+@click.option("--seed", default=0, show_default=True, help="Simulated feed seed.")
+@click.option("--cash", default=10_000.0, show_default=True, help="Starting cash per runner, quote currency.")
+@click.option("--param", "params", multiple=True, metavar="NAME=VALUE", help="Override a strategy parameter.")
+def run_command(strategy, symbols, feed, data, speed, bars, interval, seed, cash, params):
+    """Run a strategy against a feed with paper trading; Ctrl-C stops with a summary.
+
+    \b
+    Examples:
+      tradesim run --strategy lua-strategies/examples/ema_crossover.lua
+      tradesim run --strategy s.lua --feed replay --data BTCUSDT-1m.csv.gz --speed 60
+    """
+    from tradesim.run import run_paper
+
+    if feed == "replay" and not data:
+        raise click.BadParameter("--feed replay needs --data FILE", param_hint="--data")
+    try:
+        run_paper(strategy, symbols=list(symbols) or None, feed=feed, data=list(data), speed=speed,
+                  bars=bars, interval=interval, seed=seed, cash=cash, params=_parse_params(params))
+    except Exception as exc:  # domain errors -> exit 1 with the message
+        from tradesim.data import DataFileError
+        from tradesim.strategy import StrategyError
+
+        if isinstance(exc, (StrategyError, DataFileError, ValueError)):
+            raise click.ClickException(str(exc)) from None
+        raise
+
+
+@main.command("backtest")
+@click.option("--strategy", "strategies", multiple=True, required=True, type=click.Path(dir_okay=False),
+              help="Lua strategy script (repeatable: every strategy runs on every symbol).")
+@click.option("--data", "data", multiple=True, required=True, type=click.Path(dir_okay=False),
+              help="Bar file: Binance kline CSV(.gz), OHLCV CSV or Parquet (repeatable: one per symbol).")
+@click.option("--from", "start", default=None, help="First bar open time to include (ISO date/time UTC or ms).")
+@click.option("--to", "end", default=None, help="Exclude bars opening at or after this time (ISO or ms).")
+@click.option("--fill", type=click.Choice(["next_open", "close"]), default="next_open",
+              help="Market orders fill at the next bar's open or at the signal bar's close.")
+@click.option("--slippage-bps", default=0.0, show_default=True, help="Slippage against the trader, bps.")
+@click.option("--commission-bps", default=0.0, show_default=True, help="Commission per side, bps of notional.")
+@click.option("--fee", default=0.0, show_default=True, help="Fixed fee per order, quote currency.")
+@click.option("--cash", default=10_000.0, show_default=True, help="Starting cash, quote currency.")
+@click.option("--risk-free", default=0.0, show_default=True, help="Annual risk-free rate for Sharpe/Sortino.")
+@click.option("--param", "params", multiple=True, metavar="NAME=VALUE", help="Override a strategy parameter.")
+@click.option("--report", type=click.Path(dir_okay=False), help="Write a self-contained HTML report here.")
+@click.option("--trades", "trades_path", type=click.Path(dir_okay=False), help="Write the trade list CSV here.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON instead of tables.")
+def backtest_command(strategies, data, start, end, fill, slippage_bps, commission_bps, fee, cash,
+                     risk_free, params, report, trades_path, as_json):
+    """Backtest strategies over bar files with simulated execution.
+
+    \b
+    Example:
+      tradesim backtest --strategy lua-strategies/examples/ema_crossover.lua \\
+          --data BTCUSDT-1m.csv.gz --commission-bps 10 --report report.html
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from tradesim.backtest import Backtest
+    from tradesim.data import DataFileError
+    from tradesim.strategy import StrategyError
+
+    console = Console(stderr=True)
+    try:
+        bt = Backtest(list(strategies), list(data), params=_parse_params(params), start=start, end=end,
+                      fill=fill, slippage_bps=slippage_bps, commission_bps=commission_bps,
+                      fixed_fee=fee, starting_cash=cash, risk_free_rate=risk_free)
+        with Progress(TextColumn("backtest"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,} bars"),
+                      TimeRemainingColumn(), console=console, transient=True,
+                      disable=as_json or not console.is_terminal) as progress:
+            task = progress.add_task("run", total=sum(len(b) for _, b in bt.runners))
+            bt.progress = lambda done, total: progress.update(task, completed=done)
+            result = bt.run()
+    except (StrategyError, DataFileError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if trades_path:
+        from tradesim.backtest import trades_to_csv
+
+        trades_to_csv(result.trades, trades_path)
+    if report:
+        from tradesim.backtest import write_report
+
+        write_report(report, symbol_bars=result.bars, trades=result.trades, equity=result.equity,
+                     timestamps=result.timestamps, metrics=result.metrics, ledger=_flat_ledger(result.ledger),
+                     title=f"tradesim backtest: {', '.join(r.strategy for r in result.runs[:3])}")
+    if as_json:
+        import json
+
+        click.echo(json.dumps(_jsonable(result.to_dict()), allow_nan=False))
+        return
+    _print_backtest(result, report, trades_path)
+
+
+def _jsonable(value):
+    """Plain JSON values: NaN/inf -> None, numpy scalars -> Python, tuples -> lists."""
+    import math
+
+    import numpy as np
+
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        v = float(value)
+        return v if math.isfinite(v) else None
+    return value if value is None or isinstance(value, str) else str(value)
+
+
+def _flat_ledger(ledger: dict) -> dict:
+    out = {}
+    for key, value in ledger.items():
+        out[key] = value if isinstance(value, (int, float, str, bool)) or value is None else str(value)
+    return out
+
+
+def _print_backtest(result, report, trades_path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    m = result.metrics.to_dict()
+    table = Table(title="Backtest metrics (portfolio)")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    pct = {"total_return", "cagr", "annual_volatility", "max_drawdown", "win_rate", "exposure"}
+    for key, value in m.items():
+        if isinstance(value, float):
+            text = f"{value:.2%}" if key in pct else f"{value:,.4f}"
+        else:
+            text = str(value)
+        table.add_row(key, text)
+    console.print(table)
+    runs = Table(title="Runners")
+    for col in ("symbol", "strategy", "trades", "final equity", "return", "status"):
+        runs.add_column(col)
+    for r in result.runs:
+        rm = r.metrics.to_dict()
+        runs.add_row(r.symbol, r.strategy, str(len(r.trades)), f"{rm.get('final_equity', float('nan')):,.2f}",
+                     f"{rm.get('total_return', float('nan')):.2%}", r.status)
+    console.print(runs)
+    ledger = result.ledger
+    console.print(f"[dim]{ledger['bars_processed']:,} bars in {ledger['run_seconds']:.2f} s "
+                  f"({ledger['bars_per_second']:,} bars/s; load {ledger['load_seconds']:.2f} s); "
+                  f"fill {ledger['fill_rule']}, slippage {ledger['slippage_bps']} bps, "
+                  f"commission {ledger['commission_bps']} bps; ambiguous exits {ledger['ambiguous_exits']}, "
+                  f"strategy errors {ledger['strategy_errors']}, rejected actions {ledger['rejected_actions']}[/dim]")
+    if report:
+        console.print(f"report: {report}")
+    if trades_path:
+        console.print(f"trades: {trades_path}")
+
+
 def _register_optional_commands() -> None:
     # `verify` lives beside its bridge code; importing it is cheap (no OCaml run).
     from tradesim.verify import verify
