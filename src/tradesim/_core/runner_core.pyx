@@ -123,6 +123,7 @@ cdef class RunnerCore:
     cdef int step(self, long long ts, double o, double h, double l, double c,
                   double v, double bid, double ask) except -1:
         cdef int code
+        cdef long long errors
         self.window.push_fast(ts, o, h, l, c, v, bid, ask)
         self.bank.push_bar(o, h, l, c, v)
         self.bars += 1
@@ -138,10 +139,15 @@ cdef class RunnerCore:
                 except Exception as exc:
                     self.handler.on_error(exc, ts)
                 else:
-                    self.errors_in_row = 0
+                    # The call counts as successful only if its result was valid too: an
+                    # invalid action table is recorded by the handler as an error, and
+                    # must extend the streak rather than restart it at 1.
+                    errors = self.errors_in_row
                     if result is not None:
                         self.decisions += 1
                         self.handler.on_result(result, ts, c)
+                    if self.errors_in_row == errors:
+                        self.errors_in_row = 0
         except RunnerStopped:
             return STEP_STOPPED
         return STEP_OK

@@ -134,6 +134,7 @@ class SymbolRunner:
         self.bank = IndicatorBank()
         self.machine = StateMachine(ambiguity_policy, analysis_timeout_bars)
         self.strategy.bind(self.window, self.bank)
+        self.strategy.set_symbol(symbol)
         self.core = RunnerCore(self.window, self.bank, self.machine, self.strategy.dispatch, self,
                                self.execution.starting_cash)
         self.on_event = on_event
@@ -167,6 +168,20 @@ class SymbolRunner:
         return self.core.process(bar)
 
     # -- control ---------------------------------------------------------------
+
+    def reload(self) -> None:
+        """Hot-reload the strategy script; state, position, context and indicators are kept.
+
+        Raises
+        ------
+        StrategyLoadError, StrategyError
+            The new version failed to load; the old one keeps running.
+        """
+        self.strategy.reload()
+        self.strategy.set_symbol(self.symbol)
+        self.core.dispatch = self.strategy.dispatch
+        self._sync_position()
+        self._emit("strategy_reloaded", path=str(self.strategy.path))
 
     def pause(self) -> None:
         """Stop deciding; the window, indicators and state keep updating with each bar."""
@@ -219,6 +234,7 @@ class SymbolRunner:
         except StrategyError as exc:
             self._record_error(exc, ts)
             return
+        self.core.errors_in_row = 0
         if decision.started and self.machine.state == State.IDLE:
             self.machine.start_analyzing(ts, decision.start_reason)
             self._emit("opportunity_detected", timestamp=ts, reason=decision.start_reason,
@@ -233,6 +249,9 @@ class SymbolRunner:
 
     def _record_error(self, error: BaseException, ts: int) -> None:
         self.core.errors_in_row += 1
+        if self.machine.state == State.IDLE:
+            # A setup found on the failing bar never became an analysis.
+            self.strategy.clear_context()
         entry = RunnerError(ts, type(error).__name__, str(error)[:1024])
         self.errors.append(entry)
         self._emit("runner_error", timestamp=ts, error=entry.kind, message=entry.message)

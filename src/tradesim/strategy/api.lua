@@ -26,9 +26,10 @@ local nvals = 0                             -- slots in use (the bank's n_values
 -- First use of an indicator: Python creates it in the runner's bank (warmed
 -- from the window) and answers slot, n_outputs, values... or nil, message.
 -- Validation happens there, once; the per-bar path is a cache hit.
-local function register(kind, a, b, c)
+-- `level` points error() at the script's line: 3 from single(), 4 from multi().
+local function register(level, kind, a, b, c)
   local slot, n, x1, x2, x3 = register_indicator(kind, a, b, c)
-  if slot == nil then error(n, 3) end
+  if slot == nil then error(n, level) end
   V[slot] = x1
   if n > 1 then V[slot + 1] = x2 end
   if n > 2 then V[slot + 2] = x3 end
@@ -42,7 +43,7 @@ local function single(kind)
   return function(p)
     local s = slots[p]
     if s == nil then
-      s = register(kind, p)
+      s = register(3, kind, p)
       slots[p] = s
     end
     local v = V[s]
@@ -69,12 +70,12 @@ local function multi(kind, da, db, dc)
     local s
     if dc == nil then
       s = t[b]
-      if s == nil then s = register(kind, a, b); t[b] = s end
+      if s == nil then s = register(4, kind, a, b); t[b] = s end
     else
       local u = t[b]
       if u == nil then u = {}; t[b] = u end
       s = u[c]
-      if s == nil then s = register(kind, a, b, c); u[c] = s end
+      if s == nil then s = register(4, kind, a, b, c); u[c] = s end
     end
     return s
   end
@@ -231,6 +232,10 @@ local function set_position(side, quantity, entry_price, stop_loss, take_profit,
   rawset(ind, "position", position)
 end
 
+local function set_symbol(symbol)
+  md.symbol = symbol
+end
+
 local function clear_context()
   for k in next, ctx do rawset(ctx, k, nil) end
 end
@@ -281,4 +286,4 @@ end
 return {on_bar = on_bar, set_position = set_position, clear_context = clear_context,
         set_context = set_context, context_snapshot = context_snapshot,
         params_snapshot = params_snapshot, set_param = set_param,
-        strategy_name = strategy_name, resolve = resolve}
+        strategy_name = strategy_name, resolve = resolve, set_symbol = set_symbol}

@@ -121,6 +121,7 @@ class LuaStrategy:
         self._explicit_name = name
         self._binding: _Binding | None = None
         self._position: tuple | None = None
+        self._symbol: str | None = None
         self._install(self._build())
 
     # -- loading ---------------------------------------------------------------
@@ -140,7 +141,7 @@ class LuaStrategy:
         api = sandbox.eval_host(_api_source(), self._register_indicator, name="strategy-api")
         fns = {key: api[key] for key in ("on_bar", "set_position", "clear_context", "set_context",
                                           "context_snapshot", "params_snapshot", "set_param",
-                                          "strategy_name", "resolve")}
+                                          "strategy_name", "resolve", "set_symbol")}
         # Every host entry point runs under the sandbox guard (fresh budget per call).
         built = {"sandbox": sandbox, **{k: sandbox.guard(v, k) for k, v in fns.items()}}
         defaults = self._pairs(built["params_snapshot"]())
@@ -153,6 +154,8 @@ class LuaStrategy:
         built["defaults"] = defaults
         built["params"] = effective
         built["name"] = self._explicit_name or built["strategy_name"]() or self.path.stem
+        if self._symbol:
+            built["set_symbol"](self._symbol)
         return built
 
     def _install(self, built: dict[str, Any]) -> None:
@@ -204,6 +207,11 @@ class LuaStrategy:
         warmed from `window`'s bars.
         """
         self._binding = _Binding(window, bank)
+
+    def set_symbol(self, symbol: str) -> None:
+        """The instrument the script trades (``market_data.symbol``)."""
+        self._symbol = symbol
+        self._fns["set_symbol"](symbol)
 
     def _register_indicator(self, kind: Any, a: Any = None, b: Any = None, c: Any = None) -> tuple:
         # Called from Lua (inside the guarded call) the first time a script asks
