@@ -280,29 +280,9 @@ def backtest_command(strategies, data, start, end, fill, slippage_bps, commissio
     if as_json:
         import json
 
-        click.echo(json.dumps(_jsonable(result.to_dict()), allow_nan=False))
+        click.echo(json.dumps(result.to_dict(), allow_nan=False))
         return
     _print_backtest(result, report, trades_path)
-
-
-def _jsonable(value):
-    """Plain JSON values: NaN/inf -> None, numpy scalars -> Python, tuples -> lists."""
-    import math
-
-    import numpy as np
-
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        v = float(value)
-        return v if math.isfinite(v) else None
-    return value if value is None or isinstance(value, str) else str(value)
 
 
 def _flat_ledger(ledger: dict) -> dict:

@@ -81,13 +81,32 @@ class BacktestResult:
     bars: dict[str, Bars] = field(repr=False, default_factory=dict)
 
     def to_dict(self) -> dict:
-        """JSON-ready summary (metrics, ledger, trades; not the per-bar curves)."""
-        return {"metrics": self.metrics.to_dict(), "ledger": self.ledger,
+        """Strict-JSON summary (metrics, ledger, trades; not the per-bar curves).
+
+        Undefined metrics (NaN, e.g. no trades) and infinities become None.
+        """
+        return jsonable({"metrics": self.metrics.to_dict(), "ledger": self.ledger,
                 "runs": [{"symbol": r.symbol, "strategy": r.strategy, "params": r.params,
                           "metrics": r.metrics.to_dict(), "trades": len(r.trades),
                           "status": r.status, "status_reason": r.status_reason}
                          for r in self.runs],
-                "trades": [t.to_dict() for t in self.trades]}
+                "trades": [t.to_dict() for t in self.trades]})
+
+
+def jsonable(value: Any) -> Any:
+    """Plain JSON values: NaN/inf -> None, numpy scalars -> Python, tuples -> lists."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        v = float(value)
+        return v if np.isfinite(v) else None
+    return value if value is None or isinstance(value, str) else str(value)
 
 
 def _as_bars(data: Any, start: Any, end: Any) -> list[Bars]:

@@ -234,7 +234,6 @@ class SymbolRunner:
         except StrategyError as exc:
             self._record_error(exc, ts)
             return
-        self.core.errors_in_row = 0
         if decision.started and self.machine.state == State.IDLE:
             self.machine.start_analyzing(ts, decision.start_reason)
             self._emit("opportunity_detected", timestamp=ts, reason=decision.start_reason,
