@@ -1,0 +1,88 @@
+"""Strict kline/bookTicker message parsing (reliability.md §6.2 M1-M3, M9) on real frames."""
+
+import json
+import math
+
+import pytest
+
+from tradesim.feeds.binance_messages import FrameError, decode, kline_frame_to_bar, message_kind, parse_kline
+
+
+@pytest.fixture(scope="module")
+def frame(shared_data):
+    # A real btcusdt@kline_1m message recorded from Binance (ws-samples/examples).
+    return json.loads((shared_data / "binance" / "ws-samples" / "examples" /
+                       "combined-btcusdt-kline_1m-2025-07-07.json").read_text())
+
+
+def closed(frame, **k_changes):
+    msg = json.loads(json.dumps(frame))
+    msg["data"]["k"].update({"x": True, **k_changes})
+    return json.dumps(msg)
+
+
+def test_open_kline_gives_no_bar_closed_kline_gives_the_bar(frame):
+    assert kline_frame_to_bar(json.dumps(frame)) is None  # the recording is "x": false
+    bar = kline_frame_to_bar(closed(frame), bid=108473.0, ask=108473.1)
+    # Values from the frame text (PROVENANCE.md cross-checks this bar against the kline file).
+    assert (bar.symbol, bar.timestamp) == ("BTCUSDT", 1751897340000)
+    assert (bar.open, bar.high, bar.low, bar.close, bar.volume) == (108521.04, 108521.04, 108473.02, 108473.03, 5.21006)
+    assert (bar.bid, bar.ask) == (108473.0, 108473.1)
+
+
+def test_crossed_quote_is_not_attached(frame):
+    bar = kline_frame_to_bar(closed(frame), bid=2.0, ask=1.0)
+    assert math.isnan(bar.bid) and math.isnan(bar.ask)
+
+
+@pytest.mark.parametrize("field, text", [
+    ("o", "NaN"), ("c", "nan"), ("h", "inf"), ("l", "-Infinity"), ("o", "1e999"), ("v", "1_000"),
+    ("c", " 12 "), ("o", "-1"), ("o", "0"), ("o", "0.00000000"), ("v", "-0.5"), ("c", 108473.03),
+    ("o", "1" * 45), ("h", "１２"),
+])
+def test_bad_number_strings_are_rejected(frame, field, text):
+    with pytest.raises(FrameError) as err:
+        kline_frame_to_bar(closed(frame, **{field: text}))
+    assert err.value.value == text
+
+
+def test_zero_volume_is_valid(frame):
+    assert kline_frame_to_bar(closed(frame, v="0.00000000")).volume == 0.0
+
+
+@pytest.mark.parametrize("changes, field", [
+    ({"h": "108400.00"}, "high"),                     # high < low
+    ({"o": "108600.00"}, "open"),                     # open above high
+    ({"c": "100.00"}, "close"),                       # close below low
+    ({"T": 1751897399998}, "close_time"),             # T != t + 60000 - 1
+    ({"i": "5m"}, "i"),                               # interval differs from the stream name
+    ({"i": "7m"}, "i"),
+    ({"x": "true"}, "x"),
+])
+def test_inconsistent_klines_are_rejected(frame, changes, field):
+    with pytest.raises(FrameError) as err:
+        kline_frame_to_bar(closed(frame, **changes))
+    assert err.value.field == field
+
+
+@pytest.mark.parametrize("text", ["", "{", "[1, 2]", '{"stream": "x", "data": NaN}', "NaN",
+                                  '{"a": Infinity}', b"\x00\x01binary"])
+def test_malformed_frames_are_rejected(text):
+    with pytest.raises(FrameError):
+        kline_frame_to_bar(text)
+
+
+def test_message_kinds(frame):
+    assert message_kind(frame) == "kline"
+    assert message_kind(decode('{"result": null, "id": 1}')) == "ack"
+    assert message_kind(decode('{"code": 2, "msg": "Invalid request"}')) == "error"
+    assert message_kind(decode('{"stream": "!serverShutdown", "data": {"e": "serverShutdown", "E": 1}}')) == "serverShutdown"
+    assert message_kind(decode('{"stream": "btcusdt@bookTicker", "data": {"u": 1, "s": "BTCUSDT", '
+                               '"b": "1.0", "B": "2", "a": "1.1", "A": "3"}}')) == "bookTicker"
+    assert message_kind(decode('{"stream": "btcusdt@trade", "data": {"e": "trade"}}')) == "unknown"
+    assert message_kind(decode('{"stream": "x", "data": 5}')) == "unknown"
+
+
+def test_parse_kline_checks_monthly_interval_by_order_only(frame):
+    data = json.loads(closed(frame, i="1M", T=1751897340000 + 30 * 86_400_000 - 1))["data"]
+    assert parse_kline(data).interval == "1M"
