@@ -329,6 +329,61 @@ def _print_backtest(result, report, trades_path) -> None:
         console.print(f"trades: {trades_path}")
 
 
+@main.command("bench")
+@click.option("--filter", "filters", multiple=True, metavar="NAME",
+              help="Run only these groups (repeatable): window, indicators, batch, state_machine, lua, "
+                   "bar_to_decision, kline, backtest.")
+@click.option("--quick", is_flag=True, help="Smoke run: fewer samples, smaller series.")
+@click.option("--json", "as_json", is_flag=True, help="Print results and environment as JSON.")
+def bench_command(filters, quick, as_json):
+    """Measure the hot paths against the speed budgets (exit 1 if any budget is missed).
+
+    \b
+    Examples:
+      tradesim bench
+      tradesim bench --filter indicators --filter bar_to_decision --json
+    """
+    import json
+
+    from tradesim.bench import OPERATIONS, environment, run_benchmarks
+
+    unknown = [f for f in filters if f not in OPERATIONS]
+    if unknown:
+        raise click.BadParameter(f"unknown group(s) {', '.join(unknown)}; choose from {', '.join(OPERATIONS)}",
+                                 param_hint="--filter")
+    say = (lambda name: None) if as_json else (lambda name: click.echo(f"measuring {name} ...", err=True))
+    results = run_benchmarks(list(filters) or None, quick=quick, progress=say)
+    failed = [r for r in results if r.passed is False]
+    if as_json:
+        click.echo(json.dumps({"environment": environment(), "quick": quick,
+                               "results": [r.as_dict() for r in results], "passed": not failed}))
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        env = environment()
+        table = Table(title="tradesim bench" + (" (quick)" if quick else ""),
+                      caption=f"Python {env['python']}, Cython {env['cython']}, numpy {env['numpy']}, "
+                              f"lupa {env['lupa']}; {env['cpus']} CPUs {env['processor']}")
+        for col in ("operation", "p50", "p99", "max", "ops/s", "budget", "result"):
+            table.add_column(col, justify="left" if col == "operation" else "right")
+
+        def fmt(value, unit):
+            if unit == "bars/s":
+                return f"{value:,.0f} bars/s"
+            return f"{value / 1000:,.2f} µs" if value >= 1000 else f"{value:,.1f} ns"
+
+        for r in results:
+            budget = "" if r.budget is None else (f">= {r.budget:,.0f} bars/s" if r.unit == "bars/s"
+                                                  else f"<= {fmt(r.budget, r.unit)}")
+            verdict = "" if r.passed is None else ("[green]pass[/green]" if r.passed else "[red]FAIL[/red]")
+            table.add_row(r.name, fmt(r.p50, r.unit), fmt(r.p99, r.unit), fmt(r.max, r.unit),
+                          f"{r.ops_per_s:,.0f}", budget, verdict)
+        Console().print(table)
+    if failed:
+        raise SystemExit(1)
+
+
 def _register_optional_commands() -> None:
     # `verify` lives beside its bridge code; importing it is cheap (no OCaml run).
     from tradesim.verify import verify

@@ -1,0 +1,264 @@
+"""`tradesim bench`: measure the hot paths against the budgets in `tradesim.budgets`.
+
+Each operation is warmed up, then timed in repeated samples. Operations too
+fast to time one by one (tens of ns) are timed in batches and reported per
+operation; the bar -> decision path is timed per bar. Budgets are the issues'
+targets; a run fails (exit 1) when any budget is missed.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import time
+from dataclasses import asdict, dataclass
+from importlib import metadata, resources
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from tradesim.budgets import BUDGETS, Budget
+
+__all__ = ["BenchResult", "OPERATIONS", "example_path", "run_benchmarks", "environment"]
+
+
+@dataclass
+class BenchResult:
+    """One operation: per-op time percentiles in ns (or throughput), its budget and verdict."""
+
+    name: str
+    p50: float
+    p99: float
+    max: float
+    ops_per_s: float
+    unit: str
+    budget: float | None
+    passed: bool | None
+    samples: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def example_path(name: str = "ema_crossover") -> Path:
+    """The bundled example strategy (installed wheel), else the repository's copy."""
+    bundled = resources.files("tradesim").joinpath("examples", f"{name}.lua")
+    if bundled.is_file():
+        return Path(str(bundled))
+    repo = Path(__file__).resolve().parents[2] / "lua-strategies" / "examples" / f"{name}.lua"
+    if repo.is_file():
+        return repo
+    raise FileNotFoundError(f"example strategy {name!r} is not installed (reinstall tradesim)")
+
+
+def _walk(n: int, seed: int = 42) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return 100.0 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
+
+
+def _batched(fn: Callable[[], None], per_call: int, samples: int, warmup: int = 2) -> np.ndarray:
+    for _ in range(warmup):
+        fn()
+    out = np.empty(samples)
+    clock = time.perf_counter_ns
+    for i in range(samples):
+        t0 = clock()
+        fn()
+        out[i] = (clock() - t0) / per_call
+    return out
+
+
+def _result(name: str, ns: np.ndarray, budget_key: str | None) -> BenchResult:
+    budget = BUDGETS.get(budget_key) if budget_key else None
+    p50 = float(np.median(ns))
+    return BenchResult(name, p50, float(np.percentile(ns, 99)), float(ns.max()),
+                       1e9 / p50 if p50 > 0 else math.inf, "ns",
+                       budget.limit if budget else None, budget.passes(p50) if budget else None, len(ns))
+
+
+# -- operations ------------------------------------------------------------------
+
+def _bench_window_push(quick: bool) -> list[BenchResult]:
+    from tradesim._core import MarketData, MarketDataWindow
+
+    x = _walk(10_000).tolist()
+    bars = [MarketData("BTCUSDT", i + 1, v, v, v, v, 1.0, validate=False) for i, v in enumerate(x)]
+    w = MarketDataWindow(500)
+
+    def fn():
+        w.clear()
+        push = w.push
+        for b in bars:
+            push(b)
+    return [_result("window.push", _batched(fn, len(bars), 20 if quick else 100), "window_push")]
+
+
+def _bench_indicators(quick: bool) -> list[BenchResult]:
+    from tradesim._core import EMA, MACD, RSI, SMA, BollingerBands, IndicatorSet
+
+    xs = _walk(10_000).tolist()
+    samples = 20 if quick else 100
+    out = []
+    for name, ind in (("sma20", SMA(20)), ("ema20", EMA(20)), ("rsi14", RSI(14)),
+                      ("macd12_26_9", MACD(12, 26, 9)), ("bb20", BollingerBands(20, 2.0))):
+        update = ind.update
+
+        def fn(update=update):
+            for v in xs:
+                update(v)
+        out.append(_result(f"indicator.{name}.update", _batched(fn, len(xs), samples), "indicator_update"))
+    update = IndicatorSet().update
+
+    def all_five():
+        for v in xs:
+            update(v)
+    out.append(_result("indicators.all_five.update", _batched(all_five, len(xs), samples),
+                       "indicator_set_update"))
+    return out
+
+
+def _bench_batch(quick: bool) -> list[BenchResult]:
+    from tradesim._core import compute_all
+
+    from tradesim._core import IndicatorSet
+    from tradesim._core.indicator_set import OUTPUT_NAMES
+
+    x = _walk(100_000 if quick else 1_000_000)
+    samples = 3 if quick else 7
+    out = {k: np.empty(len(x)) for k in OUTPUT_NAMES}
+    # Fresh output arrays pay the kernel's first-touch page faults (72 MB per
+    # 1M values); reusing buffers through out= measures the computation.
+    return [_result("indicators.all_five.batch", _batched(lambda: compute_all(x), len(x), samples, 1),
+                    "batch_all_five"),
+            _result("indicators.all_five.batch_into_out",
+                    _batched(lambda: IndicatorSet().update_many(x, out), len(x), samples, 1), "batch_all_five")]
+
+
+def _bench_state_machine(quick: bool) -> list[BenchResult]:
+    from tradesim._core import MarketData, StateMachine
+
+    x = _walk(10_000).tolist()
+    bars = [MarketData("BTCUSDT", i + 1, v, v * 1.001, v * 0.999, v, 1.0) for i, v in enumerate(x)]
+    sm = StateMachine()
+    update = sm.update
+
+    def fn():
+        for b in bars:
+            update(b)
+    return [_result("state_machine.update", _batched(fn, len(bars), 20 if quick else 100), None)]
+
+
+def _runner(quick: bool):
+    from tradesim.runner import SymbolRunner
+
+    return SymbolRunner("BTCUSDT", example_path())
+
+
+def _bench_lua_call(quick: bool) -> list[BenchResult]:
+    runner = _runner(quick)
+    x = _walk(2_000)
+    for i, v in enumerate(x):  # warm the window and register the strategy's indicators
+        runner.core.process_values(60_000 * (i + 1), v, v * 1.001, v * 0.999, v, 1.0)
+    dispatch = runner.strategy.dispatch
+    values = tuple(runner.bank.values_view())
+    args = (0, 60_000 * 5000, 100.0, 100.1, 99.9, 100.0, 1.0, math.nan, math.nan, *values)
+    n = 1000
+
+    def fn():
+        for _ in range(n):
+            dispatch(*args)
+    return [_result("lua.ema_crossover.call", _batched(fn, n, 20 if quick else 100), None)]
+
+
+def _bench_bar_to_decision(quick: bool) -> list[BenchResult]:
+    runner = _runner(quick)
+    x = _walk(20_000 if quick else 100_000)
+    rows = [(60_000 * (i + 1), v, v * 1.001, v * 0.999, v, 1.0) for i, v in enumerate(x.tolist())]
+    step = runner.core.process_values
+    clock = time.perf_counter_ns
+    ns = np.empty(len(rows))
+    for i, r in enumerate(rows):
+        t0 = clock()
+        step(*r)
+        ns[i] = clock() - t0
+    return [_result("bar_to_decision", ns[1000:], "bar_to_decision")]
+
+
+def _bench_kline_frame(quick: bool) -> list[BenchResult]:
+    from tradesim.feeds.binance_messages import kline_frame_to_bar
+
+    frame = ('{"stream":"btcusdt@kline_1m","data":{"e":"kline","E":1751897400015,"s":"BTCUSDT","k":'
+             '{"t":1751897340000,"T":1751897399999,"s":"BTCUSDT","i":"1m","f":5067431062,"L":5067432892,'
+             '"o":"108521.04000000","c":"108473.03000000","h":"108521.04000000","l":"108473.02000000",'
+             '"v":"5.21006000","n":1831,"x":true,"q":"565334.99194810","V":"3.03940000",'
+             '"Q":"329823.87289940","B":"0"}}}')
+    n = 1000
+
+    def fn():
+        for _ in range(n):
+            kline_frame_to_bar(frame)
+    return [_result("binance.kline_frame_to_bar", _batched(fn, n, 20 if quick else 100), "kline_frame_to_bar")]
+
+
+def _bench_backtest(quick: bool) -> list[BenchResult]:
+    from tradesim.backtest import Backtest
+    from tradesim.feeds.simulated import SimulatedFeed
+
+    n = 100_000 if quick else 1_000_000
+    bars = SimulatedFeed(("SIMUSDT",), seed=1).bars("SIMUSDT", n)
+    rates = []
+    for _ in range(1 if quick else 3):
+        result = Backtest(str(example_path()), bars).run()
+        rates.append(result.ledger["bars_per_second"])
+    rates = np.array(rates, dtype=float)
+    budget = BUDGETS["backtest_throughput"]
+    p50 = float(np.median(rates))
+    return [BenchResult(f"backtest.ema_crossover.{n // 1000}k_bars", p50, float(rates.min()),
+                        float(rates.min()), p50, "bars/s", budget.limit, budget.passes(p50), len(rates))]
+
+
+#: name -> benchmark function, in the order they run.
+OPERATIONS: dict[str, Callable[[bool], list[BenchResult]]] = {
+    "window": _bench_window_push,
+    "indicators": _bench_indicators,
+    "batch": _bench_batch,
+    "state_machine": _bench_state_machine,
+    "lua": _bench_lua_call,
+    "bar_to_decision": _bench_bar_to_decision,
+    "kline": _bench_kline_frame,
+    "backtest": _bench_backtest,
+}
+
+
+def environment() -> dict:
+    """Machine and library versions recorded with every run."""
+    def version(dist: str) -> str:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    import os
+
+    return {"machine": platform.machine(), "processor": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+            "tradesim": version("tradesim"), "cython": version("cython"), "numpy": version("numpy"),
+            "lupa": version("lupa")}
+
+
+def run_benchmarks(names: list[str] | None = None, quick: bool = False,
+                   progress: Callable[[str], None] | None = None) -> list[BenchResult]:
+    """Run the selected operation groups (all by default)."""
+    results: list[BenchResult] = []
+    for name, fn in OPERATIONS.items():
+        if names and name not in names:
+            continue
+        if progress:
+            progress(name)
+        results.extend(fn(quick))
+    return results
+
+
+def budget_table() -> list[Budget]:
+    return list(BUDGETS.values())
