@@ -241,9 +241,16 @@ def environment() -> dict:
 
     import os
 
+    try:
+        from tradesim._core import _build_info
+
+        cython, compiler = _build_info.CYTHON_VERSION, _build_info.C_COMPILER
+    except ImportError:  # a source tree without a CMake build
+        cython, compiler = version("cython"), "unknown"
     return {"machine": platform.machine(), "processor": platform.processor() or platform.machine(),
             "cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-            "tradesim": version("tradesim"), "cython": version("cython"), "numpy": version("numpy"),
+            "tradesim": version("tradesim"), "cython": cython, "c_compiler": compiler,
+            "numpy": version("numpy"),
             "lupa": version("lupa")}
 
 
