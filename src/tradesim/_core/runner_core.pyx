@@ -29,6 +29,12 @@ cdef enum:
     STEP_STOPPED = 1
 
 
+cdef inline void _put(tuple args, Py_ssize_t i, object item):
+    # PyTuple_SET_ITEM steals a reference; Cython owns `item`, so add one.
+    Py_INCREF(item)
+    PyTuple_SET_ITEM(args, i, item)
+
+
 class RunnerStopped(Exception):
     """Raised by a handler to stop the runner (e.g. too many consecutive errors)."""
 
@@ -96,28 +102,17 @@ cdef class RunnerCore:
         # The dispatcher's arguments built directly: numbers only, no dicts.
         cdef int n = self.bank.n_values, i
         cdef tuple args = PyTuple_New(9 + n)
-        cdef object item
-        item = self.machine.state_c
-        Py_INCREF(item); PyTuple_SET_ITEM(args, 0, item)
-        item = ts
-        Py_INCREF(item); PyTuple_SET_ITEM(args, 1, item)
-        item = o
-        Py_INCREF(item); PyTuple_SET_ITEM(args, 2, item)
-        item = h
-        Py_INCREF(item); PyTuple_SET_ITEM(args, 3, item)
-        item = l
-        Py_INCREF(item); PyTuple_SET_ITEM(args, 4, item)
-        item = c
-        Py_INCREF(item); PyTuple_SET_ITEM(args, 5, item)
-        item = v
-        Py_INCREF(item); PyTuple_SET_ITEM(args, 6, item)
-        item = bid
-        Py_INCREF(item); PyTuple_SET_ITEM(args, 7, item)
-        item = ask
-        Py_INCREF(item); PyTuple_SET_ITEM(args, 8, item)
+        _put(args, 0, self.machine.state_c)
+        _put(args, 1, ts)
+        _put(args, 2, o)
+        _put(args, 3, h)
+        _put(args, 4, l)
+        _put(args, 5, c)
+        _put(args, 6, v)
+        _put(args, 7, bid)
+        _put(args, 8, ask)
         for i in range(n):
-            item = self.bank.values[i]
-            Py_INCREF(item); PyTuple_SET_ITEM(args, 9 + i, item)
+            _put(args, 9 + i, self.bank.values[i])
         return args
 
     cdef int step(self, long long ts, double o, double h, double l, double c,

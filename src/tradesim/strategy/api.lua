@@ -244,10 +244,12 @@ local function set_context(k, v)
   rawset(ctx, k, v)
 end
 
-local function context_snapshot()
-  -- Scalars only, raw: returns a flat list k1, v1, k2, v2, ...
+-- A table's scalar entries (string keys; number/string/boolean values), raw,
+-- flattened to k1, v1, k2, v2, ... so Python never holds a user table.
+local function flat_scalars(t)
+  if type(t) ~= "table" then return end
   local out = {}
-  for k, v in next, ctx do
+  for k, v in next, t do
     local tv = type(v)
     if type(k) == "string" and (tv == "number" or tv == "string" or tv == "boolean") then
       out[#out + 1] = k
@@ -257,18 +259,12 @@ local function context_snapshot()
   return table.unpack(out)
 end
 
+local function context_snapshot()
+  return flat_scalars(ctx)
+end
+
 local function params_snapshot()
-  local p = rawget(env, "params")
-  if type(p) ~= "table" then return end
-  local out = {}
-  for k, v in next, p do
-    local tv = type(v)
-    if type(k) == "string" and (tv == "number" or tv == "string" or tv == "boolean") then
-      out[#out + 1] = k
-      out[#out + 1] = v
-    end
-  end
-  return table.unpack(out)
+  return flat_scalars(rawget(env, "params"))
 end
 
 local function set_param(k, v)

@@ -448,21 +448,8 @@ class LuaSandbox:
         """
         fn = self.eval_host(lua_src, *args, name=name)
         if _lua_type(fn) != "function":
-            raise StrategyLoadError(
-                f"host chunk returned {type(fn).__name__}, not a Lua function", script=f"(host {name})"
-            )
-        guarded = self._guarded(fn)
-        translate = self._translate
-
-        def host_call(*call_args: Any) -> Any:
-            try:
-                return guarded(*call_args)
-            except Exception as exc:
-                raise translate(exc) from None
-
-        host_call.lua = guarded  # type: ignore[attr-defined]
-        host_call.__name__ = host_call.__qualname__ = f"host_function[{name}]"
-        return host_call
+            raise StrategyLoadError(f"host chunk returned {type(fn).__name__}, not a Lua function", script=f"(host {name})")
+        return self.guard(fn, name=f"host_function[{name}]")
 
     def guard(self, lua_function: Any, name: str = "host") -> Callable[..., Any]:
         """Wrap a host Lua function (e.g. one of several returned by :meth:`eval_host`).
@@ -483,7 +470,7 @@ class LuaSandbox:
                 raise translate(exc) from None
 
         host_call.lua = guarded  # type: ignore[attr-defined]
-        host_call.__name__ = host_call.__qualname__ = f"guard[{name}]"
+        host_call.__name__ = host_call.__qualname__ = name if name.startswith("host_function[") else f"guard[{name}]"
         return host_call
 
     def eval_host(self, lua_src: str, *args: Any, name: str = "host") -> Any:
