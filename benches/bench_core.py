@@ -107,7 +107,7 @@ def test_peer_talib_stream_all_five(per_op, ticks):
 
 
 def test_peer_talipp_all_five(per_op, ticks):
-    talipp = pytest.importorskip("talipp")
+    pytest.importorskip("talipp")
     from talipp.indicators import BB, EMA, MACD, RSI, SMA
     n = 20_000
     inds = [SMA(20), EMA(20), RSI(14), MACD(12, 26, 9), BB(20, 2.0)]

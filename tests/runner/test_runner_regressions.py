@@ -1,10 +1,7 @@
 """Regressions found in review: error streaks, reload under a runner, stale context, symbol, error lines."""
 
-import pytest
-
 from tradesim import MarketData
 from tradesim.runner import RunnerStatus, SymbolRunner
-from tradesim.strategy import StrategyError
 
 SKELETON = """
 function detect_opportunity(md, ctx, ind) {detect} end

@@ -22,8 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
-
 from tradesim._core import IndicatorBank, MarketData, MarketDataWindow
 from tradesim._core.runner_core import RunnerCore, RunnerStopped
 from tradesim._core.state_machine import ActionType, InvalidTransition, Side, State, StateMachine

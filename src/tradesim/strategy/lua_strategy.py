@@ -229,7 +229,8 @@ class LuaStrategy:
         for x in args:
             if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
                 return None, f"{kind}: parameters must be numbers, got {x!r}"
-        key = f"{kind}:{','.join(format(x, 'g') for x in args)}"
+        spec = f"{kind}:{','.join(format(x, 'g') for x in args)}"
+        key = spec
         try:
             if kind in _WINDOW_STATS:
                 period = int(args[0])
@@ -239,14 +240,14 @@ class LuaStrategy:
                        "avg_volume": AverageVolume}[kind]
                 indicator = cls(period)
             else:
-                info, params = registry.parse_spec(f"{kind}:{','.join(format(x, 'g') for x in args)}")
+                info, params = registry.parse_spec(spec)
                 key = registry.spec_name(info, params)
                 indicator = info.cls(*params)
         except (KeyError, ValueError) as exc:
             return None, str(exc).strip('"')
         bank = self._binding.bank
-        slot = bank.add(key, indicator, self._binding.window)
-        first, n = bank.slot(key)
+        first = bank.add(key, indicator, self._binding.window)
+        n = indicator.n_outputs
         return (first + 1, n, *(bank.value(first + i) for i in range(n)))
 
     # -- per bar -----------------------------------------------------------------
