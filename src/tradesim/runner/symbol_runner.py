@@ -141,6 +141,7 @@ class SymbolRunner:
         self.rejections: list[Rejection] = []
         self.status = RunnerStatus.RUNNING
         self.status_reason = ""
+        self.decisions = 0  # strategy calls that returned something (a setup or an action)
         self._pending: _Order | None = None
         self._open: _OpenTrade | None = None
 
@@ -227,6 +228,7 @@ class SymbolRunner:
             self._emit("analysis_timeout", timestamp=ts)
 
     def on_result(self, result: Any, ts: int, close: float) -> None:
+        self.decisions += 1
         try:
             decision = self.strategy.decode(result)
         except StrategyError as exc:
@@ -290,9 +292,11 @@ class SymbolRunner:
             elif kind == ActionType.UPDATE_STOP_LOSS:
                 self.machine.update_stop_loss(action.price)
                 self._sync_position()
+                self._emit("position_updated", timestamp=ts, stop_loss=action.price)
             elif kind == ActionType.UPDATE_TAKE_PROFIT:
                 self.machine.update_take_profit(action.price)
                 self._sync_position()
+                self._emit("position_updated", timestamp=ts, take_profit=action.price)
         except (InvalidTransition, ValueError) as exc:
             self._reject(ts, kind, str(exc))
 

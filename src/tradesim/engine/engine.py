@@ -1,0 +1,369 @@
+"""`TradingEngine`: many (symbol × strategy) runners fed by one or more feeds, on asyncio.
+
+The event loop only moves data: each feed is an async iterator of closed bars
+(`MarketDataSource`); the engine hands every bar to the runners watching that
+(feed, symbol) and returns to the loop. Strategies run on worker threads
+(`WorkerPool`), each runner behind its own bounded inbox (`RunnerHandle`), so
+a slow or failing runner never delays the feed or the other runners, and the
+loop stays free to answer the exchange's pings.
+
+Paper trading: live runners use the same `SymbolRunner` and `ExecutionConfig`
+as backtests (fills, costs, stop-loss / take-profit), so a strategy fed
+through a live feed makes the same trades as a backtest over the same bars.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from tradesim.engine.handle import RunnerHandle, price_history, snapshot
+from tradesim.engine.workers import WorkerPool
+from tradesim.events import BarReceived, EventBus, FeedStatus, Subscription
+from tradesim.execution import ExecutionConfig
+from tradesim.runner import RunnerStatus, SymbolRunner
+from tradesim.strategy import LuaStrategy
+
+__all__ = ["TradingEngine", "UnknownRunner"]
+
+log = logging.getLogger(__name__)
+
+
+class UnknownRunner(KeyError):
+    """No runner has this id."""
+
+
+class TradingEngine:
+    """Run strategies on live or simulated feeds (see the module docstring).
+
+    Parameters
+    ----------
+    workers : int
+        Worker threads kept for strategy calls (more are added while all are stuck).
+    max_workers : int
+        Upper bound on worker threads.
+    queue_size : int
+        Default inbox size per runner, in bars. On a live or paced feed a
+        runner that falls this far behind is FAILED ("queue overflow") and the
+        others go on; a replay at full speed (``speed=0``) waits for it instead.
+    events : EventBus, optional
+        Where events are published (a new bus by default; see `subscribe`).
+    stall_after : float
+        Seconds a strategy call may run before the pool adds a worker.
+    """
+
+    def __init__(self, *, workers: int = 2, max_workers: int = 32, queue_size: int = 1024,
+                 events: EventBus | None = None, stall_after: float = 0.25) -> None:
+        self.bus = events or EventBus()
+        self.pool = WorkerPool(workers, max_workers, stall_after)
+        self.queue_size = queue_size
+        self._feeds: dict[str, Any] = {}
+        self._feed_state: dict[str, str] = {}
+        self._feed_bars: Counter[str] = Counter()
+        self._routes: dict[tuple[str, str], list[RunnerHandle]] = {}
+        self._runners: dict[str, RunnerHandle] = {}
+        self._tasks: list[asyncio.Task] = []
+        self._stopping: asyncio.Event | None = None
+        self._started: float | None = None
+        self._ids = Counter()
+
+    # -- configuration -------------------------------------------------------------
+
+    def add_feed(self, feed: Any, name: str | None = None) -> str:
+        """Register a feed (async iterator of `MarketData`); returns its name.
+
+        A feed with an ``on_status`` attribute reports connectivity as `FeedStatus`
+        events. Feeds added while the engine runs start at once.
+
+        Raises
+        ------
+        ValueError
+            The name is taken.
+        """
+        name = name or type(feed).__name__.removesuffix("Feed").lower() or "feed"
+        if name in self._feeds:
+            raise ValueError(f"feed name {name!r} already used")
+        self._feeds[name] = feed
+        self._feed_state[name] = "added"
+        if hasattr(feed, "on_status"):
+            feed.on_status = self._status_callback(name)
+        if self._stopping is not None:
+            self._tasks.append(asyncio.get_running_loop().create_task(self._pump(name, feed)))
+        return name
+
+    def _status_callback(self, name: str):
+        def on_status(status: str, **detail: Any) -> None:
+            self._feed_state[name] = status
+            self.bus.publish(FeedStatus, feed=name, status=status, detail=detail)
+        return on_status
+
+    def add_runner(self, symbol: str, strategy: LuaStrategy | str | Path, *, feed: str | None = None,
+                   runner_id: str | None = None, params: dict[str, Any] | None = None,
+                   window_size: int = 500, execution: ExecutionConfig | None = None,
+                   queue_size: int | None = None, **runner_options: Any) -> str:
+        """Add a runner for `symbol` on `feed` (the only feed if omitted); returns its id.
+
+        May be called while the engine runs; the runner receives the next bar.
+        `runner_options` go to `SymbolRunner` (``max_consecutive_errors``,
+        ``ambiguity_policy``, ``analysis_timeout_bars``).
+
+        Raises
+        ------
+        ValueError
+            Unknown feed, a feed that does not serve `symbol`, or a duplicate id.
+        StrategyLoadError
+            The strategy failed to load.
+        """
+        feed_name = self._resolve_feed(feed)
+        symbol = symbol.upper()
+        served = getattr(self._feeds[feed_name], "symbols", None)
+        if served is not None and symbol not in served:
+            raise ValueError(f"feed {feed_name!r} does not serve {symbol!r} (it serves {list(served)})")
+        runner = SymbolRunner(symbol, strategy, params=params, window_size=window_size,
+                              execution=execution, **runner_options)
+        if runner_id is None:
+            base = f"{symbol}:{runner.strategy.name}"
+            self._ids[base] += 1
+            runner_id = base if self._ids[base] == 1 else f"{base}#{self._ids[base]}"
+        if runner_id in self._runners:
+            raise ValueError(f"runner id {runner_id!r} already used")
+        handle = RunnerHandle(runner_id, runner, feed_name, self.pool, self.bus,
+                              queue_size or self.queue_size)
+        self._runners[runner_id] = handle
+        self._routes.setdefault((feed_name, symbol), []).append(handle)
+        return runner_id
+
+    def _resolve_feed(self, feed: str | None) -> str:
+        if feed is None:
+            if len(self._feeds) != 1:
+                raise ValueError(f"name the feed: the engine has {len(self._feeds)} "
+                                 f"({sorted(self._feeds)})")
+            return next(iter(self._feeds))
+        if feed not in self._feeds:
+            raise ValueError(f"unknown feed {feed!r}; feeds: {sorted(self._feeds)}")
+        return feed
+
+    def remove_runner(self, runner_id: str) -> None:
+        """Stop a runner and forget it (its queued bars are dropped).
+
+        Raises
+        ------
+        UnknownRunner
+        """
+        handle = self._handle(runner_id)
+        handle.runner.stop("removed")
+        del self._runners[runner_id]
+        route = self._routes.get((handle.feed, handle.symbol), [])
+        if handle in route:
+            route.remove(handle)
+
+    def _handle(self, runner_id: str) -> RunnerHandle:
+        try:
+            return self._runners[runner_id]
+        except KeyError:
+            raise UnknownRunner(f"no runner {runner_id!r}; runners: {sorted(self._runners)}") from None
+
+    # -- control -----------------------------------------------------------------------
+
+    def pause(self, runner_id: str) -> None:
+        """Stop deciding; the window and indicators stay warm, state is kept."""
+        self._handle(runner_id).runner.pause()
+
+    def resume(self, runner_id: str) -> None:
+        """Decide again after `pause`."""
+        self._handle(runner_id).runner.resume()
+
+    def stop_runner(self, runner_id: str, reason: str = "stopped by request") -> None:
+        """Stop one runner for good (it stays listed with status STOPPED)."""
+        self._handle(runner_id).runner.stop(reason)
+
+    def runner(self, runner_id: str) -> SymbolRunner:
+        """The `SymbolRunner` behind an id (read it only while the engine is idle)."""
+        return self._handle(runner_id).runner
+
+    @property
+    def runner_ids(self) -> list[str]:
+        return list(self._runners)
+
+    def subscribe(self, maxsize: int = 10_000, types: list[str] | None = None) -> Subscription:
+        """Events as an async iterator (see `EventBus.subscribe`)."""
+        return self.bus.subscribe(maxsize, types)
+
+    # -- introspection --------------------------------------------------------------------
+
+    async def get_runner_snapshot(self, runner_id: str, timeout: float = 2.0) -> dict[str, Any]:
+        """State, position, context, indicator values and stats of a runner (JSON-serializable).
+
+        Answered by the runner's worker between two bars, without stopping it.
+
+        Raises
+        ------
+        UnknownRunner
+        TimeoutError
+            The runner is stuck in a strategy call for longer than `timeout` s.
+        """
+        handle = self._handle(runner_id)
+        return await self._ask(handle, lambda r: snapshot(handle, r), timeout)
+
+    async def get_price_history(self, runner_id: str, n: int = 100,
+                                timeout: float = 2.0) -> dict[str, Any]:
+        """The newest `n` bars the runner holds, as columns (JSON-serializable)."""
+        if n < 1:
+            raise ValueError(f"n = {n}: must be >= 1")
+        handle = self._handle(runner_id)
+        return await self._ask(handle, lambda r: price_history(r, n), timeout)
+
+    async def _ask(self, handle: RunnerHandle, fn, timeout: float) -> dict[str, Any]:
+        if self._stopping is None:  # engine idle: no worker owns the runner
+            return fn(handle.runner)
+        self.pool.start()
+        fut = handle.request(fn)
+        return await asyncio.wait_for(asyncio.wrap_future(fut), timeout)
+
+    def runner_health(self, runner_id: str) -> dict[str, Any]:
+        """Uptime, bars, decisions, errors, last bar time, lag and queue depth of one runner."""
+        return self._handle(runner_id).health()
+
+    def health(self) -> dict[str, Any]:
+        """Engine summary: runners by status, symbols, feeds and their status, workers."""
+        by_status = Counter(h.runner.status.value for h in self._runners.values())
+        return {
+            "uptime_s": round(time.monotonic() - self._started, 3) if self._started else 0.0,
+            "runners": len(self._runners),
+            "by_status": {s.value: by_status.get(s.value, 0) for s in RunnerStatus},
+            "symbols": sorted({h.symbol for h in self._runners.values()}),
+            "feeds": {name: {"status": self._feed_state[name], "bars": self._feed_bars[name],
+                             **({"stats": dict(stats)} if (stats := getattr(feed, "stats", None))
+                                and isinstance(stats, dict) else {})}
+                      for name, feed in self._feeds.items()},
+            "workers": self.pool.size, "stuck_workers": self.pool.stuck(),
+            "events_published": self.bus.seq,
+        }
+
+    # -- running ---------------------------------------------------------------------------
+
+    async def run(self, *, duration: float | None = None) -> None:
+        """Feed every runner until all feeds end, `stop` is called, or `duration` s pass.
+
+        On return every queued bar has been processed (unless a runner is stuck
+        in a call) and the worker threads are stopped.
+        """
+        if self._stopping is not None:
+            raise RuntimeError("the engine is already running")
+        self._stopping = asyncio.Event()
+        self._started = time.monotonic()
+        self.pool.start()
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._pump(name, feed)) for name, feed in self._feeds.items()]
+        supervisor = loop.create_task(self._supervise())
+        stopper = loop.create_task(self._stopping.wait())
+        try:
+            while True:
+                feeds_done = asyncio.gather(*self._tasks) if self._tasks else None
+                waiters = [stopper] + ([feeds_done] if feeds_done else [])
+                done, _ = await asyncio.wait(waiters, timeout=duration,
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if feeds_done is not None and not feeds_done.done():
+                    feeds_done.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await feeds_done
+                # feeds added while running join the next round
+                if stopper in done or not done or all(t.done() for t in self._tasks):
+                    break
+        finally:
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            stopper.cancel()
+            await self._drain()
+            supervisor.cancel()
+            await asyncio.gather(supervisor, return_exceptions=True)
+            for name, feed in self._feeds.items():
+                await _close_feed(feed)
+            self.pool.shutdown()
+            self._stopping = None
+
+    def stop(self) -> None:
+        """Ask `run` to finish (safe from a signal handler on the loop thread)."""
+        if self._stopping is not None:
+            self._stopping.set()
+
+    async def _pump(self, name: str, feed: Any) -> None:
+        self._feed_state[name] = "running"
+        bus, routes, counts = self.bus, self._routes, self._feed_bars
+        clock = time.perf_counter_ns
+        backpressure = not _is_realtime(feed)
+        try:
+            async for bar in feed:
+                arrived = clock()
+                counts[name] += 1
+                if bus.active:
+                    bus.publish(BarReceived, feed=name, symbol=bar.symbol, timestamp=bar.timestamp,
+                                open=bar.open, high=bar.high, low=bar.low, close=bar.close,
+                                volume=bar.volume, bid=_opt(bar.bid), ask=_opt(bar.ask))
+                for handle in routes.get((name, bar.symbol), ()):
+                    if backpressure:
+                        while handle.queued >= handle.queue_size and handle.accepting:
+                            await asyncio.sleep(0.0005)  # a replay waits for its slowest runner
+                    handle.offer(bar, arrived)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a broken feed ends itself, not the engine
+            log.exception("feed %s failed", name)
+            self._feed_state[name] = "failed"
+            bus.publish(FeedStatus, feed=name, status="failed",
+                        detail={"error": type(exc).__name__, "message": str(exc)[:1024]})
+            return
+        self._feed_state[name] = "ended"
+        bus.publish(FeedStatus, feed=name, status="ended", detail={"bars": counts[name]})
+
+    async def _supervise(self) -> None:
+        while True:
+            await asyncio.sleep(0.05)
+            self.pool.check()
+
+    async def _drain(self, timeout: float = 5.0) -> None:
+        deadline = time.monotonic() + timeout
+        while any(h.queued for h in self._runners.values()) and time.monotonic() < deadline:
+            self.pool.check()
+            await asyncio.sleep(0.005)
+        # let the last bar of each runner finish its call
+        while any(h.in_call_since is not None for h in self._runners.values()) \
+                and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+
+    def close(self, reason: str = "engine shut down") -> None:
+        """Close open positions at the last close and stop every runner (after `run`)."""
+        for handle in self._runners.values():
+            runner = handle.runner
+            if runner.status in (RunnerStatus.RUNNING, RunnerStatus.PAUSED):
+                runner.close_position("end_of_run")
+                runner.stop(reason)
+
+
+def _is_realtime(feed: Any) -> bool:
+    """Live or paced feeds can't wait for a runner; a replay at full speed can."""
+    live = getattr(feed, "live", None)
+    if live is not None:
+        return bool(live)
+    return (getattr(feed, "speed", 0) or 0) > 0
+
+
+def _opt(x: float) -> float | None:
+    return None if x != x else x
+
+
+async def _close_feed(feed: Any) -> None:
+    closer = getattr(feed, "aclose", None)
+    try:
+        if closer is not None:
+            await closer()
+        elif hasattr(feed, "close"):
+            feed.close()
+    except Exception:  # closing is best effort
+        log.exception("closing feed %r failed", feed)

@@ -1,0 +1,295 @@
+"""`RunnerHandle`: one `SymbolRunner` inside the engine — its inbox, stats and control.
+
+The event loop `offer`s bars; a worker thread `drain`s them into the runner.
+The inbox is bounded (``queue_size`` bars). Closed bars are never dropped:
+when a runner falls ``queue_size`` bars behind, it is FAILED with the reason
+"queue overflow" and its inbox is discarded; the feed and every other runner
+go on (reliability.md §2.3: never drop a closed kline silently, never block
+the reader). Bid/ask quotes reach runners only attached to bars, so there is
+no quote stream to coalesce here.
+
+Control requests (snapshots, price history) travel through the same inbox
+ahead of bars, so they are answered between two bars, by the worker that owns
+the runner, without stopping it.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any, Callable
+
+from tradesim._core import InvalidMarketData
+from tradesim.events import (
+    EventBus,
+    RunnerStatusChanged,
+    StateTransition,
+    event_from_runner_dict,
+)
+from tradesim.runner import RunnerStatus, SymbolRunner
+
+if TYPE_CHECKING:
+    from tradesim._core import MarketData
+    from tradesim.engine.workers import WorkerPool
+
+__all__ = ["RunnerHandle"]
+
+
+class RunnerHandle:
+    """A runner, its bounded inbox and its health counters (see the module docstring).
+
+    Parameters
+    ----------
+    runner_id : str
+        Unique id within the engine.
+    runner : SymbolRunner
+    feed : str
+        Name of the feed whose bars this runner receives.
+    pool : WorkerPool
+    bus : EventBus
+    queue_size : int
+        Bars the inbox holds before the runner is failed for falling behind.
+    """
+
+    def __init__(self, runner_id: str, runner: SymbolRunner, feed: str, pool: WorkerPool,
+                 bus: EventBus, queue_size: int = 1024) -> None:
+        if queue_size < 1:
+            raise ValueError(f"queue_size = {queue_size}: must be >= 1")
+        self.id = runner_id
+        self.runner = runner
+        self.feed = feed
+        self.symbol = runner.symbol
+        self.strategy = runner.strategy.name
+        self.queue_size = queue_size
+        self._pool = pool
+        self._bus = bus
+        self._inbox: deque = deque()
+        self._control: deque = deque()
+        self._lock = threading.Lock()
+        self._scheduled = False
+        self.started = time.monotonic()
+        self.bars = 0
+        self.rejected_bars = 0
+        self.last_bar_time: int | None = None
+        self.last_lag_ms = 0.0        # arrival -> processed, of the newest bar
+        self.max_lag_ms = 0.0
+        self.in_call_since: float | None = None
+        self.on_processed: Callable[[RunnerHandle, int], Any] | None = None
+        runner.on_event = self._on_runner_event
+
+    # -- loop side ---------------------------------------------------------------
+
+    def offer(self, bar: MarketData, arrived_ns: int) -> bool:
+        """Queue a bar (called on the event-loop thread); False if the runner can't take it."""
+        status = self.runner.status
+        if status is RunnerStatus.STOPPED or status is RunnerStatus.FAILED:
+            return False
+        with self._lock:
+            if len(self._inbox) >= self.queue_size:
+                overflow = True
+            else:
+                overflow = False
+                self._inbox.append((bar, arrived_ns))
+                schedule = not self._scheduled
+                self._scheduled = True
+        if overflow:
+            self._fail(f"queue overflow: {self.queue_size} bars waiting (the strategy is slower "
+                       f"than the feed); runner disabled")
+            return False
+        if schedule:
+            self._pool.schedule(self)
+        return True
+
+    def request(self, fn: Callable[[SymbolRunner], Any]) -> Future:
+        """Run ``fn(runner)`` on the runner's worker between two bars; a Future of its result."""
+        fut: Future = Future()
+        with self._lock:
+            self._control.append((fn, fut))
+            schedule = not self._scheduled
+            self._scheduled = True
+        if schedule:
+            self._pool.schedule(self)
+        return fut
+
+    @property
+    def accepting(self) -> bool:
+        """False once the runner is stopped or failed."""
+        return self.runner.status not in (RunnerStatus.STOPPED, RunnerStatus.FAILED)
+
+    @property
+    def queued(self) -> int:
+        """Bars waiting in the inbox."""
+        return len(self._inbox)
+
+    # -- worker side ---------------------------------------------------------------
+
+    def drain(self, budget: int = 64) -> bool:
+        """Process up to `budget` queued items (worker thread); True if more wait."""
+        lock, inbox, control = self._lock, self._inbox, self._control
+        for _ in range(budget):
+            with lock:
+                if control:
+                    item = control.popleft()
+                    is_bar = False
+                elif inbox:
+                    item = inbox.popleft()
+                    is_bar = True
+                else:
+                    self._scheduled = False
+                    return False
+            if is_bar:
+                self._process(*item)
+            else:
+                fn, fut = item
+                if fut.set_running_or_notify_cancel():
+                    try:
+                        fut.set_result(fn(self.runner))
+                    except BaseException as exc:  # handed to the caller
+                        fut.set_exception(exc)
+        with lock:
+            if inbox or control:
+                return True
+            self._scheduled = False
+            return False
+
+    def _process(self, bar: MarketData, arrived_ns: int) -> None:
+        runner = self.runner
+        machine = runner.machine
+        transitions = machine.transition_count
+        self.in_call_since = time.monotonic()
+        try:
+            runner.process(bar)
+        except InvalidMarketData as exc:  # out of order / wrong symbol: reject the bar, keep going
+            self.rejected_bars += 1
+            runner._emit("runner_error", timestamp=bar.timestamp, error=type(exc).__name__,
+                         message=str(exc)[:1024])
+            return
+        except Exception as exc:  # a bug outside the strategy: this runner only
+            self._fail(f"internal error: {type(exc).__name__}: {exc}"[:1024])
+            return
+        finally:
+            self.in_call_since = None
+        done = time.perf_counter_ns()
+        self.bars += 1
+        self.last_bar_time = bar.timestamp
+        lag = (done - arrived_ns) / 1e6
+        self.last_lag_ms = lag
+        if lag > self.max_lag_ms:
+            self.max_lag_ms = lag
+        if machine.transition_count != transitions and self._bus.active:
+            self._publish_transitions(machine.transition_count - transitions)
+        if self.on_processed is not None:
+            self.on_processed(self, done)
+
+    def _publish_transitions(self, n: int) -> None:
+        for t in self.runner.machine.history()[-n:]:
+            self._bus.publish(StateTransition, runner_id=self.id, symbol=self.symbol,
+                              strategy=self.strategy, timestamp=t.timestamp,
+                              from_state=t.from_state.name, to_state=t.to_state.name,
+                              reason=t.reason or "")
+
+    # -- events, failure -------------------------------------------------------------
+
+    def _on_runner_event(self, payload: dict) -> None:
+        if not self._bus.active:
+            return
+        mapped = event_from_runner_dict(payload)
+        if mapped is not None:
+            cls, fields = mapped
+            fields.update(runner_id=self.id)
+            self._bus.publish(cls, **_json_safe(fields))
+
+    def _fail(self, reason: str) -> None:
+        runner = self.runner
+        with self._lock:
+            self._inbox.clear()
+        if runner.status in (RunnerStatus.STOPPED, RunnerStatus.FAILED):
+            return
+        runner.core.deciding = False
+        runner.status, runner.status_reason = RunnerStatus.FAILED, reason
+        self._bus.publish(RunnerStatusChanged, runner_id=self.id, symbol=self.symbol,
+                          strategy=self.strategy, status=RunnerStatus.FAILED.value, reason=reason)
+
+    # -- introspection ---------------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        """Uptime (s), bars, decisions, errors, last bar time (ms UTC), lag (ms), queue depth."""
+        r = self.runner
+        busy = self.in_call_since
+        return {
+            "id": self.id, "symbol": self.symbol, "strategy": self.strategy, "feed": self.feed,
+            "status": r.status.value, "reason": r.status_reason,
+            "uptime_s": round(time.monotonic() - self.started, 3),
+            "bars": self.bars, "decisions": r.decisions, "errors": len(r.errors),
+            "rejected_bars": self.rejected_bars, "trades": len(r.trades),
+            "last_bar_time": self.last_bar_time,
+            "lag_ms": round(self.last_lag_ms, 3), "max_lag_ms": round(self.max_lag_ms, 3),
+            "queued": len(self._inbox),
+            "in_call_s": round(time.monotonic() - busy, 3) if busy is not None else 0.0,
+        }
+
+
+def snapshot(handle: RunnerHandle, runner: SymbolRunner) -> dict[str, Any]:
+    """State, position, context, indicator values and stats (JSON-ready); runs on the worker."""
+    machine = runner.machine
+    pos = machine.position
+    indicators = {}
+    for key in runner.bank.keys():
+        ind = runner.bank.indicator(key)
+        values = ind.values
+        indicators[str(key)] = _num(values[0]) if len(values) == 1 else dict(
+            zip(ind.output_names, map(_num, values)))
+    return {
+        "id": handle.id, "symbol": handle.symbol, "strategy": handle.strategy,
+        "status": runner.status.value, "reason": runner.status_reason,
+        "state": machine.state.name,
+        "position": _json_safe(pos.to_dict()) if pos is not None else None,
+        "context": _json_safe(runner.strategy.context()),
+        "indicators": indicators,
+        "equity": _num(runner.equity), "cash": _num(runner.core.cash),
+        "pnl": _num(runner.equity - runner.execution.starting_cash),
+        "stats": handle.health(),
+    }
+
+
+def price_history(runner: SymbolRunner, n: int) -> dict[str, Any]:
+    """The newest `n` bars of the runner's window as JSON-ready columns (oldest first)."""
+    w = runner.window
+    n = min(n, len(w))
+    if n == 0:
+        return {"symbol": runner.symbol, "bars": 0, **{k: [] for k in (
+            "timestamp", "open", "high", "low", "close", "volume", "bid", "ask")}}
+    return {
+        "symbol": runner.symbol, "bars": n,
+        "timestamp": w.timestamps(n).tolist(),
+        "open": _floats(w.opens(n)), "high": _floats(w.highs(n)), "low": _floats(w.lows(n)),
+        "close": _floats(w.closes(n)), "volume": _floats(w.volumes(n)),
+        "bid": _floats(w.bids(n)), "ask": _floats(w.asks(n)),
+    }
+
+
+def _num(x: Any) -> Any:
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def _floats(arr: Any) -> list:
+    return [None if not math.isfinite(v) else v for v in arr.tolist()]
+
+
+def _json_safe(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, float):
+        return _num(obj)
+    if obj is None or isinstance(obj, (str, int, bool)):
+        return obj
+    if hasattr(obj, "value"):
+        return obj.value if isinstance(obj.value, (str, int)) else str(obj)
+    return str(obj)

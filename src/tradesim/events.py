@@ -1,0 +1,343 @@
+"""Typed engine events, their JSON form, and the `EventBus` that fans them out.
+
+Every event carries a monotonic sequence number ``seq`` (assigned by the bus,
+starting at 1, never reused within an engine) and ``time``, the wall-clock
+time it was published (ms since epoch UTC). Runner events also name the
+runner (``runner_id``), its symbol and strategy; timestamps of bars are bar
+open times (ms since epoch UTC), prices are in quote currency.
+
+Subscribers are async iterators with a bounded queue. Publishing never waits
+for a subscriber: one whose queue is full is dropped, receives a final
+`SubscriberDropped` notice, and its iterator ends. Events may be published
+from any thread (runners decide on worker threads); each subscriber sees them
+in ``seq`` order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import deque
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, ClassVar
+
+import orjson
+
+__all__ = [
+    "ActionRejected", "BarReceived", "Event", "EventBus", "FeedStatus", "OpportunityDetected",
+    "PositionClosed", "PositionOpened", "PositionUpdated", "RunnerErrorEvent", "RunnerStatusChanged",
+    "StateTransition", "SubscriberDropped", "Subscription", "EVENT_TYPES",
+]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    """Base of every event: ``seq`` (monotonic per bus) and ``time`` (publish time, ms UTC)."""
+
+    type: ClassVar[str] = "event"
+    seq: int = 0
+    time: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict with ``type`` first."""
+        return {"type": self.type, **asdict(self)}
+
+    def to_json(self) -> bytes:
+        """UTF-8 JSON (orjson; NaN/inf become null)."""
+        return orjson.dumps(self.to_dict(), option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunnerEvent(Event):
+    """An event about one runner."""
+
+    runner_id: str = ""
+    symbol: str = ""
+    strategy: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BarReceived(Event):
+    """A closed bar arrived from a feed (delivered to every runner watching ``symbol``)."""
+
+    type: ClassVar[str] = "bar_received"
+    feed: str = ""
+    symbol: str = ""
+    timestamp: int = 0
+    open: float = 0.0
+    high: float = 0.0
+    low: float = 0.0
+    close: float = 0.0
+    volume: float = 0.0
+    bid: float | None = None
+    ask: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OpportunityDetected(RunnerEvent):
+    """``detect_opportunity`` started an analysis (IDLE -> ANALYZING)."""
+
+    type: ClassVar[str] = "opportunity_detected"
+    timestamp: int = 0
+    reason: str = ""
+    context: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StateTransition(RunnerEvent):
+    """The state machine moved ``from_state`` -> ``to_state`` (names of `State`)."""
+
+    type: ClassVar[str] = "state_transition"
+    timestamp: int = 0
+    from_state: str = ""
+    to_state: str = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PositionOpened(RunnerEvent):
+    """A fill opened a position (price incl. slippage, fee in quote currency)."""
+
+    type: ClassVar[str] = "position_opened"
+    timestamp: int = 0
+    side: str = ""
+    quantity: float = 0.0
+    price: float = 0.0
+    fee: float = 0.0
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PositionUpdated(RunnerEvent):
+    """The strategy moved the stop-loss or take-profit of the open position."""
+
+    type: ClassVar[str] = "position_updated"
+    timestamp: int = 0
+    stop_loss: float | None = None
+    take_profit: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PositionClosed(RunnerEvent):
+    """A position was closed; ``trade`` is `Trade.to_dict()` (P&L net of fees)."""
+
+    type: ClassVar[str] = "position_closed"
+    timestamp: int = 0
+    trade: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ActionRejected(RunnerEvent):
+    """An action the strategy asked for could not be carried out."""
+
+    type: ClassVar[str] = "action_rejected"
+    timestamp: int = 0
+    action: str = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunnerErrorEvent(RunnerEvent):
+    """A strategy call failed (error class and message, at most 1 KiB)."""
+
+    type: ClassVar[str] = "runner_error"
+    timestamp: int = 0
+    error: str = ""
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunnerStatusChanged(RunnerEvent):
+    """RUNNING / PAUSED / STOPPED / FAILED, with the reason."""
+
+    type: ClassVar[str] = "runner_status"
+    status: str = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FeedStatus(Event):
+    """Feed connectivity: connected, reconnecting, gap_detected, backfilled, rejected, ...
+
+    ``detail`` holds the feed's fields (symbol, counts, delays in s, ...).
+    """
+
+    type: ClassVar[str] = "feed_status"
+    feed: str = ""
+    status: str = ""
+    detail: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SubscriberDropped(Event):
+    """Last item of a subscription that fell ``maxsize`` events behind."""
+
+    type: ClassVar[str] = "subscriber_dropped"
+    reason: str = ""
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.type: cls for cls in (BarReceived, OpportunityDetected, StateTransition, PositionOpened,
+                              PositionUpdated, PositionClosed, ActionRejected, RunnerErrorEvent,
+                              RunnerStatusChanged, FeedStatus, SubscriberDropped)
+}
+
+_FIELDS = {name: {f.name for f in fields(cls)} for name, cls in EVENT_TYPES.items()}
+
+
+class Subscription:
+    """Async iterator over the events of one subscriber (see `EventBus.subscribe`)."""
+
+    def __init__(self, bus: EventBus, maxsize: int, types: frozenset[str] | None) -> None:
+        self._bus = bus
+        self.maxsize = maxsize
+        self.types = types
+        self.dropped = False
+        self._items: deque[Event] = deque()
+        self._waiter: asyncio.Future | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+
+    def _offer(self, event: Event) -> bool:
+        """Called under the bus lock. False when this subscriber must be dropped."""
+        if self.types is not None and event.type not in self.types:
+            return True
+        if len(self._items) >= self.maxsize:
+            return False
+        self._items.append(event)
+        self._wake()
+        return True
+
+    def _drop(self, notice: SubscriberDropped) -> None:
+        self.dropped = True
+        self._items.clear()
+        self._items.append(notice)
+        self._closed = True
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and self._loop is not None:
+            self._waiter = None
+            self._loop.call_soon_threadsafe(_resolve, waiter)
+
+    def close(self) -> None:
+        """Unsubscribe; the iterator ends after the events already queued."""
+        self._bus._remove(self)
+        with self._bus._lock:
+            self._closed = True
+            self._wake()
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> Event:
+        while True:
+            with self._bus._lock:
+                if self._items:
+                    return self._items.popleft()
+                if self._closed:
+                    raise StopAsyncIteration
+                self._loop = asyncio.get_running_loop()
+                self._waiter = self._loop.create_future()
+                waiter = self._waiter
+            await waiter
+
+    def get_nowait(self) -> Event | None:
+        """The next queued event, or None."""
+        with self._bus._lock:
+            return self._items.popleft() if self._items else None
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+def _resolve(fut: asyncio.Future) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+class EventBus:
+    """Publish events to any number of bounded subscribers; thread-safe, never blocks.
+
+    Parameters
+    ----------
+    history : int
+        How many recent events `recent` keeps (0 = none).
+    """
+
+    def __init__(self, history: int = 0) -> None:
+        self._lock = threading.Lock()
+        self._subs: list[Subscription] = []
+        self._seq = 0
+        self._recent: deque[Event] | None = deque(maxlen=history) if history else None
+        self.dropped_subscribers = 0
+
+    @property
+    def seq(self) -> int:
+        """Sequence number of the last event published (0 before the first)."""
+        return self._seq
+
+    @property
+    def active(self) -> bool:
+        """True when someone listens (publishers may skip building events otherwise)."""
+        return bool(self._subs) or self._recent is not None
+
+    def subscribe(self, maxsize: int = 10_000, types: list[str] | None = None) -> Subscription:
+        """A new subscriber that receives every later event (or only `types`).
+
+        Raises
+        ------
+        ValueError
+            If ``maxsize < 1`` or a type name is unknown.
+        """
+        if maxsize < 1:
+            raise ValueError(f"maxsize = {maxsize}: must be >= 1")
+        if types is not None:
+            unknown = set(types) - EVENT_TYPES.keys()
+            if unknown:
+                raise ValueError(f"unknown event types {sorted(unknown)}; known: {sorted(EVENT_TYPES)}")
+        sub = Subscription(self, maxsize, frozenset(types) if types is not None else None)
+        with self._lock:
+            self._subs.append(sub)
+        return sub
+
+    def _remove(self, sub: Subscription) -> None:
+        with self._lock:
+            if sub in self._subs:
+                self._subs.remove(sub)
+
+    def publish(self, cls: type[Event], **fields_: Any) -> Event:
+        """Build an event of `cls` with the next ``seq`` and deliver it to every subscriber."""
+        with self._lock:
+            self._seq += 1
+            event = cls(seq=self._seq, time=time.time_ns() // 1_000_000, **fields_)
+            if self._recent is not None:
+                self._recent.append(event)
+            slow = [s for s in self._subs if not s._offer(event)]
+            for sub in slow:
+                self._subs.remove(sub)
+                self.dropped_subscribers += 1
+                self._seq += 1
+                sub._drop(SubscriberDropped(
+                    seq=self._seq, time=event.time,
+                    reason=f"subscriber fell {sub.maxsize} events behind (at seq {event.seq}); dropped"))
+        return event
+
+    def recent(self, n: int | None = None) -> list[Event]:
+        """The last `n` events kept (needs ``history > 0``)."""
+        with self._lock:
+            items = list(self._recent or ())
+        return items if n is None else items[-n:]
+
+
+def event_from_runner_dict(payload: dict) -> tuple[type[Event], dict] | None:
+    """Map a `SymbolRunner` ``on_event`` dict to (event class, fields); None for unknown kinds."""
+    kind = payload.get("type")
+    name = {"runner_status": "runner_status", "runner_error": "runner_error"}.get(kind, kind)
+    cls = EVENT_TYPES.get(name)
+    if cls is None:
+        return None
+    allowed = _FIELDS[name]
+    return cls, {k: v for k, v in payload.items() if k in allowed}
