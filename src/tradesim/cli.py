@@ -181,43 +181,79 @@ def validate_command(strategy, params, bars):
 
 
 @main.command("run")
-@click.option("--strategy", "strategy", required=True, type=click.Path(dir_okay=False),
-              help="Lua strategy script.")
+@click.option("--strategy", "strategy", type=click.Path(dir_okay=False),
+              help="Lua strategy script (required unless --config).")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              help="runners.toml: feeds and runners (symbol, strategy, params, feed, execution).")
 @click.option("--symbol", "symbols", multiple=True, help="Symbol to trade (repeatable). Default BTCUSDT.")
-@click.option("--feed", type=click.Choice(["simulated", "replay"]), default="simulated",
-              help="simulated: seeded random walk (no network, no files); replay: bars from --data.")
+@click.option("--feed", type=click.Choice(["simulated", "replay", "binance"]), default="simulated",
+              show_default=True,
+              help="simulated: seeded random walk (no network, no files); replay: bars or a "
+                   "recorded Binance stream from --data; binance: live klines (paper trading).")
 @click.option("--data", "data", multiple=True, type=click.Path(dir_okay=False),
-              help="Bar file(s) for --feed replay.")
+              help="Bar file(s) or recording(s) (.txt/.txt.gz) for --feed replay.")
 @click.option("--speed", default=0.0, show_default=True,
               help="Pace: 0 = as fast as possible, 1 = real time, N = N times real time.")
 @click.option("--bars", default=5000, show_default=True,
               help="Bars per symbol for the simulated feed (0 = run until Ctrl-C).")
-@click.option("--interval", default="1m", show_default=True, help="Simulated bar interval (1s ... 1d).")
+@click.option("--interval", default="1m", show_default=True, help="Bar interval (1s ... 1d, 1M).")
 @click.option("--seed", default=0, show_default=True, help="Simulated feed seed.")
 @click.option("--cash", default=10_000.0, show_default=True, help="Starting cash per runner, quote currency.")
+@click.option("--fill", type=click.Choice(["next_open", "close"]), default="next_open", show_default=True,
+              help="Market orders fill at the next bar's open or the signal bar's close.")
+@click.option("--slippage-bps", default=0.0, show_default=True, help="Slippage against the trader, bps.")
+@click.option("--commission-bps", default=0.0, show_default=True, help="Commission per side, bps of notional.")
 @click.option("--param", "params", multiple=True, metavar="NAME=VALUE", help="Override a strategy parameter.")
-def run_command(strategy, symbols, feed, data, speed, bars, interval, seed, cash, params):
-    """Run a strategy against a feed with paper trading; Ctrl-C stops with a summary.
+@click.option("--region", type=click.Choice(["com", "us"]), default="com", show_default=True,
+              help="Binance region for --feed binance.")
+@click.option("--base-url", default=None, help="WebSocket base URL for --feed binance (e.g. a test server).")
+@click.option("--rest-url", default=None, help="REST base URL for backfill with --feed binance.")
+@click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
+@click.option("--events", "events_path", type=click.Path(dir_okay=False),
+              help="Write every event as a JSON line to this file.")
+def run_command(strategy, config_path, symbols, feed, data, speed, bars, interval, seed, cash, fill,
+                slippage_bps, commission_bps, params, region, base_url, rest_url, duration, events_path):
+    """Run strategies on a feed with paper trading; Ctrl-C or SIGTERM stops with a summary.
 
     \b
     Examples:
       tradesim run --strategy lua-strategies/examples/ema_crossover.lua
       tradesim run --strategy s.lua --feed replay --data BTCUSDT-1m.csv.gz --speed 60
+      tradesim run --strategy s.lua --feed binance --symbol BTCUSDT --symbol ETHUSDT --interval 1m
+      tradesim run --config runners.toml
     """
-    from tradesim.run import run_paper
+    from tradesim.config import ConfigError
+    from tradesim.data import DataFileError
+    from tradesim.strategy import StrategyError
 
-    if feed == "replay" and not data:
+    if config_path is None and strategy is None:
+        raise click.UsageError("give --strategy PATH (or --config runners.toml)")
+    if config_path is not None and strategy is not None:
+        raise click.UsageError("--config lists the strategies: drop --strategy")
+    if config_path is None and feed == "replay" and not data:
         raise click.BadParameter("--feed replay needs --data FILE", param_hint="--data")
+    events_file = open(events_path, "wb") if events_path else None  # noqa: SIM115 (closed below)
     try:
-        run_paper(strategy, symbols=list(symbols) or None, feed=feed, data=list(data), speed=speed,
-                  bars=bars, interval=interval, seed=seed, cash=cash, params=_parse_params(params))
-    except Exception as exc:  # domain errors -> exit 1 with the message
-        from tradesim.data import DataFileError
-        from tradesim.strategy import StrategyError
+        if config_path is not None:
+            from tradesim.config import load_config
+            from tradesim.run import build_engine, run_engine
 
-        if isinstance(exc, (StrategyError, DataFileError, ValueError)):
-            raise click.ClickException(str(exc)) from None
-        raise
+            run_engine(build_engine(load_config(config_path)), duration=duration,
+                       events_file=events_file)
+        else:
+            from tradesim.run import run_paper
+
+            run_paper(strategy, symbols=list(symbols) or None, feed=feed, data=list(data),
+                      speed=speed, bars=bars, interval=interval, seed=seed, cash=cash,
+                      params=_parse_params(params), region=region, base_url=base_url,
+                      rest_url=rest_url, duration=duration, events_file=events_file,
+                      execution={"fill": fill, "slippage_bps": slippage_bps,
+                                 "commission_bps": commission_bps})
+    except (StrategyError, DataFileError, ConfigError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        if events_file is not None:
+            events_file.close()
 
 
 @main.command("backtest")

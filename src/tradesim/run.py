@@ -1,97 +1,219 @@
-"""Paper trading from the command line: runners fed by a simulated or replayed feed.
+"""Paper trading from the command line: a `TradingEngine` on simulated, replayed or Binance feeds.
 
-`run_paper` drives one `SymbolRunner` per symbol through the feed's async
-iterator (paced by ``speed``), shows a live status line and ends with a
-summary table. Ctrl-C stops cleanly and still prints the summary. The live
-multi-runner engine (Binance feed, events) builds on the same runners.
+`build_engine` turns an `EngineConfig` (from ``runners.toml`` or from the
+``tradesim run`` options) into an engine with its feeds and runners;
+`run_engine` runs it with a live status line, stops cleanly on Ctrl-C or
+SIGTERM (runners stop, open positions are closed at the last close) and
+prints a summary table. Runners use the same execution model as backtests.
 """
 
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
+from tradesim.config import EngineConfig, FeedConfig, RunnerConfig
+from tradesim.engine import TradingEngine
 from tradesim.execution import ExecutionConfig
 from tradesim.runner import SymbolRunner
 
-__all__ = ["run_paper"]
+__all__ = ["build_engine", "make_feed", "run_engine", "run_paper"]
 
 
-def _make_feed(feed: str, symbols: list[str] | None, data: list[str], speed: float, bars: int,
-               interval: str, seed: int):
-    if feed == "simulated":
+def make_feed(cfg: FeedConfig) -> Any:
+    """The feed object for one feed configuration.
+
+    Raises
+    ------
+    ValueError
+        A replay feed without data files, or bad feed options.
+    """
+    if cfg.type == "simulated":
         from tradesim.feeds.simulated import SimulatedFeed
 
-        return SimulatedFeed(tuple(symbols or ["BTCUSDT"]), interval=interval, seed=seed,
-                             bars=bars or None, speed=speed)
-    from tradesim.feeds.historical import HistoricalFeed
+        return SimulatedFeed(tuple(cfg.symbols or ["BTCUSDT"]), interval=cfg.interval, seed=cfg.seed,
+                             bars=cfg.bars or None, speed=cfg.speed, start_price=cfg.start_price)
+    if cfg.type == "replay":
+        if not cfg.data:
+            raise ValueError("a replay feed needs data files")
+        recordings = [d for d in cfg.data if d.endswith((".txt", ".txt.gz"))]
+        if recordings:
+            from tradesim.feeds.recorded import RecordedFeed
 
-    return HistoricalFeed(data, symbols=symbols or None, speed=speed)
+            return RecordedFeed(recordings if len(recordings) > 1 else recordings[0],
+                                speed=cfg.speed)
+        from tradesim.feeds.historical import HistoricalFeed
+
+        return HistoricalFeed(cfg.data, symbols=cfg.symbols or None, speed=cfg.speed)
+    from tradesim.feeds.binance import BinanceFeed
+
+    return BinanceFeed(cfg.symbols, cfg.interval, region=cfg.region, base_url=cfg.base_url,
+                       rest_url=cfg.rest_url)
+
+
+def build_engine(config: EngineConfig, feeds: dict[str, Any] | None = None) -> TradingEngine:
+    """An engine with the configured feeds and runners (`feeds` overrides by name, for tests).
+
+    Raises
+    ------
+    StrategyLoadError
+        A strategy failed to load.
+    ValueError
+        A runner names a symbol its feed does not serve.
+    """
+    e = config.engine
+    engine = TradingEngine(workers=e.workers, max_workers=max(e.max_workers, e.workers),
+                           queue_size=e.queue_size)
+    for name, feed_cfg in config.resolved_feeds().items():
+        engine.add_feed((feeds or {}).get(name) or make_feed(feed_cfg), name)
+    for r in config.runners:
+        _add_runner(engine, r)
+    return engine
+
+
+def _add_runner(engine: TradingEngine, r: RunnerConfig) -> str:
+    return engine.add_runner(
+        r.symbol, r.strategy, feed=r.feed, runner_id=r.id, params=dict(r.params) or None,
+        window_size=r.window_size, queue_size=r.queue_size,
+        execution=ExecutionConfig(**r.execution.model_dump()),
+        max_consecutive_errors=r.max_consecutive_errors, ambiguity_policy=r.ambiguity_policy,
+        analysis_timeout_bars=r.analysis_timeout_bars)
+
+
+def run_engine(engine: TradingEngine, *, console=None, duration: float | None = None,
+               events_file: IO[bytes] | None = None) -> TradingEngine:
+    """Run `engine` until its feeds end, `duration` s pass, or SIGINT/SIGTERM; print a summary.
+
+    `events_file` receives every event as one JSON line.
+    """
+    from rich.console import Console
+    from rich.live import Live
+
+    console = console or Console()
+    started = time.monotonic()
+
+    async def main(live: Live) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, _on_signal, engine, console, sig)
+            except (NotImplementedError, RuntimeError):  # not the main thread / platform
+                pass
+        tasks = [loop.create_task(_refresh(engine, live, started))]
+        if events_file is not None:
+            tasks.append(loop.create_task(_log_events(engine, events_file)))
+        try:
+            await engine.run(duration=duration)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                try:
+                    loop.remove_signal_handler(sig)
+                except (NotImplementedError, RuntimeError):
+                    pass
+
+    with Live(_status_line(engine, 0.0), console=console, refresh_per_second=5,
+              transient=True) as live:
+        try:
+            asyncio.run(main(live))
+        except KeyboardInterrupt:  # a second Ctrl-C while shutting down
+            console.print("[yellow]interrupted[/yellow]")
+    engine.close("end of run")
+    console.print(_summary(engine, time.monotonic() - started))
+    return engine
+
+
+def _on_signal(engine: TradingEngine, console, sig: signal.Signals) -> None:
+    console.print(f"[yellow]{signal.Signals(sig).name}: stopping runners[/yellow]")
+    engine.stop()
+
+
+async def _refresh(engine: TradingEngine, live, started: float) -> None:
+    while True:
+        await asyncio.sleep(0.2)
+        live.update(_status_line(engine, time.monotonic() - started))
+
+
+async def _log_events(engine: TradingEngine, out: IO[bytes]) -> None:
+    sub = engine.subscribe(maxsize=100_000)
+    try:
+        async for event in sub:
+            out.write(event.to_json() + b"\n")
+    finally:
+        sub.close()
+        while (event := sub.get_nowait()) is not None:
+            out.write(event.to_json() + b"\n")
+        out.flush()
+
+
+def _status_line(engine: TradingEngine, elapsed: float):
+    from rich.text import Text
+
+    parts = []
+    for rid in engine.runner_ids[:6]:
+        r = engine.runner(rid)
+        pos = r.machine.position
+        held = f"{pos.side.name.lower()} {pos.quantity:g}@{pos.entry_price:.2f}" if pos else "flat"
+        pnl = r.equity - r.execution.starting_cash
+        parts.append(f"{rid}: {r.core.bars:,} bars {r.machine.state.name} {held} P&L {pnl:+,.2f}")
+    more = len(engine.runner_ids) - 6
+    feeds = ", ".join(f"{n} {f['status']}" for n, f in engine.health()["feeds"].items())
+    tail = f" | +{more} more" if more > 0 else ""
+    return Text(f"[{elapsed:6.1f}s] {feeds} | " + " | ".join(parts) + tail)
+
+
+def _summary(engine: TradingEngine, elapsed: float):
+    from rich.table import Table
+
+    table = Table(title=f"tradesim run: {elapsed:.1f} s")
+    for col in ("runner", "bars", "trades", "wins", "P&L", "equity", "errors", "status"):
+        table.add_column(col, justify="left" if col in ("runner", "status") else "right")
+    for rid in engine.runner_ids:
+        r: SymbolRunner = engine.runner(rid)
+        wins = sum(t.pnl > 0 for t in r.trades)
+        pnl = r.equity - r.execution.starting_cash
+        table.add_row(rid, f"{r.core.bars:,}", str(len(r.trades)), str(wins), f"{pnl:+,.2f}",
+                      f"{r.equity:,.2f}", str(len(r.errors)),
+                      r.status.value + (f" ({r.status_reason})" if r.status.value == "failed" else ""))
+    return table
 
 
 def run_paper(strategy: str | Path, *, symbols: list[str] | None = None, feed: str = "simulated",
               data: list[str] | None = None, speed: float = 0.0, bars: int = 5000,
               interval: str = "1m", seed: int = 0, cash: float = 10_000.0,
-              params: dict[str, Any] | None = None, console=None) -> list[SymbolRunner]:
-    """Run `strategy` on each symbol of the feed until the feed ends or Ctrl-C; return the runners."""
-    from rich.console import Console
-    from rich.live import Live
+              params: dict[str, Any] | None = None, console=None, region: str = "com",
+              base_url: str | None = None, rest_url: str | None = None,
+              duration: float | None = None, events_file: IO[bytes] | None = None,
+              execution: dict[str, Any] | None = None) -> list[SymbolRunner]:
+    """Run one strategy on each symbol of one feed (``tradesim run`` without ``--config``).
 
-    console = console or Console()
-    source = _make_feed(feed, symbols, list(data or []), speed, bars, interval, seed)
-    execution = ExecutionConfig(starting_cash=cash)
-    runners = {sym: SymbolRunner(sym, strategy, params=params, execution=execution)
-               for sym in source.symbols}
-    started = time.monotonic()
+    Returns the runners after the run (positions closed, status STOPPED or FAILED).
+    """
+    from tradesim.config import parse_config
 
-    async def consume(live: Live) -> None:
-        last = 0.0
-        async for bar in source:
-            runner = runners[bar.symbol]
-            runner.process(bar)
-            now = time.monotonic()
-            if now - last > 0.2:
-                live.update(_status_line(runners, now - started))
-                last = now
+    symbols = [s.upper() for s in (symbols or [])]
+    feed_cfg: dict[str, Any] = {"type": feed, "interval": interval, "speed": speed}
+    prebuilt: dict[str, Any] = {}
+    if feed == "simulated":
+        feed_cfg.update(bars=bars, seed=seed)
+    elif feed == "replay":
+        feed_cfg.update(data=list(data or []))
+        if not symbols:  # the files name the symbols: build the feed once and ask it
+            prebuilt["main"] = make_feed(FeedConfig(**feed_cfg))
+            symbols = list(prebuilt["main"].symbols)
+    else:
+        feed_cfg.update(region=region, base_url=base_url, rest_url=rest_url)
+    runners = [{"symbol": s, "strategy": str(strategy), "feed": "main",
+                "params": dict(params or {}),
+                "execution": {"starting_cash": cash, **(execution or {})}}
+               for s in (symbols or ["BTCUSDT"])]
+    config = parse_config({"feeds": {"main": feed_cfg}, "runners": runners}, "tradesim run")
+    engine = build_engine(config, prebuilt)
+    run_engine(engine, console=console, duration=duration, events_file=events_file)
+    return [engine.runner(rid) for rid in engine.runner_ids]
 
-    with Live(_status_line(runners, 0.0), console=console, refresh_per_second=5, transient=True) as live:
-        try:
-            asyncio.run(consume(live))
-        except KeyboardInterrupt:
-            console.print("[yellow]interrupted: stopping runners[/yellow]")
-        finally:
-            source.close()
-    for runner in runners.values():
-        runner.close_position("end_of_run")
-        runner.stop("end of run")
-    console.print(_summary(runners, time.monotonic() - started))
-    return list(runners.values())
-
-
-def _status_line(runners: dict[str, SymbolRunner], elapsed: float):
-    from rich.text import Text
-
-    parts = []
-    for sym, r in runners.items():
-        pos = r.machine.position
-        held = f"{pos.side.name.lower()} {pos.quantity:g}@{pos.entry_price:.2f}" if pos else "flat"
-        pnl = r.equity - r.execution.starting_cash
-        parts.append(f"{sym}: {r.core.bars:,} bars {r.machine.state.name} {held} P&L {pnl:+,.2f}")
-    return Text(f"[{elapsed:6.1f}s] " + " | ".join(parts))
-
-
-def _summary(runners: dict[str, SymbolRunner], elapsed: float):
-    from rich.table import Table
-
-    table = Table(title=f"tradesim run: {elapsed:.1f} s")
-    for col in ("symbol", "strategy", "bars", "trades", "wins", "P&L", "equity", "errors", "status"):
-        table.add_column(col, justify="right" if col not in ("symbol", "strategy", "status") else "left")
-    for sym, r in runners.items():
-        wins = sum(t.pnl > 0 for t in r.trades)
-        pnl = r.equity - r.execution.starting_cash
-        table.add_row(sym, r.strategy.name, f"{r.core.bars:,}", str(len(r.trades)), str(wins),
-                      f"{pnl:+,.2f}", f"{r.equity:,.2f}", str(len(r.errors)),
-                      f"{r.status.value}" + (f" ({r.status_reason})" if r.status_reason else ""))
-    return table

@@ -1,0 +1,229 @@
+"""`runners.toml`: the engine's feeds and runners, read with `tomllib`, checked with pydantic.
+
+Example::
+
+    [engine]
+    workers = 2            # threads for strategy calls
+    queue_size = 1024      # bars a runner may fall behind on a live feed
+
+    [feeds.sim]            # named feeds; a runner may also just say feed = "simulated"
+    type = "simulated"     # simulated | replay | binance
+    interval = "1m"
+    bars = 5000
+    speed = 0
+
+    [feeds.live]
+    type = "binance"
+    interval = "1m"
+    region = "com"         # or "us"; base_url / rest_url override (e.g. a test server)
+
+    [[runners]]
+    symbol = "BTCUSDT"
+    strategy = "lua-strategies/examples/ema_crossover.lua"
+    feed = "sim"
+    window_size = 500
+    params = { fast = 12, slow = 26 }
+    execution = { fill = "next_open", slippage_bps = 1, commission_bps = 10, starting_cash = 10000 }
+
+A feed's symbols are those of the runners on it (plus any it lists). An
+invalid file raises `ConfigError` naming the key path, e.g.
+``runners[1].execution.slippage_bps: Input should be a valid number``.
+Relative paths (strategies, data files) are resolved against the TOML file's folder.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+__all__ = ["ConfigError", "EngineConfig", "FeedConfig", "RunnerConfig", "load_config", "parse_config"]
+
+FEED_TYPES = ("simulated", "replay", "binance")
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the key path(s)."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ExecutionSection(_Strict):
+    """Fields of `tradesim.execution.ExecutionConfig` (rates in bps, cash in quote currency)."""
+
+    fill: Literal["next_open", "close"] = "next_open"
+    slippage_bps: float = Field(0.0, ge=0)
+    commission_bps: float = Field(0.0, ge=0)
+    fixed_fee: float = Field(0.0, ge=0)
+    starting_cash: float = Field(10_000.0, gt=0)
+    size_fraction: float = Field(1.0, gt=0, le=1)
+    allow_short: bool = True
+
+
+class EngineSection(_Strict):
+    workers: int = Field(2, ge=1, le=64)
+    max_workers: int = Field(32, ge=1, le=256)
+    queue_size: int = Field(1024, ge=1)
+
+
+class FeedConfig(_Strict):
+    """One feed. Only the keys of its `type` are used."""
+
+    type: Literal["simulated", "replay", "binance"]
+    symbols: list[str] = Field(default_factory=list)
+    interval: str = "1m"
+    speed: float = Field(0.0, ge=0)
+    # simulated
+    bars: int = Field(5000, ge=0)
+    seed: int = 0
+    start_price: float = Field(100.0, gt=0)
+    # replay: bar files (kline/generic CSV, Parquet) or Binance recordings (.txt/.txt.gz)
+    data: list[str] = Field(default_factory=list)
+    # binance
+    region: Literal["com", "us"] = "com"
+    base_url: str | None = None
+    rest_url: str | None = None
+
+    @field_validator("symbols")
+    @classmethod
+    def _upper(cls, v: list[str]) -> list[str]:
+        return [s.upper() for s in v]
+
+    @field_validator("interval")
+    @classmethod
+    def _interval(cls, v: str) -> str:
+        from tradesim.feeds.base import parse_interval
+
+        if v != "1M":
+            parse_interval(v)
+        return v
+
+
+class RunnerConfig(_Strict):
+    """One (symbol, strategy) runner."""
+
+    symbol: str
+    strategy: str
+    feed: str = "simulated"
+    id: str | None = None
+    params: dict[str, float | int | str | bool] = Field(default_factory=dict)
+    window_size: int = Field(500, ge=1)
+    queue_size: int | None = Field(None, ge=1)
+    max_consecutive_errors: int = Field(10, ge=1)
+    ambiguity_policy: Literal["stop_loss_first", "take_profit_first", "open_distance"] = \
+        "stop_loss_first"
+    analysis_timeout_bars: int = Field(0, ge=0)
+    data: str | None = None   # bar file for an implicit replay feed
+    execution: ExecutionSection = Field(default_factory=ExecutionSection)
+
+    @field_validator("symbol")
+    @classmethod
+    def _upper(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must not be empty")
+        return v.strip().upper()
+
+
+class EngineConfig(_Strict):
+    """The whole file."""
+
+    engine: EngineSection = Field(default_factory=EngineSection)
+    feeds: dict[str, FeedConfig] = Field(default_factory=dict)
+    runners: list[RunnerConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _feeds_exist(self) -> EngineConfig:
+        for i, runner in enumerate(self.runners):
+            if runner.feed not in self.feeds and runner.feed not in FEED_TYPES:
+                raise ValueError(f"runners[{i}].feed: {runner.feed!r} is neither a [feeds.*] table "
+                                 f"({sorted(self.feeds)}) nor one of {list(FEED_TYPES)}")
+            if runner.feed == "replay" and runner.feed not in self.feeds and not runner.data:
+                raise ValueError(f"runners[{i}].data: a runner on the implicit replay feed needs "
+                                 f"a bar file")
+        return self
+
+    def resolved_feeds(self) -> dict[str, FeedConfig]:
+        """Every feed the runners use, implicit ones included, with their symbols filled in."""
+        feeds: dict[str, FeedConfig] = dict(self.feeds)
+        symbols: dict[str, list[str]] = {name: list(f.symbols) for name, f in feeds.items()}
+        data: dict[str, list[str]] = {name: list(f.data) for name, f in feeds.items()}
+        for runner in self.runners:
+            if runner.feed not in feeds:
+                feeds[runner.feed] = FeedConfig(type=runner.feed)
+                symbols[runner.feed], data[runner.feed] = [], []
+            if runner.symbol not in symbols[runner.feed]:
+                symbols[runner.feed].append(runner.symbol)
+                if runner.data:
+                    data[runner.feed].append(runner.data)
+        return {name: f.model_copy(update={"symbols": symbols[name], "data": data[name]})
+                for name, f in feeds.items()}
+
+
+def _path(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def parse_config(data: dict[str, Any], source: str = "config", base_dir: Path | None = None) -> EngineConfig:
+    """Validate a decoded TOML document.
+
+    Raises
+    ------
+    ConfigError
+        One line per problem, each naming the key path and the value.
+    """
+    try:
+        config = EngineConfig.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            where = _path(err["loc"]) or "(top level)"
+            msg = err["msg"].removeprefix("Value error, ")
+            got = err.get("input")
+            shown = "" if isinstance(got, dict) or err["type"] == "missing" else f" (got {got!r})"
+            lines.append(f"{where}: {msg}{shown}" if not msg.startswith(where) else msg)
+        raise ConfigError(f"{source}: invalid configuration:\n  " + "\n  ".join(lines)) from None
+    if base_dir is not None:
+        config = _resolve_paths(config, base_dir)
+    return config
+
+
+def _resolve_paths(config: EngineConfig, base: Path) -> EngineConfig:
+    def fix(p: str | None) -> str | None:
+        if p is None:
+            return None
+        path = Path(p).expanduser()
+        return str(path if path.is_absolute() else base / path)
+
+    runners = [r.model_copy(update={"strategy": fix(r.strategy), "data": fix(r.data)})
+               for r in config.runners]
+    feeds = {n: f.model_copy(update={"data": [fix(d) for d in f.data]}) for n, f in config.feeds.items()}
+    return config.model_copy(update={"runners": runners, "feeds": feeds})
+
+
+def load_config(path: str | Path) -> EngineConfig:
+    """Read and validate a ``runners.toml`` file.
+
+    Raises
+    ------
+    ConfigError
+        Unreadable file, TOML syntax error (with line and column), or invalid content.
+    """
+    path = Path(path)
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: TOML syntax error: {exc}") from None
+    return parse_config(data, str(path), base_dir=path.parent)
