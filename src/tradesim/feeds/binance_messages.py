@@ -21,8 +21,8 @@ import orjson
 
 from tradesim._core import MarketData
 
-__all__ = ["FrameError", "INTERVAL_MS", "Kline", "decode", "parse_kline", "kline_frame_to_bar",
-           "message_kind"]
+__all__ = ["BookTicker", "FrameError", "INTERVAL_MS", "Kline", "Trade", "decode", "parse_kline",
+           "parse_rest_kline", "parse_book_ticker", "parse_trade", "kline_frame_to_bar", "message_kind"]
 
 #: Fixed-length kline intervals in ms ("1M" is a calendar month: checked by open/close times only).
 INTERVAL_MS = {"1s": 1_000, "1m": 60_000, "3m": 180_000, "5m": 300_000, "15m": 900_000,
@@ -56,6 +56,29 @@ class Kline:
     close: float
     volume: float
     closed: bool
+
+
+@dataclass(frozen=True)
+class BookTicker:
+    """Best bid/ask: prices in quote currency, quantities in base units; `update_id` is Binance's ``u``."""
+
+    symbol: str
+    update_id: int
+    bid: float
+    bid_qty: float
+    ask: float
+    ask_qty: float
+
+
+@dataclass(frozen=True)
+class Trade:
+    """One trade: `time` in ms since epoch UTC (trade time ``T``), price quote currency, qty base units."""
+
+    symbol: str
+    trade_id: int
+    time: int
+    price: float
+    qty: float
 
 
 def decode(frame: str | bytes) -> dict:
@@ -138,6 +161,63 @@ def parse_kline(data: dict, stream_interval: str | None = None) -> Kline:
     if type(closed) is not bool:
         raise FrameError(f"closed flag = {closed!r}: expected true/false", "x", closed)
     return Kline(symbol, interval, t, close_time, o, h, l, c, v, closed)
+
+
+def parse_rest_kline(row: Any, symbol: str, interval: str) -> Kline:
+    """Validate one row of REST ``GET /api/v3/klines`` by the same rules as a WebSocket kline.
+
+    A row is ``[openTime, "open", "high", "low", "close", "volume", closeTime, ...]``
+    (later items are ignored). The row says nothing about whether the kline is
+    closed: the result has ``closed=True`` and the caller drops rows whose close
+    time is not yet past.
+
+    Raises
+    ------
+    FrameError
+        Not an array of >= 7 items, or any rule of the module docstring broken.
+    """
+    if type(row) is not list or len(row) < 7:
+        raise FrameError(f"REST kline row: expected an array of >= 7 items, got {str(row)[:80]}", "row", row)
+    k = {"s": symbol, "i": interval, "t": row[0], "T": row[6], "o": row[1], "h": row[2], "l": row[3],
+         "c": row[4], "v": row[5], "x": True}
+    return parse_kline({"e": "kline", "k": k}, interval)
+
+
+def parse_book_ticker(data: dict) -> BookTicker:
+    """Validate a bookTicker payload (``{"u", "s", "b", "B", "a", "A"}``).
+
+    Prices must be plain decimals > 0 and quantities >= 0. A crossed quote
+    (bid > ask) or an empty side (quantity 0) parses; the feed decides what to
+    do with it (reliability.md §6.2 M4).
+
+    Raises
+    ------
+    FrameError
+        A field is missing or not a plain decimal / non-negative integer.
+    """
+    symbol = data.get("s")
+    if not isinstance(symbol, str) or not symbol:
+        raise FrameError(f"symbol = {symbol!r}", "s", symbol)
+    return BookTicker(symbol, _int(data, "u", "update_id"), _decimal(data, "b", "bid", True),
+                      _decimal(data, "B", "bid_qty", False), _decimal(data, "a", "ask", True),
+                      _decimal(data, "A", "ask_qty", False))
+
+
+def parse_trade(data: dict) -> Trade:
+    """Validate a ``@trade`` payload (``{"e": "trade", "s", "t", "p", "q", "T", ...}``).
+
+    Raises
+    ------
+    FrameError
+        Not a trade event, or price <= 0, qty < 0, or ids/times not non-negative integers.
+    """
+    if data.get("e") != "trade":
+        raise FrameError("not a trade event", "e", data.get("e"))
+    symbol = data.get("s")
+    if not isinstance(symbol, str) or not symbol:
+        raise FrameError(f"symbol = {symbol!r}", "s", symbol)
+    return Trade(symbol, _int(data, "t", "trade_id"), _int(data, "T", "trade_time"),
+                 _decimal(data, "p", "price", True), _decimal(data, "q", "qty", False))
 
 
 def message_kind(msg: dict) -> str:

@@ -1,0 +1,1178 @@
+"""Live Binance spot klines over WebSocket combined streams, with REST backfill.
+
+`BinanceFeed` yields closed bars (kline ``"x": true``) as `MarketData`, per
+symbol strictly in open-time order with none missing and none duplicated, each
+carrying the latest non-crossed book-ticker quote of its symbol. It follows
+reliability.md §2:
+
+* streams ``<sym>@kline_<iv>`` and ``<sym>@bookTicker`` on combined-stream
+  connections of at most `streams_per_connection` streams; streams beyond the
+  URL's share are added with SUBSCRIBE messages throttled per connection, acks
+  matched to request ids;
+* reconnects with jittered exponential backoff (`Backoff`) that resets only
+  after a connection lived `stable_after` seconds, under a global budget of
+  connection attempts (`RateWindow`, <= 250 per 5 minutes); HTTP 429/418 at the
+  handshake or on REST is honoured through ``Retry-After``;
+* a silence watchdog, proactive rotation before Binance's 24 h limit and on
+  ``serverShutdown`` (the replacement opens first; duplicates are dropped);
+* gap detection and backfill exactly per §2.4: per symbol the expected next
+  open time; after every (re)connect, and on any kline that jumps past it, REST
+  ``GET /api/v3/klines`` fills the hole (paginated, still-open klines dropped)
+  while live klines are buffered and deduplicated by open time;
+* strict parsing (`tradesim.feeds.binance_messages`): every bad frame is counted,
+  reported through ``on_status("rejected", ...)`` and dropped; the reader never dies.
+
+`BarAssembler` is the frame -> bar core, shared with the recorded-stream replay
+(`tradesim.feeds.recorded.RecordedFeed`).
+
+Units: timestamps in ms since the Unix epoch (UTC, bar open time), prices in
+quote currency, volume in base units, durations in seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import itertools
+import logging
+import math
+import random as _random
+import re
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+import httpx
+import orjson
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+
+from tradesim._core import MarketData
+from tradesim.feeds.base import DataHealth
+from tradesim.feeds.binance_messages import (
+    INTERVAL_MS,
+    MAX_FRAME_BYTES,
+    FrameError,
+    Kline,
+    decode,
+    message_kind,
+    parse_book_ticker,
+    parse_kline,
+    parse_rest_kline,
+)
+
+__all__ = ["REGIONS", "BarAssembler", "Backoff", "BinanceFeed", "BinanceFeedError", "RateWindow",
+           "parse_retry_after"]
+
+log = logging.getLogger(__name__)
+
+#: WebSocket and REST base URLs per Binance region.
+REGIONS = {"com": ("wss://stream.binance.com:9443", "https://api.binance.com"),
+           "us": ("wss://stream.binance.us:9443", "https://api.binance.us")}
+#: Nominal length of "1M" (for `interval_ms` only; gap checks use close time + 1).
+MONTH_MS = 30 * 86_400_000
+_SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,20}$")
+#: Handshake statuses that retrying cannot fix (bad URL, forbidden, region-blocked).
+_FATAL_HTTP = frozenset({400, 401, 403, 404, 451})
+_SNIPPET = 200
+
+# Message kinds returned by BarAssembler.feed (compared by identity on the hot path).
+KLINE, BOOK, TRADE, ACK, ERROR, SHUTDOWN, OTHER, UNKNOWN, REJECTED = (
+    "kline", "bookTicker", "trade", "ack", "error", "serverShutdown", "other_stream", "unknown", "rejected")
+
+
+class BinanceFeedError(RuntimeError):
+    """The feed gave up (fatal handshake status or too many failed attempts); raised by iteration."""
+
+
+def parse_retry_after(value: str | None, default: float = 60.0) -> float:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date); `default` if unusable."""
+    if value:
+        text = value.strip()
+        if text.isdigit():
+            return float(text)
+        try:
+            when = email.utils.parsedate_to_datetime(text)
+            return max(0.0, when.timestamp() - time.time())
+        except (TypeError, ValueError):
+            pass
+    return default
+
+
+class Backoff:
+    """Jittered exponential delays between connection attempts.
+
+    The delay before attempt n (n consecutive failures so far) is 0 for n = 0,
+    else ``min(maximum, initial * factor**(n-1)) * (1 - jitter * U)`` with U
+    uniform in [0, 1). A failure is any attempt that does not end in a
+    connection that lived at least `stable_after` seconds; only such a stable
+    connection resets the count (websockets resets on every open, which turns
+    an accept-then-close server into a tight loop: reliability.md §2.2).
+
+    Parameters
+    ----------
+    initial, maximum : float
+        Seconds: first non-zero delay and the cap.
+    factor : float
+        Growth per consecutive failure (> 1).
+    jitter : float
+        Fraction of the delay taken off at random, in [0, 1).
+    stable_after : float
+        Seconds a connection must live to reset the backoff.
+    random : callable
+        Returns U in [0, 1); injectable for tests.
+    """
+
+    def __init__(self, initial: float = 1.0, maximum: float = 30.0, factor: float = 2.0,
+                 jitter: float = 0.5, stable_after: float = 10.0,
+                 random: Callable[[], float] = _random.random):
+        if not (initial > 0 and maximum >= initial and factor > 1 and 0 <= jitter < 1 and stable_after >= 0):
+            raise ValueError(f"bad backoff: initial={initial!r} maximum={maximum!r} factor={factor!r} "
+                             f"jitter={jitter!r} stable_after={stable_after!r}")
+        self.initial, self.maximum, self.factor = float(initial), float(maximum), float(factor)
+        self.jitter, self.stable_after, self.random = float(jitter), float(stable_after), random
+        self.failures = 0
+
+    def next_delay(self) -> float:
+        """Seconds to wait before the next attempt; counts that attempt as a failure until proven stable."""
+        n = self.failures
+        self.failures += 1
+        if n == 0:
+            return 0.0
+        base = min(self.maximum, self.initial * self.factor ** min(n - 1, 64))
+        return base * (1.0 - self.jitter * self.random())
+
+    def connection_ended(self, lived: float) -> None:
+        """Record that a connection closed after `lived` seconds; a stable one resets the backoff."""
+        if lived >= self.stable_after:
+            self.failures = 0
+
+
+class RateWindow:
+    """At most `limit` units in any window of `period` seconds (an exact sliding log).
+
+    Used for connection attempts (250 per 300 s), SUBSCRIBE messages (per
+    connection, per second) and REST request weight (per minute). A token bucket
+    of the same capacity would allow up to twice the limit inside one window.
+
+    Parameters
+    ----------
+    limit : float
+        Units allowed per window (> 0).
+    period : float
+        Window length in seconds (> 0).
+    clock : callable, default `time.monotonic`
+        Seconds; injectable for tests.
+    """
+
+    def __init__(self, limit: float, period: float, clock: Callable[[], float] = time.monotonic):
+        if not (limit > 0 and period > 0):
+            raise ValueError(f"limit and period must be > 0, got {limit!r}, {period!r}")
+        self.limit, self.period, self.clock = limit, period, clock
+        self._log: deque[tuple[float, float]] = deque()
+        self._used = 0.0
+
+    def _expire(self, now: float) -> None:
+        log_, horizon = self._log, now - self.period
+        while log_ and log_[0][0] <= horizon:
+            self._used -= log_.popleft()[1]
+
+    def used(self) -> float:
+        """Units taken in the current window."""
+        self._expire(self.clock())
+        return self._used
+
+    def wait_time(self, cost: float = 1.0) -> float:
+        """Seconds until `cost` units fit in the window (0 = now)."""
+        if cost > self.limit:
+            raise ValueError(f"cost {cost} exceeds the window limit {self.limit}")
+        now = self.clock()
+        self._expire(now)
+        excess = self._used + cost - self.limit
+        if excess <= 0:
+            return 0.0
+        for stamp, units in self._log:
+            excess -= units
+            if excess <= 0:
+                return stamp + self.period - now
+        return self.period  # pragma: no cover - unreachable: cost <= limit
+
+    def take(self, cost: float = 1.0) -> None:
+        """Spend `cost` units now (call when `wait_time(cost)` is 0)."""
+        now = self.clock()
+        self._expire(now)
+        self._log.append((now, cost))
+        self._used += cost
+
+    async def acquire(self, cost: float = 1.0,
+                      sleep: Callable[[float], Awaitable[object]] = asyncio.sleep) -> None:
+        """Wait until `cost` units fit, then take them."""
+        while (wait := self.wait_time(cost)) > 0:
+            await sleep(wait)
+        self.take(cost)
+
+
+class _Sym:
+    """Per-symbol state: bar ordering (next expected open time), the latest quote, catch-up buffer."""
+
+    __slots__ = ("symbol", "next_t", "last_t", "bid", "ask", "last_u", "catching_up", "buffer",
+                 "newest_open", "task", "recheck")
+
+    def __init__(self, symbol: str, next_t: int | None):
+        self.symbol = symbol
+        self.next_t = next_t        # open time the next bar must have (ms); None = take the first closed kline
+        self.last_t: int | None = None
+        self.bid = math.nan
+        self.ask = math.nan
+        self.last_u = -1
+        self.catching_up = False
+        self.buffer: dict[int, tuple[Kline, float, float]] = {}  # open time -> (kline, bid, ask)
+        self.newest_open: int | None = None
+        self.task: asyncio.Task | None = None
+        self.recheck = False
+
+
+class BarAssembler:
+    """Combined-stream frames -> closed bars, per symbol in strict open-time order.
+
+    Shared by `BinanceFeed` and `RecordedFeed`. For each frame: strict decode,
+    route by stream name (``<sym>@kline_<iv>``, ``<sym>@bookTicker``), then
+    §2.4's ordering rule per symbol: a closed kline with the expected open time
+    is emitted (with the symbol's latest non-crossed quote), an earlier one is a
+    duplicate or out of order and dropped, a later one (closed or not) is a gap
+    handed to `on_gap`. While a symbol is catching up, its closed klines are
+    buffered by open time instead.
+
+    Parameters
+    ----------
+    symbols : iterable of str
+        Upper-case symbols.
+    interval : str
+        Binance interval (``"1m"``, ``"1M"``, ...).
+    emit : callable
+        Receives each `MarketData` bar.
+    stats : dict
+        Counters, updated in place (see `BinanceFeed.stats`).
+    health : DataHealth
+        Bars emitted and rejects per symbol.
+    report : callable
+        ``report(kind, **fields)`` for status events (``rejected``).
+    start_from : int, optional
+        First expected open time (ms); None = start at the first closed kline.
+    on_gap : callable, optional
+        ``on_gap(state, kline)`` when a kline proves bars are missing; default:
+        accept the jump (replays cannot backfill) and record it in `health`.
+    """
+
+    def __init__(self, symbols: Iterable[str], interval: str, emit: Callable[[MarketData], object],
+                 stats: dict, health: DataHealth, report: Callable[..., None],
+                 start_from: int | None = None,
+                 on_gap: Callable[[_Sym, Kline], None] | None = None):
+        self.interval = interval
+        self.step = INTERVAL_MS[interval]
+        self.kline_kind = "kline_" + interval
+        self.syms: dict[str, _Sym] = {s.lower(): _Sym(s, start_from) for s in symbols}
+        self.by_symbol = {st.symbol: st for st in self.syms.values()}
+        self.emit = emit
+        self.stats = stats
+        self.rejected: dict[str, int] = stats.setdefault("rejected", {})
+        self.health = health
+        self.report = report
+        self.on_gap = on_gap or self._accept_gap
+        self.last_msg: dict | None = None
+        self.last_state: _Sym | None = None
+        self.skew_ms: int | None = None  # set with wall_ms to count kline event times off the local clock
+        self.wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000
+        for st in self.syms.values():
+            health.add_symbol(st.symbol)
+
+    # -- the per-frame hot path ------------------------------------------------------------------
+    def feed(self, frame: str | bytes, conn: str | None = None) -> str:
+        """Process one frame; return its kind (``"kline"``, ``"bookTicker"``, ``"ack"``, ...).
+
+        Never raises for bad input: rejects are counted in ``stats["rejected"]``
+        by reason and reported. For control kinds (ack, error, serverShutdown,
+        trade, other_stream, unknown) the decoded message is left in `last_msg`.
+        """
+        self.stats["frames"] += 1
+        if type(frame) is not str:
+            self.reject("binary", "binary frame", frame, conn)
+            return REJECTED
+        try:
+            msg = decode(frame)
+        except FrameError as exc:
+            self.reject("empty" if not frame else "malformed", str(exc), frame, conn)
+            return REJECTED
+        stream = msg.get("stream")
+        data = msg.get("data")
+        if type(stream) is str and type(data) is dict:
+            name, _, kind = stream.partition("@")
+            st = self.syms.get(name)
+            if st is not None:
+                if kind == self.kline_kind:
+                    try:
+                        k = parse_kline(data, self.interval)
+                    except FrameError as exc:
+                        self.reject("invalid_kline", str(exc), frame, conn, st.symbol)
+                        return REJECTED
+                    if k.symbol != st.symbol:
+                        self.reject("symbol_mismatch", f"kline of {k.symbol} on stream {stream}", frame, conn)
+                        return REJECTED
+                    if self.skew_ms is not None:
+                        event = data.get("E")
+                        if type(event) is int and abs(event - self.wall_ms()) > self.skew_ms:
+                            self._skewed(event, conn)
+                    self.kline(st, k)
+                    return KLINE
+                if kind == "bookTicker":
+                    self.quote(st, data, frame, conn)
+                    return BOOK
+                self.last_msg, self.last_state = msg, st
+                return TRADE if kind == "trade" else OTHER
+        self.last_msg, self.last_state = msg, None
+        kind = message_kind(msg)
+        return kind if kind in (ACK, ERROR, SHUTDOWN) else UNKNOWN
+
+    def kline(self, st: _Sym, k: Kline) -> None:
+        """Apply §2.4's ordering rule to one validated kline of `st`."""
+        t = k.open_time
+        if st.catching_up:
+            if k.closed:
+                if t in st.buffer:
+                    self.stats["duplicates"] += 1
+                st.buffer[t] = (k, st.bid, st.ask)
+            elif st.newest_open is None or t > st.newest_open:
+                st.newest_open = t
+            return
+        nt = st.next_t
+        if nt is None or t == nt:
+            if k.closed:
+                self.emit_kline(st, k, st.bid, st.ask)
+            return
+        if t < nt:
+            if k.closed:
+                self.stats["duplicates" if t == st.last_t else "out_of_order"] += 1
+            elif t != st.last_t:
+                self.stats["out_of_order"] += 1
+            return
+        self.on_gap(st, k)
+
+    def emit_kline(self, st: _Sym, k: Kline, bid: float = math.nan, ask: float = math.nan) -> None:
+        """Emit `k` as the next bar of `st` with quote `bid`/`ask` (NaN for bars fetched over REST)."""
+        st.last_t = k.open_time
+        st.next_t = k.close_time + 1
+        bar = MarketData(st.symbol, k.open_time, k.open, k.high, k.low, k.close, k.volume, bid, ask,
+                         validate=False)
+        self.stats["bars"] += 1
+        self.health.bars_emitted[st.symbol] += 1
+        self.emit(bar)
+
+    def quote(self, st: _Sym, data: dict, frame: str, conn: str | None) -> None:
+        """Keep the latest valid quote of `st`; drop stale (``u`` not newer), crossed or empty-sided ones (M4, M6)."""
+        try:
+            q = parse_book_ticker(data)
+        except FrameError as exc:
+            self.reject("invalid_quote", str(exc), frame, conn, st.symbol)
+            return
+        if q.symbol != st.symbol:
+            self.reject("symbol_mismatch", f"quote of {q.symbol} on {st.symbol}'s stream", frame, conn)
+            return
+        if q.update_id <= st.last_u:
+            self.stats["stale_quotes"] += 1
+            return
+        st.last_u = q.update_id
+        if q.bid > q.ask:
+            self.reject("crossed_quote", f"bid {q.bid} > ask {q.ask}", frame, conn, st.symbol)
+            return
+        if q.bid_qty == 0 or q.ask_qty == 0:
+            self.reject("empty_quote", "bid or ask quantity is 0", frame, conn, st.symbol)
+            return
+        st.bid = q.bid
+        st.ask = q.ask
+
+    def reject(self, reason: str, error: str, frame: Any, conn: str | None, symbol: str | None = None) -> None:
+        """Count and report a dropped message (bounded snippet)."""
+        rejected = self.rejected
+        n = rejected[reason] = rejected.get(reason, 0) + 1
+        if symbol is not None:
+            self.health.record_rejected(symbol)
+        snippet = frame[:_SNIPPET] if isinstance(frame, (str, bytes)) else repr(frame)[:_SNIPPET]
+        if n <= 10 or n % 1000 == 0:
+            log.warning("rejected frame (%s, #%d) on connection %s: %s | %r", reason, n, conn, error[:_SNIPPET],
+                        snippet)
+        self.report("rejected", reason=reason, connection=conn, error=error[:_SNIPPET], snippet=snippet)
+
+    def _skewed(self, event: int, conn: str | None) -> None:
+        # M10: bar times come from k.t, never from this clock; the count is a health signal only.
+        n = self.stats["clock_skew"] = self.stats["clock_skew"] + 1
+        if n == 1 or n % 1000 == 0:
+            log.warning("kline event time %d is %+d ms off the local clock (connection %s; %d so far)",
+                        event, event - self.wall_ms(), conn, n)
+
+    def _accept_gap(self, st: _Sym, k: Kline) -> None:
+        # Replays cannot backfill: record the hole and go on from the later kline.
+        self.stats["gaps"] += 1
+        before = st.last_t if st.last_t is not None else st.next_t
+        self.health.record_gaps(st.symbol, [(before, k.open_time, _missing(st.next_t, k.open_time, self.step))])
+        st.next_t = k.open_time
+        if k.closed:
+            self.emit_kline(st, k, st.bid, st.ask)
+
+
+def _missing(start: int, stop: int, step: int | None) -> int:
+    """Bars with open time in [start, stop) (estimated by 30.44-day months for "1M")."""
+    return max(0, (stop - start) // step if step else round((stop - start) / 2_629_800_000))
+
+
+def new_stats() -> dict:
+    """A zeroed counters dict, as in `BinanceFeed.stats`."""
+    return {"frames": 0, "bars": 0, "backfilled_bars": 0, "rejected": {}, "duplicates": 0, "out_of_order": 0,
+            "stale_quotes": 0, "gaps": 0, "backfills": 0, "backfill_failures": 0, "rest_requests": 0,
+            "rest_errors": 0, "connection_attempts": 0, "connections": 0, "reconnects": 0,
+            "rotations": 0, "silence_timeouts": 0, "rate_limited": 0, "server_errors": 0,
+            "server_shutdowns": 0, "subscribe_messages": 0, "acks": 0, "unmatched_acks": 0,
+            "unknown": 0, "clock_skew": 0}
+
+
+class _Conn:
+    """One WebSocket connection of a group."""
+
+    __slots__ = ("id", "ws", "group", "opened", "last_data", "has_data", "first_data", "reader", "tasks",
+                 "end_reason", "pending", "control")
+
+    def __init__(self, cid: str, ws: Any, group: _Group, now: float, control: RateWindow):
+        self.id, self.ws, self.group = cid, ws, group
+        self.opened = self.last_data = now
+        self.has_data = False
+        self.first_data = asyncio.Event()
+        self.reader: asyncio.Task | None = None
+        self.tasks: list[asyncio.Task] = []
+        self.end_reason = "closed"
+        self.pending: dict[int, list[str]] = {}
+        self.control = control
+
+
+class _Group:
+    """Streams served by one connection at a time (two during a rotation)."""
+
+    def __init__(self, gid: int, streams: list[str], syms: list[_Sym], backoff: Backoff):
+        self.id, self.streams, self.syms, self.backoff = gid, streams, syms, backoff
+        self.state = "connecting"
+        self.rotate_now = asyncio.Event()
+        self.conns: set[_Conn] = set()
+        self.task: asyncio.Task | None = None
+
+
+_END = object()
+
+
+class BinanceFeed:
+    """Closed Binance spot klines of several symbols, live, gap-free and in order per symbol.
+
+    ``async for bar in feed`` yields `MarketData` (timestamp = bar open time, ms
+    since epoch UTC; OHLC in quote currency; volume in base units; bid/ask the
+    latest non-crossed book-ticker quote of the symbol when the closed kline
+    arrived, NaN if none yet and for bars filled in over REST). Per symbol the
+    open times are strictly increasing with no bar missing: holes in the live
+    stream are filled from REST before any later live bar. Symbols are not
+    interleaved by time across each other.
+
+    Parameters
+    ----------
+    symbols : str or iterable of str
+        Spot symbols (``"BTCUSDT"``; case-insensitive; 2-20 letters/digits).
+    interval : str, default "1m"
+        Binance kline interval: 1s 1m 3m 5m 15m 30m 1h 2h 4h 6h 8h 12h 1d 3d 1w 1M.
+    region : {"com", "us"}
+        Binance (``stream.binance.com:9443`` / ``api.binance.com``) or Binance.US.
+    base_url, rest_url : str, optional
+        Override the WebSocket and REST base URLs (tests: ``ws://127.0.0.1:PORT``).
+    on_status : callable, optional
+        ``on_status(kind, **fields)``, called on the event-loop thread for
+        connecting, connected, reconnecting (reason, delay), disconnected,
+        gap_detected (symbol, from, to, missing), backfilled (symbol, bars,
+        from, to), backfill_failed, rest_error, rejected (reason, connection,
+        snippet), server_error (code, msg), server_shutdown, rotating,
+        rate_limited (retry_after), failed. Exceptions it raises are logged and
+        swallowed.
+    streams_per_connection : int, default 1024
+        Streams per connection (Binance's maximum is 1024); more streams open
+        more connections.
+    url_streams : int, default 100
+        Streams named in the connection URL; the rest of a connection's streams
+        are added with SUBSCRIBE messages (keeps the request line short).
+    subscribe_batch : int, default 100
+        Streams per SUBSCRIBE message.
+    control_rate : float, default 4.0
+        SUBSCRIBE messages per second per connection (Binance allows 5 incoming
+        messages/s including pongs).
+    silence_timeout : float, default 10.0
+        Seconds without a data frame before the connection is dropped and
+        reopened (klines push every 2 s, so 10 s of silence means dead).
+    rotate_after : float, default 23 h
+        Seconds after which a replacement connection is opened (Binance cuts at 24 h).
+    stable_after : float, default 10.0
+        Seconds a connection must live to reset the reconnect backoff.
+    backoff_initial, backoff_max, backoff_factor : float
+        Reconnect delays in seconds (see `Backoff`).
+    max_attempts_per_5min : int, default 250
+        Global budget of connection attempts (Binance: 300 per 5 min per IP).
+    max_failures : int, optional
+        Give up (status ``failed``) after this many consecutive failed
+        attempts; None = never (reconnecting forever, visibly, is better than
+        silently stopping).
+    open_timeout : float, default 10.0
+        Seconds for the TCP + TLS + WebSocket handshake.
+    ping_interval, ping_timeout : float or None, default 20.0
+        Client keepalive pings (seconds; Binance forbids pinging faster than
+        every 20 s; None = rely on the server's pings, which are always answered).
+    rest_limit : int, default 1000
+        Klines per REST page (<= 1000).
+    rest_timeout : float, default 10.0
+        Seconds per REST request.
+    rest_retries : int, default 8
+        Consecutive failed REST requests (timeout, 5xx, malformed) before a
+        backfill is given up (``backfill_failed``; the hole stays in `health`).
+    rest_backoff_initial, rest_backoff_max : float
+        Seconds between REST retries (doubling, jittered).
+    rest_weight_per_min : int, default 3000
+        Client-side REST weight budget per minute (klines cost 2; Binance allows 6000).
+    backfill_from : int, optional
+        Open time (ms since epoch UTC) of the first wanted bar: history from
+        there is fetched over REST first. None = start at the first live closed kline.
+    max_clock_skew : float or None, default 5.0
+        Seconds between a kline's event time ``E`` and the local wall clock
+        beyond which ``stats["clock_skew"]`` counts it (and logs; M10). Bar
+        times always come from ``k.t``. None = no check.
+    proxy : str, True or None, default True
+        Proxy for WebSocket and REST (True = from the environment, None = direct).
+    clock, wall_ms, random, sleep
+        Injectable monotonic clock (s), wall clock (ms since epoch), U[0,1) source
+        and async sleep, for tests.
+
+    Attributes
+    ----------
+    symbols : tuple of str
+        Upper-case symbols.
+    interval, interval_ms : str, int
+        Kline interval and its length in ms (nominal 30 days for "1M").
+    health : DataHealth
+        Bars emitted, rejects and unfilled gaps per symbol.
+    stats : dict
+        Counters: frames, bars, backfilled_bars, rejected (by reason), duplicates,
+        out_of_order, stale_quotes, gaps, backfills, backfill_failures,
+        rest_requests, rest_errors, connection_attempts, connections, reconnects,
+        rotations, silence_timeouts, rate_limited, server_errors,
+        server_shutdowns, subscribe_messages, acks, unmatched_acks, unknown, clock_skew.
+
+    Raises
+    ------
+    ValueError
+        Bad symbol, interval, region or limits.
+    """
+
+    def __init__(self, symbols: str | Iterable[str], interval: str = "1m", *, region: str = "com",
+                 base_url: str | None = None, rest_url: str | None = None,
+                 on_status: Callable[..., object] | None = None,
+                 streams_per_connection: int = 1024, url_streams: int = 100, subscribe_batch: int = 100,
+                 control_rate: float = 4.0, silence_timeout: float = 10.0, rotate_after: float = 23 * 3600.0,
+                 stable_after: float = 10.0, backoff_initial: float = 1.0, backoff_max: float = 30.0,
+                 backoff_factor: float = 2.0, max_attempts_per_5min: int = 250, max_failures: int | None = None,
+                 open_timeout: float = 10.0, ping_interval: float | None = 20.0,
+                 ping_timeout: float | None = 20.0, rest_limit: int = 1000, rest_timeout: float = 10.0,
+                 rest_retries: int = 8, rest_backoff_initial: float = 0.5, rest_backoff_max: float = 30.0,
+                 rest_weight_per_min: int = 3000, backfill_from: int | None = None,
+                 max_clock_skew: float | None = 5.0, proxy: str | bool | None = True,
+                 clock: Callable[[], float] = time.monotonic,
+                 wall_ms: Callable[[], int] | None = None,
+                 random: Callable[[], float] = _random.random,
+                 sleep: Callable[[float], Awaitable[object]] = asyncio.sleep):
+        names = [symbols] if isinstance(symbols, str) else list(symbols)
+        syms = tuple(dict.fromkeys(str(s).strip().upper() for s in names))
+        if not syms:
+            raise ValueError("symbols must name at least one symbol")
+        for s in syms:
+            if not _SYMBOL_RE.match(s):
+                raise ValueError(f"symbol {s!r} is not 2-20 letters/digits")
+        if interval not in INTERVAL_MS:
+            raise ValueError(f"interval must be one of {', '.join(INTERVAL_MS)}, got {interval!r}")
+        if region not in REGIONS:
+            raise ValueError(f"region must be 'com' or 'us', got {region!r}")
+        if not 1 <= streams_per_connection <= 1024:
+            raise ValueError(f"streams_per_connection must be 1..1024, got {streams_per_connection!r}")
+        if url_streams < 1 or subscribe_batch < 1:
+            raise ValueError("url_streams and subscribe_batch must be >= 1")
+        if not 0 < control_rate <= 5:
+            raise ValueError(f"control_rate must be in (0, 5] messages/s, got {control_rate!r}")
+        if not (silence_timeout > 0 and 0 < rotate_after <= 24 * 3600.0):
+            raise ValueError(f"need silence_timeout > 0 and 0 < rotate_after <= 24 h, got "
+                             f"{silence_timeout!r}, {rotate_after!r}")
+        if ping_interval is not None and ping_interval < 20:
+            raise ValueError(f"ping_interval must be >= 20 s (Binance rule) or None, got {ping_interval!r}")
+        if not 1 <= max_attempts_per_5min <= 300:
+            raise ValueError(f"max_attempts_per_5min must be 1..300, got {max_attempts_per_5min!r}")
+        if not 1 <= rest_limit <= 1000:
+            raise ValueError(f"rest_limit must be 1..1000, got {rest_limit!r}")
+        ws_default, rest_default = REGIONS[region]
+        self.symbols = syms
+        self.interval = interval
+        self.interval_ms = INTERVAL_MS[interval] or MONTH_MS
+        self.base_url = (base_url or ws_default).rstrip("/")
+        self.rest_url = (rest_url or rest_default).rstrip("/")
+        self.health = DataHealth()
+        self.stats = new_stats()
+        self._on_status = on_status
+        self._spc, self._url_streams, self._sub_batch = streams_per_connection, url_streams, subscribe_batch
+        self._control_rate = control_rate
+        self.silence_timeout, self.rotate_after = float(silence_timeout), float(rotate_after)
+        self._backoff_args = dict(initial=backoff_initial, maximum=backoff_max, factor=backoff_factor,
+                                  stable_after=stable_after, random=random)
+        Backoff(**self._backoff_args)  # validate now
+        self._max_failures = max_failures
+        self._open_timeout, self._ping_interval, self._ping_timeout = open_timeout, ping_interval, ping_timeout
+        self._rest_limit, self._rest_timeout, self._rest_retries = rest_limit, rest_timeout, rest_retries
+        self._rest_backoff = (rest_backoff_initial, rest_backoff_max)
+        self._proxy = proxy
+        self._clock, self._random, self._sleep = clock, random, sleep
+        self._wall_ms = wall_ms or (lambda: time.time_ns() // 1_000_000)
+        self.attempts = RateWindow(max_attempts_per_5min, 300.0, clock)
+        self._rest_weight = RateWindow(rest_weight_per_min, 60.0, clock)
+        self._ws_not_before = 0.0
+        self._rest_not_before = 0.0
+        self._conn_ids = itertools.count(1)
+        self._req_ids = itertools.count(1)
+        self._out: asyncio.Queue | None = None
+        self._asm = BarAssembler(syms, interval, self._put, self.stats, self.health, self._report,
+                                 start_from=backfill_from, on_gap=self._gap)
+        self._asm.skew_ms = None if max_clock_skew is None else int(max_clock_skew * 1000)
+        self._asm.wall_ms = self._wall_ms
+        self._groups: list[_Group] = []
+        self._http: httpx.AsyncClient | None = None
+        self._rest_sem: asyncio.Semaphore | None = None
+        self._tasks: set[asyncio.Task] = set()
+        self._started = False
+        self._closed = False
+        self._failed: BinanceFeedError | None = None
+        self._status = "idle"
+
+    # -- public surface ----------------------------------------------------------------------------
+    @property
+    def status(self) -> str:
+        """idle, connecting, connected, reconnecting, backfilling, closed or failed."""
+        if self._status in ("idle", "closed", "failed"):
+            return self._status
+        states = {g.state for g in self._groups}
+        if "reconnecting" in states:
+            return "reconnecting"
+        if "connecting" in states:
+            return "connecting"
+        if any(st.catching_up for st in self._asm.syms.values()):
+            return "backfilling"
+        return "connected"
+
+    def streams(self) -> list[list[str]]:
+        """Stream names per connection group (``<sym>@kline_<iv>``, ``<sym>@bookTicker``)."""
+        names = []
+        for s in self.symbols:
+            low = s.lower()
+            names += [f"{low}@kline_{self.interval}", f"{low}@bookTicker"]
+        return [names[i:i + self._spc] for i in range(0, len(names), self._spc)]
+
+    def __aiter__(self) -> BinanceFeed:
+        return self
+
+    async def __anext__(self) -> MarketData:
+        """The next closed bar; raises `BinanceFeedError` if the feed failed, stops once closed."""
+        if not self._started:
+            self._start()
+        item = await self._out.get()
+        if item.__class__ is MarketData:
+            return item
+        self._out.put_nowait(_END)  # keep the end visible to later calls
+        if self._failed is not None:
+            raise self._failed
+        raise StopAsyncIteration
+
+    async def __aenter__(self) -> BinanceFeed:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def close(self) -> None:
+        """Stop now: cancel every task, end iteration; idempotent. Sockets close in the background."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._status != "failed":
+            self._status = "closed"
+        for task in list(self._tasks):
+            task.cancel()
+        for g in self._groups:
+            for conn in g.conns:
+                _abort(conn.ws)
+        if self._out is not None:
+            self._out.put_nowait(_END)
+        self._report("closed")
+
+    async def aclose(self) -> None:
+        """`close()`, then wait for the tasks to finish and release the HTTP client."""
+        self.close()
+        tasks = [t for t in self._tasks if t is not asyncio.current_task()]
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
+    def __repr__(self) -> str:
+        return f"BinanceFeed(symbols={self.symbols!r}, interval={self.interval!r}, status={self.status!r})"
+
+    # -- plumbing ------------------------------------------------------------------------------------
+    def _report(self, kind: str, **fields: Any) -> None:
+        if kind in ("connected", "disconnected", "reconnecting", "gap_detected", "backfilled",
+                    "backfill_failed", "rate_limited", "server_shutdown", "rotating", "failed"):
+            log.info("binance feed %s %s", kind, fields)
+        cb = self._on_status
+        if cb is not None:
+            try:
+                cb(kind, **fields)
+            except Exception:  # noqa: BLE001 - a status consumer must never break the feed
+                log.exception("on_status(%r) raised; ignored", kind)
+
+    def _put(self, bar: MarketData) -> None:
+        self._out.put_nowait(bar)
+
+    def _spawn(self, coro: Awaitable[Any], name: str) -> asyncio.Task:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _start(self) -> None:
+        if self._closed:
+            raise RuntimeError("BinanceFeed is closed")
+        self._started = True
+        self._status = "connecting"
+        self._out = asyncio.Queue()
+        if self._closed:
+            self._out.put_nowait(_END)
+        self._rest_sem = asyncio.Semaphore(4)
+        self._http = httpx.AsyncClient(base_url=self.rest_url, timeout=self._rest_timeout,
+                                       trust_env=self._proxy is True,
+                                       proxy=self._proxy if isinstance(self._proxy, str) else None)
+        by_stream = {st.symbol.lower(): st for st in self._asm.syms.values()}
+        for gid, streams in enumerate(self.streams()):
+            syms = [by_stream[s.partition("@")[0]] for s in streams if "@kline_" in s]
+            g = _Group(gid, streams, syms, Backoff(**self._backoff_args))
+            self._groups.append(g)
+            g.task = self._spawn(self._run_group(g), f"binance-group-{gid}")
+
+    def _fail(self, reason: str) -> None:
+        if self._closed:
+            return
+        self._failed = BinanceFeedError(reason)
+        self._status = "failed"
+        self._report("failed", reason=reason)
+        log.error("binance feed failed: %s", reason)
+        self.close()
+        self._status = "failed"
+
+    # -- connections ---------------------------------------------------------------------------------
+    async def _run_group(self, g: _Group) -> None:
+        conn: _Conn | None = None
+        try:
+            reason = "start"
+            while not self._closed:
+                conn = await self._open(g, reason)
+                if conn is None:
+                    return
+                while True:
+                    if await self._wait_rotation(conn, g):
+                        reason = conn.end_reason
+                        break
+                    conn = await self._rotate(g, conn)
+                    if conn is None:
+                        return
+                lived = self._clock() - conn.opened
+                g.conns.discard(conn)
+                _abort(conn.ws)
+                for t in conn.tasks:
+                    t.cancel()
+                g.backoff.connection_ended(lived)
+                g.state = "reconnecting"
+                self.stats["reconnects"] += 1
+                self._report("disconnected", connection=conn.id, reason=reason, lived=round(lived, 3))
+        finally:
+            for c in list(g.conns):
+                _abort(c.ws)
+                for t in c.tasks:
+                    t.cancel()
+
+    async def _wait_rotation(self, conn: _Conn, g: _Group) -> bool:
+        """Wait until `conn` ends (True) or must be rotated (False)."""
+        rotate = asyncio.ensure_future(g.rotate_now.wait())
+        try:
+            timeout = max(0.0, conn.opened + self.rotate_after - self._clock())
+            done, _ = await asyncio.wait({conn.reader, rotate}, timeout=timeout,
+                                         return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            rotate.cancel()
+        if conn.reader in done:
+            return True
+        g.rotate_now.clear()
+        return False
+
+    async def _rotate(self, g: _Group, old: _Conn) -> _Conn | None:
+        """Open a replacement for `old`; switch once it delivers data; close `old`."""
+        self.stats["rotations"] += 1
+        self._report("rotating", connection=old.id, age=round(self._clock() - old.opened, 3))
+        while True:
+            new = await self._open(g, "rotation")
+            if new is None:
+                return None
+            first = asyncio.ensure_future(new.first_data.wait())
+            try:
+                await asyncio.wait({first, new.reader}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                first.cancel()
+            if new.has_data:
+                break
+            # The replacement died before any data: drop it and try again (old still serves).
+            g.conns.discard(new)
+            _abort(new.ws)
+            self._report("disconnected", connection=new.id, reason=new.end_reason, lived=0.0)
+        g.conns.discard(old)
+        old.end_reason = "rotated"
+        for t in old.tasks:
+            t.cancel()
+        _abort(old.ws)
+        self._report("disconnected", connection=old.id, reason="rotated",
+                     lived=round(self._clock() - old.opened, 3))
+        return new
+
+    async def _open(self, g: _Group, reason: str) -> _Conn | None:
+        """Connect (with backoff, attempt budget and Retry-After) until it works, the feed closes or fails."""
+        quiet = reason == "start"
+        while not self._closed:
+            delay = g.backoff.next_delay()
+            if self._max_failures is not None and g.backoff.failures > self._max_failures:
+                self._fail(f"{g.backoff.failures - 1} consecutive failed connection attempts (last: {reason})")
+                return None
+            wait = max(delay, self._ws_not_before - self._clock(), self.attempts.wait_time())
+            if not quiet or wait > 0:
+                if reason != "rotation":
+                    g.state = "reconnecting"
+                self._report("reconnecting", group=g.id, reason=reason, delay=round(wait, 3),
+                             attempt=g.backoff.failures)
+            quiet = False
+            while wait > 0:
+                await self._sleep(wait)
+                wait = max(self._ws_not_before - self._clock(), self.attempts.wait_time())
+            if self._closed:
+                return None
+            self.attempts.take()
+            self.stats["connection_attempts"] += 1
+            cid = f"c{next(self._conn_ids)}"
+            url = f"{self.base_url}/stream?streams=" + "/".join(g.streams[:self._url_streams])
+            self._report("connecting", connection=cid, group=g.id, url=url[:_SNIPPET])
+            try:
+                ws = await ws_connect(url, open_timeout=self._open_timeout, ping_interval=self._ping_interval,
+                                      ping_timeout=self._ping_timeout, close_timeout=2.0,
+                                      max_size=MAX_FRAME_BYTES, max_queue=64, compression=None,
+                                      proxy=self._proxy)
+            except InvalidStatus as exc:
+                code = exc.response.status_code
+                reason = f"HTTP {code} at handshake"
+                if code in (429, 418):
+                    retry = parse_retry_after(exc.response.headers.get("Retry-After"))
+                    self._ws_not_before = max(self._ws_not_before, self._clock() + retry)
+                    self.stats["rate_limited"] += 1
+                    self._report("rate_limited", source="websocket", status=code, retry_after=retry,
+                                 connection=cid)
+                elif code in _FATAL_HTTP:
+                    self._fail(f"{reason} for {url[:_SNIPPET]} (not retryable"
+                               f"{'; region-blocked: try region=' + repr('us') if code == 451 else ''})")
+                    return None
+                continue
+            except InvalidURI as exc:
+                self._fail(f"bad WebSocket URL: {exc}")
+                return None
+            except (OSError, TimeoutError, InvalidHandshake, ConnectionClosed, EOFError) as exc:
+                reason = f"connect failed: {type(exc).__name__}: {exc}"[:_SNIPPET]
+                continue
+            except Exception as exc:  # noqa: BLE001 - an unexpected handshake error must not kill the group
+                log.exception("unexpected error connecting to %s", url[:_SNIPPET])
+                reason = f"connect failed: {type(exc).__name__}: {exc}"[:_SNIPPET]
+                continue
+            if self._closed:
+                _abort(ws)
+                return None
+            conn = _Conn(cid, ws, g, self._clock(), RateWindow(self._control_rate, 1.0, self._clock))
+            g.conns.add(conn)
+            g.state = "connected"
+            self.stats["connections"] += 1
+            conn.reader = self._spawn(self._read(conn), f"binance-read-{cid}")
+            conn.tasks = [conn.reader, self._spawn(self._watchdog(conn), f"binance-watch-{cid}")]
+            rest = g.streams[self._url_streams:]
+            if rest:
+                conn.tasks.append(self._spawn(self._subscribe(conn, rest), f"binance-sub-{cid}"))
+            self._report("connected", connection=cid, group=g.id, streams=len(g.streams))
+            for st in g.syms:
+                self._check(st)
+            return conn
+        return None
+
+    async def _subscribe(self, conn: _Conn, streams: list[str]) -> None:
+        for i in range(0, len(streams), self._sub_batch):
+            await conn.control.acquire(1.0, self._sleep)
+            rid = next(self._req_ids)
+            batch = streams[i:i + self._sub_batch]
+            conn.pending[rid] = batch
+            self.stats["subscribe_messages"] += 1
+            try:
+                await conn.ws.send(orjson.dumps({"method": "SUBSCRIBE", "params": batch, "id": rid}).decode())
+            except ConnectionClosed:
+                return
+
+    async def _watchdog(self, conn: _Conn) -> None:
+        limit = self.silence_timeout
+        while True:
+            idle = self._clock() - conn.last_data
+            if idle >= limit:
+                conn.end_reason = f"no data for {idle:.1f} s"
+                self.stats["silence_timeouts"] += 1
+                _abort(conn.ws)
+                if conn.reader is not None:
+                    conn.reader.cancel()
+                return
+            await self._sleep(limit - idle + 0.01)
+
+    async def _read(self, conn: _Conn) -> None:
+        """Reader task: parse each frame and hand bars over; nothing heavy happens here."""
+        ws = conn.ws
+        feed = self._asm.feed
+        clock = self._clock
+        cid = conn.id
+        try:
+            while True:
+                frame = await ws.recv()
+                kind = feed(frame, cid)
+                if kind is KLINE or kind is BOOK:
+                    conn.last_data = clock()
+                    if not conn.has_data:
+                        conn.has_data = True
+                        conn.first_data.set()
+                elif kind is not REJECTED:
+                    self._control(conn, kind)
+        except ConnectionClosed as exc:
+            rcvd = exc.rcvd
+            conn.end_reason = (f"closed by server: {rcvd.code} {rcvd.reason}".strip() if rcvd is not None
+                               else f"connection lost ({type(exc).__name__})")
+        except asyncio.CancelledError:
+            if conn.end_reason == "closed":
+                conn.end_reason = "cancelled"
+        except Exception as exc:  # noqa: BLE001 - the reader must end cleanly and be replaced
+            log.exception("reader of connection %s failed", cid)
+            conn.end_reason = f"reader error: {type(exc).__name__}: {exc}"[:_SNIPPET]
+
+    def _control(self, conn: _Conn, kind: str) -> None:
+        msg = self._asm.last_msg or {}
+        if kind is ACK:
+            rid = msg.get("id")
+            if conn.pending.pop(rid, None) is not None:
+                self.stats["acks"] += 1
+            else:
+                self.stats["unmatched_acks"] += 1
+                log.warning("unmatched ack %r on connection %s", rid, conn.id)
+        elif kind is ERROR:
+            self.stats["server_errors"] += 1
+            rid = msg.get("id")
+            request = conn.pending.pop(rid, None) if rid is not None else None
+            self._report("server_error", connection=conn.id, code=msg.get("code"),
+                         msg=str(msg.get("msg"))[:_SNIPPET], request=request)
+        elif kind is SHUTDOWN:
+            self.stats["server_shutdowns"] += 1
+            self._report("server_shutdown", connection=conn.id)
+            if conn in conn.group.conns:
+                conn.group.rotate_now.set()
+        else:
+            self.stats["unknown"] += 1
+            snippet = orjson.dumps(msg)[:_SNIPPET].decode("utf-8", "replace")
+            if self.stats["unknown"] <= 10:
+                log.warning("unrecognized message on connection %s: %s", conn.id, snippet)
+            self._report("rejected", reason="unknown", connection=conn.id, error="unrecognized message",
+                         snippet=snippet)
+
+    # -- gaps and backfill (§2.4) --------------------------------------------------------------------
+    def _gap(self, st: _Sym, k: Kline) -> None:
+        """A kline jumped past the expected open time: buffer it and backfill the hole."""
+        self.stats["gaps"] += 1
+        missing = _missing(st.next_t, k.open_time, self._asm.step)
+        self._report("gap_detected", symbol=st.symbol, **{"from": st.next_t, "to": k.open_time},
+                     missing=missing)
+        self._catch_up(st)
+        self._asm.kline(st, k)  # now buffered
+
+    def _check(self, st: _Sym) -> None:
+        """After a (re)connect: hold live bars of `st` until REST says nothing is missing."""
+        if st.next_t is not None:
+            self._catch_up(st)
+
+    def _catch_up(self, st: _Sym) -> None:
+        if not st.catching_up:
+            st.catching_up = True
+            st.newest_open = None
+        if st.task is None:
+            st.task = self._spawn(self._backfill(st), f"binance-backfill-{st.symbol}")
+        else:
+            st.recheck = True
+
+    async def _backfill(self, st: _Sym) -> None:
+        step = self._asm.step
+        idle_rounds = 0
+        try:
+            while True:
+                st.recheck = False
+                start = st.next_t
+                rows = await self._fetch_klines(st.symbol, start, self._wall_ms())
+                n = 0
+                for k in rows:
+                    if k.open_time >= st.next_t:
+                        if k.open_time > st.next_t and st.last_t is not None:
+                            # REST itself has no bars there (exchange downtime): a real hole.
+                            self.health.record_gaps(st.symbol, [(st.last_t, k.open_time,
+                                                                 _missing(st.next_t, k.open_time, step))])
+                        self._asm.emit_kline(st, k)
+                        n += 1
+                if n:
+                    self.stats["backfilled_bars"] += n
+                    self.stats["backfills"] += 1
+                    self._report("backfilled", symbol=st.symbol, bars=n, **{"from": rows[-n].open_time,
+                                                                              "to": rows[-1].open_time})
+                self._drain(st)
+                pending = bool(st.buffer) or (st.newest_open is not None and st.newest_open > st.next_t)
+                if not pending and not st.recheck:
+                    st.catching_up = False
+                    return
+                if not pending:
+                    continue
+                # REST has not caught up with the live stream yet: wait a little and ask again.
+                idle_rounds = 0 if n else idle_rounds + 1
+                if idle_rounds > self._rest_retries:
+                    first = min(st.buffer) if st.buffer else st.newest_open
+                    raise _BackfillError(f"REST never returned the klines from {st.next_t} to {first}")
+                if idle_rounds:
+                    await self._sleep(self._rest_delay(idle_rounds))
+        except _BackfillError as exc:
+            self.stats["backfill_failures"] += 1
+            first = min(st.buffer) if st.buffer else st.newest_open
+            self._report("backfill_failed", symbol=st.symbol, **{"from": st.next_t, "to": first},
+                         error=str(exc)[:_SNIPPET])
+            log.error("backfill of %s failed: %s", st.symbol, exc)
+            if first is not None and first > st.next_t:
+                before = st.last_t if st.last_t is not None else st.next_t
+                self.health.record_gaps(st.symbol, [(before, first, _missing(st.next_t, first, step))])
+                st.next_t = first
+            self._drain(st)
+            st.buffer.clear()
+            st.catching_up = False
+        finally:
+            st.task = None
+
+    def _drain(self, st: _Sym) -> None:
+        """Emit buffered live klines that continue `st` seamlessly; drop the ones already emitted."""
+        buf = st.buffer
+        for t in sorted(buf):
+            if t < st.next_t:
+                del buf[t]
+                self.stats["duplicates"] += 1
+            elif t == st.next_t:
+                self._asm.emit_kline(st, *buf.pop(t))
+            else:
+                break
+
+    async def _fetch_klines(self, symbol: str, start: int, end: int) -> list[Kline]:
+        """Closed klines of `symbol` with open time in [start, end] (ms), oldest first, all pages."""
+        out: list[Kline] = []
+        while start <= end:
+            params = {"symbol": symbol, "interval": self.interval, "startTime": start, "endTime": end,
+                      "limit": self._rest_limit}
+            rows = await self._rest_get("/api/v3/klines", params, 2)
+            if type(rows) is not list:
+                raise _BackfillError(f"klines response is not an array: {str(rows)[:_SNIPPET]}")
+            now = self._wall_ms()
+            last_close = None
+            for row in rows:
+                try:
+                    k = parse_rest_kline(row, symbol, self.interval)
+                except FrameError as exc:
+                    self._asm.reject("invalid_rest_kline", str(exc), orjson.dumps(row).decode(), "rest", symbol)
+                    continue
+                last_close = k.close_time
+                if out and k.open_time <= out[-1].open_time:
+                    self._asm.reject("rest_out_of_order", f"open time {k.open_time} not increasing",
+                                     orjson.dumps(row).decode(), "rest", symbol)
+                    continue
+                if k.close_time >= now:
+                    break  # still open (§2.4)
+                out.append(k)
+            if len(rows) < self._rest_limit or last_close is None or last_close >= now:
+                break
+            start = last_close + 1
+        return out
+
+    def _rest_delay(self, attempt: int) -> float:
+        initial, maximum = self._rest_backoff
+        return min(maximum, initial * 2.0 ** min(attempt - 1, 32)) * (1.0 - 0.5 * self._random())
+
+    async def _rest_get(self, path: str, params: dict, weight: int) -> Any:
+        """GET with retries: timeouts, transport errors, 5xx and bad JSON back off; 429/418 wait Retry-After."""
+        failures = 0
+        async with self._rest_sem:
+            while True:
+                while (wait := max(self._rest_not_before - self._clock(), self._rest_weight.wait_time(weight))) > 0:
+                    await self._sleep(wait)
+                self._rest_weight.take(weight)
+                self.stats["rest_requests"] += 1
+                try:
+                    r = await self._http.get(path, params=params)
+                except (httpx.TimeoutException, httpx.TransportError) as exc:
+                    error = f"{type(exc).__name__}: {exc}"
+                else:
+                    code = r.status_code
+                    if code == 200:
+                        try:
+                            return orjson.loads(r.content)
+                        except orjson.JSONDecodeError as exc:
+                            error = f"malformed JSON: {exc}"
+                    elif code in (429, 418):
+                        retry = parse_retry_after(r.headers.get("Retry-After"))
+                        self._rest_not_before = max(self._rest_not_before, self._clock() + retry)
+                        self.stats["rate_limited"] += 1
+                        self._report("rate_limited", source="rest", status=code, retry_after=retry)
+                        continue
+                    elif code >= 500:
+                        error = f"HTTP {code}"
+                    else:
+                        raise _BackfillError(f"HTTP {code}: {r.text[:_SNIPPET]}")
+                failures += 1
+                self.stats["rest_errors"] += 1
+                if failures > self._rest_retries:
+                    raise _BackfillError(f"{failures} failed requests, last: {error}")
+                delay = self._rest_delay(failures)
+                self._report("rest_error", path=path, error=error[:_SNIPPET], attempt=failures,
+                             delay=round(delay, 3))
+                await self._sleep(delay)
+
+
+class _BackfillError(Exception):
+    pass
+
+
+def _abort(ws: Any) -> None:
+    """Drop a connection at once (no close handshake to wait for)."""
+    transport = getattr(ws, "transport", None)
+    if transport is not None:
+        transport.abort()
