@@ -218,6 +218,43 @@ def _bench_backtest(quick: bool) -> list[BenchResult]:
                         float(rates.min()), p50, "bars/s", budget.limit, budget.passes(p50), len(rates))]
 
 
+def _bench_engine_scale(quick: bool) -> list[BenchResult]:
+    from tradesim.engine.measure import engine_scale
+
+    res = engine_scale(1000, 3 if quick else 10)
+    budget = BUDGETS["engine_1000_runners_cpu"]
+    cpu = res["cpu_percent"]
+    return [BenchResult("engine.1000_runners_1_bar_per_s", cpu, cpu, cpu, res["bars"], "% core",
+                        budget.limit, budget.passes(cpu) and res["failed"] == 0, 1)]
+
+
+def _bench_runner_memory(quick: bool) -> list[BenchResult]:
+    from tradesim.engine.measure import runner_memory
+
+    res = runner_memory(200 if quick else 1000)
+    budget = BUDGETS["runner_memory"]
+    kb = res["kb_per_runner"]
+    return [BenchResult("engine.memory_per_runner", kb, kb, kb, 0.0, "KB", budget.limit,
+                        budget.passes(kb), int(res["runners"]))]
+
+
+def _bench_live_latency(quick: bool) -> list[BenchResult]:
+    from tradesim.engine.measure import live_latency
+
+    res = live_latency(1000 if quick else 5000)
+    ns = res["ns"]
+    if not len(ns):
+        raise RuntimeError("live latency: no bar reached a decision (is the loopback server up?)")
+    out = []
+    for key, q in (("live_latency_p50", 50), ("live_latency_p99", 99)):
+        budget = BUDGETS[key]
+        value = float(np.percentile(ns, q))
+        out.append(BenchResult(f"live.frame_to_decision_p{q}", value, float(np.percentile(ns, 99)),
+                               float(ns.max()), 1e9 / float(np.median(ns)), "ns", budget.limit,
+                               budget.passes(value), len(ns)))
+    return out
+
+
 #: name -> benchmark function, in the order they run.
 OPERATIONS: dict[str, Callable[[bool], list[BenchResult]]] = {
     "window": _bench_window_push,
@@ -228,6 +265,9 @@ OPERATIONS: dict[str, Callable[[bool], list[BenchResult]]] = {
     "bar_to_decision": _bench_bar_to_decision,
     "kline": _bench_kline_frame,
     "backtest": _bench_backtest,
+    "live_latency": _bench_live_latency,
+    "engine_scale": _bench_engine_scale,
+    "runner_memory": _bench_runner_memory,
 }
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Budget:
-    """One target. `unit` is "ns" (time per op, lower is better) or "ops/s" (higher is better)."""
+    """One target. `unit` "ops/s" is higher-is-better; "ns", "%" (of one core) and "KB" are lower."""
 
     name: str
     limit: float
@@ -20,7 +20,8 @@ class Budget:
     description: str
 
     def passes(self, measured: float) -> bool:
-        return measured <= self.limit if self.unit == "ns" else measured >= self.limit
+        higher_is_better = self.unit in ("ops/s", "bars/s")
+        return measured >= self.limit if higher_is_better else measured <= self.limit
 
 
 BUDGETS: dict[str, Budget] = {b.name: b for b in (
@@ -31,4 +32,8 @@ BUDGETS: dict[str, Budget] = {b.name: b for b in (
     Budget("bar_to_decision", 1000.0, "ns", "window push -> indicators -> state machine -> Lua call (p50)"),
     Budget("kline_frame_to_bar", 5000.0, "ns", "parse one Binance kline frame into a bar"),
     Budget("backtest_throughput", 1_000_000.0, "ops/s", "backtest bars per second, EMA crossover"),
+    Budget("live_latency_p50", 20_000.0, "ns", "Binance kline frame at the client -> runner decision (p50)"),
+    Budget("live_latency_p99", 100_000.0, "ns", "Binance kline frame at the client -> runner decision (p99)"),
+    Budget("engine_1000_runners_cpu", 10.0, "%", "1,000 runners, one bar per second each: share of one core"),
+    Budget("runner_memory", 200.0, "KB", "one runner: 500-bar window, Lua runtime, 5 indicators"),
 )}

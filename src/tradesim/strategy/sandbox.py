@@ -533,6 +533,11 @@ class LuaSandbox:
 
     # ------------------------------------------------------------------ state
 
+    def collect_garbage(self) -> None:
+        """Run a full Lua garbage collection (host side; scripts cannot)."""
+        if self._lua is not None:
+            self._lua.gccollect()
+
     def memory_used(self) -> int:
         """Bytes of Lua memory in use by scripts and the sandbox (excluding lupa's base); 0 once closed."""
         if self._lua is None:

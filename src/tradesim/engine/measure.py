@@ -1,0 +1,266 @@
+"""Measurements of the live engine, shared by `tradesim bench` and ``benches/bench_engine.py``.
+
+* `engine_scale`: N runners each fed one bar per second; CPU used, as % of one core.
+* `runner_memory`: resident memory per runner (500-bar window full, Lua runtime, 5 indicators).
+* `live_latency`: a kline frame sent by a loopback WebSocket server in another process ->
+  the runner's decision, through `BinanceFeed` and the engine; per-bar latencies in ns.
+
+The latency clock is CLOCK_MONOTONIC (``time.perf_counter_ns`` on Linux), which both
+processes share, so the figure includes the server's send, the kernel's loopback,
+websockets' frame handling, parsing, the hand-off to the worker thread and the strategy
+call: an upper bound of "frame arrives at the client -> decision".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import math
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["engine_scale", "live_latency", "rss_kb", "runner_memory", "five_indicator_strategy"]
+
+_FIVE = """-- five indicators every bar (bench)
+name = "five_indicators"
+function detect_opportunity(md, ctx, ind)
+  local sma, ema, rsi = ind.sma(50), ind.ema(20), ind.rsi(14)
+  local macd, signal = ind.macd(12, 26, 9)
+  local upper, middle, lower = ind.bollinger(20, 2)
+  if sma and ema and rsi and macd and lower and ema > sma and rsi < 35 and md.close < lower then
+    return {reason = "dip_in_uptrend"}
+  end
+  return nil
+end
+function filter_commitment(md, ctx, ind)
+  return {action = "enter_long", quantity = 0.01, reason = ctx.reason}
+end
+function manage_position(md, ctx, ind)
+  local upper, middle, lower = ind.bollinger(20, 2)
+  if middle and md.close >= middle then return {action = "exit", reason = "middle_band"} end
+  return nil
+end
+"""
+
+
+def five_indicator_strategy(folder: Path) -> Path:
+    """Write the benchmark strategy (SMA, EMA, RSI, MACD, Bollinger every bar) into `folder`."""
+    path = Path(folder) / "five_indicators.lua"
+    path.write_text(_FIVE)
+    return path
+
+
+def rss_kb() -> float:
+    """Resident set size of this process, KB."""
+    with open("/proc/self/statm") as fh:
+        pages = int(fh.read().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 1024
+
+
+def _walk_bars(n: int, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    close = 100.0 * np.exp(np.cumsum(rng.normal(0, 0.002, n)))
+    open_ = np.concatenate([[100.0], close[:-1]])
+    spread = np.abs(rng.normal(0, 0.001, n))
+    return {"timestamp": 60_000 * np.arange(1, n + 1, dtype=np.int64), "open": open_,
+            "high": np.maximum(open_, close) * (1 + spread), "low": np.minimum(open_, close) * (1 - spread),
+            "close": close, "volume": rng.gamma(2.0, 5.0, n)}
+
+
+def runner_memory(n_runners: int = 1000, window: int = 500) -> dict[str, float]:
+    """RSS growth per runner, KB, with every window full and all five indicators live.
+
+    Measured in a fresh interpreter: memory this process freed earlier would
+    otherwise be reused and hide the growth. Each runner gets its own strategy
+    instance (Lua runtime) and processes `window` bars so its window and
+    indicators hold real data.
+    """
+    import json
+
+    code = (f"import json; from tradesim.engine.measure import _runner_memory; "
+            f"print(json.dumps(_runner_memory({int(n_runners)}, {int(window)})))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _runner_memory(n_runners: int, window: int, folder: Path | None = None) -> dict[str, float]:
+    import tempfile
+
+    from tradesim.runner import SymbolRunner
+
+    with tempfile.TemporaryDirectory() as tmp:
+        script = five_indicator_strategy(Path(folder or tmp))
+        bars = _walk_bars(window, 7)
+        rows = list(zip(bars["timestamp"].tolist(), bars["open"].tolist(), bars["high"].tolist(),
+                        bars["low"].tolist(), bars["close"].tolist(), bars["volume"].tolist()))
+        # one runner first: imports, the allocator's first arenas, code objects
+        warm = SymbolRunner("WARMUSDT", script, window_size=window)
+        for r in rows:
+            warm.core.process_values(*r)
+        gc.collect()
+        before = rss_kb()
+        runners = []
+        for i in range(n_runners):
+            runner = SymbolRunner(f"S{i:04d}USDT", script, window_size=window)
+            for r in rows:
+                runner.core.process_values(*r)
+            runners.append(runner)
+        gc.collect()
+        after = rss_kb()
+        lua_kb = sum(r.strategy.memory_used() for r in runners) / n_runners / 1024
+        assert all(len(r.bank.keys()) >= 5 and len(r.window) == window for r in runners)
+    return {"kb_per_runner": (after - before) / n_runners, "lua_kb_per_runner": lua_kb,
+            "runners": n_runners}
+
+
+class _TickFeed:
+    """One bar per symbol every `period` s (a live-like feed for the scale test)."""
+
+    live = True
+
+    def __init__(self, symbols: list[str], ticks: int, period: float = 1.0) -> None:
+        self.symbols = tuple(symbols)
+        self.ticks = ticks
+        self.period = period
+        self.bars = _walk_bars(ticks + 1, 3)
+
+    async def __aiter__(self):
+        from tradesim._core import MarketData
+
+        b = self.bars
+        start = time.monotonic()
+        for k in range(self.ticks):
+            delay = start + k * self.period - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            args = (int(b["timestamp"][k]), float(b["open"][k]), float(b["high"][k]),
+                    float(b["low"][k]), float(b["close"][k]), float(b["volume"][k]))
+            for sym in self.symbols:
+                yield MarketData(sym, *args)
+                await asyncio.sleep(0)  # like a socket: other work runs between messages
+
+
+def engine_scale(n_runners: int = 1000, seconds: int = 10, script: Path | None = None) -> dict[str, float]:
+    """CPU share of one core while `n_runners` runners each get one bar per second.
+
+    The first tick (strategies' first calls, indicator creation) is excluded.
+    """
+    from tradesim.bench import example_path
+    from tradesim.engine import TradingEngine
+
+    script = script or example_path()
+    feed = _TickFeed([f"S{i:04d}USDT" for i in range(n_runners)], seconds + 2)
+    engine = TradingEngine(workers=2)
+    engine.add_feed(feed, "ticks")
+    for sym in feed.symbols:
+        engine.add_runner(sym, script)
+    marks: dict[str, float] = {}
+
+    async def main() -> None:
+        async def sample() -> None:
+            await asyncio.sleep(1.5)   # after the first tick
+            marks["cpu0"], marks["t0"] = _cpu(), time.monotonic()
+            await asyncio.sleep(seconds)
+            marks["cpu1"], marks["t1"] = _cpu(), time.monotonic()
+        task = asyncio.create_task(sample())
+        await engine.run()
+        await task
+
+    asyncio.run(main())
+    bars = sum(engine.runner_health(r)["bars"] for r in engine.runner_ids)
+    cpu = (marks["cpu1"] - marks["cpu0"]) / (marks["t1"] - marks["t0"]) * 100
+    failed = engine.health()["by_status"]["failed"]
+    return {"cpu_percent": cpu, "runners": n_runners, "bars": bars, "failed": failed}
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+# -- latency -----------------------------------------------------------------------------
+
+_SERVER = r"""
+import asyncio, sys, time, json
+import websockets
+N, PERIOD = int(sys.argv[1]), float(sys.argv[2])
+FRAME = ('{"stream":"btcusdt@kline_1m","data":{"e":"kline","E":%d,"s":"BTCUSDT","k":{"t":%d,'
+         '"T":%d,"s":"BTCUSDT","i":"1m","f":1,"L":2,"o":"%s","c":"%s","h":"%s","l":"%s",'
+         '"v":"5.21006000","n":1831,"x":true,"q":"565334.99","V":"3.03","Q":"329823.87","B":"0"}}}')
+sent = []
+async def handler(ws):
+    t0 = 1_751_897_340_000
+    price = 108_000.0
+    for i in range(N):
+        t = t0 + 60_000 * i
+        o = price; c = price * (1.0005 if (i // 7) % 2 else 0.9995); price = c
+        h, l = max(o, c) * 1.0002, min(o, c) * 0.9998
+        frame = FRAME % (t + 60_000, t, t + 59_999, f"{o:.2f}", f"{c:.2f}", f"{h:.2f}", f"{l:.2f}")
+        await asyncio.sleep(PERIOD)
+        sent.append((t, time.perf_counter_ns()))
+        await ws.send(frame)
+    await asyncio.sleep(0.5)
+    await ws.close()
+async def main():
+    async with websockets.serve(handler, "127.0.0.1", 0, ping_interval=20) as server:
+        port = server.sockets[0].getsockname()[1]
+        print(port, flush=True)
+        await asyncio.sleep(float(sys.argv[3]))
+    print(json.dumps(sent), flush=True)
+asyncio.run(main())
+"""
+
+
+def live_latency(frames: int = 3000, period: float = 0.002, script: Path | None = None) -> dict[str, Any]:
+    """Frame sent (server process) -> decision made (runner thread), per bar, in ns.
+
+    Returns percentiles and the raw latencies (``"ns"``).
+    """
+    from tradesim.bench import example_path
+    from tradesim.engine import TradingEngine
+    from tradesim.feeds.binance import BinanceFeed
+
+    script = script or example_path()
+    budget_s = frames * period * 3 + 20
+    proc = subprocess.Popen([sys.executable, "-c", _SERVER, str(frames), str(period), str(budget_s)],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(proc.stdout.readline())
+        url = f"ws://127.0.0.1:{port}"
+        feed = BinanceFeed(["BTCUSDT"], "1m", base_url=url, rest_url=f"http://127.0.0.1:{port}")
+        engine = TradingEngine(workers=1)
+        engine.add_feed(feed, "binance")
+        rid = engine.add_runner("BTCUSDT", script)
+        decided: dict[int, int] = {}
+        engine._runners[rid].on_processed = lambda h, done: decided.__setitem__(h.last_bar_time, done)
+
+        async def main() -> None:
+            task = asyncio.create_task(engine.run())
+            deadline = time.monotonic() + budget_s
+            while len(decided) < frames and time.monotonic() < deadline and not task.done():
+                await asyncio.sleep(0.05)
+            engine.stop()
+            await task
+
+        asyncio.run(main())
+        proc.terminate()
+        out, _ = proc.communicate(timeout=budget_s)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    import json
+
+    sent = dict(json.loads(out.strip().splitlines()[-1])) if out.strip() else {}
+    lat = np.array([decided[t] - s for t, s in sent.items() if t in decided], dtype=float)
+    warm = lat[100:] if len(lat) > 200 else lat
+    if not len(warm):
+        return {"p50_ns": math.nan, "p99_ns": math.nan, "bars": 0, "ns": warm}
+    return {"p50_ns": float(np.median(warm)), "p99_ns": float(np.percentile(warm, 99)),
+            "max_ns": float(warm.max()), "bars": int(len(lat)), "sent": len(sent), "ns": warm}
