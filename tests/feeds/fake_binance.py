@@ -159,6 +159,8 @@ class FakeBinance:
         return self
 
     async def __aexit__(self, *exc):
+        if self._publisher.done() and not self._publisher.cancelled() and self._publisher.exception():
+            raise RuntimeError("the fake's publisher crashed") from self._publisher.exception()
         self._publisher.cancel()
         for c in self.conns:
             _abort(c.ws)
@@ -256,7 +258,7 @@ class FakeBinance:
             await asyncio.sleep(delay if delay > 0 else 0)
             actions = self.faults.pop(i, [])
             names = {a[0] for a in actions}
-            skip = bool(names & {"gap", "gap_closed"})
+            skip = bool(names & {"gap", "gap_closed", "skip"})
             partials = not skip and "partials_off" not in names
             for a in actions:
                 self._apply(a, i, "before")
@@ -288,10 +290,10 @@ class FakeBinance:
                         _abort(c.ws)
             elif kind == "gap":           # M7: bars i..i+k-1 never sent on WS (partials of i+k are)
                 for j in range(i + 1, i + action[1]):
-                    self.faults[j].append(("gap",))
+                    self.faults[j].append(("skip",))
             elif kind == "gap_closed":    # M7 via a closed kline: also skip i+k's still-open updates
                 for j in range(i + 1, i + action[1]):
-                    self.faults[j].append(("gap",))
+                    self.faults[j].append(("skip",))
                 self.faults[i + action[1]].append(("partials_off",))
             elif kind == "stall":         # W8: connections stay open, pings answered, no data
                 for c in self.conns:

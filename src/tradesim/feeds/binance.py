@@ -432,7 +432,7 @@ def new_stats() -> dict:
             "rest_errors": 0, "connection_attempts": 0, "connections": 0, "reconnects": 0,
             "rotations": 0, "silence_timeouts": 0, "rate_limited": 0, "server_errors": 0,
             "server_shutdowns": 0, "subscribe_messages": 0, "acks": 0, "unmatched_acks": 0,
-            "unknown": 0, "clock_skew": 0}
+            "clock_skew": 0}
 
 
 class _Conn:
@@ -564,7 +564,7 @@ class BinanceFeed:
         out_of_order, stale_quotes, gaps, backfills, backfill_failures,
         rest_requests, rest_errors, connection_attempts, connections, reconnects,
         rotations, silence_timeouts, rate_limited, server_errors,
-        server_shutdowns, subscribe_messages, acks, unmatched_acks, unknown, clock_skew.
+        server_shutdowns, subscribe_messages, acks, unmatched_acks, clock_skew.
 
     Raises
     ------
@@ -919,7 +919,7 @@ class BinanceFeed:
             if rest:
                 conn.tasks.append(self._spawn(self._subscribe(conn, rest), f"binance-sub-{cid}"))
             self._report("connected", connection=cid, group=g.id, streams=len(g.streams))
-            for st in g.syms:
+            for st in self._kline_syms(g.streams[:self._url_streams]):
                 self._check(st)
             return conn
         return None
@@ -967,9 +967,7 @@ class BinanceFeed:
                 elif kind is not REJECTED:
                     self._control(conn, kind)
         except ConnectionClosed as exc:
-            rcvd = exc.rcvd
-            conn.end_reason = (f"closed by server: {rcvd.code} {rcvd.reason}".strip() if rcvd is not None
-                               else f"connection lost ({type(exc).__name__})")
+            conn.end_reason = f"{type(exc).__name__}: {exc}"[:_SNIPPET]
         except asyncio.CancelledError:
             if conn.end_reason == "closed":
                 conn.end_reason = "cancelled"
@@ -981,8 +979,12 @@ class BinanceFeed:
         msg = self._asm.last_msg or {}
         if kind is ACK:
             rid = msg.get("id")
-            if conn.pending.pop(rid, None) is not None:
+            batch = conn.pending.pop(rid, None)
+            if batch is not None:
                 self.stats["acks"] += 1
+                # Streams subscribed now: their backfill check can run (§2.4, after every resubscribe).
+                for st in self._kline_syms(batch):
+                    self._check(st)
             else:
                 self.stats["unmatched_acks"] += 1
                 log.warning("unmatched ack %r on connection %s", rid, conn.id)
@@ -997,13 +999,9 @@ class BinanceFeed:
             self._report("server_shutdown", connection=conn.id)
             if conn in conn.group.conns:
                 conn.group.rotate_now.set()
-        else:
-            self.stats["unknown"] += 1
-            snippet = orjson.dumps(msg)[:_SNIPPET].decode("utf-8", "replace")
-            if self.stats["unknown"] <= 10:
-                log.warning("unrecognized message on connection %s: %s", conn.id, snippet)
-            self._report("rejected", reason="unknown", connection=conn.id, error="unrecognized message",
-                         snippet=snippet)
+        else:  # unknown event, stream or symbol (M9): logged and ignored
+            self._asm.reject("unknown", "unrecognized message", orjson.dumps(msg)[:_SNIPPET].decode("utf-8", "replace"),
+                             conn.id)
 
     # -- gaps and backfill (§2.4) --------------------------------------------------------------------
     def _gap(self, st: _Sym, k: Kline) -> None:
@@ -1014,6 +1012,11 @@ class BinanceFeed:
                      missing=missing)
         self._catch_up(st)
         self._asm.kline(st, k)  # now buffered
+
+    def _kline_syms(self, streams: list[str]) -> list[_Sym]:
+        syms = self._asm.syms
+        return [syms[name] for name, _, kind in (s.partition("@") for s in streams)
+                if kind == self._asm.kline_kind and name in syms]
 
     def _check(self, st: _Sym) -> None:
         """After a (re)connect: hold live bars of `st` until REST says nothing is missing."""
@@ -1099,10 +1102,12 @@ class BinanceFeed:
         while start <= end:
             params = {"symbol": symbol, "interval": self.interval, "startTime": start, "endTime": end,
                       "limit": self._rest_limit}
-            rows = await self._rest_get("/api/v3/klines", params, 2)
+            # `now` is the wall clock when the request went out: a kline closing later may still
+            # have been open when the server answered (it matters for 1s bars), so it is left to
+            # the live stream or the next round.
+            rows, now = await self._rest_get("/api/v3/klines", params, 2)
             if type(rows) is not list:
                 raise _BackfillError(f"klines response is not an array: {str(rows)[:_SNIPPET]}")
-            now = self._wall_ms()
             last_close = None
             for row in rows:
                 try:
@@ -1127,8 +1132,11 @@ class BinanceFeed:
         initial, maximum = self._rest_backoff
         return min(maximum, initial * 2.0 ** min(attempt - 1, 32)) * (1.0 - 0.5 * self._random())
 
-    async def _rest_get(self, path: str, params: dict, weight: int) -> Any:
-        """GET with retries: timeouts, transport errors, 5xx and bad JSON back off; 429/418 wait Retry-After."""
+    async def _rest_get(self, path: str, params: dict, weight: int) -> tuple[Any, int]:
+        """GET with retries: timeouts, transport errors, 5xx and bad JSON back off; 429/418 wait Retry-After.
+
+        Returns the decoded JSON and the wall clock (ms) when the successful request was sent.
+        """
         failures = 0
         async with self._rest_sem:
             while True:
@@ -1136,6 +1144,7 @@ class BinanceFeed:
                     await self._sleep(wait)
                 self._rest_weight.take(weight)
                 self.stats["rest_requests"] += 1
+                sent = self._wall_ms()
                 try:
                     r = await self._http.get(path, params=params)
                 except (httpx.TimeoutException, httpx.TransportError) as exc:
@@ -1144,7 +1153,7 @@ class BinanceFeed:
                     code = r.status_code
                     if code == 200:
                         try:
-                            return orjson.loads(r.content)
+                            return orjson.loads(r.content), sent
                         except orjson.JSONDecodeError as exc:
                             error = f"malformed JSON: {exc}"
                     elif code in (429, 418):
