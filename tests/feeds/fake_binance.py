@@ -83,6 +83,7 @@ class FakeConn:
     muted: bool = False
     subscribe_times: list[float] = field(default_factory=list)
     closed: bool = False
+    error: Exception | None = None
 
 
 class FakeBinance:
@@ -255,7 +256,7 @@ class FakeBinance:
         for i in range(self.n):
             due = start + i * self.bar_period
             delay = due - time.monotonic()
-            await asyncio.sleep(delay if delay > 0 else 0)
+            await asyncio.sleep(max(0, delay))
             actions = self.faults.pop(i, [])
             names = {a[0] for a in actions}
             skip = bool(names & {"gap", "gap_closed", "skip"})
@@ -365,8 +366,8 @@ class FakeBinance:
                     conn.queue.put_nowait(json.dumps({"result": None, "id": rid}))
                 else:
                     conn.queue.put_nowait(json.dumps({"code": 2, "msg": "Invalid request", "id": rid}))
-        except Exception:  # noqa: BLE001 - the client vanished
-            pass
+        except Exception as exc:  # noqa: BLE001 - the client vanished
+            conn.error = exc
         finally:
             conn.closed = True
             sender.cancel()
@@ -380,8 +381,8 @@ class FakeBinance:
                     await ws.close(1001, "server shutdown")
                     return
                 await ws.send(item)
-        except Exception:  # noqa: BLE001
-            pass
+        except Exception as exc:  # noqa: BLE001 - the connection is gone
+            conn.error = exc
 
     # -- REST -----------------------------------------------------------------------------------------
     async def _rest(self, connection, request):

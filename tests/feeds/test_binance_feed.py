@@ -6,6 +6,7 @@ No real network: the fake listens on 127.0.0.1.
 """
 
 import asyncio
+import itertools
 import json
 import math
 import sys
@@ -16,8 +17,8 @@ import pytest
 from tradesim._core import MarketData
 from tradesim.feeds.base import DataHealth
 from tradesim.feeds.binance import (
-    BarAssembler,
     Backoff,
+    BarAssembler,
     BinanceFeed,
     BinanceFeedError,
     RateWindow,
@@ -26,15 +27,15 @@ from tradesim.feeds.binance import (
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import fake_binance  # noqa: E402
-from fake_binance import FakeBinance, garbage_frames  # noqa: E402
+import fake_binance
+from fake_binance import FakeBinance, garbage_frames
 
 needs_data = pytest.mark.skipif(not fake_binance.data_available(),
                                 reason=f"real market data not found at {fake_binance.SHARED_DATA}")
 
 # Fast reconnects and short timeouts for loopback; generous overall deadlines for a loaded 2-core box.
-FAST = dict(backoff_initial=0.05, backoff_max=0.5, rest_backoff_initial=0.05, rest_backoff_max=0.5,
-            rest_timeout=1.0, open_timeout=5.0, ping_interval=None, max_clock_skew=None, proxy=None)
+FAST = {"backoff_initial": 0.05, "backoff_max": 0.5, "rest_backoff_initial": 0.05, "rest_backoff_max": 0.5,
+        "rest_timeout": 1.0, "open_timeout": 5.0, "ping_interval": None, "max_clock_skew": None, "proxy": None}
 DEADLINE = 45.0
 
 
@@ -171,7 +172,7 @@ def test_flapping_server_backoff_grows_and_is_not_reset_by_short_connections(): 
             got = await collect(feed, srv.n)
             assert_exact(srv, got)
             times = [t for t, _ in srv.handshakes]
-            gaps = [b - a for a, b in zip(times, times[1:])]
+            gaps = [b - a for a, b in itertools.pairwise(times)]
             assert len(times) == 6
             delays = [r["delay"] for r in kinds(events, "reconnecting")]
             assert delays == [0.05, 0.1, 0.2, 0.4, 0.8]
@@ -424,7 +425,7 @@ def test_status_callback_errors_never_reach_the_feed():
             def bad(kind, **f):
                 raise RuntimeError("consumer bug")
             feed = make_feed(srv)
-            feed._on_status = bad
+            feed.on_status = bad  # as an engine does
             got = await collect(feed, srv.n)
             assert_exact(srv, got)
     run(main())
@@ -447,7 +448,7 @@ def book_frame(u, b, a, bq="1", aq="1", sym="BTCUSDT"):
 
 
 def assembler(interval="1m", start_from=None):
-    out, gaps, events = [], [], []
+    out, events = [], []
     asm = BarAssembler(["BTCUSDT"], interval, out.append, new_stats(), DataHealth(),
                        lambda k, **f: events.append((k, f)), start_from=start_from)
     return asm, out, events

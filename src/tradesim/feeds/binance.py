@@ -41,12 +41,17 @@ import re
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import Any, Self
 
 import httpx
 import orjson
 from websockets.asyncio.client import connect as ws_connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+from websockets.exceptions import (
+    ConnectionClosed,
+    InvalidHandshake,
+    InvalidStatus,
+    InvalidURI,
+)
 
 from tradesim._core import MarketData
 from tradesim.feeds.base import DataHealth
@@ -62,8 +67,15 @@ from tradesim.feeds.binance_messages import (
     parse_rest_kline,
 )
 
-__all__ = ["REGIONS", "BarAssembler", "Backoff", "BinanceFeed", "BinanceFeedError", "RateWindow",
-           "parse_retry_after"]
+__all__ = [
+    "REGIONS",
+    "Backoff",
+    "BarAssembler",
+    "BinanceFeed",
+    "BinanceFeedError",
+    "RateWindow",
+    "parse_retry_after",
+]
 
 log = logging.getLogger(__name__)
 
@@ -216,8 +228,19 @@ class RateWindow:
 class _Sym:
     """Per-symbol state: bar ordering (next expected open time), the latest quote, catch-up buffer."""
 
-    __slots__ = ("symbol", "next_t", "last_t", "bid", "ask", "last_u", "catching_up", "buffer",
-                 "newest_open", "task", "recheck")
+    __slots__ = (
+        "ask",
+        "bid",
+        "buffer",
+        "catching_up",
+        "last_t",
+        "last_u",
+        "newest_open",
+        "next_t",
+        "recheck",
+        "symbol",
+        "task",
+    )
 
     def __init__(self, symbol: str, next_t: int | None):
         self.symbol = symbol
@@ -438,8 +461,20 @@ def new_stats() -> dict:
 class _Conn:
     """One WebSocket connection of a group."""
 
-    __slots__ = ("id", "ws", "group", "opened", "last_data", "has_data", "first_data", "reader", "tasks",
-                 "end_reason", "pending", "control")
+    __slots__ = (
+        "control",
+        "end_reason",
+        "first_data",
+        "group",
+        "has_data",
+        "id",
+        "last_data",
+        "opened",
+        "pending",
+        "reader",
+        "tasks",
+        "ws",
+    )
 
     def __init__(self, cid: str, ws: Any, group: _Group, now: float, control: RateWindow):
         self.id, self.ws, self.group = cid, ws, group
@@ -559,6 +594,10 @@ class BinanceFeed:
         Kline interval and its length in ms (nominal 30 days for "1M").
     health : DataHealth
         Bars emitted, rejects and unfilled gaps per symbol.
+    on_status : callable or None
+        The status callback; may be replaced at any time (an engine sets it).
+    status : str
+        The state now (see the `status` property).
     stats : dict
         Counters: frames, bars, backfilled_bars, rejected (by reason), duplicates,
         out_of_order, stale_quotes, gaps, backfills, backfill_failures,
@@ -622,12 +661,12 @@ class BinanceFeed:
         self.rest_url = (rest_url or rest_default).rstrip("/")
         self.health = DataHealth()
         self.stats = new_stats()
-        self._on_status = on_status
+        self.on_status = on_status
         self._spc, self._url_streams, self._sub_batch = streams_per_connection, url_streams, subscribe_batch
         self._control_rate = control_rate
         self.silence_timeout, self.rotate_after = float(silence_timeout), float(rotate_after)
-        self._backoff_args = dict(initial=backoff_initial, maximum=backoff_max, factor=backoff_factor,
-                                  stable_after=stable_after, random=random)
+        self._backoff_args = {"initial": backoff_initial, "maximum": backoff_max, "factor": backoff_factor,
+                              "stable_after": stable_after, "random": random}
         Backoff(**self._backoff_args)  # validate now
         self._max_failures = max_failures
         self._open_timeout, self._ping_interval, self._ping_timeout = open_timeout, ping_interval, ping_timeout
@@ -694,7 +733,7 @@ class BinanceFeed:
             raise self._failed
         raise StopAsyncIteration
 
-    async def __aenter__(self) -> BinanceFeed:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -734,11 +773,11 @@ class BinanceFeed:
         if kind in ("connected", "disconnected", "reconnecting", "gap_detected", "backfilled",
                     "backfill_failed", "rate_limited", "server_shutdown", "rotating", "failed"):
             log.info("binance feed %s %s", kind, fields)
-        cb = self._on_status
+        cb = self.on_status
         if cb is not None:
             try:
                 cb(kind, **fields)
-            except Exception:  # noqa: BLE001 - a status consumer must never break the feed
+            except Exception:
                 log.exception("on_status(%r) raised; ignored", kind)
 
     def _put(self, bar: MarketData) -> None:
@@ -902,7 +941,7 @@ class BinanceFeed:
             except (OSError, TimeoutError, InvalidHandshake, ConnectionClosed, EOFError) as exc:
                 reason = f"connect failed: {type(exc).__name__}: {exc}"[:_SNIPPET]
                 continue
-            except Exception as exc:  # noqa: BLE001 - an unexpected handshake error must not kill the group
+            except Exception as exc:
                 log.exception("unexpected error connecting to %s", url[:_SNIPPET])
                 reason = f"connect failed: {type(exc).__name__}: {exc}"[:_SNIPPET]
                 continue
@@ -971,7 +1010,7 @@ class BinanceFeed:
         except asyncio.CancelledError:
             if conn.end_reason == "closed":
                 conn.end_reason = "cancelled"
-        except Exception as exc:  # noqa: BLE001 - the reader must end cleanly and be replaced
+        except Exception as exc:
             log.exception("reader of connection %s failed", cid)
             conn.end_reason = f"reader error: {type(exc).__name__}: {exc}"[:_SNIPPET]
 

@@ -21,8 +21,20 @@ import orjson
 
 from tradesim._core import MarketData
 
-__all__ = ["BookTicker", "FrameError", "INTERVAL_MS", "Kline", "Trade", "decode", "parse_kline",
-           "parse_rest_kline", "parse_book_ticker", "parse_trade", "kline_frame_to_bar", "message_kind"]
+__all__ = [
+    "INTERVAL_MS",
+    "BookTicker",
+    "FrameError",
+    "Kline",
+    "Trade",
+    "decode",
+    "kline_frame_to_bar",
+    "message_kind",
+    "parse_book_ticker",
+    "parse_kline",
+    "parse_rest_kline",
+    "parse_trade",
+]
 
 #: Fixed-length kline intervals in ms ("1M" is a calendar month: checked by open/close times only).
 INTERVAL_MS = {"1s": 1_000, "1m": 60_000, "3m": 180_000, "5m": 300_000, "15m": 900_000,
