@@ -97,10 +97,19 @@ class TradingEngine:
         return name
 
     def _status_callback(self, name: str):
+        # The callback reports events (rejected frame, gap, backfilled, ...); the
+        # feed's own `status` attribute, when it has one, is its connection state.
         def on_status(status: str, **detail: Any) -> None:
-            self._feed_state[name] = status
-            self.bus.publish(FeedStatus, feed=name, status=status, detail=detail)
+            if not hasattr(self._feeds[name], "status"):
+                self._feed_state[name] = status
+            self.bus.publish(FeedStatus, feed=name, status=status, detail=_plain(detail))
         return on_status
+
+    def _feed_status(self, name: str) -> str:
+        state = getattr(self._feeds[name], "status", None)
+        if isinstance(state, str) and self._feed_state[name] not in ("ended", "failed"):
+            return state
+        return self._feed_state[name]
 
     def add_runner(self, symbol: str, strategy: LuaStrategy | str | Path, *, feed: str | None = None,
                    runner_id: str | None = None, params: dict[str, Any] | None = None,
@@ -237,7 +246,7 @@ class TradingEngine:
             "runners": len(self._runners),
             "by_status": {s.value: by_status.get(s.value, 0) for s in RunnerStatus},
             "symbols": sorted({h.symbol for h in self._runners.values()}),
-            "feeds": {name: {"status": self._feed_state[name], "bars": self._feed_bars[name],
+            "feeds": {name: {"status": self._feed_status(name), "bars": self._feed_bars[name],
                              **({"stats": dict(stats)} if (stats := getattr(feed, "stats", None))
                                 and isinstance(stats, dict) else {})}
                       for name, feed in self._feeds.items()},
@@ -352,6 +361,12 @@ def _is_realtime(feed: Any) -> bool:
     if live is not None:
         return bool(live)
     return (getattr(feed, "speed", 0) or 0) > 0
+
+
+def _plain(detail: dict[str, Any]) -> dict[str, Any]:
+    """JSON-ready copy of a feed's status fields (exceptions and odd types become text)."""
+    return {k: v if isinstance(v, (str, int, float, bool, type(None), list, dict)) else str(v)
+            for k, v in detail.items()}
 
 
 def _opt(x: float) -> float | None:

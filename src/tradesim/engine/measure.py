@@ -206,14 +206,13 @@ async def handler(ws):
         await asyncio.sleep(PERIOD)
         sent.append((t, time.perf_counter_ns()))
         await ws.send(frame)
-    await asyncio.sleep(0.5)
-    await ws.close()
+    print(json.dumps(sent), flush=True)
+    await asyncio.sleep(float(sys.argv[3]))
 async def main():
     async with websockets.serve(handler, "127.0.0.1", 0, ping_interval=20) as server:
         port = server.sockets[0].getsockname()[1]
         print(port, flush=True)
         await asyncio.sleep(float(sys.argv[3]))
-    print(json.dumps(sent), flush=True)
 asyncio.run(main())
 """
 
@@ -250,14 +249,13 @@ def live_latency(frames: int = 3000, period: float = 0.002, script: Path | None 
             await task
 
         asyncio.run(main())
-        proc.terminate()
-        out, _ = proc.communicate(timeout=budget_s)
+        out = proc.stdout.readline()   # the server's send times, printed after its last frame
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        proc.kill()
+        proc.wait()
     import json
 
-    sent = dict(json.loads(out.strip().splitlines()[-1])) if out.strip() else {}
+    sent = dict(json.loads(out)) if out.strip() else {}
     lat = np.array([decided[t] - s for t, s in sent.items() if t in decided], dtype=float)
     warm = lat[100:] if len(lat) > 200 else lat
     if not len(warm):

@@ -611,6 +611,10 @@ class BinanceFeed:
         Bad symbol, interval, region or limits.
     """
 
+    #: Bars arrive in real time: a consumer can't make the exchange wait (the engine
+    #: disables a runner that falls too far behind instead of pausing the feed).
+    live = True
+
     def __init__(self, symbols: str | Iterable[str], interval: str = "1m", *, region: str = "com",
                  base_url: str | None = None, rest_url: str | None = None,
                  on_status: Callable[..., object] | None = None,
