@@ -19,6 +19,7 @@ from libc.math cimport NAN
 import numpy as np
 
 from tradesim._core.bank cimport IndicatorBank
+from tradesim._core.lua_direct cimport LuaDirect
 from tradesim._core.market_data cimport MarketData
 from tradesim._core.state_machine cimport StateMachine, UPDATE_NONE
 from tradesim._core.window cimport MarketDataWindow
@@ -49,6 +50,7 @@ cdef class RunnerCore:
     machine : StateMachine
     dispatch : callable
         The strategy's raw dispatcher ``f(state, ts, o, h, l, c, v, bid, ask, *values)``.
+        A `LuaDirect` is called from C, without building an argument tuple.
     handler : object
         Has ``fill_pending(ts, open)``, ``on_update(code, ts, close)``,
         ``on_result(result, ts, close)`` and ``on_error(exc, ts)``.
@@ -72,7 +74,8 @@ cdef class RunnerCore:
     cdef public MarketDataWindow window
     cdef public IndicatorBank bank
     cdef public StateMachine machine
-    cdef public object dispatch
+    cdef object _dispatch
+    cdef LuaDirect _direct          # _dispatch when it is a LuaDirect, else None
     cdef public object handler
     cdef public double cash
     cdef public double quantity
@@ -96,6 +99,16 @@ cdef class RunnerCore:
         self.errors_in_row = 0
         self.bars = 0
         self.decisions = 0
+
+    @property
+    def dispatch(self):
+        """The strategy's raw dispatcher (assignable, e.g. after a reload)."""
+        return self._dispatch
+
+    @dispatch.setter
+    def dispatch(self, dispatch):
+        self._dispatch = dispatch
+        self._direct = dispatch if isinstance(dispatch, LuaDirect) else None
 
     cdef tuple _args(self, long long ts, double o, double h, double l, double c,
                      double v, double bid, double ask):
@@ -130,7 +143,11 @@ cdef class RunnerCore:
                 self.handler.on_update(code, ts, c)
             if self.deciding and not self.pending:
                 try:
-                    result = self.dispatch(*self._args(ts, o, h, l, c, v, bid, ask))
+                    if self._direct is not None:
+                        result = self._direct.call_bar(self.machine.state_c, ts, o, h, l, c, v,
+                                                       bid, ask, self.bank.values, self.bank.n_values)
+                    else:
+                        result = self._dispatch(*self._args(ts, o, h, l, c, v, bid, ask))
                 except Exception as exc:
                     self.handler.on_error(exc, ts)
                 else:

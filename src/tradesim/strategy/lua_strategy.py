@@ -161,9 +161,11 @@ class LuaStrategy:
     def _install(self, built: dict[str, Any]) -> None:
         self._sandbox: LuaSandbox = built["sandbox"]
         self._fns = built
-        # The raw guarded dispatcher, for the runner's hot path: pass what it
-        # raises to `translate_error` before calling it again.
-        self.dispatch = built["on_bar"].lua
+        # The raw guarded dispatcher, for the runner's hot path (called from C
+        # when the sandbox allows it): pass what it raises to `translate_error`
+        # before calling it again.
+        raw = built["on_bar"].lua
+        self.dispatch = self._sandbox.direct(raw) or raw
         self.name: str = built["name"]
         self.default_params: dict[str, Any] = built["defaults"]
         self.params: dict[str, Any] = built["params"]

@@ -473,6 +473,30 @@ class LuaSandbox:
         host_call.__name__ = host_call.__qualname__ = name if name.startswith("host_function[") else f"guard[{name}]"
         return host_call
 
+    def direct(self, lua_function: Any) -> Any:
+        """A C-callable handle of a guarded host function, or None where lupa does not allow one.
+
+        Parameters
+        ----------
+        lua_function : lupa function
+            A guarded host function of this sandbox (``guard(...).lua``), taking numbers.
+
+        Returns
+        -------
+        tradesim._core.lua_direct.LuaDirect or None
+            Called from C it skips lupa's per-call work and returns or raises exactly what
+            calling `lua_function` through lupa would (pass its exceptions to
+            :meth:`translate_error` before the next call); called from Python it is
+            `lua_function`. None if lupa's Lua cannot be reached through its C API.
+        """
+        from tradesim._core.lua_direct import DirectCallUnavailable, LuaDirect
+
+        try:
+            return LuaDirect(self._lua, lua_function, self.eval_host)
+        except DirectCallUnavailable as exc:
+            _logger.debug("direct Lua calls unavailable, using lupa's: %s", exc)
+            return None
+
     def eval_host(self, lua_src: str, *args: Any, name: str = "host") -> Any:
         """Run a host-side Lua chunk under the budget and return its results unconverted.
 
