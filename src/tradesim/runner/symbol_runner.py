@@ -234,8 +234,9 @@ class SymbolRunner:
             return
         if decision.started and self.machine.state == State.IDLE:
             self.machine.start_analyzing(ts, decision.start_reason)
-            self._emit("opportunity_detected", timestamp=ts, reason=decision.start_reason,
-                       context=self.strategy.context())
+            if self.on_event is not None:  # the context snapshot is a Lua call: only for a listener
+                self._emit("opportunity_detected", timestamp=ts, reason=decision.start_reason,
+                           context=self.strategy.context())
         action = decision.action
         if action is not None:
             self._apply(action, ts, close)
@@ -353,7 +354,8 @@ class SymbolRunner:
         self.strategy.set_position(None)
         if not self.machine.keep_context:
             self.strategy.clear_context()
-        self._emit("position_closed", timestamp=ts, trade=trade.to_dict())
+        if self.on_event is not None:
+            self._emit("position_closed", timestamp=ts, trade=trade.to_dict())
 
     def _sync_position(self) -> None:
         pos = self.machine.position
