@@ -25,10 +25,11 @@ Limits, per call from the host
   1000 instructions and shared by all coroutines; library functions whose work grows with
   their input (``table.sort/insert/remove/concat/unpack/move``, ``string.rep/byte/format/
   lower/upper/reverse/sub``) are charged their estimated work before or right after running.
-- ``cpu_seconds`` of process CPU time (``os.clock``), counted from the first hook firing of
-  a call and checked at each firing (calls under 1000 instructions never read the clock,
-  which costs ~0.5 us). It is the CPU time of the whole process, so other busy threads make
-  it trip earlier; the instruction budget is the primary limit.
+- ``cpu_seconds`` of process CPU time (``os.clock``), counted from the second hook firing
+  of a call (after at least 1000 of its instructions; the count carries over between calls)
+  and checked at each later firing, so short calls never read the clock, which costs ~0.5 us.
+  It is the CPU time of the whole process, so other busy threads make it trip earlier; the
+  instruction budget is the primary limit.
 - ``max_memory`` bytes of Lua allocations for the whole runtime.
 - ``string.rep`` results and counts of at most :data:`REP_LIMIT_BYTES`.
 - ``log``: :data:`LOG_MESSAGE_BYTES` per message, :data:`LOG_MESSAGES_PER_CALL` per call.
