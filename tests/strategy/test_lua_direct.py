@@ -275,3 +275,31 @@ def test_reload_installs_a_new_direct_dispatcher(tmp_path):
     runner.reload()
     assert isinstance(runner.core.dispatch, LuaDirect) and runner.core.dispatch is not old
     runner.core.process_values(60_000 * 1000, 100.0, 101.0, 99.0, 100.0, 1.0)
+
+
+def test_run_holds_the_lock_per_batch_and_survives_a_reload_mid_batch(tmp_path):
+    from tradesim._core.lua_direct import _runtime_lock
+
+    path = tmp_path / "hostile.lua"
+    path.write_text(HOSTILE)
+    strategy = LuaStrategy(path, instruction_budget=20_000)
+    reloads = []
+
+    def on_event(event):
+        if event["type"] == "position_opened" and len(reloads) < 2:
+            reloads.append(_runtime_lock(runner.strategy._sandbox._lua))
+            runner.reload()  # swaps the dispatcher while `run` holds the old one's lock
+
+    runner = SymbolRunner("BTCUSDT", strategy, max_consecutive_errors=1000, on_event=on_event)
+    first = _runtime_lock(strategy._sandbox._lua)
+    rng = np.random.default_rng(5)
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, 400)))
+    n = len(close)
+    ts = (np.arange(n, dtype=np.int64) + 1) * 60_000
+    nan = np.full(n, np.nan)
+    equity, in_pos = np.empty(n), np.zeros(n, np.uint8)
+    assert runner.core.run(ts, close, close * 1.01, close * 0.99, close, np.ones(n), nan, nan,
+                           equity, in_pos) == n
+    assert len(reloads) == 2 and runner.core.bars == n
+    last = _runtime_lock(runner.strategy._sandbox._lua)
+    assert not any(lock._is_owned() for lock in (first, last, *reloads))

@@ -9,6 +9,8 @@ cdef class LuaDirect:
     cdef object _replay            # lupa handle of the replay closure
     cdef readonly object lua       # the function itself, as a lupa object
 
+    cdef int lock(self) except -1
+    cdef int unlock(self) except -1
     cdef object call_bar(self, long long state, long long ts, double o, double h, double l,
                          double c, double v, double bid, double ask, const double* values,
-                         int n_values)
+                         int n_values, bint locked)

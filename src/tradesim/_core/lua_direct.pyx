@@ -329,17 +329,27 @@ cdef class LuaDirect:
         except Exception:
             pass
 
+    cdef int lock(self) except -1:
+        """Take lupa's runtime lock (reentrant), e.g. once around a batch of `call_bar`."""
+        self._acquire()
+        return 0
+
+    cdef int unlock(self) except -1:
+        self._release()
+        return 0
+
     cdef object call_bar(self, long long state, long long ts, double o, double h, double l,
                          double c, double v, double bid, double ask, const double* values,
-                         int n_values):
+                         int n_values, bint locked):
         """Call the function with these numbers; None if it returned nothing.
 
         Otherwise returns or raises whatever a lupa call would have (see the
-        module docstring).
+        module docstring). `locked`: the caller holds the lock (`lock`).
         """
         cdef int r
         cdef lua_State* L = <lua_State*>self.L
-        self._acquire()
+        if not locked:
+            self._acquire()
         try:
             with nogil:
                 r = ts_call_bar(L, self.fn_ref, self.stash_ref, state, ts, o, h, l, c, v,
@@ -352,14 +362,15 @@ cdef class LuaDirect:
                 raise lua54.LuaError(f"a host function returned more than {TS_STASH} values")
             return self._replay()
         finally:
-            self._release()
+            if not locked:
+                self._release()
 
     def call(self, long long state, long long ts, double o, double h, double l, double c,
              double v, double bid, double ask, const double[::1] values=None):
         """`call_bar` from Python (state and ts as integers, the rest as floats)."""
         if values is None or values.shape[0] == 0:
-            return self.call_bar(state, ts, o, h, l, c, v, bid, ask, NULL, 0)
-        return self.call_bar(state, ts, o, h, l, c, v, bid, ask, &values[0], values.shape[0])
+            return self.call_bar(state, ts, o, h, l, c, v, bid, ask, NULL, 0, False)
+        return self.call_bar(state, ts, o, h, l, c, v, bid, ask, &values[0], values.shape[0], False)
 
     def __call__(self, *args):
         return self.lua(*args)

@@ -76,6 +76,7 @@ cdef class RunnerCore:
     cdef public StateMachine machine
     cdef object _dispatch
     cdef LuaDirect _direct          # _dispatch when it is a LuaDirect, else None
+    cdef LuaDirect _locked          # the LuaDirect whose lock `run` holds, else None
     cdef public object handler
     cdef public double cash
     cdef public double quantity
@@ -145,7 +146,8 @@ cdef class RunnerCore:
                 try:
                     if self._direct is not None:
                         result = self._direct.call_bar(self.machine.state_c, ts, o, h, l, c, v,
-                                                       bid, ask, self.bank.values, self.bank.n_values)
+                                                       bid, ask, self.bank.values, self.bank.n_values,
+                                                       self._direct is self._locked)
                     else:
                         result = self._dispatch(*self._args(ts, o, h, l, c, v, bid, ask))
                 except Exception as exc:
@@ -194,13 +196,24 @@ cdef class RunnerCore:
         `stop` if the runner stopped itself).
         """
         cdef Py_ssize_t i
+        cdef LuaDirect held = self._direct
         if stop < 0:
             stop = ts.shape[0]
-        for i in range(start, stop):
-            if self.step(ts[i], o[i], h[i], l[i], c[i], v[i], bid[i], ask[i]) != STEP_OK:
+        # Lua's lock once for the batch, not per bar (reentrant: the handler's own Lua
+        # calls still work; a dispatcher swapped mid-batch locks per call).
+        if held is not None:
+            held.lock()
+            self._locked = held
+        try:
+            for i in range(start, stop):
+                if self.step(ts[i], o[i], h[i], l[i], c[i], v[i], bid[i], ask[i]) != STEP_OK:
+                    equity_out[i] = self.cash + self.quantity * c[i]
+                    in_position_out[i] = self.quantity != 0.0
+                    return i + 1
                 equity_out[i] = self.cash + self.quantity * c[i]
                 in_position_out[i] = self.quantity != 0.0
-                return i + 1
-            equity_out[i] = self.cash + self.quantity * c[i]
-            in_position_out[i] = self.quantity != 0.0
-        return stop
+            return stop
+        finally:
+            if held is not None:
+                self._locked = None
+                held.unlock()
