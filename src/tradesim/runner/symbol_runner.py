@@ -327,8 +327,9 @@ class SymbolRunner:
         self.core.quantity = quantity if buying else -quantity
         self._open = _OpenTrade(order.side, quantity, price, ts, fee, self.core.bars - 1)
         self._sync_position()
-        self._emit("position_opened", timestamp=ts, side=order.side.name.lower(), quantity=quantity,
-                   price=price, fee=fee, reason=order.reason)
+        if self.on_event is not None:
+            self._emit("position_opened", timestamp=ts, side=order.side.name.lower(),
+                       quantity=quantity, price=price, fee=fee, reason=order.reason)
 
     def _exit_market(self, base_price: float, ts: int, reason: str) -> None:
         pos = self.machine.position
