@@ -50,7 +50,7 @@ def _pair(body: str, **limits):
         assert isinstance(direct, LuaDirect)
         out.append((sb, direct))
     (sb1, d1), (sb2, d2) = out
-    return (sb1, lambda *a: d1.lua(*a[:9], *a[9])), (sb2, lambda *a: d2.call(*a))
+    return (sb1, lambda *a: d1.lua(*a[:9], *a[9])), (sb2, lambda *a: d2.call(*a[:9], *a[9]))
 
 
 def _outcome(sb, call, args):
@@ -185,7 +185,7 @@ def test_stack_and_registry_stay_balanced_over_many_calls_and_handles():
     direct = sb.direct(raw)
     for i in range(3000):
         try:
-            direct.call(i % 3, *ARGS[1:], VALUES)
+            direct.call(i % 3, *ARGS[1:], *VALUES)
         except lua54.LuaError:
             pass
     for _ in range(300):  # each handle takes two registry references and gives them back

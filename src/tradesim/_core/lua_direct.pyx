@@ -366,11 +366,19 @@ cdef class LuaDirect:
                 self._release()
 
     def call(self, long long state, long long ts, double o, double h, double l, double c,
-             double v, double bid, double ask, const double[::1] values=None):
-        """`call_bar` from Python (state and ts as integers, the rest as floats)."""
-        if values is None or values.shape[0] == 0:
-            return self.call_bar(state, ts, o, h, l, c, v, bid, ask, NULL, 0, False)
-        return self.call_bar(state, ts, o, h, l, c, v, bid, ask, &values[0], values.shape[0], False)
+             double v, double bid, double ask, *values):
+        """`call_bar` from Python: the dispatcher's arguments, converted to C numbers.
+
+        `state` and `ts` are passed to Lua as integers, everything else as
+        floats (at most 64 `values`), as `RunnerCore` passes them.
+        """
+        cdef double buf[64]
+        cdef Py_ssize_t i, n = len(values)
+        if n > 64:
+            raise ValueError(f"at most 64 values, got {n}")
+        for i in range(n):
+            buf[i] = values[i]
+        return self.call_bar(state, ts, o, h, l, c, v, bid, ask, buf, <int>n, False)
 
     def __call__(self, *args):
         return self.lua(*args)
