@@ -160,7 +160,8 @@ def _bench_lua_call(quick: bool) -> list[BenchResult]:
     x = _walk(2_000)
     for i, v in enumerate(x):  # warm the window and register the strategy's indicators
         runner.core.process_values(60_000 * (i + 1), v, v * 1.001, v * 0.999, v, 1.0)
-    dispatch = runner.strategy.dispatch
+    # The C-API call RunnerCore makes (`LuaDirect.call`), where lupa allows it.
+    dispatch = getattr(runner.strategy.dispatch, "call", runner.strategy.dispatch)
     values = tuple(runner.bank.values_view())
     args = (0, 60_000 * 5000, 100.0, 100.1, 99.9, 100.0, 1.0, math.nan, math.nan, *values)
     n = 1000

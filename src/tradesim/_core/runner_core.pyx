@@ -19,6 +19,7 @@ from libc.math cimport NAN
 import numpy as np
 
 from tradesim._core.bank cimport IndicatorBank
+from tradesim._core.lua_direct cimport LuaDirect
 from tradesim._core.market_data cimport MarketData
 from tradesim._core.state_machine cimport StateMachine, UPDATE_NONE
 from tradesim._core.window cimport MarketDataWindow
@@ -49,6 +50,7 @@ cdef class RunnerCore:
     machine : StateMachine
     dispatch : callable
         The strategy's raw dispatcher ``f(state, ts, o, h, l, c, v, bid, ask, *values)``.
+        A `LuaDirect` is called from C, without building an argument tuple.
     handler : object
         Has ``fill_pending(ts, open)``, ``on_update(code, ts, close)``,
         ``on_result(result, ts, close)`` and ``on_error(exc, ts)``.
@@ -72,7 +74,9 @@ cdef class RunnerCore:
     cdef public MarketDataWindow window
     cdef public IndicatorBank bank
     cdef public StateMachine machine
-    cdef public object dispatch
+    cdef object _dispatch
+    cdef LuaDirect _direct          # _dispatch when it is a LuaDirect, else None
+    cdef LuaDirect _locked          # the LuaDirect whose lock `run` holds, else None
     cdef public object handler
     cdef public double cash
     cdef public double quantity
@@ -96,6 +100,16 @@ cdef class RunnerCore:
         self.errors_in_row = 0
         self.bars = 0
         self.decisions = 0
+
+    @property
+    def dispatch(self):
+        """The strategy's raw dispatcher (assignable, e.g. after a reload)."""
+        return self._dispatch
+
+    @dispatch.setter
+    def dispatch(self, dispatch):
+        self._dispatch = dispatch
+        self._direct = dispatch if isinstance(dispatch, LuaDirect) else None
 
     cdef tuple _args(self, long long ts, double o, double h, double l, double c,
                      double v, double bid, double ask):
@@ -130,7 +144,12 @@ cdef class RunnerCore:
                 self.handler.on_update(code, ts, c)
             if self.deciding and not self.pending:
                 try:
-                    result = self.dispatch(*self._args(ts, o, h, l, c, v, bid, ask))
+                    if self._direct is not None:
+                        result = self._direct.call_bar(self.machine.state_c, ts, o, h, l, c, v,
+                                                       bid, ask, self.bank.values, self.bank.n_values,
+                                                       self._direct is self._locked)
+                    else:
+                        result = self._dispatch(*self._args(ts, o, h, l, c, v, bid, ask))
                 except Exception as exc:
                     self.handler.on_error(exc, ts)
                 else:
@@ -177,13 +196,24 @@ cdef class RunnerCore:
         `stop` if the runner stopped itself).
         """
         cdef Py_ssize_t i
+        cdef LuaDirect held = self._direct
         if stop < 0:
             stop = ts.shape[0]
-        for i in range(start, stop):
-            if self.step(ts[i], o[i], h[i], l[i], c[i], v[i], bid[i], ask[i]) != STEP_OK:
+        # Lua's lock once for the batch, not per bar (reentrant: the handler's own Lua
+        # calls still work; a dispatcher swapped mid-batch locks per call).
+        if held is not None:
+            held.lock()
+            self._locked = held
+        try:
+            for i in range(start, stop):
+                if self.step(ts[i], o[i], h[i], l[i], c[i], v[i], bid[i], ask[i]) != STEP_OK:
+                    equity_out[i] = self.cash + self.quantity * c[i]
+                    in_position_out[i] = self.quantity != 0.0
+                    return i + 1
                 equity_out[i] = self.cash + self.quantity * c[i]
                 in_position_out[i] = self.quantity != 0.0
-                return i + 1
-            equity_out[i] = self.cash + self.quantity * c[i]
-            in_position_out[i] = self.quantity != 0.0
-        return stop
+            return stop
+        finally:
+            if held is not None:
+                self._locked = None
+                held.unlock()

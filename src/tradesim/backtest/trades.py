@@ -73,12 +73,14 @@ class Trade:
 
     def __post_init__(self) -> None:
         # Normalise numpy scalars to Python types so to_dict() is JSON- and CSV-friendly.
-        for f in fields(self):
-            kind = _FIELD_TYPES[f.name]
-            value = getattr(self, f.name)
+        # A value already of the exact type is kept (converting it would give an equal value).
+        for name, kind in _FIELD_TYPES.items():
+            value = getattr(self, name)
+            if type(value) is kind:
+                continue
             if (kind is bool and isinstance(value, str)) or (kind is int and isinstance(value, float)):
-                raise ValueError(f"{f.name} must be {kind.__name__}, got {value!r}")
-            object.__setattr__(self, f.name, kind(value))
+                raise ValueError(f"{name} must be {kind.__name__}, got {value!r}")
+            object.__setattr__(self, name, kind(value))
         if self.side not in SIDES:
             raise ValueError(f"side must be 'long' or 'short', got {self.side!r}")
         for name in ("quantity", "entry_price", "exit_price"):

@@ -236,8 +236,9 @@ class SymbolRunner:
             return
         if decision.started and self.machine.state == State.IDLE:
             self.machine.start_analyzing(ts, decision.start_reason)
-            self._emit("opportunity_detected", timestamp=ts, reason=decision.start_reason,
-                       context=self.strategy.context())
+            if self.on_event is not None:  # the context snapshot is a Lua call: only for a listener
+                self._emit("opportunity_detected", timestamp=ts, reason=decision.start_reason,
+                           context=self.strategy.context())
         action = decision.action
         if action is not None:
             self._apply(action, ts, close)
@@ -330,8 +331,9 @@ class SymbolRunner:
         self.core.quantity = quantity if buying else -quantity
         self._open = _OpenTrade(order.side, quantity, price, ts, fee, self.core.bars - 1)
         self._sync_position()
-        self._emit("position_opened", timestamp=ts, side=order.side.name.lower(), quantity=quantity,
-                   price=price, fee=fee, reason=order.reason)
+        if self.on_event is not None:
+            self._emit("position_opened", timestamp=ts, side=order.side.name.lower(),
+                       quantity=quantity, price=price, fee=fee, reason=order.reason)
 
     def _exit_market(self, base_price: float, ts: int, reason: str) -> None:
         pos = self.machine.position
@@ -357,7 +359,8 @@ class SymbolRunner:
         self.strategy.set_position(None)
         if not self.machine.keep_context:
             self.strategy.clear_context()
-        self._emit("position_closed", timestamp=ts, trade=trade.to_dict())
+        if self.on_event is not None:
+            self._emit("position_closed", timestamp=ts, trade=trade.to_dict())
 
     def _sync_position(self) -> None:
         pos = self.machine.position

@@ -32,7 +32,7 @@ local co_yield, co_isyieldable, co_running = coroutine.yield, coroutine.isyielda
 -- text, so a script cannot fake (or hide) one with error("...").
 local TIMEOUT = "sandbox timeout"
 
-local ticks, fresh, deadline, expired, reason = 0, true, 0, false, nil
+local ticks, firings, deadline, expired, reason = 0, 0, 0, false, nil
 local where_src, where_line
 local logged, dropped = 0, 0
 local user_sources = {}                 -- ["=chunk"] = true for every loaded user chunk
@@ -61,18 +61,21 @@ local function expire(why)
   error(TIMEOUT, 0)
 end
 
--- Fires every EVERY instructions in every thread that has it (see safe_create). The CPU
--- deadline starts at the first firing of a call, so calls shorter than EVERY instructions
--- never pay for os.clock (about 0.5 us here).
+-- Fires every EVERY instructions in every thread that has it (see safe_create). The count
+-- carries over between calls, so a call's first firing can come after any of its first EVERY
+-- instructions; the CPU deadline starts at its second firing, after at least EVERY
+-- instructions of the call. Calls shorter than that (every per-bar call of a typical
+-- strategy) never pay for os.clock (about 0.5 us here).
 hook = function()
   local t = ticks + 1
   ticks = t
   if expired then return expire(nil) end
   if t > LIMIT then return expire("instructions") end
-  if fresh then
-    fresh = false
+  local f = firings + 1
+  firings = f
+  if f == 2 then
     deadline = clock() + SECONDS
-  elseif clock() > deadline then
+  elseif f > 2 and clock() > deadline then
     return expire("cpu")
   end
 end
@@ -102,7 +105,7 @@ end
 local function guarded(f)
   return function(...)
     if expired then error(TIMEOUT, 0) end
-    ticks, fresh, logged = 0, true, 0
+    ticks, firings, logged = 0, 0, 0
     return f(...)
   end
 end
@@ -579,7 +582,7 @@ end
 -- (expired, reason, chunk, line), and clears the timeout so the next call starts clean.
 -- Python re-arms the hook with the bare C sethook before calling this.
 local function take_state()
-  ticks, fresh, logged = 0, true, 0     -- no `guarded` prologue: it would refuse while expired
+  ticks, firings, logged = 0, 0, 0      -- no `guarded` prologue: it would refuse while expired
   local e, r, s, l = expired, reason, where_src, where_line
   expired, reason, where_src, where_line = false, nil, nil, nil
   return e, r, s, l

@@ -161,9 +161,12 @@ class LuaStrategy:
     def _install(self, built: dict[str, Any]) -> None:
         self._sandbox: LuaSandbox = built["sandbox"]
         self._fns = built
-        # The raw guarded dispatcher, for the runner's hot path: pass what it
-        # raises to `translate_error` before calling it again.
-        self.dispatch = built["on_bar"].lua
+        self._script_name = self.path.name      # named by decode's errors: not looked up per decision
+        # The raw guarded dispatcher, for the runner's hot path (called from C
+        # when the sandbox allows it): pass what it raises to `translate_error`
+        # before calling it again.
+        raw = built["on_bar"].lua
+        self.dispatch = self._sandbox.direct(raw) or raw
         self.name: str = built["name"]
         self.default_params: dict[str, Any] = built["defaults"]
         self.params: dict[str, Any] = built["params"]
@@ -297,7 +300,7 @@ class LuaStrategy:
         return Decision(False, "", self._action(result))
 
     def _action(self, r: tuple) -> ActionRequest:
-        script = self.path.name
+        script = self._script_name
         if r[0] == 3:
             fname, field, what = r[1], r[2], r[3]
             raise StrategyError(f"invalid action table: field {field!r}: {what}", script=script,

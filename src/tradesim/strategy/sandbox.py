@@ -25,10 +25,11 @@ Limits, per call from the host
   1000 instructions and shared by all coroutines; library functions whose work grows with
   their input (``table.sort/insert/remove/concat/unpack/move``, ``string.rep/byte/format/
   lower/upper/reverse/sub``) are charged their estimated work before or right after running.
-- ``cpu_seconds`` of process CPU time (``os.clock``), counted from the first hook firing of
-  a call and checked at each firing (calls under 1000 instructions never read the clock,
-  which costs ~0.5 us). It is the CPU time of the whole process, so other busy threads make
-  it trip earlier; the instruction budget is the primary limit.
+- ``cpu_seconds`` of process CPU time (``os.clock``), counted from the second hook firing
+  of a call (after at least 1000 of its instructions; the count carries over between calls)
+  and checked at each later firing, so short calls never read the clock, which costs ~0.5 us.
+  It is the CPU time of the whole process, so other busy threads make it trip earlier; the
+  instruction budget is the primary limit.
 - ``max_memory`` bytes of Lua allocations for the whole runtime.
 - ``string.rep`` results and counts of at most :data:`REP_LIMIT_BYTES`.
 - ``log``: :data:`LOG_MESSAGE_BYTES` per message, :data:`LOG_MESSAGES_PER_CALL` per call.
@@ -472,6 +473,30 @@ class LuaSandbox:
         host_call.lua = guarded  # type: ignore[attr-defined]
         host_call.__name__ = host_call.__qualname__ = name if name.startswith("host_function[") else f"guard[{name}]"
         return host_call
+
+    def direct(self, lua_function: Any) -> Any:
+        """A C-callable handle of a guarded host function, or None where lupa does not allow one.
+
+        Parameters
+        ----------
+        lua_function : lupa function
+            A guarded host function of this sandbox (``guard(...).lua``), taking numbers.
+
+        Returns
+        -------
+        tradesim._core.lua_direct.LuaDirect or None
+            Called from C it skips lupa's per-call work and returns or raises exactly what
+            calling `lua_function` through lupa would (pass its exceptions to
+            :meth:`translate_error` before the next call); called from Python it is
+            `lua_function`. None if lupa's Lua cannot be reached through its C API.
+        """
+        from tradesim._core.lua_direct import DirectCallUnavailable, LuaDirect
+
+        try:
+            return LuaDirect(self._lua, lua_function, self.eval_host)
+        except DirectCallUnavailable as exc:
+            _logger.debug("direct Lua calls unavailable, using lupa's: %s", exc)
+            return None
 
     def eval_host(self, lua_src: str, *args: Any, name: str = "host") -> Any:
         """Run a host-side Lua chunk under the budget and return its results unconverted.

@@ -1,0 +1,384 @@
+"""`LuaDirect`: call one host Lua function of a sandbox through the Lua C API.
+
+Why: a call through lupa spends ~200 ns in Python-level work around Lua (the
+argument tuple, a type dispatch per argument, locking, result unpacking). The
+per-bar dispatcher takes only numbers and usually returns nothing, so
+`RunnerCore` pushes the numbers from C and runs it with ``lua_pcall`` on
+lupa's own Lua state, through the C API that lupa's bundled Lua exports.
+
+Exactness: when the function returns values or raises, they are moved into a
+preallocated stash table and handed to Python through lupa after all: a small
+C closure, called via lupa, returns the stashed values or raises the stashed
+error value. Python therefore receives exactly what a lupa call of the
+function would have produced (value conversions, `LuaError` messages, Python
+exceptions re-raised from callbacks). Only a memory error, which carries no
+value, is raised here, the way lupa raises it: ``LuaMemoryError()``.
+
+Locking: like a lupa call, a call holds lupa's runtime lock and releases the
+GIL while Lua runs.
+"""
+
+import gc
+
+cimport cython
+
+from lupa import lua54
+
+cdef extern from *:
+    """
+    #include <dlfcn.h>
+    #include <stdint.h>
+
+    typedef struct lua_State lua_State;
+    typedef int (*ts_CFunction)(lua_State *L);
+    typedef void (*ts_Hook)(lua_State *L, void *ar);
+
+    /* Constants of a default Lua 5.4 build (luaconf.h: LUAI_MAXSTACK = 1000000). */
+    #define TS_REGISTRY (-1000000 - 1000)
+    #define TS_UPVALUE1 (TS_REGISTRY - 1)
+    #define TS_MULTRET (-1)
+    #define TS_ERRMEM 4
+    #define TS_TFUNCTION 6
+    #define TS_RIDX_MAINTHREAD 1
+    /* Most values a call can hand back (api.lua's on_bar returns at most 10). */
+    #define TS_STASH 64
+    /* Host global used once per LuaDirect to pass functions between lupa and C. */
+    #define TS_KEY "__tradesim_lua_direct"
+
+    typedef struct {
+        int (*gettop)(lua_State *);
+        void (*settop)(lua_State *, int);
+        int (*checkstack)(lua_State *, int);
+        int (*rawgeti)(lua_State *, int, long long);
+        void (*rawseti)(lua_State *, int, long long);
+        void (*pushinteger)(lua_State *, long long);
+        void (*pushnumber)(lua_State *, double);
+        void (*pushnil)(lua_State *);
+        void (*pushvalue)(lua_State *, int);
+        void (*pushcclosure)(lua_State *, ts_CFunction, int);
+        int (*pcallk)(lua_State *, int, int, int, intptr_t, void *);
+        int (*getglobal)(lua_State *, const char *);
+        void (*setglobal)(lua_State *, const char *);
+        void (*createtable)(lua_State *, int, int);
+        int (*error)(lua_State *);
+        lua_State *(*tothread)(lua_State *, int);
+        long long (*tointegerx)(lua_State *, int, int *);
+        int (*ref)(lua_State *, int);
+        void (*unref)(lua_State *, int, int);
+        void (*checkstack_or_raise)(lua_State *, int, const char *);
+        double (*version)(lua_State *);
+    } ts_lua_api;
+
+    static ts_lua_api ts_lua;
+
+    #define TS_SYM(field, name) \
+        if (!(*(void **)(&ts_lua.field) = dlsym(handle, name))) return name;
+
+    /* Resolve the C API in the already loaded library `path`: NULL, or what is missing. */
+    static const char *ts_lua_load(const char *path) {
+        void *handle = dlopen(path, RTLD_NOW | RTLD_NOLOAD);
+        if (!handle) return "the library itself";
+        TS_SYM(gettop, "lua_gettop") TS_SYM(settop, "lua_settop")
+        TS_SYM(checkstack, "lua_checkstack") TS_SYM(rawgeti, "lua_rawgeti")
+        TS_SYM(rawseti, "lua_rawseti") TS_SYM(pushinteger, "lua_pushinteger")
+        TS_SYM(pushnumber, "lua_pushnumber") TS_SYM(pushnil, "lua_pushnil")
+        TS_SYM(pushvalue, "lua_pushvalue") TS_SYM(pushcclosure, "lua_pushcclosure")
+        TS_SYM(pcallk, "lua_pcallk") TS_SYM(getglobal, "lua_getglobal")
+        TS_SYM(setglobal, "lua_setglobal") TS_SYM(createtable, "lua_createtable")
+        TS_SYM(error, "lua_error") TS_SYM(tothread, "lua_tothread")
+        TS_SYM(tointegerx, "lua_tointegerx") TS_SYM(ref, "luaL_ref")
+        TS_SYM(unref, "luaL_unref") TS_SYM(version, "lua_version")
+        TS_SYM(checkstack_or_raise, "luaL_checkstack")
+        return NULL;  /* the handle stays open: lupa never unloads */
+    }
+
+    /* Called through lupa (a closure over the stash table): returns what a direct call
+       left, stash[1] = n >= 0 values in stash[2 .. n+1], or raises the error value in
+       stash[2] when stash[1] = -1. Clears the stash so it keeps nothing alive. */
+    static int ts_replay(lua_State *L) {
+        int i, n;
+        ts_lua.rawgeti(L, TS_UPVALUE1, 1);
+        n = (int)ts_lua.tointegerx(L, -1, NULL);
+        ts_lua.settop(L, 0);
+        ts_lua.pushinteger(L, 0);
+        ts_lua.rawseti(L, TS_UPVALUE1, 1);
+        if (n < 0) {
+            ts_lua.rawgeti(L, TS_UPVALUE1, 2);
+            ts_lua.pushnil(L);
+            ts_lua.rawseti(L, TS_UPVALUE1, 2);
+            return ts_lua.error(L);
+        }
+        ts_lua.checkstack_or_raise(L, n + 1, "too many results");
+        for (i = 2; i <= n + 1; i++) {
+            ts_lua.rawgeti(L, TS_UPVALUE1, i);
+            ts_lua.pushnil(L);
+            ts_lua.rawseti(L, TS_UPVALUE1, i);
+        }
+        return n;
+    }
+
+    /* Run under lua_pcall, since it allocates: references the function found in the
+       global TS_KEY, creates the stash (its array preallocated, so that filling it
+       later never allocates) and leaves the replay closure in TS_KEY for Python.
+       Returns fn_ref, stash_ref (-1, -1 if TS_KEY held no function). */
+    static int ts_setup(lua_State *L) {
+        int fn_ref, stash_ref;
+        if (ts_lua.getglobal(L, TS_KEY) != TS_TFUNCTION) {
+            ts_lua.pushinteger(L, -1);
+            ts_lua.pushinteger(L, -1);
+            return 2;
+        }
+        fn_ref = ts_lua.ref(L, TS_REGISTRY);
+        ts_lua.createtable(L, TS_STASH + 1, 0);
+        ts_lua.pushvalue(L, -1);
+        stash_ref = ts_lua.ref(L, TS_REGISTRY);
+        ts_lua.pushcclosure(L, ts_replay, 1);
+        ts_lua.setglobal(L, TS_KEY);
+        ts_lua.pushinteger(L, fn_ref);
+        ts_lua.pushinteger(L, stash_ref);
+        return 2;
+    }
+
+    /* Moves the results base+1 .. top (nres of them, or one error value if nres = -1)
+       into the stash; never allocates. Returns nres, -2 (no stack space: out of memory)
+       or -3 (more results than the stash holds). The stack is back at `base`. */
+    static int ts_stash(lua_State *L, int base, int stash_ref, int nres) {
+        int i, count = nres < 0 ? 1 : nres;
+        if (count > TS_STASH) { ts_lua.settop(L, base); return -3; }
+        if (!ts_lua.checkstack(L, 2)) { ts_lua.settop(L, base); return -2; }
+        ts_lua.rawgeti(L, TS_REGISTRY, stash_ref);
+        for (i = 1; i <= count; i++) {
+            ts_lua.pushvalue(L, base + i);
+            ts_lua.rawseti(L, -2, i + 1);
+        }
+        ts_lua.pushinteger(L, nres);
+        ts_lua.rawseti(L, -2, 1);
+        ts_lua.settop(L, base);
+        return nres;
+    }
+
+    /* registry[fn_ref](state, ts, o, h, l, c, v, bid, ask, values...) in protected mode.
+       Returns 0 (no results), n > 0 (n results stashed), -1 (error value stashed),
+       -2 (out of memory) or -3 (too many results). The stack is left as found. */
+    static int ts_call_bar(lua_State *L, int fn_ref, int stash_ref, long long state,
+                           long long ts, double o, double h, double l, double c, double v,
+                           double bid, double ask, const double *values, int n) {
+        int i, status, nres, base = ts_lua.gettop(L);
+        if (!ts_lua.checkstack(L, 10 + n)) return -2;
+        ts_lua.rawgeti(L, TS_REGISTRY, fn_ref);
+        ts_lua.pushinteger(L, state);
+        ts_lua.pushinteger(L, ts);
+        ts_lua.pushnumber(L, o);
+        ts_lua.pushnumber(L, h);
+        ts_lua.pushnumber(L, l);
+        ts_lua.pushnumber(L, c);
+        ts_lua.pushnumber(L, v);
+        ts_lua.pushnumber(L, bid);
+        ts_lua.pushnumber(L, ask);
+        for (i = 0; i < n; i++) ts_lua.pushnumber(L, values[i]);
+        status = ts_lua.pcallk(L, 9 + n, TS_MULTRET, 0, 0, NULL);
+        if (status == TS_ERRMEM) { ts_lua.settop(L, base); return -2; }
+        nres = status ? -1 : ts_lua.gettop(L) - base;
+        if (nres == 0) return 0;
+        return ts_stash(L, base, stash_ref, nres);
+    }
+
+    /* Checks that L is a live main thread (its registry knows it as such) and runs
+       ts_setup. Returns 0 and the two references, or -1 (wrong state) / the pcall status. */
+    static int ts_attach(lua_State *L, int *fn_ref, int *stash_ref) {
+        int base = ts_lua.gettop(L), status;
+        lua_State *main;
+        if (!ts_lua.checkstack(L, 3)) return -1;
+        ts_lua.rawgeti(L, TS_REGISTRY, TS_RIDX_MAINTHREAD);
+        main = ts_lua.tothread(L, -1);
+        ts_lua.settop(L, base);
+        if (main != L) return -1;
+        ts_lua.pushcclosure(L, ts_setup, 0);
+        status = ts_lua.pcallk(L, 0, 2, 0, 0, NULL);
+        if (status == 0) {
+            *fn_ref = (int)ts_lua.tointegerx(L, -2, NULL);
+            *stash_ref = (int)ts_lua.tointegerx(L, -1, NULL);
+        }
+        ts_lua.settop(L, base);
+        return status;
+    }
+
+    static void ts_detach(lua_State *L, int fn_ref, int stash_ref) {
+        ts_lua.unref(L, TS_REGISTRY, fn_ref);
+        ts_lua.unref(L, TS_REGISTRY, stash_ref);
+    }
+    """
+    ctypedef struct lua_State:
+        pass
+    const char* TS_KEY
+    int TS_STASH
+    const char* ts_lua_load(const char* path)
+    double ts_lua_version "ts_lua.version"(lua_State* L)
+    int ts_call_bar(lua_State* L, int fn_ref, int stash_ref, long long state, long long ts,
+                    double o, double h, double l, double c, double v, double bid, double ask,
+                    const double* values, int n) nogil
+    int ts_attach(lua_State* L, int* fn_ref, int* stash_ref)
+    void ts_detach(lua_State* L, int fn_ref, int stash_ref)
+
+
+class DirectCallUnavailable(RuntimeError):
+    """This lupa build does not allow direct calls (the caller then uses lupa's own call)."""
+
+
+cdef bint _api_loaded = False
+
+
+cdef _load_api():
+    global _api_loaded
+    if _api_loaded:
+        return
+    missing = ts_lua_load(lua54.__file__.encode())
+    if missing is not NULL:
+        raise DirectCallUnavailable(f"lupa.lua54 does not export the Lua C API ({missing.decode()})")
+    # lua_Integer must be a 64-bit long long, as declared above.
+    if ts_lua_version(NULL) != 504 or lua54.LUA_MAXINTEGER != 2 ** 63 - 1:
+        raise DirectCallUnavailable("lupa.lua54 is not a default 64-bit Lua 5.4 build")
+    _api_loaded = True
+
+
+def _runtime_lock(runtime):
+    # lupa keeps its FastRLock in a C field of LuaRuntime; the GC protocol exposes it.
+    found = [x for x in gc.get_referents(runtime)
+             if type(x).__name__ == "FastRLock" and type(x).__module__ == lua54.__name__]
+    if len(found) != 1:
+        raise DirectCallUnavailable("cannot find lupa's runtime lock")
+    return found[0]
+
+
+@cython.no_gc_clear
+cdef class LuaDirect:
+    """A host Lua function of a sandbox, callable from C with numbers.
+
+    Parameters
+    ----------
+    runtime : lupa.lua54.LuaRuntime
+        The sandbox's runtime.
+    lua_function : lupa function
+        The function, from that runtime (the guarded per-bar dispatcher).
+    eval_host : callable
+        ``eval_host(src, *args)`` runs host Lua in the runtime and returns its
+        results unconverted (`LuaSandbox.eval_host`).
+
+    Raises
+    ------
+    DirectCallUnavailable
+        lupa's Lua does not export its C API, is not a default Lua 5.4 build,
+        or its lock or main thread cannot be found.
+
+    Notes
+    -----
+    Calling the object from Python (``d(*args)``) calls ``lua`` through lupa,
+    with lupa's conversions of the Python arguments. The direct path is for
+    Cython (`call_bar`) and :meth:`call`.
+    """
+
+    def __cinit__(self):
+        self.fn_ref = -1
+        self.stash_ref = -1
+
+    def __init__(self, runtime, lua_function, eval_host):
+        cdef int fn_ref = -1, stash_ref = -1, status
+        _load_api()
+        lock = _runtime_lock(runtime)
+        # tostring of a thread is its lua_State address (lua_topointer; "%p").
+        text, is_main = eval_host("return tostring((coroutine.running())), "
+                                  "select(2, coroutine.running())")
+        if is_main is not True or not isinstance(text, str) or not text.startswith("thread: "):
+            raise DirectCallUnavailable(f"cannot find the Lua main thread ({text!r})")
+        try:
+            address = int(text[len("thread: "):], 16)
+        except ValueError:
+            raise DirectCallUnavailable(f"cannot parse the Lua main thread address ({text!r})") from None
+        key = TS_KEY.decode()
+        eval_host(f"local H, f = ...; rawset(_G, '{key}', f)", lua_function)
+        lock.acquire()
+        try:
+            status = ts_attach(<lua_State*><size_t>address, &fn_ref, &stash_ref)
+        finally:
+            lock.release()
+        if status != 0 or fn_ref < 0:
+            eval_host(f"rawset(_G, '{key}', nil)")
+            if status == 4:
+                raise lua54.LuaMemoryError()
+            raise DirectCallUnavailable(f"cannot attach to the Lua state (status {status})")
+        self.L = <void*><size_t>address
+        self.fn_ref = fn_ref
+        self.stash_ref = stash_ref
+        self._runtime = runtime
+        self._lock = lock
+        self._acquire = lock.acquire
+        self._release = lock.release
+        self.lua = lua_function
+        self._replay = eval_host(f"local f = rawget(_G, '{key}'); rawset(_G, '{key}', nil); return f")
+
+    def __dealloc__(self):
+        # As lupa does for its own references: release them only if the lock is free now.
+        if self.L is NULL or self.fn_ref < 0 or self._lock is None:
+            return
+        try:
+            if self._lock.acquire(False):
+                try:
+                    ts_detach(<lua_State*>self.L, self.fn_ref, self.stash_ref)
+                finally:
+                    self._lock.release()
+        except Exception:
+            pass
+
+    cdef int lock(self) except -1:
+        """Take lupa's runtime lock (reentrant), e.g. once around a batch of `call_bar`."""
+        self._acquire()
+        return 0
+
+    cdef int unlock(self) except -1:
+        self._release()
+        return 0
+
+    cdef object call_bar(self, long long state, long long ts, double o, double h, double l,
+                         double c, double v, double bid, double ask, const double* values,
+                         int n_values, bint locked):
+        """Call the function with these numbers; None if it returned nothing.
+
+        Otherwise returns or raises whatever a lupa call would have (see the
+        module docstring). `locked`: the caller holds the lock (`lock`).
+        """
+        cdef int r
+        cdef lua_State* L = <lua_State*>self.L
+        if not locked:
+            self._acquire()
+        try:
+            with nogil:
+                r = ts_call_bar(L, self.fn_ref, self.stash_ref, state, ts, o, h, l, c, v,
+                                bid, ask, values, n_values)
+            if r == 0:
+                return None
+            if r == -2:
+                raise lua54.LuaMemoryError()
+            if r == -3:
+                raise lua54.LuaError(f"a host function returned more than {TS_STASH} values")
+            return self._replay()
+        finally:
+            if not locked:
+                self._release()
+
+    def call(self, long long state, long long ts, double o, double h, double l, double c,
+             double v, double bid, double ask, *values):
+        """`call_bar` from Python: the dispatcher's arguments, converted to C numbers.
+
+        `state` and `ts` are passed to Lua as integers, everything else as
+        floats (at most 64 `values`), as `RunnerCore` passes them.
+        """
+        cdef double buf[64]
+        cdef Py_ssize_t i, n = len(values)
+        if n > 64:
+            raise ValueError(f"at most 64 values, got {n}")
+        for i in range(n):
+            buf[i] = values[i]
+        return self.call_bar(state, ts, o, h, l, c, v, bid, ask, buf, <int>n, False)
+
+    def __call__(self, *args):
+        return self.lua(*args)
