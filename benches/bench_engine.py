@@ -4,8 +4,6 @@ Run: pytest benches/bench_engine.py --benchmark-only   (figures in extra_info; t
 With --benchmark-disable (CI) each measurement runs once, shortened.
 """
 
-import logging
-
 import pytest
 
 from tradesim.budgets import BUDGETS
@@ -19,7 +17,6 @@ def quick(request):
 def test_frame_to_decision_latency(benchmark, quick):
     from tradesim.engine.measure import live_latency
 
-    logging.getLogger("tradesim.feeds.binance").setLevel(logging.ERROR)  # the test clock is 2025
     res = benchmark.pedantic(live_latency, args=(500 if quick else 5000,), rounds=1, iterations=1)
     assert res["bars"] > 0
     benchmark.extra_info.update(

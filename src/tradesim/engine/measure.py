@@ -266,7 +266,9 @@ def live_latency(frames: int = 3000, period: float = 0.002, script: Path | None 
     try:
         port = int(proc.stdout.readline())
         url = f"ws://127.0.0.1:{port}"
-        feed = BinanceFeed(["BTCUSDT"], "1m", base_url=url, rest_url=f"http://127.0.0.1:{port}")
+        # max_clock_skew=None: the frames carry 2025 event times, not a skewed clock
+        feed = BinanceFeed(["BTCUSDT"], "1m", base_url=url, rest_url=f"http://127.0.0.1:{port}",
+                           max_clock_skew=None)
         engine = TradingEngine(workers=1)
         engine.add_feed(feed, "binance")
         rid = engine.add_runner("BTCUSDT", script)
