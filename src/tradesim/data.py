@@ -153,6 +153,21 @@ def _load_csv_fast(path: Path, symbol: str | None) -> Bars | None:
                 int(np.median(steps)))
 
 
+def _first_bad_bar(timestamp: np.ndarray, o: np.ndarray, h: np.ndarray, l: np.ndarray,
+                   c: np.ndarray, v: np.ndarray):
+    """(row index, the `InvalidMarketData` naming field and value) of the first invalid bar, or None."""
+    nan = np.full(len(timestamp), np.nan)
+    bad = _first_invalid_row(o, h, l, c, v, nan, nan)
+    if bad < 0:
+        return None
+    from tradesim._core.market_data import InvalidMarketData, MarketData
+    try:
+        MarketData("", int(timestamp[bad]), o[bad], h[bad], l[bad], c[bad], v[bad])
+    except InvalidMarketData as exc:
+        return bad, exc
+    raise AssertionError(f"row {bad} flagged invalid but accepted by MarketData")
+
+
 def load_bars(path: str | Path, symbol: str | None = None) -> Bars:
     """Read a Binance kline CSV (.csv or .csv.gz) or a generic OHLCV CSV.
 
@@ -231,15 +246,9 @@ def load_bars(path: str | Path, symbol: str | None = None) -> Bars:
 
     timestamp = np.asarray(ts, dtype=np.int64)
     o, h, l, c, v = (np.asarray(col, dtype=np.float64) for col in cols)
-    nan = np.full(len(timestamp), np.nan)
-    bad = _first_invalid_row(o, h, l, c, v, nan, nan)
-    if bad >= 0:
-        from tradesim._core.market_data import InvalidMarketData, MarketData
-        try:
-            MarketData("", int(timestamp[bad]), o[bad], h[bad], l[bad], c[bad], v[bad])
-        except InvalidMarketData as exc:
-            raise DataFileError(path, line0 + bad, exc.field,
-                                f"{exc.value!r} rejected: {exc}") from None
+    if (found := _first_bad_bar(timestamp, o, h, l, c, v)) is not None:
+        bad, exc = found
+        raise DataFileError(path, line0 + bad, exc.field, f"{exc.value!r} rejected: {exc}")
     if len(timestamp) > 1:
         steps = np.diff(timestamp)
         if (steps <= 0).any():
@@ -332,15 +341,9 @@ def load_parquet(path: str | Path, symbol: str | None = None) -> Bars:
     timestamp = np.ascontiguousarray(column(time_name, "time"), dtype=np.int64)
     o, h, l, c, v = (np.ascontiguousarray(column(by_lower[f], "price"), dtype=np.float64)
                      for f in PRICE_FIELDS)
-    nan = np.full(len(timestamp), np.nan)
-    bad = _first_invalid_row(o, h, l, c, v, nan, nan)
-    if bad >= 0:
-        from tradesim._core.market_data import InvalidMarketData, MarketData
-        try:
-            MarketData("", int(timestamp[bad]), o[bad], h[bad], l[bad], c[bad], v[bad])
-        except InvalidMarketData as exc:
-            raise DataFileError(path, bad + 1, exc.field,
-                                f"row {bad + 1}: {exc.value!r} rejected: {exc}") from None
+    if (found := _first_bad_bar(timestamp, o, h, l, c, v)) is not None:
+        bad, exc = found
+        raise DataFileError(path, bad + 1, exc.field, f"row {bad + 1}: {exc.value!r} rejected: {exc}")
     interval = None
     if len(timestamp) > 1:
         steps = np.diff(timestamp)

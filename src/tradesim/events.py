@@ -334,8 +334,7 @@ class EventBus:
 
 def event_from_runner_dict(payload: dict) -> tuple[type[Event], dict] | None:
     """Map a `SymbolRunner` ``on_event`` dict to (event class, fields); None for unknown kinds."""
-    kind = payload.get("type")
-    name = {"runner_status": "runner_status", "runner_error": "runner_error"}.get(kind, kind)
+    name = payload.get("type")
     cls = EVENT_TYPES.get(name)
     if cls is None:
         return None

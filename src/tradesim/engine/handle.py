@@ -23,12 +23,7 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, Callable
 
 from tradesim._core import InvalidMarketData
-from tradesim.events import (
-    EventBus,
-    RunnerStatusChanged,
-    StateTransition,
-    event_from_runner_dict,
-)
+from tradesim.events import EventBus, StateTransition, event_from_runner_dict
 from tradesim.runner import RunnerStatus, SymbolRunner
 
 if TYPE_CHECKING:
@@ -203,15 +198,9 @@ class RunnerHandle:
             self._bus.publish(cls, **_json_safe(fields))
 
     def _fail(self, reason: str) -> None:
-        runner = self.runner
         with self._lock:
             self._inbox.clear()
-        if runner.status in (RunnerStatus.STOPPED, RunnerStatus.FAILED):
-            return
-        runner.core.deciding = False
-        runner.status, runner.status_reason = RunnerStatus.FAILED, reason
-        self._bus.publish(RunnerStatusChanged, runner_id=self.id, symbol=self.symbol,
-                          strategy=self.strategy, status=RunnerStatus.FAILED.value, reason=reason)
+        self.runner.fail(reason)   # publishes runner_status through `_on_runner_event`
 
     # -- introspection ---------------------------------------------------------------
 

@@ -200,6 +200,12 @@ class SymbolRunner:
             self.core.deciding = False
             self._set_status(RunnerStatus.STOPPED, reason)
 
+    def fail(self, reason: str) -> None:
+        """Disable the runner for good with status FAILED (e.g. it fell too far behind a live feed)."""
+        if self.status not in (RunnerStatus.STOPPED, RunnerStatus.FAILED):
+            self.core.deciding = False
+            self._set_status(RunnerStatus.FAILED, reason)
+
     def _set_status(self, status: RunnerStatus, reason: str) -> None:
         self.status, self.status_reason = status, reason
         self._emit("runner_status", status=status.value, reason=reason)
