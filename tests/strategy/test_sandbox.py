@@ -431,6 +431,10 @@ def test_l13_binary_chunk_is_rejected(sb):
     with pytest.raises(StrategyLoadError, match=r"attempt to load a binary chunk \(mode is 't'\)"):
         sb.load(b"\xef\xbb\xbf\x1bLua garbage", "bin.lua")
     assert sb.get_function("ok") is None
+    # Host chunks given as source are text-only too: only bytecode the sandbox compiled and
+    # stripped from its own host text loads as binary.
+    with pytest.raises(StrategyLoadError, match=r"attempt to load a binary chunk \(mode is 't'\)"):
+        sb.eval_host(bytecode)
 
 
 # --------------------------------------------------------------------------- L14-L15: errors and loading
@@ -814,6 +818,19 @@ def test_host_lua_has_no_dangerous_globals(sb):
     assert info.value.script == "(host broken)" and info.value.line == 1
     with pytest.raises(StrategyLoadError, match="not a Lua function"):
         sb.host_function("return 1")
+
+
+def test_host_lua_runs_without_debug_info_but_user_code_keeps_it(sb):
+    # Host chunks are loaded as stripped bytecode (memory per runner): a runtime error in one
+    # has no position (Lua's "?:-1: " is dropped) and no variable names; user code keeps both.
+    with pytest.raises(StrategyError) as info:
+        sb.eval_host("local t = nil\nreturn t.x", name="stripped")
+    assert str(info.value) == "hostile: attempt to index a nil value" and info.value.line is None
+    define(sb, "local t = nil\nreturn t.x")
+    with pytest.raises(StrategyError) as info:
+        sb.call("f")
+    assert info.value.line == 4 and info.value.function == "f"
+    assert str(info.value).endswith("attempt to index a nil value (local 't')")
 
 
 # --------------------------------------------------------------------------- errors as values

@@ -573,8 +573,10 @@ local function compile(src, name)
   return fn
 end
 
-local function compile_host(src, name)
-  local fn, err = load(src, "=(host " .. name .. ")", "t")
+-- Binary only for bytecode that Python compiled from the project's own host text and
+-- stripped (sandbox._host_bytecode); user chunks go through `compile`, text only.
+local function compile_host(src, name, binary)
+  local fn, err = load(src, "=(host " .. name .. ")", binary == true and "b" or "t")
   if not fn then error(err, 0) end
   return fn
 end
