@@ -820,6 +820,20 @@ def test_host_lua_has_no_dangerous_globals(sb):
         sb.host_function("return 1")
 
 
+def test_guarded_host_functions_map_errors_even_after_close(sb):
+    inc = sb.host_function("return function(x) if x == 0 then error('zero') end return x + 1 end",
+                           name="inc")
+    assert inc(1) == 2 and inc.lua(1) == 2
+    assert inc.__name__ == "host_function[inc]" and sb.guard(inc.lua, "g").__name__ == "guard[g]"
+    with pytest.raises(StrategyError, match="zero") as info:
+        inc(0)
+    assert info.value.script == "hostile" and info.value.__cause__ is None
+    sb.close()
+    with pytest.raises(StrategyError, match="sandbox is closed") as info:
+        inc(0)
+    assert info.value.script == "hostile"
+
+
 def test_host_lua_runs_without_debug_info_but_user_code_keeps_it(sb):
     # Host chunks are loaded as stripped bytecode (memory per runner): a runtime error in one
     # has no position (Lua's "?:-1: " is dropped) and no variable names; user code keeps both.

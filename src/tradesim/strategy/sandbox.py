@@ -480,18 +480,7 @@ class LuaSandbox:
         """
         if _lua_type(lua_function) != "function":
             raise TypeError(f"guard() needs a Lua function, got {type(lua_function).__name__}")
-        guarded = self._guarded(lua_function)
-        translate = self._translate
-
-        def host_call(*call_args: Any) -> Any:
-            try:
-                return guarded(*call_args)
-            except Exception as exc:
-                raise translate(exc) from None
-
-        host_call.lua = guarded  # type: ignore[attr-defined]
-        host_call.__name__ = host_call.__qualname__ = name if name.startswith("host_function[") else f"guard[{name}]"
-        return host_call
+        return _HostCall(self, self._guarded(lua_function), name)
 
     def direct(self, lua_function: Any) -> Any:
         """A C-callable handle of a guarded host function, or None where lupa does not allow one.
@@ -762,6 +751,35 @@ class StrategyFunction:
 
     def __repr__(self) -> str:
         return f"<StrategyFunction {self.name} of {self._sandbox.name}>"
+
+
+class _HostCall:
+    """What :meth:`LuaSandbox.guard` returns: ``f(*args)`` calls the guarded function ``f.lua``.
+
+    A slotted object, not a closure with attributes: every runner keeps ten of these, and a
+    function's ``__dict__``, cells and name strings cost ~0.5 KB each.
+    """
+
+    __slots__ = ("_name", "_sandbox", "lua")
+
+    def __init__(self, sandbox: LuaSandbox, guarded: Any, name: str) -> None:
+        self._sandbox = sandbox
+        self.lua = guarded
+        self._name = name
+
+    def __call__(self, *call_args: Any) -> Any:
+        try:
+            return self.lua(*call_args)
+        except Exception as exc:
+            raise self._sandbox._translate(exc) from None
+
+    @property
+    def __name__(self) -> str:
+        name = self._name
+        return name if name.startswith("host_function[") else f"guard[{name}]"
+
+    def __repr__(self) -> str:
+        return f"<{self.__name__} of {self._sandbox.name}>"
 
 
 class _Closed:
