@@ -431,6 +431,10 @@ def test_l13_binary_chunk_is_rejected(sb):
     with pytest.raises(StrategyLoadError, match=r"attempt to load a binary chunk \(mode is 't'\)"):
         sb.load(b"\xef\xbb\xbf\x1bLua garbage", "bin.lua")
     assert sb.get_function("ok") is None
+    # Host chunks given as source are text-only too: only bytecode the sandbox compiled and
+    # stripped from its own host text loads as binary.
+    with pytest.raises(StrategyLoadError, match=r"attempt to load a binary chunk \(mode is 't'\)"):
+        sb.eval_host(bytecode)
 
 
 # --------------------------------------------------------------------------- L14-L15: errors and loading
@@ -814,6 +818,41 @@ def test_host_lua_has_no_dangerous_globals(sb):
     assert info.value.script == "(host broken)" and info.value.line == 1
     with pytest.raises(StrategyLoadError, match="not a Lua function"):
         sb.host_function("return 1")
+
+
+def test_guarded_host_functions_map_errors_even_after_close(sb):
+    inc = sb.host_function("return function(x) if x == 0 then error('zero') end return x + 1 end",
+                           name="inc")
+    assert inc(1) == 2 and inc.lua(1) == 2
+    assert inc.__name__ == "host_function[inc]" and sb.guard(inc.lua, "g").__name__ == "guard[g]"
+    with pytest.raises(StrategyError, match="zero") as info:
+        inc(0)
+    assert info.value.script == "hostile" and info.value.__cause__ is None
+    sb.close()
+    with pytest.raises(StrategyError, match="sandbox is closed") as info:
+        inc(0)
+    assert info.value.script == "hostile"
+
+
+def test_host_lua_runs_without_debug_info_but_user_code_keeps_it(sb):
+    # Host chunks are loaded as stripped bytecode (memory per runner): a runtime error in one
+    # has no position (Lua's "?:-1: " is dropped) and no variable names; user code keeps both.
+    with pytest.raises(StrategyError) as info:
+        sb.eval_host("local t = nil\nreturn t.x", name="stripped")
+    assert str(info.value) == "hostile: attempt to index a nil value" and info.value.line is None
+    define(sb, "local t = nil\nreturn t.x")
+    with pytest.raises(StrategyError) as info:
+        sb.call("f")
+    assert info.value.line == 4 and info.value.function == "f"
+    assert str(info.value).endswith("attempt to index a nil value (local 't')")
+
+
+def test_an_empty_sandbox_stays_small():
+    # Every runner has one (budgets.runner_memory). Host code without debug info and the
+    # unused libraries dropped from the registry took this from 46 KiB to 33 KiB.
+    box = LuaSandbox("small")
+    box.collect_garbage()
+    assert box.memory_used() <= 36 * 1024
 
 
 # --------------------------------------------------------------------------- errors as values

@@ -93,7 +93,8 @@ _LuaError = lua54.LuaError
 _lua_type = lua54.lua_type
 _SCALARS = (bool, int, float, str, bytes, type(None))
 _FAST_SCALARS = frozenset(_SCALARS)
-_POSITION = re.compile(r"(?P<chunk>[^\n:]{1,100}):(?P<line>\d+): ")
+# Line -1: a runtime error in host Lua, which runs without debug info ("?:-1: ").
+_POSITION = re.compile(r"(?P<chunk>[^\n:]{1,100}):(?P<line>-?\d+): ")
 _CHUNK_FORBIDDEN = re.compile(r"[^A-Za-z0-9_.\-/]")
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _BOM = b"\xef\xbb\xbf"
@@ -103,6 +104,23 @@ _NOT_A_STRING = "error raised with a value that is not a string (e.g. error(nil)
 @lru_cache(maxsize=1)
 def _guard_source() -> str:
     return resources.files("tradesim.strategy").joinpath("_guard.lua").read_text("utf-8")
+
+
+@lru_cache(maxsize=64)
+def _host_bytecode(source: str, chunk_name: str) -> bytes | None:
+    """Host Lua compiled once per process, without debug info; None if it does not compile.
+
+    Why: every runner keeps the guard's and the strategy API's function prototypes, and
+    their line tables, local and upvalue names are ~15% of a runner's Lua memory. Host
+    positions mean nothing to users (`_split_position` drops them anyway). Only text the
+    project wrote is compiled here, as text, in a throwaway runtime of the same Lua build;
+    user chunks never go through this and stay text-only with full debug info.
+    """
+    helper = lua54.LuaRuntime(register_eval=False, register_builtins=False, encoding=None)
+    dump = helper.eval("function(src, name) local f = load(src, name, 't') "
+                       "return f and string.dump(f, true) end")
+    code = dump(source.encode("utf-8"), chunk_name.encode("utf-8"))
+    return code if isinstance(code, bytes) else None
 
 
 def _deny_get(obj: object, name: object) -> object:
@@ -217,7 +235,7 @@ class LuaSandbox:
             max_memory=max_memory,
         )
         g = self._lua.execute(
-            _guard_source(),
+            _host_bytecode(_guard_source(), "=(guard)"),
             -(-instruction_budget // HOOK_EVERY),
             self.cpu_seconds,
             HOOK_EVERY,
@@ -226,6 +244,7 @@ class LuaSandbox:
             REP_LIMIT_BYTES,
             _make_sink(name, log_handler),
             name="=(guard)",
+            mode="b",
         )
         self._sethook = g["sethook"]
         self._hook = g["hook"]
@@ -461,18 +480,7 @@ class LuaSandbox:
         """
         if _lua_type(lua_function) != "function":
             raise TypeError(f"guard() needs a Lua function, got {type(lua_function).__name__}")
-        guarded = self._guarded(lua_function)
-        translate = self._translate
-
-        def host_call(*call_args: Any) -> Any:
-            try:
-                return guarded(*call_args)
-            except Exception as exc:
-                raise translate(exc) from None
-
-        host_call.lua = guarded  # type: ignore[attr-defined]
-        host_call.__name__ = host_call.__qualname__ = name if name.startswith("host_function[") else f"guard[{name}]"
-        return host_call
+        return _HostCall(self, self._guarded(lua_function), name)
 
     def direct(self, lua_function: Any) -> Any:
         """A C-callable handle of a guarded host function, or None where lupa does not allow one.
@@ -502,7 +510,8 @@ class LuaSandbox:
         """Run a host-side Lua chunk under the budget and return its results unconverted.
 
         Same environment and arguments as :meth:`host_function`. Meant for setup code and
-        helpers written by the project, not for user input.
+        helpers written by the project, not for user input. The chunk is loaded without
+        debug info (less memory per runtime), so its own runtime errors carry no line.
 
         Raises
         ------
@@ -512,8 +521,11 @@ class LuaSandbox:
             The chunk raised (or a subclass for timeouts and memory).
         """
         label = _chunk_name(name)
+        # Stripped bytecode when the source compiles; otherwise the text, so that the
+        # syntax error is reported exactly as before (with its line).
+        code = _host_bytecode(lua_src, f"=(host {label})") if isinstance(lua_src, str) else None
         try:
-            fn = self._compile_host(lua_src, label)
+            fn = self._compile_host(lua_src if code is None else code, label, code is not None)
         except _LuaError as exc:
             if isinstance(exc, MemoryError):
                 raise self._translate(exc) from None
@@ -739,6 +751,35 @@ class StrategyFunction:
 
     def __repr__(self) -> str:
         return f"<StrategyFunction {self.name} of {self._sandbox.name}>"
+
+
+class _HostCall:
+    """What :meth:`LuaSandbox.guard` returns: ``f(*args)`` calls the guarded function ``f.lua``.
+
+    A slotted object, not a closure with attributes: every runner keeps ten of these, and a
+    function's ``__dict__``, cells and name strings cost ~0.5 KB each.
+    """
+
+    __slots__ = ("_name", "_sandbox", "lua")
+
+    def __init__(self, sandbox: LuaSandbox, guarded: Any, name: str) -> None:
+        self._sandbox = sandbox
+        self.lua = guarded
+        self._name = name
+
+    def __call__(self, *call_args: Any) -> Any:
+        try:
+            return self.lua(*call_args)
+        except Exception as exc:
+            raise self._sandbox._translate(exc) from None
+
+    @property
+    def __name__(self) -> str:
+        name = self._name
+        return name if name.startswith("host_function[") else f"guard[{name}]"
+
+    def __repr__(self) -> str:
+        return f"<{self.__name__} of {self._sandbox.name}>"
 
 
 class _Closed:
