@@ -224,34 +224,36 @@ def _arrival_stamping(arrived: dict[int, int]):
     (before websockets' framing, the feed's parsing and everything after). The kline's
     open time is read from the bytes to key the stamp.
     """
-    from websockets.asyncio.client import ClientConnection
+    from tradesim.feeds.binance import FrameConnection
 
     clock = time.perf_counter_ns
 
-    class Stamping(ClientConnection):
+    class Stamping(FrameConnection):
         def data_received(self, data: bytes) -> None:
             now = clock()
+            super().data_received(data)
+            # keyed after the hand-off, so the bookkeeping isn't counted in the latency
             at = data.find(b'"t":')
             while at >= 0:
                 end = data.find(b",", at)
                 arrived.setdefault(int(data[at + 4:end]), now)
                 at = data.find(b'"t":', end)
-            super().data_received(data)
 
     return Stamping
 
 
-def live_latency(frames: int = 3000, period: float = 0.002, script: Path | None = None) -> dict[str, Any]:
+def live_latency(frames: int = 3000, period: float = 0.002, script: Path | None = None,
+                 busy_poll_us: float = 0.0) -> dict[str, Any]:
     """Kline frame -> runner decision through `BinanceFeed` and the engine, per bar, in ns.
+
+    ``busy_poll_us`` > 0 measures the engine's low-latency mode (event loop and
+    worker spin instead of parking; see `TradingEngine`).
 
     Two figures: from the frame's bytes reaching the client socket (``p50_ns``,
     ``p99_ns``: the issue's "frame arriving at the client") and from the server
     process's send (``sent_p50_ns``, ``sent_p99_ns``: adds the server's and the
     kernel's share). Returns the arrival-based latencies as ``"ns"``.
     """
-    import functools
-
-    import tradesim.feeds.binance as binance
     from tradesim.bench import example_path
     from tradesim.engine import TradingEngine
     from tradesim.feeds.binance import BinanceFeed
@@ -259,8 +261,6 @@ def live_latency(frames: int = 3000, period: float = 0.002, script: Path | None 
     script = script or example_path()
     budget_s = frames * period * 3 + 20
     arrived: dict[int, int] = {}
-    real_connect = binance.ws_connect
-    binance.ws_connect = functools.partial(real_connect, create_connection=_arrival_stamping(arrived))
     proc = subprocess.Popen([sys.executable, "-c", _SERVER, str(frames), str(period), str(budget_s)],
                             stdout=subprocess.PIPE, text=True)
     try:
@@ -269,7 +269,8 @@ def live_latency(frames: int = 3000, period: float = 0.002, script: Path | None 
         # max_clock_skew=None: the frames carry 2025 event times, not a skewed clock
         feed = BinanceFeed(["BTCUSDT"], "1m", base_url=url, rest_url=f"http://127.0.0.1:{port}",
                            max_clock_skew=None)
-        engine = TradingEngine(workers=1)
+        feed.connection_class = _arrival_stamping(arrived)
+        engine = TradingEngine(workers=1, busy_poll_us=busy_poll_us)
         engine.add_feed(feed, "binance")
         rid = engine.add_runner("BTCUSDT", script)
         decided: dict[int, int] = {}
@@ -283,10 +284,10 @@ def live_latency(frames: int = 3000, period: float = 0.002, script: Path | None 
             engine.stop()
             await task
 
-        asyncio.run(main())
+        with asyncio.Runner(loop_factory=engine.new_event_loop) as runner:
+            runner.run(main())
         out = proc.stdout.readline()   # the server's send times, printed after its last frame
     finally:
-        binance.ws_connect = real_connect
         proc.kill()
         proc.wait()
     import json

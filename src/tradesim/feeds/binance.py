@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
 import itertools
 import logging
 import math
@@ -45,6 +46,7 @@ from typing import Any, Self
 
 import httpx
 import orjson
+from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import (
     ConnectionClosed,
@@ -52,6 +54,7 @@ from websockets.exceptions import (
     InvalidStatus,
     InvalidURI,
 )
+from websockets.frames import Opcode
 
 from tradesim._core import MarketData
 from tradesim.feeds.base import DataHealth
@@ -73,6 +76,7 @@ __all__ = [
     "BarAssembler",
     "BinanceFeed",
     "BinanceFeedError",
+    "FrameConnection",
     "RateWindow",
     "parse_retry_after",
 ]
@@ -311,15 +315,18 @@ class BarAssembler:
             health.add_symbol(st.symbol)
 
     # -- the per-frame hot path ------------------------------------------------------------------
-    def feed(self, frame: str | bytes, conn: str | None = None) -> str:
+    def feed(self, frame: str | bytes, conn: str | None = None, binary: bool | None = None) -> str:
         """Process one frame; return its kind (``"kline"``, ``"bookTicker"``, ``"ack"``, ...).
 
-        Never raises for bad input: rejects are counted in ``stats["rejected"]``
-        by reason and reported. For control kinds (ack, error, serverShutdown,
-        trade, other_stream, unknown) the decoded message is left in `last_msg`.
+        `frame` is a text frame as str, or as UTF-8 bytes with ``binary=False``
+        (decoded by the JSON parser, which rejects invalid UTF-8); bytes are a
+        binary frame otherwise. Never raises for bad input: rejects are counted
+        in ``stats["rejected"]`` by reason and reported. For control kinds (ack,
+        error, serverShutdown, trade, other_stream, unknown) the decoded message
+        is left in `last_msg`.
         """
         self.stats["frames"] += 1
-        if type(frame) is not str:
+        if binary if binary is not None else type(frame) is not str:
             self.reject("binary", "binary frame", frame, conn)
             return REJECTED
         try:
@@ -420,7 +427,12 @@ class BarAssembler:
         n = rejected[reason] = rejected.get(reason, 0) + 1
         if symbol is not None:
             self.health.record_rejected(symbol)
-        snippet = frame[:_SNIPPET] if isinstance(frame, (str, bytes)) else repr(frame)[:_SNIPPET]
+        if isinstance(frame, str):
+            snippet = frame[:_SNIPPET]
+        elif isinstance(frame, bytes):  # text frames arrive as bytes too: show them as text
+            snippet = frame[:_SNIPPET].decode("utf-8", "replace")
+        else:
+            snippet = repr(frame)[:_SNIPPET]
         if n <= 10 or n % 1000 == 0:
             log.warning("rejected frame (%s, #%d) on connection %s: %s | %r", reason, n, conn, error[:_SNIPPET],
                         snippet)
@@ -456,6 +468,50 @@ def new_stats() -> dict:
             "rotations": 0, "silence_timeouts": 0, "rate_limited": 0, "server_errors": 0,
             "server_shutdowns": 0, "subscribe_messages": 0, "acks": 0, "unmatched_acks": 0,
             "clock_skew": 0}
+
+
+class FrameConnection(ClientConnection):
+    """websockets' asyncio client connection, handing each whole data frame to `frame_sink` at once.
+
+    websockets' own path (frame -> message queue -> ``recv()`` future -> reader
+    task) costs tens of µs per frame; here a complete text or binary frame is
+    handed over synchronously from ``data_received``, right after websockets'
+    sans-I/O protocol has parsed it (and answered any ping). Control frames,
+    the handshake and closing stay websockets' business.
+
+    A fragmented message (never sent by Binance) switches the connection to
+    websockets' queue for good, so ``recv()`` gets it and every later frame in
+    order.
+
+    Parameters
+    ----------
+    frame_sink : callable, optional
+        ``frame_sink(data, binary)`` with the frame's payload (bytes; UTF-8
+        not yet checked for text frames), called on the event-loop thread. It must not
+        raise; an exception is logged and the frame dropped.
+    """
+
+    def __init__(self, *args: Any, frame_sink: Callable[[Any, bool], object] | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.frame_sink = frame_sink
+        self.queued_mode = False
+
+    def process_event(self, event: Any) -> None:
+        sink = self.frame_sink
+        if sink is not None and self.response is not None and not self.queued_mode:
+            op = event.opcode
+            if op is Opcode.TEXT or op is Opcode.BINARY:
+                if event.fin:
+                    data = event.data
+                    try:
+                        sink(data if data.__class__ is bytes else bytes(data), op is Opcode.BINARY)
+                    except Exception:  # the connection must outlive a bug downstream
+                        log.exception("frame sink raised; frame dropped")
+                    return
+                self.queued_mode = True
+                log.warning("fragmented message: connection switched to websockets' message queue")
+        super().process_event(event)
 
 
 class _Conn:
@@ -614,6 +670,8 @@ class BinanceFeed:
     #: Bars arrive in real time: a consumer can't make the exchange wait (the engine
     #: disables a runner that falls too far behind instead of pausing the feed).
     live = True
+    #: The websockets connection class (a `FrameConnection`; tests and benchmarks subclass it).
+    connection_class: type[FrameConnection] = FrameConnection
 
     def __init__(self, symbols: str | Iterable[str], interval: str = "1m", *, region: str = "com",
                  base_url: str | None = None, rest_url: str | None = None,
@@ -686,6 +744,7 @@ class BinanceFeed:
         self._conn_ids = itertools.count(1)
         self._req_ids = itertools.count(1)
         self._out: asyncio.Queue | None = None
+        self._consumer: Callable[[MarketData], object] | None = None
         self._asm = BarAssembler(syms, interval, self._put, self.stats, self.health, self._report,
                                  start_from=backfill_from, on_gap=self._gap)
         self._asm.skew_ms = None if max_clock_skew is None else int(max_clock_skew * 1000)
@@ -737,6 +796,31 @@ class BinanceFeed:
             raise self._failed
         raise StopAsyncIteration
 
+    async def stream_to(self, consumer: Callable[[MarketData], object]) -> None:
+        """Push mode: call ``consumer(bar)`` for each bar as soon as its frame is parsed.
+
+        The lowest-latency way to take bars: the consumer runs synchronously on
+        the event-loop thread inside the socket's read callback, with no queue
+        or task switch in between (`async for` adds both). It must be quick and
+        must not block; an exception it raises is logged and that bar is lost
+        to it. Same bars, same order as iteration. Returns when the feed is
+        closed.
+
+        Raises
+        ------
+        BinanceFeedError
+            The feed failed (fatal handshake status, too many failed attempts).
+        RuntimeError
+            The feed was already started (iterated or streamed).
+        """
+        if self._started:
+            raise RuntimeError("BinanceFeed already started: stream_to() or iteration, not both")
+        self._start(consumer)
+        await self._out.get()   # in push mode the queue only ever carries the end marker
+        self._out.put_nowait(_END)
+        if self._failed is not None:
+            raise self._failed
+
     async def __aenter__(self) -> Self:
         return self
 
@@ -785,7 +869,10 @@ class BinanceFeed:
                 log.exception("on_status(%r) raised; ignored", kind)
 
     def _put(self, bar: MarketData) -> None:
-        self._out.put_nowait(bar)
+        try:
+            self._consumer(bar)
+        except Exception:  # a consumer's bug must not stop the stream (stream_to's contract)
+            log.exception("bar consumer raised on %s %s; bar dropped for it", bar.symbol, bar.timestamp)
 
     def _spawn(self, coro: Awaitable[Any], name: str) -> asyncio.Task:
         task = asyncio.create_task(coro, name=name)
@@ -793,12 +880,13 @@ class BinanceFeed:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    def _start(self) -> None:
+    def _start(self, consumer: Callable[[MarketData], object] | None = None) -> None:
         if self._closed:
             raise RuntimeError("BinanceFeed is closed")
         self._started = True
         self._status = "connecting"
         self._out = asyncio.Queue()
+        self._consumer = consumer or self._out.put_nowait
         if self._closed:
             self._out.put_nowait(_END)
         self._rest_sem = asyncio.Semaphore(4)
@@ -920,11 +1008,17 @@ class BinanceFeed:
             cid = f"c{next(self._conn_ids)}"
             url = f"{self.base_url}/stream?streams=" + "/".join(g.streams[:self._url_streams])
             self._report("connecting", connection=cid, group=g.id, url=url[:_SNIPPET])
+            # The connection record exists before the handshake: frames that arrive with
+            # the handshake's response are handed over at once, in order, like all later ones.
+            conn = _Conn(cid, None, g, self._clock(), RateWindow(self._control_rate, 1.0, self._clock))
+            sink = functools.partial(self._on_frame, conn)
             try:
                 ws = await ws_connect(url, open_timeout=self._open_timeout, ping_interval=self._ping_interval,
                                       ping_timeout=self._ping_timeout, close_timeout=2.0,
                                       max_size=MAX_FRAME_BYTES, max_queue=64, compression=None,
-                                      proxy=self._proxy)
+                                      proxy=self._proxy,
+                                      create_connection=functools.partial(self.connection_class,
+                                                                          frame_sink=sink))
             except InvalidStatus as exc:
                 code = exc.response.status_code
                 reason = f"HTTP {code} at handshake"
@@ -952,7 +1046,10 @@ class BinanceFeed:
             if self._closed:
                 _abort(ws)
                 return None
-            conn = _Conn(cid, ws, g, self._clock(), RateWindow(self._control_rate, 1.0, self._clock))
+            conn.ws = ws
+            conn.opened = self._clock()
+            if not conn.has_data:
+                conn.last_data = conn.opened
             g.conns.add(conn)
             g.state = "connected"
             self.stats["connections"] += 1
@@ -992,23 +1089,26 @@ class BinanceFeed:
                 return
             await self._sleep(limit - idle + 0.01)
 
+    def _on_frame(self, conn: _Conn, frame: str | bytes, binary: bool | None = None) -> None:
+        """One data frame of `conn`: parse it, hand bars over (`FrameConnection` calls this)."""
+        if self._closed:
+            return
+        kind = self._asm.feed(frame, conn.id, binary)
+        if kind is KLINE or kind is BOOK:
+            conn.last_data = self._clock()
+            if not conn.has_data:
+                conn.has_data = True
+                conn.first_data.set()
+        elif kind is not REJECTED:
+            self._control(conn, kind)
+
     async def _read(self, conn: _Conn) -> None:
-        """Reader task: parse each frame and hand bars over; nothing heavy happens here."""
+        """Waits for the connection to end; takes only the frames websockets queued (fragmented ones)."""
         ws = conn.ws
-        feed = self._asm.feed
-        clock = self._clock
         cid = conn.id
         try:
             while True:
-                frame = await ws.recv()
-                kind = feed(frame, cid)
-                if kind is KLINE or kind is BOOK:
-                    conn.last_data = clock()
-                    if not conn.has_data:
-                        conn.has_data = True
-                        conn.first_data.set()
-                elif kind is not REJECTED:
-                    self._control(conn, kind)
+                self._on_frame(conn, await ws.recv())
         except ConnectionClosed as exc:
             conn.end_reason = f"{type(exc).__name__}: {exc}"[:_SNIPPET]
         except asyncio.CancelledError:
