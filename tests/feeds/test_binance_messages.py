@@ -4,8 +4,20 @@ import json
 import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as hst
 
-from tradesim.feeds.binance_messages import FrameError, decode, kline_frame_to_bar, message_kind, parse_kline
+from tradesim._core.kline_fast import kline_or_none
+from tradesim.feeds.binance_messages import (
+    INTERVAL_MS,
+    FrameError,
+    Kline,
+    _checked_kline,
+    decode,
+    kline_frame_to_bar,
+    message_kind,
+    parse_kline,
+)
 
 
 @pytest.fixture(scope="module")
@@ -86,3 +98,60 @@ def test_message_kinds(frame):
 def test_parse_kline_checks_monthly_interval_by_order_only(frame):
     data = json.loads(closed(frame, i="1M", T=1751897340000 + 30 * 86_400_000 - 1))["data"]
     assert parse_kline(data).interval == "1M"
+
+
+# -- the C accept path agrees with the Python rules -------------------------------------------
+
+_TRICKY = ["NaN", "nan", "inf", "-inf", "1e5", "1E-3", "1_000", " 12", "12 ", "", ".", "5.", ".5", "0", "0.0",
+           "00012.5000", "-1", "+1", "１２", "1.2.3", "9" * 41, "9" * 42, "1" * 20 + "." + "1" * 20, "0x1p3",
+           "108000.00", "107990.00", "108010.00", "5.21006000", 0, 1, -1, 1.5, float("nan"), None, True, False,
+           [], {}, "1m", "1M", "3d", "kline", "BTCUSDT", 60_000, 119_999, 2**70, -60_000]
+
+
+def _valid_kline():
+    return {"e": "kline", "E": 1, "s": "BTCUSDT",
+            "k": {"t": 60_000, "T": 119_999, "s": "BTCUSDT", "i": "1m", "o": "108000.00", "c": "108001.00",
+                  "h": "108010.00", "l": "107990.00", "v": "5.21006000", "x": True}}
+
+
+def _python_rules(data, stream_interval):
+    try:
+        return _checked_kline(data, stream_interval)
+    except FrameError:
+        return None
+
+
+@settings(max_examples=3000, deadline=None)
+@given(changes=hst.dictionaries(hst.sampled_from(["t", "T", "s", "i", "o", "h", "l", "c", "v", "x", "e", "k"]),
+                                hst.sampled_from(_TRICKY), max_size=4),
+       prices=hst.lists(hst.decimals(min_value=0, max_value=10**9, places=8, allow_nan=False), min_size=5,
+                        max_size=5),
+       use_prices=hst.booleans(), stream_interval=hst.sampled_from([None, "1m", "1M", "5m"]))
+def test_c_kline_path_accepts_exactly_what_the_python_rules_accept(changes, prices, use_prices, stream_interval):
+    data = _valid_kline()
+    k = data["k"]
+    if use_prices:
+        for key, value in zip("ohlcv", prices):
+            k[key] = format(value, "f")
+    for key, value in changes.items():
+        if key == "e":
+            data["e"] = value
+        elif key == "k":
+            data["k"] = value
+        else:
+            k[key] = value
+    fast = kline_or_none(data, stream_interval, INTERVAL_MS, Kline)
+    slow = _python_rules(data, stream_interval)
+    assert fast == slow
+    if fast is not None:   # and every value is float(text) bit for bit
+        assert [fast.open, fast.high, fast.low, fast.close, fast.volume] == [float(k[c]) for c in "ohlcv"]
+
+
+def test_c_kline_path_takes_a_real_kline_and_leaves_errors_to_python():
+    data = _valid_kline()
+    assert kline_or_none(data, "1m", INTERVAL_MS, Kline) == Kline("BTCUSDT", "1m", 60_000, 119_999, 108000.0,
+                                                                  108010.0, 107990.0, 108001.0, 5.21006, True)
+    data["k"]["h"] = "NaN"
+    assert kline_or_none(data, "1m", INTERVAL_MS, Kline) is None
+    with pytest.raises(FrameError, match="high = 'NaN'"):
+        parse_kline(data, "1m")

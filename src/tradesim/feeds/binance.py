@@ -1012,6 +1012,9 @@ class BinanceFeed:
             # the handshake's response are handed over at once, in order, like all later ones.
             conn = _Conn(cid, None, g, self._clock(), RateWindow(self._control_rate, 1.0, self._clock))
             sink = functools.partial(self._on_frame, conn)
+            # Symbols that had bars before this connection are checked for a hole once it is up
+            # (§2.4); a symbol's first bars may come with the handshake and need no check.
+            known = [st for st in self._kline_syms(g.streams[:self._url_streams]) if st.next_t is not None]
             try:
                 ws = await ws_connect(url, open_timeout=self._open_timeout, ping_interval=self._ping_interval,
                                       ping_timeout=self._ping_timeout, close_timeout=2.0,
@@ -1059,7 +1062,7 @@ class BinanceFeed:
             if rest:
                 conn.tasks.append(self._spawn(self._subscribe(conn, rest), f"binance-sub-{cid}"))
             self._report("connected", connection=cid, group=g.id, streams=len(g.streams))
-            for st in self._kline_syms(g.streams[:self._url_streams]):
+            for st in known:
                 self._check(st)
             return conn
         return None

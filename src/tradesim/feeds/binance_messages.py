@@ -14,12 +14,12 @@ stream up.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
 from tradesim._core import MarketData
+from tradesim._core.kline_fast import kline_or_none
 
 __all__ = [
     "INTERVAL_MS",
@@ -54,8 +54,7 @@ class FrameError(ValueError):
         self.value = value
 
 
-@dataclass(frozen=True)
-class Kline:
+class Kline(NamedTuple):
     """One kline update: times in ms since epoch UTC, prices quote currency, volume base units."""
 
     symbol: str
@@ -70,8 +69,7 @@ class Kline:
     closed: bool
 
 
-@dataclass(frozen=True)
-class BookTicker:
+class BookTicker(NamedTuple):
     """Best bid/ask: prices in quote currency, quantities in base units; `update_id` is Binance's ``u``."""
 
     symbol: str
@@ -82,8 +80,7 @@ class BookTicker:
     ask_qty: float
 
 
-@dataclass(frozen=True)
-class Trade:
+class Trade(NamedTuple):
     """One trade: `time` in ms since epoch UTC (trade time ``T``), price quote currency, qty base units."""
 
     symbol: str
@@ -137,11 +134,22 @@ def _int(obj: dict, key: str, name: str) -> int:
 def parse_kline(data: dict, stream_interval: str | None = None) -> Kline:
     """Validate a kline event payload (the ``data`` of a combined message).
 
+    Valid klines take a C path (`tradesim._core.kline_fast`, same rules); any
+    other goes through `_checked_kline`, which says what is wrong.
+
     Raises
     ------
     FrameError
         Any rule of the module docstring broken; names the field and value.
     """
+    k = kline_or_none(data, stream_interval, INTERVAL_MS, Kline)
+    if k is not None:
+        return k
+    return _checked_kline(data, stream_interval)
+
+
+def _checked_kline(data: dict, stream_interval: str | None = None) -> Kline:
+    """`parse_kline` in Python: the reference rules, and the error messages."""
     k = data.get("k")
     if data.get("e") != "kline" or not isinstance(k, dict):
         raise FrameError("not a kline event", "e", data.get("e"))
@@ -149,7 +157,7 @@ def parse_kline(data: dict, stream_interval: str | None = None) -> Kline:
     interval = k.get("i")
     if not isinstance(symbol, str) or not symbol:
         raise FrameError(f"symbol = {symbol!r}", "s", symbol)
-    if interval not in INTERVAL_MS:
+    if type(interval) is not str or interval not in INTERVAL_MS:
         raise FrameError(f"interval = {interval!r}: unknown", "i", interval)
     if stream_interval is not None and interval != stream_interval:
         raise FrameError(f"interval {interval!r} does not match the stream's {stream_interval!r}", "i", interval)

@@ -1,0 +1,99 @@
+"""The accept path of Binance kline validation, in C (a live frame's largest parsing cost).
+
+`kline_or_none` applies exactly the rules of
+`tradesim.feeds.binance_messages.parse_kline` and returns the `Kline`, or
+None when any rule fails; the caller then runs the Python parser, which
+raises the `FrameError` naming the field and value. So error messages have
+one source, and this path only has to agree on what is valid (a property
+test checks that it does, field by field).
+
+Decimal strings must be plain: ASCII digits with at most one '.', at least
+one digit, at most 41 characters; converted by CPython's own
+``PyOS_string_to_double``, so values equal ``float(text)`` bit for bit.
+"""
+
+from libc.math cimport isfinite, NAN
+
+cdef extern from "Python.h":
+    double PyOS_string_to_double(const char *s, char **endptr, object overflow_exception) except? -1.0
+    const char *PyUnicode_AsUTF8AndSize(object text, Py_ssize_t *size) except NULL
+    bint PyUnicode_IS_ASCII(object text)
+
+
+cdef double _plain(object text, bint positive):
+    """The value of a plain decimal string, or NaN if it is not one (or breaks the sign rule)."""
+    cdef Py_ssize_t n, i
+    cdef const char *p
+    cdef int dots = 0
+    cdef int digits = 0
+    cdef char c
+    cdef double value
+    if type(text) is not str or not PyUnicode_IS_ASCII(text):
+        return NAN
+    p = PyUnicode_AsUTF8AndSize(text, &n)
+    if n == 0 or n > 41:
+        return NAN
+    for i in range(n):
+        c = p[i]
+        if c == b'.':
+            dots += 1
+        elif b'0' <= c <= b'9':
+            digits += 1
+        else:
+            return NAN
+    if dots > 1 or digits == 0:
+        return NAN
+    value = PyOS_string_to_double(p, NULL, None)
+    if not isfinite(value) or value < 0 or (positive and value == 0):
+        return NAN
+    return value
+
+
+def kline_or_none(object data, object stream_interval, dict interval_ms, object kline_type):
+    """A `Kline` (built by `kline_type`) from a kline event payload, or None if any rule fails.
+
+    Parameters
+    ----------
+    data : dict
+        The ``data`` object of a combined-stream kline message.
+    stream_interval : str or None
+        The interval named by the stream; the kline's must match.
+    interval_ms : dict
+        Interval name -> length in ms (None for "1M").
+    kline_type : type
+        Called with (symbol, interval, open_time, close_time, open, high, low,
+        close, volume, closed).
+    """
+    if type(data) is not dict:
+        return None
+    k = (<dict>data).get("k")
+    if type(k) is not dict or (<dict>data).get("e") != "kline":
+        return None
+    cdef dict kd = <dict>k
+    symbol = kd.get("s")
+    interval = kd.get("i")
+    if type(symbol) is not str or not symbol:
+        return None
+    if type(interval) is not str or interval not in interval_ms:
+        return None
+    if stream_interval is not None and interval != stream_interval:
+        return None
+    t = kd.get("t")
+    close_time = kd.get("T")
+    if type(t) is not int or t < 0 or type(close_time) is not int or close_time < 0:
+        return None
+    step = interval_ms[interval]
+    if (step is not None and close_time != t + step - 1) or close_time <= t:
+        return None
+    cdef double o = _plain(kd.get("o"), True)
+    cdef double h = _plain(kd.get("h"), True)
+    cdef double l = _plain(kd.get("l"), True)
+    cdef double c = _plain(kd.get("c"), True)
+    cdef double v = _plain(kd.get("v"), False)
+    # NaN (a rejected field) fails every comparison below
+    if not (h >= l and l <= o <= h and l <= c <= h and v >= 0):
+        return None
+    closed = kd.get("x")
+    if type(closed) is not bool:
+        return None
+    return kline_type(symbol, interval, t, close_time, o, h, l, c, v, closed)
