@@ -32,8 +32,10 @@ BUDGETS: dict[str, Budget] = {b.name: b for b in (
     Budget("bar_to_decision", 1000.0, "ns", "window push -> indicators -> state machine -> Lua call (p50)"),
     Budget("kline_frame_to_bar", 5000.0, "ns", "parse one Binance kline frame into a bar"),
     Budget("backtest_throughput", 1_000_000.0, "ops/s", "backtest bars per second, EMA crossover"),
-    Budget("live_latency_p50", 20_000.0, "ns", "Binance kline frame at the client -> runner decision (p50)"),
-    Budget("live_latency_p99", 100_000.0, "ns", "Binance kline frame at the client -> runner decision (p99)"),
+    Budget("live_latency_p50", 20_000.0, "ns",
+           "Binance kline frame at the client -> runner decision (p50, busy-poll mode)"),
+    Budget("live_latency_p99", 100_000.0, "ns",
+           "Binance kline frame at the client -> runner decision (p99, busy-poll mode)"),
     Budget("engine_1000_runners_cpu", 10.0, "%", "1,000 runners, one bar per second each: share of one core"),
     Budget("runner_memory", 200.0, "KB", "one runner: 500-bar window, Lua runtime, 5 indicators"),
 )}

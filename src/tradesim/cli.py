@@ -211,8 +211,12 @@ def validate_command(strategy, params, bars):
 @click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
 @click.option("--events", "events_path", type=click.Path(dir_okay=False),
               help="Write every event as a JSON line to this file.")
+@click.option("--busy-poll-us", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Low-latency mode: µs the event loop and idle workers spin before sleeping "
+                   "(each spinning thread keeps a core busy; 0 = sleep at once).")
 def run_command(strategy, config_path, symbols, feed, data, speed, bars, interval, seed, cash, fill,
-                slippage_bps, commission_bps, params, region, base_url, rest_url, duration, events_path):
+                slippage_bps, commission_bps, params, region, base_url, rest_url, duration, events_path,
+                busy_poll_us):
     """Run strategies on a feed with paper trading; Ctrl-C or SIGTERM stops with a summary.
 
     \b
@@ -238,8 +242,11 @@ def run_command(strategy, config_path, symbols, feed, data, speed, bars, interva
             from tradesim.config import load_config
             from tradesim.run import build_engine, run_engine
 
-            run_engine(build_engine(load_config(config_path)), duration=duration,
-                       events_file=events_file)
+            config = load_config(config_path)
+            if busy_poll_us:  # the command line wins over [engine] busy_poll_us
+                config = config.model_copy(update={
+                    "engine": config.engine.model_copy(update={"busy_poll_us": busy_poll_us})})
+            run_engine(build_engine(config), duration=duration, events_file=events_file)
         else:
             from tradesim.run import run_paper
 
@@ -248,7 +255,7 @@ def run_command(strategy, config_path, symbols, feed, data, speed, bars, interva
                       params=_parse_params(params), region=region, base_url=base_url,
                       rest_url=rest_url, duration=duration, events_file=events_file,
                       execution={"fill": fill, "slippage_bps": slippage_bps,
-                                 "commission_bps": commission_bps})
+                                 "commission_bps": commission_bps}, busy_poll_us=busy_poll_us)
     except (StrategyError, DataFileError, ConfigError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     finally:

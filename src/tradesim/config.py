@@ -68,6 +68,8 @@ class EngineSection(_Strict):
     workers: int = Field(2, ge=1, le=64)
     max_workers: int = Field(32, ge=1, le=256)
     queue_size: int = Field(1024, ge=1)
+    #: µs idle threads spin before parking (0 = park at once; see TradingEngine)
+    busy_poll_us: float = Field(0.0, ge=0)
 
 
 class FeedConfig(_Strict):

@@ -66,7 +66,7 @@ def build_engine(config: EngineConfig, feeds: dict[str, Any] | None = None) -> T
     """
     e = config.engine
     engine = TradingEngine(workers=e.workers, max_workers=max(e.max_workers, e.workers),
-                           queue_size=e.queue_size)
+                           queue_size=e.queue_size, busy_poll_us=e.busy_poll_us)
     for name, feed_cfg in config.resolved_feeds().items():
         engine.add_feed((feeds or {}).get(name) or make_feed(feed_cfg), name)
     for r in config.runners:
@@ -120,7 +120,8 @@ def run_engine(engine: TradingEngine, *, console=None, duration: float | None = 
     with Live(_status_line(engine, 0.0), console=console, refresh_per_second=5,
               transient=True) as live:
         try:
-            asyncio.run(main(live))
+            with asyncio.Runner(loop_factory=engine.new_event_loop) as runner:  # busy-polls if asked
+                runner.run(main(live))
         except KeyboardInterrupt:  # a second Ctrl-C while shutting down
             console.print("[yellow]interrupted[/yellow]")
     engine.close("end of run")
@@ -189,7 +190,8 @@ def run_paper(strategy: str | Path, *, symbols: list[str] | None = None, feed: s
               params: dict[str, Any] | None = None, console=None, region: str = "com",
               base_url: str | None = None, rest_url: str | None = None,
               duration: float | None = None, events_file: IO[bytes] | None = None,
-              execution: dict[str, Any] | None = None) -> list[SymbolRunner]:
+              execution: dict[str, Any] | None = None,
+              busy_poll_us: float = 0.0) -> list[SymbolRunner]:
     """Run one strategy on each symbol of one feed (``tradesim run`` without ``--config``).
 
     Returns the runners after the run (positions closed, status STOPPED or FAILED).
@@ -212,7 +214,8 @@ def run_paper(strategy: str | Path, *, symbols: list[str] | None = None, feed: s
                 "params": dict(params or {}),
                 "execution": {"starting_cash": cash, **(execution or {})}}
                for s in (symbols or ["BTCUSDT"])]
-    config = parse_config({"feeds": {"main": feed_cfg}, "runners": runners}, "tradesim run")
+    config = parse_config({"engine": {"busy_poll_us": busy_poll_us}, "feeds": {"main": feed_cfg},
+                           "runners": runners}, "tradesim run")
     engine = build_engine(config, prebuilt)
     run_engine(engine, console=console, duration=duration, events_file=events_file)
     return [engine.runner(rid) for rid in engine.runner_ids]

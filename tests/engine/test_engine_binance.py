@@ -100,6 +100,28 @@ def test_three_symbols_two_strategies_see_exactly_the_source_bars_through_drops_
     assert {"reconnecting", "gap_detected", "backfilled"} <= set(statuses)
 
 
+def test_busy_poll_mode_sees_exactly_the_source_bars_through_a_drop():
+    """The low-latency mode (spinning loop and workers) changes timing only, never the bars."""
+    engine = TradingEngine(busy_poll_us=2000)
+
+    async def main():
+        async with FakeBinance(n_bars=800, bar_period=0.0005) as srv:
+            srv.at(300, "drop")
+            engine.add_feed(_feed(srv), "binance")
+            for sym in srv.symbols:
+                engine.add_runner(sym, EMA)
+            seen = _record(engine)
+            await _run_until(engine, lambda: all(len(v) >= srv.n for v in seen.values()))
+            return srv, seen
+
+    with asyncio.Runner(loop_factory=engine.new_event_loop) as runner:
+        assert type(runner.get_loop()._selector).__name__ == "BusyPollSelector"
+        srv, seen = runner.run(main())
+    for rid, bars in seen.items():
+        assert bars == srv.expected(rid.split(":")[0]), rid
+    assert engine.pool.spin_s == pytest.approx(0.002)
+
+
 FAILING = STUBS + 'function detect_opportunity(bar) error("broken strategy") end\n'
 SLOW = STUBS + """
 function detect_opportunity(bar)

@@ -573,3 +573,88 @@ def test_constructor_validates_arguments():
     assert f.base_url == "wss://stream.binance.us:9443" and f.rest_url == "https://api.binance.us"
     assert f.status == "idle" and isinstance(f.health, DataHealth)
     assert isinstance(MarketData, type)
+
+
+# -- frames taken straight from the socket callback (FrameConnection) ------------------------
+
+def _kline_frame(i, closed=True):
+    t = 1_751_897_340_000 + 60_000 * i
+    price = f"{100 + i}.00"
+    return json.dumps({"stream": "btcusdt@kline_1m", "data": {
+        "e": "kline", "E": t + 60_000, "s": "BTCUSDT", "k": {
+            "t": t, "T": t + 59_999, "s": "BTCUSDT", "i": "1m", "o": price, "c": price, "h": price, "l": price,
+            "v": "1.0", "x": closed}}})
+
+
+async def _serve(frames_or_parts):
+    """A bare websockets server sending each item (a list = one message in fragments), then idling."""
+    import websockets
+
+    async def handler(ws):
+        for item in frames_or_parts:
+            await ws.send(iter(item) if isinstance(item, list) else item)
+        await asyncio.sleep(30)
+
+    return await websockets.serve(handler, "127.0.0.1", 0)
+
+
+def _bare_feed(server, **kw):
+    port = server.sockets[0].getsockname()[1]
+    args = dict(FAST, base_url=f"ws://127.0.0.1:{port}", rest_url=f"http://127.0.0.1:{port}")
+    args.update(kw)
+    return BinanceFeed(["BTCUSDT"], **args)
+
+
+def test_a_fragmented_message_switches_to_websockets_queue_and_keeps_the_order():
+    f = [_kline_frame(i) for i in range(6)]
+    parts = [f[0], f[1], [f[2][:40], f[2][40:90], f[2][90:]], f[3], f[4], f[5]]
+
+    async def main():
+        server = await _serve(parts)
+        try:
+            feed = _bare_feed(server)
+            got = await collect(feed, 6)
+        finally:
+            server.close()
+        want = [1_751_897_340_000 + 60_000 * i for i in range(6)]
+        assert [b.timestamp for b in got["BTCUSDT"]] == want
+        assert [b.close for b in got["BTCUSDT"]] == [100.0 + i for i in range(6)]
+        assert feed.stats["rejected"] == {} and feed.stats["out_of_order"] == 0
+    run(main())
+
+
+def test_stream_to_pushes_bars_and_survives_a_consumer_that_raises():
+    frames = [_kline_frame(i) for i in range(5)]
+
+    async def main():
+        server = await _serve(frames)
+        seen = []
+        try:
+            feed = _bare_feed(server)
+
+            def consumer(bar):
+                if len(seen) == 1 and not getattr(consumer, "raised", False):
+                    consumer.raised = True
+                    raise RuntimeError("consumer bug")
+                seen.append(bar.timestamp)
+                if len(seen) == 4:
+                    feed.close()
+
+            await asyncio.wait_for(feed.stream_to(consumer), DEADLINE)
+            with pytest.raises(RuntimeError, match="already started"):
+                await feed.stream_to(consumer)
+        finally:
+            server.close()
+        t0 = 1_751_897_340_000
+        assert seen == [t0, t0 + 120_000, t0 + 180_000, t0 + 240_000]   # the raising call's bar is lost to it
+        assert feed.stats["bars"] == 5
+    run(main())
+
+
+def test_stream_to_raises_when_the_feed_fails():
+    async def main():
+        feed = BinanceFeed(["BTCUSDT"], **dict(FAST, base_url="ws://127.0.0.1:9", rest_url="http://127.0.0.1:9",
+                                               max_failures=1, backoff_initial=0.01, backoff_max=0.01))
+        with pytest.raises(BinanceFeedError, match="consecutive failed"):
+            await asyncio.wait_for(feed.stream_to(lambda bar: None), DEADLINE)
+    run(main())

@@ -26,7 +26,11 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["engine_scale", "live_latency", "rss_kb", "runner_memory", "five_indicator_strategy"]
+__all__ = ["BUSY_POLL_US", "engine_scale", "live_latency", "rss_kb", "runner_memory", "five_indicator_strategy"]
+
+#: Spin per idle wait in the latency benchmark's busy-poll mode (µs): longer than the
+#: 2 ms between frames, so the loop and the worker never park while frames flow.
+BUSY_POLL_US = 1_000_000.0
 
 _FIVE = """-- five indicators every bar (bench)
 name = "five_indicators"
