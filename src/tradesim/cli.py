@@ -375,7 +375,7 @@ def _print_backtest(result, report, trades_path) -> None:
 @main.command("bench")
 @click.option("--filter", "filters", multiple=True, metavar="NAME",
               help="Run only these groups (repeatable): window, indicators, batch, state_machine, lua, "
-                   "bar_to_decision, kline, backtest.")
+                   "bar_to_decision, kline, backtest, live_latency, engine_scale, runner_memory.")
 @click.option("--quick", is_flag=True, help="Smoke run: fewer samples, smaller series.")
 @click.option("--json", "as_json", is_flag=True, help="Print results and environment as JSON.")
 def bench_command(filters, quick, as_json):
