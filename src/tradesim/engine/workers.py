@@ -123,8 +123,7 @@ class WorkerPool:
             finally:
                 busy.pop(wid, None)
             if again:
-                ready.append(item)
-                bell.ring()
+                self.schedule(item)
 
     def check(self) -> int:
         """Add a worker if all are stuck and work waits; return the number of workers."""
