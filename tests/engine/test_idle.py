@@ -131,3 +131,43 @@ def test_worker_pool_drains_everything_and_shuts_down(spin_s):
 def test_worker_pool_rejects_a_negative_spin():
     with pytest.raises(ValueError, match="spin_s"):
         WorkerPool(1, spin_s=-1)
+
+
+def test_wait_quiet_returns_once_the_work_is_done_and_times_out_while_it_is_not():
+    bell = Doorbell()
+    assert bell.wait_quiet(0.0)            # nothing handed out: quiet at once
+    bell.add_work()
+    bell.add_work()
+    assert bell.outstanding == 2
+    t0 = time.monotonic()
+    assert not bell.wait_quiet(0.02)       # still outstanding: gives up after the bound
+    assert time.monotonic() - t0 >= 0.015
+    bell.work_done()
+    threading.Timer(0.02, bell.work_done).start()
+    assert bell.wait_quiet(5.0)            # returns when the last item is done, not at the bound
+    assert bell.outstanding == 0
+
+
+@pytest.mark.parametrize("spin_s", [0.0, 0.05])
+def test_worker_pool_wait_quiet_lets_queued_work_finish_first(spin_s):
+    """The busy-poll hand-off: after `wait_quiet`, what was queued has run (GIL released meanwhile)."""
+    pool = WorkerPool(1, spin_s=spin_s)
+    pool.start()
+    done = []
+
+    class Item:
+        def drain(self):
+            time.sleep(0.01)   # a slow strategy call
+            done.append(1)
+            return False
+
+    try:
+        for i in range(3):
+            pool.schedule(Item())
+            assert pool.wait_quiet(5.0)
+            assert len(done) == i + 1
+        assert pool._bell.outstanding == 0
+        pool.schedule(Item())
+        assert not pool.wait_quiet(0.001)   # bounded: the loop never waits long for a slow call
+    finally:
+        pool.shutdown()

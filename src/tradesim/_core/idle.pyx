@@ -10,6 +10,9 @@ busy core. The default everywhere is to park at once.
 * `Doorbell`: a sequence number that worker threads wait on; `ring` bumps it.
   `wait` spins up to ``spin_s`` with the GIL released, then parks on a
   condition variable.
+* `Doorbell.wait_quiet`: the loop's hand-off after queueing work: release the
+  GIL and spin until the workers have finished it (bounded), so the work runs
+  before the loop's own bookkeeping rather than after it.
 * `spin_until_readable`: the event loop's half: spin (GIL released) until a
   file descriptor (the loop's epoll descriptor) is readable.
 * While a busy-polling loop spins it does not hold the GIL; a worker woken by
@@ -46,13 +49,14 @@ cdef extern from *:
     typedef struct {
         long seq;
         long waiters;
+        long outstanding;   /* work items handed out and not finished (see wait_quiet) */
         pthread_mutex_t mu;
         pthread_cond_t cv;
     } tsi_bell;
 
     static int tsi_bell_init(tsi_bell *b) {
         pthread_condattr_t attr;
-        b->seq = 0; b->waiters = 0;
+        b->seq = 0; b->waiters = 0; b->outstanding = 0;
         if (pthread_mutex_init(&b->mu, NULL)) return -1;
         pthread_condattr_init(&attr);
         pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
@@ -112,6 +116,20 @@ cdef extern from *:
         if (spin_ns > 0 && s != last) tsi_wait_loops_idle(50000);
         return s;
     }
+    /* Spin until no work is outstanding or max_ns pass; counted as an idle busy loop meanwhile
+       (a woken worker takes the GIL at once). Returns 1 if quiet. */
+    static int tsi_bell_wait_quiet(tsi_bell *b, long long max_ns) {
+        long long end = tsi_now() + max_ns;
+        unsigned n = 0;
+        int quiet;
+        tsi_add(&tsi_idle_loops, 1);
+        while (!(quiet = tsi_load(&b->outstanding) <= 0)) {
+            if ((++n & 63) == 0 && tsi_now() >= end) break;
+            tsi_pause();
+        }
+        tsi_add(&tsi_idle_loops, -1);
+        return quiet;
+    }
     /* Spin until fd is readable or spin_ns pass; counted as an idle busy loop meanwhile. */
     static int tsi_spin_readable(int fd, long long spin_ns) {
         struct pollfd p = {fd, POLLIN, 0};
@@ -128,6 +146,7 @@ cdef extern from *:
     """
     ctypedef struct tsi_bell:
         long seq
+        long outstanding
     long tsi_busy_loops
     long tsi_load(long *p) nogil
     long tsi_add(long *p, long v) nogil
@@ -136,6 +155,7 @@ cdef extern from *:
     void tsi_bell_ring(tsi_bell *b) nogil
     long tsi_bell_wait(tsi_bell *b, long last, long long spin_ns, long long timeout_ns) nogil
     int tsi_spin_readable(int fd, long long spin_ns) nogil
+    int tsi_bell_wait_quiet(tsi_bell *b, long long max_ns) nogil
 
 
 cdef long long _ns(double seconds):
@@ -171,6 +191,34 @@ cdef class Doorbell:
     def ring(self) -> None:
         """Bump the counter and wake parked waiters (cheap when nobody is parked)."""
         tsi_bell_ring(&self.bell)
+
+    def add_work(self) -> None:
+        """Count one work item handed out and ring (the worker calls `work_done` after it)."""
+        tsi_add(&self.bell.outstanding, 1)
+        tsi_bell_ring(&self.bell)
+
+    def work_done(self) -> None:
+        """Count one work item finished (see `add_work`)."""
+        tsi_add(&self.bell.outstanding, -1)
+
+    @property
+    def outstanding(self) -> int:
+        """Work items handed out by `add_work` and not yet `work_done`."""
+        return tsi_load(&self.bell.outstanding)
+
+    def wait_quiet(self, double max_s) -> bool:
+        """Release the GIL and spin until no work is outstanding, at most `max_s` seconds.
+
+        The busy-polling loop's hand-off: called right after queueing work, it
+        lets a spinning worker take the GIL at once and run the work before the
+        loop's own bookkeeping, instead of after it. Returns True if every
+        item finished within `max_s`.
+        """
+        cdef long long max_ns = _ns(max_s)
+        cdef int quiet
+        with nogil:
+            quiet = tsi_bell_wait_quiet(&self.bell, max_ns)
+        return bool(quiet)
 
     def wait(self, long last, double spin_s=0.0, timeout_s=None) -> int:
         """Wait until the counter differs from `last`; return it (``== last`` on timeout).

@@ -95,7 +95,7 @@ class WorkerPool:
     def schedule(self, item: Schedulable) -> None:
         """Queue `item` to be drained by some worker (the caller guarantees it is queued once)."""
         self._ready.append(item)
-        self._bell.ring()
+        self._bell.add_work()
 
     def _work(self, wid: int, extra: bool) -> None:
         ready, busy, bell, spin = self._ready, self._busy_since, self._bell, self.spin_s
@@ -124,6 +124,16 @@ class WorkerPool:
                 busy.pop(wid, None)
             if again:
                 self.schedule(item)
+            bell.work_done()
+
+    def wait_quiet(self, max_s: float) -> bool:
+        """Let the workers run what is queued now, GIL released, for at most `max_s` s.
+
+        For a busy-polling event loop right after it queued a bar: the worker
+        (spinning, see `spin_s`) takes the GIL at once instead of waiting for
+        the loop to finish its own work first. True if all queued work finished.
+        """
+        return self._bell.wait_quiet(max_s)
 
     def check(self) -> int:
         """Add a worker if all are stuck and work waits; return the number of workers."""
