@@ -315,7 +315,7 @@ def test_short_rejected_when_shorting_is_disabled(tmp_path):
     assert [(x.action, x.timestamp) for x in r.rejections] == [("enter_short", ts(1)),
                                                                ("enter_short", ts(2))]
     assert "allow_short" in r.rejections[0].reason and r.trades == []
-    assert r.machine.state == State.ANALYZING and r._pending is None
+    assert r.machine.state == State.ANALYZING and not r.core.pending
 
 
 def test_analysis_times_out_after_the_allowed_bars(tmp_path):
@@ -477,3 +477,67 @@ def test_process_per_bar_equals_the_array_run():
     b.core.run(stamps, *[np.ascontiguousarray(c) for c in cols], np.ones(n), nan, nan, equity, in_pos)
     assert a.trades == b.trades and len(a.trades) > 10
     assert a.equity == b.equity
+
+
+# --------------------------------------------------------------------------- the Lua mirror of fills
+
+MIRROR = """
+function detect_opportunity(md, ctx, ind)
+  if ind.position ~= nil then error("flat, yet indicators.position is set") end
+  if next(ctx) ~= nil then error("flat, yet the context was not emptied") end
+  if md.timestamp == {t1} then return {{reason = "go", note = "kept until the exit"}} end
+  return nil
+end
+function filter_commitment(md, ctx, ind)
+  return {{action = "enter_short", quantity = 2.0, stop_loss = 150.0, reason = "in"}}
+end
+function manage_position(md, ctx, ind)
+  local p = ind.position
+  if md.timestamp == {t3} then
+    return {{action = "exit", reason = string.format("%s %g %.6f %g %s %d %s", p.side, p.quantity,
+             p.entry_price, p.stop_loss, tostring(p.take_profit), p.entry_time, ctx.note)}}
+  end
+  return nil
+end
+"""
+
+
+@pytest.mark.parametrize("direct", [True, False], ids=["lua_direct", "lupa_fallback"])
+def test_fills_are_mirrored_into_lua_position_and_context(tmp_path, direct):
+    """The core's C fills tell the script its position and empty its context on exit,
+    through `LuaDirect` or, where that is unavailable, through lupa; both say the same."""
+    path = tmp_path / "mirror.lua"
+    path.write_text(MIRROR.format(t1=ts(1), t3=ts(3)))
+    r = SymbolRunner(SYMBOL, path, execution=ExecutionConfig(slippage_bps=10.0))
+    if direct:
+        assert r.core.sync is not None   # this build offers the direct path: test it
+    else:
+        r.core.sync = None
+    feed(r, FILL_ROWS + [FLAT, FLAT])
+    assert r.errors == []   # flat bars after the exit saw no position and an empty context
+    (t,) = r.trades
+    # short entry at bar 2's open, slipped down: 102 * 0.999 = 101.898
+    assert t.exit_reason == f"short 2 101.898000 150 nil {ts(2)} kept until the exit"
+    assert r.strategy.context() == {}
+
+
+def test_events_are_built_only_while_wanted(tmp_path):
+    """`events_wanted` False: no event at all (no context snapshot, no trade dict);
+    True: the opportunity, the fills and the closed trade, matching the booked `Trade`."""
+    got, wanted = [], [False]
+    r = SymbolRunner(SYMBOL, scripted(tmp_path), on_event=got.append,
+                     params={"enter_ts": ts(1), "exit_ts": ts(3), "quantity": 2.0})
+    r.events_wanted = lambda: wanted[0]
+    feed(r, FILL_ROWS)
+    assert got == [] and len(r.trades) == 1
+    wanted[0] = True
+    r2 = SymbolRunner(SYMBOL, scripted(tmp_path), on_event=got.append,
+                      params={"enter_ts": ts(1), "exit_ts": ts(3), "quantity": 2.0})
+    r2.events_wanted = lambda: wanted[0]
+    feed(r2, FILL_ROWS)
+    kinds = [e["type"] for e in got]
+    assert kinds == ["opportunity_detected", "position_opened", "position_closed"]
+    opened, closed = got[1], got[2]
+    assert (opened["side"], opened["quantity"], opened["price"], opened["timestamp"]) == \
+        ("long", 2.0, 102.0, ts(2))
+    assert closed["trade"] == r2.trades[0].to_dict() and closed["trade"]["exit_price"] == 105.0

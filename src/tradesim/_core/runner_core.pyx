@@ -5,11 +5,18 @@ market order waiting for this bar's open -> update the state machine (marks,
 stop-loss / take-profit exits, analysis timeout) -> call the strategy's
 dispatcher for the current state -> record equity.
 
-Everything common happens here in C. Rare events (a fill, an automatic exit,
-a strategy decision, an error) are handed to the Python `handler`
-(`tradesim.runner.SymbolRunner`), which owns execution and bookkeeping. A
-backtest calls `run` over arrays; a live runner calls `process` per bar: the
-same `step` either way.
+Everything common happens here in C, and so does simulated execution: a
+market order waiting for the next open is filled here (slippage, sizing,
+commission), positions are opened and closed on the state machine, cash and
+quantity kept, closed trades recorded as raw tuples and the strategy's
+position mirrored into Lua (`LuaDirect`, no lupa call). On a live feed these
+bars are the rare slow ones; in C they cost a few µs even with cold caches.
+
+The Python `handler` (`tradesim.runner.SymbolRunner`) decodes strategy
+decisions, rejects invalid actions, counts errors, builds `Trade` records from
+the raw tuples and emits events (only while someone listens). A backtest calls
+`run` over arrays; a live runner calls `process` per bar: the same `step`
+either way.
 """
 
 from cpython.ref cimport Py_INCREF
@@ -21,13 +28,28 @@ import numpy as np
 from tradesim._core.bank cimport IndicatorBank
 from tradesim._core.lua_direct cimport LuaDirect
 from tradesim._core.market_data cimport MarketData
-from tradesim._core.state_machine cimport StateMachine, UPDATE_NONE
+from tradesim._core.state_machine cimport (
+    ACTION_ENTER_LONG, ACTION_ENTER_SHORT, Position, SIDE_LONG, SIDE_SHORT, StateMachine,
+    UPDATE_ANALYSIS_TIMEOUT, UPDATE_NONE, UPDATE_STOP_LOSS, UPDATE_TAKE_PROFIT)
+from tradesim._core.state_machine import InvalidTransition
 from tradesim._core.window cimport MarketDataWindow
 
 # Result of `step`.
 cdef enum:
     STEP_OK = 0
     STEP_STOPPED = 1
+
+
+# Pending market order kinds.
+cdef enum:
+    ORDER_NONE = 0
+    ORDER_ENTER = 1
+    ORDER_EXIT = 2
+
+# Position sync codes of the Lua side (api.lua `sync`).
+cdef enum:
+    SYNC_FLAT = 0
+    SYNC_CLEAR_CONTEXT = 2
 
 
 cdef inline void _put(tuple args, Py_ssize_t i, object item):
@@ -52,8 +74,17 @@ cdef class RunnerCore:
         The strategy's raw dispatcher ``f(state, ts, o, h, l, c, v, bid, ask, *values)``.
         A `LuaDirect` is called from C, without building an argument tuple.
     handler : object
-        Has ``fill_pending(ts, open)``, ``on_update(code, ts, close)``,
-        ``on_result(result, ts, close)`` and ``on_error(exc, ts)``.
+        Has ``on_result(result, ts, close)``, ``on_error(exc, ts)``,
+        ``on_timeout(ts)``, ``reject(ts, action, reason)``, ``listening()``,
+        ``on_opened(ts, side, quantity, price, fee, reason)``, ``on_closed(ts)``
+        and ``sync_lua(code, entry_time, quantity, entry_price, stop_loss, take_profit)``
+        (used when `sync` is None).
+    cash : float
+        Starting cash, quote currency.
+    slippage_bps, commission_bps, fixed_fee, size_fraction : float
+        Execution costs and sizing (see `tradesim.execution.ExecutionConfig`).
+    sync : LuaDirect, optional
+        The strategy's position/context sync function, called from C.
 
     Attributes
     ----------
@@ -62,7 +93,12 @@ cdef class RunnerCore:
     quantity : float
         Signed position in base units (> 0 long, < 0 short).
     pending : bool
-        A market order waits for the next bar's open.
+        A market order waits for the next bar's open (read-only; see `submit_enter`).
+    closed : list of tuple
+        Closed trades, oldest first: ``(side, quantity, entry_time, entry_price,
+        exit_time, exit_price, pnl, fees, exit_reason, ambiguous, entry_bar,
+        exit_bar)``, side ``"long"``/``"short"``, prices and money in quote
+        currency, times in ms since epoch UTC, bars 0-based.
     deciding : bool
         Call the strategy (False while paused: indicators stay warm).
     errors_in_row : int
@@ -80,14 +116,36 @@ cdef class RunnerCore:
     cdef public object handler
     cdef public double cash
     cdef public double quantity
-    cdef public bint pending
+    cdef readonly bint pending
+    cdef readonly list closed
+    # execution (ExecutionConfig)
+    cdef double _slip, _commission, _fixed_fee, _size_fraction
+    cdef LuaDirect _sync            # position/context sync, or None: handler.sync_lua
+    # the pending market order
+    cdef int _order
+    cdef int _order_side
+    cdef double _order_qty          # NaN: size from cash
+    cdef double _order_sl, _order_tp
+    cdef str _order_reason
+    # the open trade (entry fill)
+    cdef double _entry_fee
+    cdef long long _entry_bar
     cdef public bint deciding
     cdef public long long errors_in_row
     cdef public long long bars
     cdef public long long decisions
 
     def __init__(self, MarketDataWindow window not None, IndicatorBank bank not None,
-                 StateMachine machine not None, dispatch, handler, double cash=0.0):
+                 StateMachine machine not None, dispatch, handler, double cash=0.0, *,
+                 double slippage_bps=0.0, double commission_bps=0.0, double fixed_fee=0.0,
+                 double size_fraction=1.0, LuaDirect sync=None):
+        self._slip = slippage_bps * 1e-4
+        self._commission = commission_bps * 1e-4
+        self._fixed_fee = fixed_fee
+        self._size_fraction = size_fraction
+        self._sync = sync
+        self._order = ORDER_NONE
+        self.closed = []
         self.window = window
         self.bank = bank
         self.machine = machine
@@ -110,6 +168,15 @@ cdef class RunnerCore:
     def dispatch(self, dispatch):
         self._dispatch = dispatch
         self._direct = dispatch if isinstance(dispatch, LuaDirect) else None
+
+    @property
+    def sync(self):
+        """The strategy's position/context sync function (`LuaDirect`), or None (assignable)."""
+        return self._sync
+
+    @sync.setter
+    def sync(self, LuaDirect sync):
+        self._sync = sync
 
     cdef tuple _args(self, long long ts, double o, double h, double l, double c,
                      double v, double bid, double ask):
@@ -138,10 +205,12 @@ cdef class RunnerCore:
         self.bars += 1
         try:
             if self.pending:
-                self.handler.fill_pending(ts, o)
+                self._fill_pending(ts, o)
             code = self.machine.update_fast(ts, o, h, l, c)
-            if code != UPDATE_NONE:
-                self.handler.on_update(code, ts, c)
+            if code == UPDATE_STOP_LOSS or code == UPDATE_TAKE_PROFIT:
+                self._book_level_exit(code, ts)
+            elif code == UPDATE_ANALYSIS_TIMEOUT:
+                self.handler.on_timeout(ts)
             if self.deciding and not self.pending:
                 try:
                     if self._direct is not None:
@@ -165,6 +234,127 @@ cdef class RunnerCore:
         except RunnerStopped:
             return STEP_STOPPED
         return STEP_OK
+
+    # -- simulated execution ---------------------------------------------------------
+
+    cdef inline double _slipped(self, double price, bint buying):
+        return price * (1.0 + self._slip) if buying else price * (1.0 - self._slip)
+
+    cdef inline double _fee(self, double price, double quantity):
+        return abs(price * quantity) * self._commission + self._fixed_fee
+
+    cdef int _sync_lua(self, int code, long long entry_time, double quantity, double entry_price,
+                       double stop_loss, double take_profit) except -1:
+        if self._sync is not None:
+            # `run` may hold the runtime's lock, which the sync function shares (reentrant)
+            self._sync.call_bar(code, entry_time, quantity, entry_price, stop_loss, take_profit,
+                                0.0, NAN, NAN, NULL, 0, self._locked is not None)
+        else:
+            self.handler.sync_lua(code, entry_time, quantity, entry_price, stop_loss, take_profit)
+        return 0
+
+    def submit_enter(self, int side, double quantity, double stop_loss, double take_profit,
+                     str reason):
+        """Queue a market entry for the next bar's open.
+
+        `side` is 1 (long) or -1 (short); `quantity` in base units, NaN to size
+        it from cash at the fill; stop-loss / take-profit in quote currency, NaN
+        for none.
+        """
+        self._order, self._order_side, self._order_qty = ORDER_ENTER, side, quantity
+        self._order_sl, self._order_tp, self._order_reason = stop_loss, take_profit, reason or ""
+        self.pending = True
+
+    def submit_exit(self, str reason):
+        """Queue a market exit of the open position for the next bar's open."""
+        self._order, self._order_reason = ORDER_EXIT, reason or ""
+        self.pending = True
+
+    def cancel_pending(self):
+        """Drop a queued market order."""
+        self._order = ORDER_NONE
+        self._order_reason = None
+        self.pending = False
+
+    cdef int _fill_pending(self, long long ts, double open_price) except -1:
+        cdef int order = self._order
+        self._order = ORDER_NONE
+        self.pending = False
+        if order == ORDER_ENTER:
+            self.enter(self._order_side, self._order_qty, self._order_sl, self._order_tp,
+                       self._order_reason, open_price, ts)
+        elif order == ORDER_EXIT and self.machine.position is not None:
+            self.exit_market(open_price, ts, self._order_reason)
+        self._order_reason = None
+        return 0
+
+    cpdef int enter(self, int side, double quantity, double stop_loss, double take_profit,
+                     str reason, double base_price, long long ts) except -1:
+        """Open a position at `base_price` moved by slippage; 0 if rejected (reported to the handler), else 1.
+
+        `quantity` NaN: ``size_fraction`` of cash at the fill price, net of the
+        commission (`ExecutionConfig.size`).
+        """
+        cdef bint buying = side == SIDE_LONG
+        cdef int action = ACTION_ENTER_LONG if buying else ACTION_ENTER_SHORT
+        cdef double price = self._slipped(base_price, buying)
+        cdef double budget, fee
+        cdef Position pos
+        if quantity != quantity:
+            budget = max(self.cash, 0.0) * self._size_fraction - self._fixed_fee
+            quantity = 0.0 if budget <= 0 or price <= 0 else budget / (price * (1.0 + self._commission))
+        if quantity <= 0:
+            self.handler.reject(ts, action, f"no quantity: equity {self.cash:.2f} too small to size an order")
+            return 0
+        try:
+            pos = self.machine._enter(action, quantity, price, ts, stop_loss, take_profit, reason)
+        except (InvalidTransition, ValueError) as exc:
+            self.handler.reject(ts, action, str(exc))
+            return 0
+        fee = self._fee(price, quantity)
+        self.cash += -(quantity * price) - fee if buying else quantity * price - fee
+        self.quantity = quantity if buying else -quantity
+        self._entry_fee = fee
+        self._entry_bar = self.bars - 1
+        self._sync_lua(side, pos.entry_time, pos.quantity, pos.entry_price, pos.stop_loss,
+                       pos.take_profit)
+        if self.handler.listening():
+            self.handler.on_opened(ts, side, quantity, price, fee, reason)
+        return 1
+
+    cpdef int exit_market(self, double base_price, long long ts, str reason) except -1:
+        """Close the open position at `base_price` moved by slippage (a market exit)."""
+        cdef Position pos = self.machine.position
+        cdef double price = self._slipped(base_price, pos.side_c == SIDE_SHORT)
+        self.machine.exit(price, ts, reason)
+        return self._book_exit(price, ts, reason, False)
+
+    cdef int _book_level_exit(self, int code, long long ts) except -1:
+        # The state machine closed the position at a stop-loss or take-profit level.
+        cdef Position pos = self.machine.last_closed
+        cdef double price = pos.exit_price
+        if code == UPDATE_STOP_LOSS:   # a stop is a market order once triggered
+            price = self._slipped(price, pos.side_c == SIDE_SHORT)
+        return self._book_exit(price, ts, pos.exit_reason, pos.ambiguous)
+
+    cdef int _book_exit(self, double price, long long ts, str reason, bint ambiguous) except -1:
+        cdef Position pos = self.machine.last_closed
+        cdef double q = pos.quantity
+        cdef double fee = self._fee(price, q)
+        cdef bint long_ = pos.side_c == SIDE_LONG
+        cdef double sign = 1.0 if long_ else -1.0
+        cdef double fees = self._entry_fee + fee
+        self.cash += q * price - fee if long_ else -(q * price) - fee
+        self.quantity = 0.0
+        self.closed.append(("long" if long_ else "short", q, pos.entry_time, pos.entry_price, ts,
+                            price, (price - pos.entry_price) * q * sign - fees, fees, reason,
+                            ambiguous, self._entry_bar, self.bars - 1))
+        self._sync_lua(SYNC_FLAT, 0, 0.0, 0.0, NAN, NAN)
+        if not self.machine.keep_context:
+            self._sync_lua(SYNC_CLEAR_CONTEXT, 0, 0.0, 0.0, NAN, NAN)
+        if self.handler.listening():
+            self.handler.on_closed(ts)
+        return 0
 
     @property
     def equity(self):

@@ -74,6 +74,7 @@ class RunnerHandle:
         self.in_call_since: float | None = None
         self.on_processed: Callable[[RunnerHandle, int], Any] | None = None
         runner.on_event = self._on_runner_event
+        runner.events_wanted = lambda: bus.active   # no subscriber: no event is even built
 
     # -- loop side ---------------------------------------------------------------
 

@@ -2,9 +2,10 @@
 
 The runner owns a `MarketDataWindow`, the strategy's `IndicatorBank`, a
 `StateMachine` and a `LuaStrategy`, and drives them through `RunnerCore`'s
-per-bar step. It is also that step's handler for the rare events: it fills
-orders with the execution model, books trades, applies strategy decisions and
-counts errors. Backtests, simulated feeds and live feeds use the same runner;
+per-bar step, which also fills orders with the execution model and books
+trades (in C). The runner is that step's handler for the rare events: it
+decodes and applies strategy decisions, records rejections and errors, turns
+booked trades into `Trade` records and emits events. Backtests, simulated feeds and live feeds use the same runner;
 only the feed and the clock differ.
 
 A strategy sees only closed bars: the dispatcher receives bar t's values and
@@ -33,10 +34,6 @@ __all__ = ["RunnerStatus", "RunnerError", "Rejection", "SymbolRunner"]
 
 log = logging.getLogger(__name__)
 
-# update_fast result codes (state_machine.pxd)
-_STOP_LOSS, _TAKE_PROFIT, _TIMEOUT = 1, 2, 3
-
-
 class RunnerStatus(str, enum.Enum):
     """Lifecycle of a runner."""
 
@@ -62,27 +59,6 @@ class Rejection:
     timestamp: int
     action: str
     reason: str
-
-
-@dataclass
-class _Order:
-    kind: str            # "enter" or "exit"
-    side: Side | None
-    quantity: float | None
-    stop_loss: float
-    take_profit: float
-    reason: str
-    signal_time: int
-
-
-@dataclass
-class _OpenTrade:
-    side: Side
-    quantity: float
-    price: float
-    time: int
-    fee: float
-    bar: int
 
 
 class SymbolRunner:
@@ -111,6 +87,14 @@ class SymbolRunner:
         ``on_event(dict)`` receives position, decision, rejection, error and
         status events (not one per bar).
 
+    Attributes
+    ----------
+    events_wanted : callable or None
+        Set by an owner whose listeners come and go (the engine: "does the
+        event bus have subscribers?"). While it returns False no event is
+        built at all: events cost Lua calls (context snapshots) and dicts on
+        the bars where the strategy trades.
+
     Raises
     ------
     StrategyLoadError
@@ -133,17 +117,19 @@ class SymbolRunner:
         self.machine = StateMachine(ambiguity_policy, analysis_timeout_bars)
         self.strategy.bind(self.window, self.bank)
         self.strategy.set_symbol(symbol)
+        exe = self.execution
         self.core = RunnerCore(self.window, self.bank, self.machine, self.strategy.dispatch, self,
-                               self.execution.starting_cash)
+                               exe.starting_cash, slippage_bps=exe.slippage_bps,
+                               commission_bps=exe.commission_bps, fixed_fee=exe.fixed_fee,
+                               size_fraction=exe.size_fraction, sync=self.strategy.position_sync)
         self.on_event = on_event
-        self.trades: list[Trade] = []
+        self.events_wanted: Callable[[], bool] | None = None
+        self._trades: list[Trade] = []
         self.errors: list[RunnerError] = []
         self.rejections: list[Rejection] = []
         self.status = RunnerStatus.RUNNING
         self.status_reason = ""
         self.decisions = 0  # strategy calls that returned something (a setup or an action)
-        self._pending: _Order | None = None
-        self._open: _OpenTrade | None = None
 
     # -- feeding bars ----------------------------------------------------------
 
@@ -176,9 +162,11 @@ class SymbolRunner:
         StrategyLoadError, StrategyError
             The new version failed to load; the old one keeps running.
         """
+        self._materialize()   # trades booked so far carry the old version's name
         self.strategy.reload()
         self.strategy.set_symbol(self.symbol)
         self.core.dispatch = self.strategy.dispatch
+        self.core.sync = self.strategy.position_sync
         self._sync_position()
         self._emit("strategy_reloaded", path=str(self.strategy.path))
 
@@ -212,26 +200,26 @@ class SymbolRunner:
 
     # -- RunnerCore handler ----------------------------------------------------
 
-    def fill_pending(self, ts: int, open_price: float) -> None:
-        order, self._pending = self._pending, None
-        self.core.pending = False
-        if order is None:
-            return
-        if order.kind == "enter":
-            self._enter(order, open_price, ts)
-        elif self.machine.position is not None:
-            self._exit_market(open_price, ts, order.reason)
+    def on_timeout(self, ts: int) -> None:
+        self.strategy.clear_context()
+        self._emit("analysis_timeout", timestamp=ts)
 
-    def on_update(self, code: int, ts: int, close: float) -> None:
-        if code in (_STOP_LOSS, _TAKE_PROFIT):
-            pos = self.machine.last_closed
-            price = pos.exit_price
-            if code == _STOP_LOSS:  # a stop is a market order once triggered
-                price = self.execution.slipped(price, buying=pos.side == Side.SHORT)
-            self._book_exit(price, ts, pos.exit_reason, pos.ambiguous)
-        elif code == _TIMEOUT:
-            self.strategy.clear_context()
-            self._emit("analysis_timeout", timestamp=ts)
+    def sync_lua(self, code: int, entry_time: int, quantity: float, entry_price: float,
+                 stop_loss: float, take_profit: float) -> None:
+        self.strategy.sync(code, entry_time, quantity, entry_price, stop_loss, take_profit)
+
+    def listening(self) -> bool:
+        """True while events are wanted (an `on_event` hook and, if set, `events_wanted`)."""
+        wanted = self.events_wanted
+        return self.on_event is not None and (wanted is None or wanted())
+
+    def on_opened(self, ts: int, side: int, quantity: float, price: float, fee: float,
+                  reason: str) -> None:
+        self._emit("position_opened", timestamp=ts, side="long" if side == Side.LONG else "short",
+                   quantity=quantity, price=price, fee=fee, reason=reason)
+
+    def on_closed(self, ts: int) -> None:
+        self._emit("position_closed", timestamp=ts, trade=self.trades[-1].to_dict())
 
     def on_result(self, result: Any, ts: int, close: float) -> None:
         self.decisions += 1
@@ -242,7 +230,7 @@ class SymbolRunner:
             return
         if decision.started and self.machine.state == State.IDLE:
             self.machine.start_analyzing(ts, decision.start_reason)
-            if self.on_event is not None:  # the context snapshot is a Lua call: only for a listener
+            if self.listening():  # the context snapshot is a Lua call: only for a listener
                 self._emit("opportunity_detected", timestamp=ts, reason=decision.start_reason,
                            context=self.strategy.context())
         action = decision.action
@@ -269,13 +257,15 @@ class SymbolRunner:
 
     # -- actions -----------------------------------------------------------------
 
-    def _reject(self, ts: int, action: ActionType, reason: str) -> None:
-        entry = Rejection(ts, action.name.lower(), reason)
+    def reject(self, ts: int, action: int, reason: str) -> None:
+        """Record an action that could not be carried out (also called by the core's fills)."""
+        entry = Rejection(ts, ActionType(action).name.lower(), reason)
         self.rejections.append(entry)
         self._emit("action_rejected", timestamp=ts, action=entry.action, reason=reason)
 
     def _apply(self, action, ts: int, close: float) -> None:
         kind = action.action
+        core = self.core
         try:
             if kind in (ActionType.ENTER_LONG, ActionType.ENTER_SHORT):
                 if self.machine.state == State.IN_POSITION:
@@ -284,15 +274,21 @@ class SymbolRunner:
                 side = Side.LONG if kind == ActionType.ENTER_LONG else Side.SHORT
                 if side == Side.SHORT and not self.execution.allow_short:
                     raise ValueError("short selling is disabled (allow_short=False)")
-                order = _Order("enter", side, action.quantity, _nan(action.stop_loss),
-                               _nan(action.take_profit), action.reason, ts)
-                self._submit(order, close, ts)
+                quantity = math.nan if action.quantity is None else action.quantity
+                sl, tp = _nan(action.stop_loss), _nan(action.take_profit)
+                if self.execution.fill == "close":
+                    core.enter(side, quantity, sl, tp, action.reason, close, ts)
+                else:
+                    core.submit_enter(side, quantity, sl, tp, action.reason)
             elif kind == ActionType.EXIT:
                 if self.machine.state != State.IN_POSITION:
                     raise InvalidTransition(f"cannot exit in state {self.machine.state.name}",
                                             self.machine.state, kind)
-                self._submit(_Order("exit", None, None, math.nan, math.nan,
-                                    action.reason or "signal", ts), close, ts)
+                reason = action.reason or "signal"
+                if self.execution.fill == "close":
+                    core.exit_market(close, ts, reason)
+                else:
+                    core.submit_exit(reason)
             elif kind == ActionType.CANCEL_ANALYSIS:
                 self.machine.cancel_analysis(ts, action.reason)
                 self.strategy.clear_context()
@@ -305,68 +301,7 @@ class SymbolRunner:
                 self._sync_position()
                 self._emit("position_updated", timestamp=ts, take_profit=action.price)
         except (InvalidTransition, ValueError) as exc:
-            self._reject(ts, kind, str(exc))
-
-    def _submit(self, order: _Order, close: float, ts: int) -> None:
-        if self.execution.fill == "close":
-            if order.kind == "enter":
-                self._enter(order, close, ts)
-            else:
-                self._exit_market(close, ts, order.reason)
-        else:
-            self._pending = order
-            self.core.pending = True
-
-    def _enter(self, order: _Order, base_price: float, ts: int) -> None:
-        exe = self.execution
-        buying = order.side == Side.LONG
-        price = exe.slipped(base_price, buying)
-        quantity = order.quantity if order.quantity is not None else exe.size(self.core.cash, price)
-        kind = ActionType.ENTER_LONG if buying else ActionType.ENTER_SHORT
-        if quantity <= 0:
-            self._reject(ts, kind, f"no quantity: equity {self.core.cash:.2f} too small to size an order")
-            return
-        try:
-            enter = self.machine.enter_long if buying else self.machine.enter_short
-            enter(quantity, price, ts, order.stop_loss, order.take_profit, order.reason)
-        except (InvalidTransition, ValueError) as exc:
-            self._reject(ts, kind, str(exc))
-            return
-        fee = exe.fee(price, quantity)
-        self.core.cash += -(quantity * price) - fee if buying else quantity * price - fee
-        self.core.quantity = quantity if buying else -quantity
-        self._open = _OpenTrade(order.side, quantity, price, ts, fee, self.core.bars - 1)
-        self._sync_position()
-        if self.on_event is not None:
-            self._emit("position_opened", timestamp=ts, side=order.side.name.lower(),
-                       quantity=quantity, price=price, fee=fee, reason=order.reason)
-
-    def _exit_market(self, base_price: float, ts: int, reason: str) -> None:
-        pos = self.machine.position
-        price = self.execution.slipped(base_price, buying=pos.side == Side.SHORT)
-        self.machine.exit(price, ts, reason)
-        self._book_exit(price, ts, reason, False)
-
-    def _book_exit(self, price: float, ts: int, reason: str, ambiguous: bool) -> None:
-        entry, self._open = self._open, None
-        fee = self.execution.fee(price, entry.quantity)
-        long = entry.side == Side.LONG
-        self.core.cash += entry.quantity * price - fee if long else -(entry.quantity * price) - fee
-        self.core.quantity = 0.0
-        sign = 1.0 if long else -1.0
-        gross = (price - entry.price) * entry.quantity * sign
-        fees = entry.fee + fee
-        trade = Trade(symbol=self.symbol, strategy=self.strategy.name, side="long" if long else "short",
-                      quantity=entry.quantity, entry_time=entry.time, entry_price=entry.price,
-                      exit_time=ts, exit_price=price, pnl=gross - fees, fees=fees,
-                      exit_reason=reason, ambiguous=bool(ambiguous), entry_bar=entry.bar,
-                      exit_bar=self.core.bars - 1)
-        self.trades.append(trade)
-        self.strategy.set_position(None)
-        if not self.machine.keep_context:
-            self.strategy.clear_context()
-        if self.on_event is not None:
-            self._emit("position_closed", timestamp=ts, trade=trade.to_dict())
+            self.reject(ts, kind, str(exc))
 
     def _sync_position(self) -> None:
         pos = self.machine.position
@@ -378,11 +313,26 @@ class SymbolRunner:
 
     def close_position(self, reason: str = "end_of_data") -> None:
         """Exit an open position at the newest close (market, with slippage); drop a pending order."""
-        self._pending = None
-        self.core.pending = False
+        self.core.cancel_pending()
         if self.machine.position is not None and len(self.window):
             last = self.window.latest()
-            self._exit_market(last.close, last.timestamp, reason)
+            self.core.exit_market(last.close, last.timestamp, reason)
+
+    @property
+    def trades(self) -> list[Trade]:
+        """Closed trades, oldest first (built from the core's booked fills on first read)."""
+        if len(self._trades) != len(self.core.closed):
+            self._materialize()
+        return self._trades
+
+    def _materialize(self) -> None:
+        raw, done = self.core.closed, len(self._trades)
+        symbol, name = self.symbol, self.strategy.name
+        self._trades.extend(
+            Trade(symbol, name, side, quantity, entry_time, entry_price, exit_time, exit_price,
+                  pnl, fees, reason, bool(ambiguous), entry_bar, exit_bar)
+            for side, quantity, entry_time, entry_price, exit_time, exit_price, pnl, fees, reason,
+            ambiguous, entry_bar, exit_bar in raw[done:])
 
     # -- introspection -------------------------------------------------------------
 
@@ -396,7 +346,7 @@ class SymbolRunner:
         return max((self.bank.indicator(k).warmup_period for k in self.bank.keys()), default=0)
 
     def _emit(self, kind: str, **fields: Any) -> None:
-        if self.on_event is not None:
+        if self.listening():
             self.on_event({"type": kind, "symbol": self.symbol, "strategy": self.strategy.name,
                            **fields})
 

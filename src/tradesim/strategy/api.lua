@@ -240,6 +240,15 @@ local function clear_context()
   for k in next, ctx do rawset(ctx, k, nil) end
 end
 
+-- The runner's fills, called from C with numbers only: code 1 long / -1 short
+-- (set the position), 0 flat, 2 empty the context.
+local function sync(code, entry_time, quantity, entry_price, stop_loss, take_profit)
+  if code == 2 then return clear_context() end
+  if code == 0 then return set_position(nil) end
+  set_position(code == 1 and "long" or "short", quantity, entry_price, stop_loss, take_profit,
+               entry_time)
+end
+
 local function set_context(k, v)
   rawset(ctx, k, v)
 end
@@ -279,7 +288,7 @@ local function strategy_name()
   return nil
 end
 
-return {on_bar = on_bar, set_position = set_position, clear_context = clear_context,
+return {on_bar = on_bar, set_position = set_position, clear_context = clear_context, sync = sync,
         set_context = set_context, context_snapshot = context_snapshot,
         params_snapshot = params_snapshot, set_param = set_param,
         strategy_name = strategy_name, resolve = resolve, set_symbol = set_symbol}

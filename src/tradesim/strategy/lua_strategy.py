@@ -139,7 +139,7 @@ class LuaStrategy:
         sandbox = LuaSandbox(self._explicit_name or self.path.stem, **self._limits)
         sandbox.load(source, self.path.name, required=ENTRY_POINTS)
         api = sandbox.eval_host(_api_source(), self._register_indicator, name="strategy-api")
-        fns = {key: api[key] for key in ("on_bar", "set_position", "clear_context", "set_context",
+        fns = {key: api[key] for key in ("on_bar", "set_position", "clear_context", "sync", "set_context",
                                           "context_snapshot", "params_snapshot", "set_param",
                                           "strategy_name", "resolve", "set_symbol")}
         # Every host entry point runs under the sandbox guard (fresh budget per call).
@@ -167,6 +167,8 @@ class LuaStrategy:
         # before calling it again.
         raw = built["on_bar"].lua
         self.dispatch = self._sandbox.direct(raw) or raw
+        # The runner's fills mirror the position into Lua from C through this (None: use `sync`).
+        self.position_sync = self._sandbox.direct(built["sync"].lua)
         self.name: str = built["name"]
         self.default_params: dict[str, Any] = built["defaults"]
         self.params: dict[str, Any] = built["params"]
@@ -336,6 +338,18 @@ class LuaStrategy:
         self._position = None if side is None else (side, quantity, entry_price, stop_loss,
                                                      take_profit, entry_time)
         self._fns["set_position"](*(self._position or (None,)))
+
+    def sync(self, code: int, entry_time: int = 0, quantity: float = 0.0, entry_price: float = 0.0,
+             stop_loss: float = math.nan, take_profit: float = math.nan) -> None:
+        """`set_position` / `clear_context` by number, as the runner's C fills call them.
+
+        `code` 1 long, -1 short (the position's fields follow), 0 flat, 2 empty the context.
+        """
+        if code == 2:
+            self.clear_context()
+        else:
+            self.set_position(None if code == 0 else "long" if code == 1 else "short", quantity,
+                              entry_price, stop_loss, take_profit, entry_time)
 
     def clear_context(self) -> None:
         """Empty the script's context table (the runner does this on exit)."""
