@@ -124,8 +124,12 @@ cdef extern from *:
         int quiet;
         tsi_add(&tsi_idle_loops, 1);
         while (!(quiet = tsi_load(&b->outstanding) <= 0)) {
-            if ((++n & 63) == 0 && tsi_now() >= end) break;
-            tsi_pause();
+            if ((++n & 63) == 0) {
+                if (tsi_now() >= end) break;
+                sched_yield();   /* the worker may share this CPU: let it run */
+            } else {
+                tsi_pause();
+            }
         }
         tsi_add(&tsi_idle_loops, -1);
         return quiet;

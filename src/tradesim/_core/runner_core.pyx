@@ -21,7 +21,7 @@ either way.
 
 from cpython.ref cimport Py_INCREF
 from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
-from libc.math cimport NAN
+from libc.math cimport NAN, isfinite
 
 import numpy as np
 
@@ -29,8 +29,9 @@ from tradesim._core.bank cimport IndicatorBank
 from tradesim._core.lua_direct cimport LuaDirect
 from tradesim._core.market_data cimport MarketData
 from tradesim._core.state_machine cimport (
-    ACTION_ENTER_LONG, ACTION_ENTER_SHORT, Position, SIDE_LONG, SIDE_SHORT, StateMachine,
-    UPDATE_ANALYSIS_TIMEOUT, UPDATE_NONE, UPDATE_STOP_LOSS, UPDATE_TAKE_PROFIT)
+    ACTION_ENTER_LONG, ACTION_ENTER_SHORT, ACTION_EXIT, Position, SIDE_LONG, SIDE_SHORT,
+    STATE_IDLE, STATE_IN_POSITION, StateMachine, UPDATE_ANALYSIS_TIMEOUT, UPDATE_NONE,
+    UPDATE_STOP_LOSS, UPDATE_TAKE_PROFIT)
 from tradesim._core.state_machine import InvalidTransition
 from tradesim._core.window cimport MarketDataWindow
 
@@ -38,6 +39,28 @@ from tradesim._core.window cimport MarketDataWindow
 cdef enum:
     STEP_OK = 0
     STEP_STOPPED = 1
+
+
+# The dispatcher's result codes (api.lua `on_bar`).
+cdef enum:
+    RESULT_STARTED = 1
+    RESULT_ACTION = 2
+    RESULT_STARTED_ACTION = 4
+
+
+cdef inline bint _valid_number(object x, double* out):
+    # An optional numeric action field: None (-> NaN) or a finite number > 0 (not a bool).
+    if x is None:
+        out[0] = NAN
+        return True
+    if type(x) is float or type(x) is int:
+        out[0] = x
+        return isfinite(out[0]) and out[0] > 0
+    return False
+
+
+cdef inline str _text(object x):
+    return x if type(x) is str else ""
 
 
 # Pending market order kinds.
@@ -74,7 +97,8 @@ cdef class RunnerCore:
         The strategy's raw dispatcher ``f(state, ts, o, h, l, c, v, bid, ask, *values)``.
         A `LuaDirect` is called from C, without building an argument tuple.
     handler : object
-        Has ``on_result(result, ts, close)``, ``on_error(exc, ts)``,
+        Has ``on_result(result, ts, close)`` (a result the core did not carry
+        out itself, see `_decide`), ``on_opportunity(ts, reason)``, ``on_error(exc, ts)``,
         ``on_timeout(ts)``, ``reject(ts, action, reason)``, ``listening()``,
         ``on_opened(ts, side, quantity, price, fee, reason)``, ``on_closed(ts)``
         and ``sync_lua(code, entry_time, quantity, entry_price, stop_loss, take_profit)``
@@ -83,6 +107,9 @@ cdef class RunnerCore:
         Starting cash, quote currency.
     slippage_bps, commission_bps, fixed_fee, size_fraction : float
         Execution costs and sizing (see `tradesim.execution.ExecutionConfig`).
+    fill_close, allow_short : bool
+        Market orders fill at the signal bar's close (else the next open);
+        enter_short is accepted.
     sync : LuaDirect, optional
         The strategy's position/context sync function, called from C.
 
@@ -120,6 +147,8 @@ cdef class RunnerCore:
     cdef readonly list closed
     # execution (ExecutionConfig)
     cdef double _slip, _commission, _fixed_fee, _size_fraction
+    cdef public bint fill_close     # market orders fill at the signal bar's close
+    cdef public bint allow_short
     cdef LuaDirect _sync            # position/context sync, or None: handler.sync_lua
     # the pending market order
     cdef int _order
@@ -138,11 +167,14 @@ cdef class RunnerCore:
     def __init__(self, MarketDataWindow window not None, IndicatorBank bank not None,
                  StateMachine machine not None, dispatch, handler, double cash=0.0, *,
                  double slippage_bps=0.0, double commission_bps=0.0, double fixed_fee=0.0,
-                 double size_fraction=1.0, LuaDirect sync=None):
+                 double size_fraction=1.0, bint fill_close=False, bint allow_short=True,
+                 LuaDirect sync=None):
         self._slip = slippage_bps * 1e-4
         self._commission = commission_bps * 1e-4
         self._fixed_fee = fixed_fee
         self._size_fraction = size_fraction
+        self.fill_close = fill_close
+        self.allow_short = allow_short
         self._sync = sync
         self._order = ORDER_NONE
         self.closed = []
@@ -228,12 +260,104 @@ cdef class RunnerCore:
                     errors = self.errors_in_row
                     if result is not None:
                         self.decisions += 1
-                        self.handler.on_result(result, ts, c)
+                        if not self._decide(result, ts, c):
+                            self.handler.on_result(result, ts, c)
                     if self.errors_in_row == errors:
                         self.errors_in_row = 0
         except RunnerStopped:
             return STEP_STOPPED
         return STEP_OK
+
+    # -- decisions ---------------------------------------------------------------
+
+    cdef bint _decide(self, object result, long long ts, double close) except -1:
+        """Carry out the common decisions in C: an analysis started, an entry, an exit.
+
+        Returns False, having changed nothing, for anything else (errors, the
+        other actions, a value that does not validate): the handler's
+        `on_result` then decodes the result in Python and reports what is wrong.
+        """
+        cdef tuple r
+        cdef Py_ssize_t at = 0, n
+        cdef bint started = False
+        cdef str start_reason = ""
+        cdef int action
+        cdef double q, sl, tp, price
+        cdef object name
+        if type(result) is not tuple:
+            return False
+        r = <tuple>result
+        n = len(r)
+        code = r[0]
+        if code == RESULT_STARTED:
+            started, start_reason = True, _text(r[1] if n > 1 else None)
+            at = n
+        elif code == RESULT_STARTED_ACTION:
+            started, start_reason = True, _text(r[1] if n > 1 else None)
+            at = 2
+        elif code != RESULT_ACTION:
+            return False
+        if at < n:
+            # (2, function, action, quantity, stop_loss, take_profit, price, reason)
+            if n - at != 8 or r[at] != RESULT_ACTION:
+                return False
+            name = r[at + 2]
+            if name == "enter_long":
+                action = ACTION_ENTER_LONG
+            elif name == "enter_short":
+                action = ACTION_ENTER_SHORT
+            elif name == "exit":
+                action = ACTION_EXIT
+            else:
+                return False
+            if not (_valid_number(r[at + 3], &q) and _valid_number(r[at + 4], &sl)
+                    and _valid_number(r[at + 5], &tp) and _valid_number(r[at + 6], &price)):
+                return False
+        else:
+            action = -1
+        if started and self.machine.state_c == STATE_IDLE:
+            self.machine.start_analyzing(ts, start_reason)
+            if self.handler.listening():
+                self.handler.on_opportunity(ts, start_reason)
+        if action >= 0:
+            self.act(action, q, sl, tp, _text(r[at + 7]), ts, close)
+        return True
+
+    cpdef int act(self, int action, double quantity, double sl, double tp, str reason,
+                  long long ts, double close) except -1:
+        """Carry out an entry or exit the strategy asked for on the bar closing at `close`.
+
+        `action` is an `ActionType` value (ENTER_LONG, ENTER_SHORT or EXIT);
+        `quantity` NaN sizes from cash; `sl` / `tp` NaN for none. An entry while
+        in a position, an exit while flat or a short with ``allow_short`` off is
+        rejected through the handler. The order fills at once (``fill_close``)
+        or at the next bar's open.
+        """
+        cdef int state = self.machine.state_c
+        cdef int side
+        if action == ACTION_EXIT:
+            if state != STATE_IN_POSITION:
+                self.handler.reject(ts, action, f"cannot exit in state {self.machine.state.name}")
+                return 0
+            reason = reason or "signal"
+            if self.fill_close:
+                self.exit_market(close, ts, reason)
+            else:
+                self.submit_exit(reason)
+            return 0
+        if state == STATE_IN_POSITION:
+            self.handler.reject(ts, action, f"cannot {'enter_long' if action == ACTION_ENTER_LONG else 'enter_short'} "
+                                            f"in state IN_POSITION")
+            return 0
+        side = SIDE_LONG if action == ACTION_ENTER_LONG else SIDE_SHORT
+        if side == SIDE_SHORT and not self.allow_short:
+            self.handler.reject(ts, action, "short selling is disabled (allow_short=False)")
+            return 0
+        if self.fill_close:
+            self.enter(side, quantity, sl, tp, reason, close, ts)
+        else:
+            self.submit_enter(side, quantity, sl, tp, reason)
+        return 0
 
     # -- simulated execution ---------------------------------------------------------
 

@@ -121,7 +121,8 @@ class SymbolRunner:
         self.core = RunnerCore(self.window, self.bank, self.machine, self.strategy.dispatch, self,
                                exe.starting_cash, slippage_bps=exe.slippage_bps,
                                commission_bps=exe.commission_bps, fixed_fee=exe.fixed_fee,
-                               size_fraction=exe.size_fraction, sync=self.strategy.position_sync)
+                               size_fraction=exe.size_fraction, fill_close=exe.fill == "close",
+                               allow_short=exe.allow_short, sync=self.strategy.position_sync)
         self.on_event = on_event
         self.events_wanted: Callable[[], bool] | None = None
         self._trades: list[Trade] = []
@@ -129,7 +130,6 @@ class SymbolRunner:
         self.rejections: list[Rejection] = []
         self.status = RunnerStatus.RUNNING
         self.status_reason = ""
-        self.decisions = 0  # strategy calls that returned something (a setup or an action)
 
     # -- feeding bars ----------------------------------------------------------
 
@@ -221,8 +221,16 @@ class SymbolRunner:
     def on_closed(self, ts: int) -> None:
         self._emit("position_closed", timestamp=ts, trade=self.trades[-1].to_dict())
 
+    @property
+    def decisions(self) -> int:
+        """Strategy calls that returned something (a setup or an action)."""
+        return self.core.decisions
+
+    def on_opportunity(self, ts: int, reason: str) -> None:
+        # the context snapshot is a Lua call: the core calls this only for a listener
+        self._emit("opportunity_detected", timestamp=ts, reason=reason, context=self.strategy.context())
+
     def on_result(self, result: Any, ts: int, close: float) -> None:
-        self.decisions += 1
         try:
             decision = self.strategy.decode(result)
         except StrategyError as exc:
@@ -230,9 +238,8 @@ class SymbolRunner:
             return
         if decision.started and self.machine.state == State.IDLE:
             self.machine.start_analyzing(ts, decision.start_reason)
-            if self.listening():  # the context snapshot is a Lua call: only for a listener
-                self._emit("opportunity_detected", timestamp=ts, reason=decision.start_reason,
-                           context=self.strategy.context())
+            if self.listening():
+                self.on_opportunity(ts, decision.start_reason)
         action = decision.action
         if action is not None:
             self._apply(action, ts, close)
@@ -265,30 +272,11 @@ class SymbolRunner:
 
     def _apply(self, action, ts: int, close: float) -> None:
         kind = action.action
-        core = self.core
         try:
-            if kind in (ActionType.ENTER_LONG, ActionType.ENTER_SHORT):
-                if self.machine.state == State.IN_POSITION:
-                    raise InvalidTransition(f"cannot {kind.name.lower()} in state IN_POSITION",
-                                            State.IN_POSITION, kind)
-                side = Side.LONG if kind == ActionType.ENTER_LONG else Side.SHORT
-                if side == Side.SHORT and not self.execution.allow_short:
-                    raise ValueError("short selling is disabled (allow_short=False)")
-                quantity = math.nan if action.quantity is None else action.quantity
-                sl, tp = _nan(action.stop_loss), _nan(action.take_profit)
-                if self.execution.fill == "close":
-                    core.enter(side, quantity, sl, tp, action.reason, close, ts)
-                else:
-                    core.submit_enter(side, quantity, sl, tp, action.reason)
-            elif kind == ActionType.EXIT:
-                if self.machine.state != State.IN_POSITION:
-                    raise InvalidTransition(f"cannot exit in state {self.machine.state.name}",
-                                            self.machine.state, kind)
-                reason = action.reason or "signal"
-                if self.execution.fill == "close":
-                    core.exit_market(close, ts, reason)
-                else:
-                    core.submit_exit(reason)
+            if kind in (ActionType.ENTER_LONG, ActionType.ENTER_SHORT, ActionType.EXIT):
+                # (the core carries these out itself; here only for a result it passed on)
+                self.core.act(kind, _nan(action.quantity), _nan(action.stop_loss),
+                              _nan(action.take_profit), action.reason, ts, close)
             elif kind == ActionType.CANCEL_ANALYSIS:
                 self.machine.cancel_analysis(ts, action.reason)
                 self.strategy.clear_context()
