@@ -541,3 +541,13 @@ def test_events_are_built_only_while_wanted(tmp_path):
     assert (opened["side"], opened["quantity"], opened["price"], opened["timestamp"]) == \
         ("long", 2.0, 102.0, ts(2))
     assert closed["trade"] == r2.trades[0].to_dict() and closed["trade"]["exit_price"] == 105.0
+
+
+def test_a_market_exit_while_flat_is_refused_and_changes_nothing(tmp_path):
+    from tradesim._core.state_machine import InvalidTransition
+
+    r = SymbolRunner(SYMBOL, scripted(tmp_path))
+    feed(r, [FLAT])
+    with pytest.raises(InvalidTransition, match="cannot exit in state IDLE"):
+        r.core.exit_market(100.0, ts(0), "manual")
+    assert r.trades == [] and r.core.cash == 10_000.0 and r.machine.state == State.IDLE

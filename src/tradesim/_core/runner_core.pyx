@@ -288,6 +288,8 @@ cdef class RunnerCore:
             return False
         r = <tuple>result
         n = len(r)
+        if n == 0:
+            return False
         code = r[0]
         if code == RESULT_STARTED:
             started, start_reason = True, _text(r[1] if n > 1 else None)
@@ -414,10 +416,13 @@ cdef class RunnerCore:
 
     cpdef int enter(self, int side, double quantity, double stop_loss, double take_profit,
                      str reason, double base_price, long long ts) except -1:
-        """Open a position at `base_price` moved by slippage; 0 if rejected (reported to the handler), else 1.
+        """Open a position at `base_price` moved by slippage (a market entry).
 
-        `quantity` NaN: ``size_fraction`` of cash at the fill price, net of the
-        commission (`ExecutionConfig.size`).
+        `side` 1 long, -1 short; `quantity` in base units, NaN for
+        ``size_fraction`` of cash at the fill price, net of the commission
+        (`ExecutionConfig.size`). Returns 1, or 0 if the entry was rejected
+        (no quantity, or the state machine refused it), which the handler's
+        ``reject`` is told.
         """
         cdef bint buying = side == SIDE_LONG
         cdef int action = ACTION_ENTER_LONG if buying else ACTION_ENTER_SHORT
@@ -447,9 +452,19 @@ cdef class RunnerCore:
         return 1
 
     cpdef int exit_market(self, double base_price, long long ts, str reason) except -1:
-        """Close the open position at `base_price` moved by slippage (a market exit)."""
+        """Close the open position at `base_price` moved by slippage (a market exit).
+
+        Raises
+        ------
+        InvalidTransition
+            No position is open.
+        """
         cdef Position pos = self.machine.position
-        cdef double price = self._slipped(base_price, pos.side_c == SIDE_SHORT)
+        cdef double price
+        if pos is None:
+            raise InvalidTransition(f"cannot exit in state {self.machine.state.name}",
+                                    self.machine.state, ACTION_EXIT)
+        price = self._slipped(base_price, pos.side_c == SIDE_SHORT)
         self.machine.exit(price, ts, reason)
         return self._book_exit(price, ts, reason, False)
 
