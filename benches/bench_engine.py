@@ -27,6 +27,7 @@ def test_frame_to_decision_latency(benchmark, quick, mode):
         mode=mode, p50_us=round(res["p50_ns"] / 1e3, 1), p99_us=round(res["p99_ns"] / 1e3, 1),
         from_server_send_p50_us=round(res["sent_p50_ns"] / 1e3, 1),
         from_server_send_p99_us=round(res["sent_p99_ns"] / 1e3, 1), bars=res["bars"],
+        host_loop_ms_before=round(res["host_ms_before"], 2), host_loop_ms_after=round(res["host_ms_after"], 2),
         budget_p50_us=BUDGETS["live_latency_p50"].limit / 1e3,
         budget_p99_us=BUDGETS["live_latency_p99"].limit / 1e3,
         within_budget=BUDGETS["live_latency_p50"].passes(res["p50_ns"])

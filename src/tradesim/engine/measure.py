@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["BUSY_POLL_US", "engine_scale", "live_latency", "rss_kb", "runner_memory", "five_indicator_strategy"]
+__all__ = ["BUSY_POLL_US", "engine_scale", "host_speed_ms", "live_latency", "rss_kb", "runner_memory", "five_indicator_strategy"]
 
 #: Spin per idle wait in the latency benchmark's busy-poll mode (µs): longer than the
 #: 2 ms between frames, so the loop and the worker never park while frames flow.
@@ -240,6 +240,38 @@ async def main():
 asyncio.run(main())
 """
 
+# The same frames sent by a websockets server: a Python WebSocket stack whose CPU time per
+# send lands on the two cores the client uses, at the moment the client handles the frame
+# (the measurement before the pre-framed server; kept for comparison: server="websockets").
+_WS_SERVER = r"""
+import asyncio, sys, time, json
+import websockets
+N, PERIOD = int(sys.argv[1]), float(sys.argv[2])
+FRAME = ('{"stream":"btcusdt@kline_1m","data":{"e":"kline","E":%d,"s":"BTCUSDT","k":{"t":%d,'
+         '"T":%d,"s":"BTCUSDT","i":"1m","f":1,"L":2,"o":"%s","c":"%s","h":"%s","l":"%s",'
+         '"v":"5.21006000","n":1831,"x":true,"q":"565334.99","V":"3.03","Q":"329823.87","B":"0"}}}')
+sent = []
+async def handler(ws):
+    t0 = 1_751_897_340_000
+    price = 108_000.0
+    for i in range(N):
+        t = t0 + 60_000 * i
+        o = price; c = price * (1.0005 if (i // 7) % 2 else 0.9995); price = c
+        h, l = max(o, c) * 1.0002, min(o, c) * 0.9998
+        frame = FRAME % (t + 60_000, t, t + 59_999, f"{o:.2f}", f"{c:.2f}", f"{h:.2f}", f"{l:.2f}")
+        await asyncio.sleep(PERIOD)
+        sent.append((t, time.perf_counter_ns()))
+        await ws.send(frame)
+    print(json.dumps(sent), flush=True)
+    await asyncio.sleep(float(sys.argv[3]))
+async def main():
+    async with websockets.serve(handler, "127.0.0.1", 0, ping_interval=20) as server:
+        port = server.sockets[0].getsockname()[1]
+        print(port, flush=True)
+        await asyncio.sleep(float(sys.argv[3]))
+asyncio.run(main())
+"""
+
 
 def _arrival_stamping(arrived: dict[int, int]):
     """A websockets client connection class that stamps when each kline's bytes reach the socket.
@@ -266,8 +298,24 @@ def _arrival_stamping(arrived: dict[int, int]):
     return Stamping
 
 
+def host_speed_ms(loops: int = 3) -> float:
+    """Time of a fixed pure-Python loop (300k additions), best of `loops`, in ms.
+
+    A yardstick for the host's speed at the moment: on a shared VM it changes by
+    up to 2x from minute to minute, and latencies measured then move with it.
+    """
+    best = math.inf
+    for _ in range(loops):
+        t0 = time.perf_counter()
+        x = 0
+        for j in range(300_000):
+            x += j
+        best = min(best, time.perf_counter() - t0)
+    return best * 1e3
+
+
 def live_latency(frames: int = 3000, period: float = 0.002, script: Path | None = None,
-                 busy_poll_us: float = 0.0) -> dict[str, Any]:
+                 busy_poll_us: float = 0.0, server: str = "framed") -> dict[str, Any]:
     """Kline frame -> runner decision through `BinanceFeed` and the engine, per bar, in ns.
 
     ``busy_poll_us`` > 0 measures the engine's low-latency mode (event loop and
@@ -276,8 +324,22 @@ def live_latency(frames: int = 3000, period: float = 0.002, script: Path | None 
     Two figures: from the frame's bytes reaching the client socket (``p50_ns``,
     ``p99_ns``: the issue's "frame arriving at the client") and from the server
     process's send (``sent_p50_ns``, ``sent_p99_ns``: adds the server's and the
-    kernel's share). Returns the arrival-based latencies as ``"ns"``.
+    kernel's share). Returns the arrival-based latencies as ``"ns"``, and
+    `host_speed_ms` before and after the run (``host_ms_before``, ``host_ms_after``).
+
+    ``server="framed"`` (default): the server thread writes pre-framed
+    messages on schedule, costing this machine a ``send()`` per frame, as a
+    remote Binance would cost it nothing. ``server="websockets"``: the same
+    frames through a websockets server, whose Python send path competes with
+    the client for the same two cores (the figure before, for comparison).
+
+    Raises
+    ------
+    ValueError
+        `server` is neither "framed" nor "websockets".
     """
+    if server not in ("framed", "websockets"):
+        raise ValueError(f"server = {server!r}: expected 'framed' or 'websockets'")
     from tradesim.bench import example_path
     from tradesim.engine import TradingEngine
     from tradesim.feeds.binance import BinanceFeed
@@ -285,7 +347,9 @@ def live_latency(frames: int = 3000, period: float = 0.002, script: Path | None 
     script = script or example_path()
     budget_s = frames * period * 3 + 20
     arrived: dict[int, int] = {}
-    proc = subprocess.Popen([sys.executable, "-c", _SERVER, str(frames), str(period), str(budget_s)],
+    host_before = host_speed_ms()
+    code = _SERVER if server == "framed" else _WS_SERVER
+    proc = subprocess.Popen([sys.executable, "-c", code, str(frames), str(period), str(budget_s)],
                             stdout=subprocess.PIPE, text=True)
     try:
         port = int(proc.stdout.readline())
@@ -316,12 +380,14 @@ def live_latency(frames: int = 3000, period: float = 0.002, script: Path | None 
         proc.wait()
     import json
 
+    host_after = host_speed_ms()
     sent = dict(json.loads(out)) if out.strip() else {}
     both = sorted(t for t in sent if t in decided and t in arrived)
     lat = np.array([decided[t] - arrived[t] for t in both], dtype=float)[100:]
     from_send = np.array([decided[t] - sent[t] for t in both], dtype=float)[100:]
+    host = {"host_ms_before": host_before, "host_ms_after": host_after}
     if not len(lat):
-        return {"p50_ns": math.nan, "p99_ns": math.nan, "bars": 0, "ns": lat}
+        return {"p50_ns": math.nan, "p99_ns": math.nan, "bars": 0, "ns": lat, **host}
     return {"p50_ns": float(np.median(lat)), "p99_ns": float(np.percentile(lat, 99)),
             "max_ns": float(lat.max()), "sent_p50_ns": float(np.median(from_send)),
-            "sent_p99_ns": float(np.percentile(from_send, 99)), "bars": len(both), "ns": lat}
+            "sent_p99_ns": float(np.percentile(from_send, 99)), "bars": len(both), "ns": lat, **host}
