@@ -221,11 +221,6 @@ class SymbolRunner:
     def on_closed(self, ts: int) -> None:
         self._emit("position_closed", timestamp=ts, trade=self.trades[-1].to_dict())
 
-    @property
-    def decisions(self) -> int:
-        """Strategy calls that returned something (a setup or an action)."""
-        return self.core.decisions
-
     def on_opportunity(self, ts: int, reason: str) -> None:
         # the context snapshot is a Lua call: the core calls this only for a listener
         self._emit("opportunity_detected", timestamp=ts, reason=reason, context=self.strategy.context())
@@ -323,6 +318,11 @@ class SymbolRunner:
             ambiguous, entry_bar, exit_bar in raw[done:])
 
     # -- introspection -------------------------------------------------------------
+
+    @property
+    def decisions(self) -> int:
+        """Strategy calls that returned something (a setup or an action)."""
+        return self.core.decisions
 
     @property
     def equity(self) -> float:
