@@ -8,11 +8,11 @@ import functools
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tradesim._core.ws_frame import scan_data_frame
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import serve
 from websockets.frames import Frame, Opcode
 
-from tradesim._core.ws_frame import scan_data_frame
 from tradesim.feeds.binance import FrameConnection
 
 BIG = 1 << 20
