@@ -120,6 +120,8 @@ def test_long_round_trip_with_costs_matches_hand_computation(tmp_path):
     assert t.pnl == pytest.approx(2.758012, rel=1e-10)
     assert t.exit_reason == "scripted_exit" and not t.ambiguous
     assert r.core.quantity == 0.0 and r.machine.state == State.IDLE
+    # the core's raw record became the Trade: kept once, and the same on every read
+    assert r.core.closed == [] and r.trades == [t] and r.trades[0] is t
 
 
 def test_short_round_trip_with_costs_matches_hand_computation(tmp_path):

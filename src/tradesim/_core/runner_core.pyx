@@ -124,7 +124,8 @@ cdef class RunnerCore:
     pending : bool
         A market order waits for the next bar's open (read-only; see `submit_enter`).
     closed : list of tuple
-        Closed trades, oldest first: ``(side, quantity, entry_time, entry_price,
+        Closed trades booked since the handler last took them (it empties the
+        list), oldest first: ``(side, quantity, entry_time, entry_price,
         exit_time, exit_price, pnl, fees, exit_reason, ambiguous, entry_bar,
         exit_bar)``, side ``"long"``/``"short"``, prices and money in quote
         currency, times in ms since epoch UTC, bars 0-based.

@@ -304,18 +304,20 @@ class SymbolRunner:
     @property
     def trades(self) -> list[Trade]:
         """Closed trades, oldest first (built from the core's booked fills on first read)."""
-        if len(self._trades) != len(self.core.closed):
+        if self.core.closed:
             self._materialize()
         return self._trades
 
     def _materialize(self) -> None:
-        raw, done = self.core.closed, len(self._trades)
+        # Takes the core's raw records (it keeps none once they are Trades).
+        raw = self.core.closed
         symbol, name = self.symbol, self.strategy.name
         self._trades.extend(
             Trade(symbol, name, side, quantity, entry_time, entry_price, exit_time, exit_price,
                   pnl, fees, reason, bool(ambiguous), entry_bar, exit_bar)
             for side, quantity, entry_time, entry_price, exit_time, exit_price, pnl, fees, reason,
-            ambiguous, entry_bar, exit_bar in raw[done:])
+            ambiguous, entry_bar, exit_bar in raw)
+        raw.clear()
 
     # -- introspection -------------------------------------------------------------
 
