@@ -4,11 +4,15 @@
 * `runner_memory`: resident memory per runner (500-bar window full, Lua runtime, 5 indicators).
 * `live_latency`: a kline frame sent by a loopback WebSocket server in another process ->
   the runner's decision, through `BinanceFeed` and the engine; per-bar latencies in ns.
+  The server completes a websockets handshake, then a plain thread writes pre-framed
+  messages on schedule (``server="websockets"`` sends them through websockets instead).
+* `host_speed_ms`: a fixed Python loop, timed, to see how fast the host is right now.
 
 The latency clock is CLOCK_MONOTONIC (``time.perf_counter_ns`` on Linux), which both
-processes share, so the figure includes the server's send, the kernel's loopback,
-websockets' frame handling, parsing, the hand-off to the worker thread and the strategy
-call: an upper bound of "frame arrives at the client -> decision".
+processes share. The main figure starts when the frame's bytes reach the client's
+``data_received`` and ends at the runner's decision: frame recognition, parsing, the
+hand-off to the worker thread and the strategy call. A second figure starts at the
+server's send and adds the kernel's loopback and the event loop's wake-up.
 """
 
 from __future__ import annotations
