@@ -195,30 +195,37 @@ def _cpu() -> float:
 
 # -- latency -----------------------------------------------------------------------------
 
+# The loopback server, run as `python -c _SERVER N PERIOD LINGER MODE`. MODE "framed": after
+# the websockets handshake a plain thread writes pre-framed messages on schedule, so the
+# stand-in for a remote Binance costs this machine a send() per frame. MODE "websockets":
+# the same messages through websockets' send, a Python WebSocket stack whose CPU time per
+# send lands on the two cores the client uses, at the moment the client handles the frame
+# (the measurement before "framed"; kept for comparison).
 _SERVER = r"""
 import asyncio, json, struct, sys, threading, time
 import websockets
-N, PERIOD, LINGER = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
+N, PERIOD, LINGER, MODE = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
 FRAME = ('{"stream":"btcusdt@kline_1m","data":{"e":"kline","E":%d,"s":"BTCUSDT","k":{"t":%d,'
          '"T":%d,"s":"BTCUSDT","i":"1m","f":1,"L":2,"o":"%s","c":"%s","h":"%s","l":"%s",'
          '"v":"5.21006000","n":1831,"x":true,"q":"565334.99","V":"3.03","Q":"329823.87","B":"0"}}}')
 
-def frames():
-    # Every message framed up front (an unmasked FIN text frame, as Binance sends them).
+def messages():
+    # (open time, kline message): a zigzag price, so the strategy trades every 14 bars
     out, t0, price = [], 1_751_897_340_000, 108_000.0
     for i in range(N):
         t = t0 + 60_000 * i
         o = price; c = price * (1.0005 if (i // 7) % 2 else 0.9995); price = c
         h, l = max(o, c) * 1.0002, min(o, c) * 0.9998
-        body = (FRAME % (t + 60_000, t, t + 59_999, f"{o:.2f}", f"{c:.2f}", f"{h:.2f}",
-                         f"{l:.2f}")).encode()
-        head = bytes([0x81, len(body)]) if len(body) < 126 else struct.pack("!BBH", 0x81, 126, len(body))
-        out.append((t, head + body))
+        out.append((t, FRAME % (t + 60_000, t, t + 59_999, f"{o:.2f}", f"{c:.2f}", f"{h:.2f}", f"{l:.2f}")))
     return out
 
+def framed(text):
+    # an unmasked FIN text frame, as Binance sends them
+    body = text.encode()
+    head = bytes([0x81, len(body)]) if len(body) < 126 else struct.pack("!BBH", 0x81, 126, len(body))
+    return head + body
+
 def pace(sock, out, sent):
-    # A plain thread writing pre-framed bytes on schedule: the stand-in for a remote
-    # server costs this machine a send() per frame, not a Python WebSocket stack.
     clock, start = time.perf_counter, time.perf_counter() + PERIOD
     for i, (t, data) in enumerate(out):
         delay = start + i * PERIOD - clock()
@@ -228,51 +235,27 @@ def pace(sock, out, sent):
         sock.sendall(data)
 
 async def handler(ws):
-    out, sent = frames(), []
-    sock = ws.transport.get_extra_info("socket").dup()
-    sock.setblocking(True)
-    thread = threading.Thread(target=pace, args=(sock, out, sent))
-    thread.start()
-    await asyncio.to_thread(thread.join)
+    sent = []
+    if MODE == "framed":
+        out = [(t, framed(text)) for t, text in messages()]
+        sock = ws.transport.get_extra_info("socket").dup()
+        sock.setblocking(True)
+        thread = threading.Thread(target=pace, args=(sock, out, sent))
+        thread.start()
+        await asyncio.to_thread(thread.join)
+    else:
+        for t, text in messages():
+            await asyncio.sleep(PERIOD)
+            sent.append((t, time.perf_counter_ns()))
+            await ws.send(text)
     print(json.dumps(sent), flush=True)
     await asyncio.sleep(LINGER)
 
 async def main():
-    async with websockets.serve(handler, "127.0.0.1", 0, ping_interval=None, compression=None) as server:
+    options = dict(ping_interval=None, compression=None) if MODE == "framed" else dict(ping_interval=20)
+    async with websockets.serve(handler, "127.0.0.1", 0, **options) as server:
         print(server.sockets[0].getsockname()[1], flush=True)
         await asyncio.sleep(LINGER)
-asyncio.run(main())
-"""
-
-# The same frames sent by a websockets server: a Python WebSocket stack whose CPU time per
-# send lands on the two cores the client uses, at the moment the client handles the frame
-# (the measurement before the pre-framed server; kept for comparison: server="websockets").
-_WS_SERVER = r"""
-import asyncio, sys, time, json
-import websockets
-N, PERIOD = int(sys.argv[1]), float(sys.argv[2])
-FRAME = ('{"stream":"btcusdt@kline_1m","data":{"e":"kline","E":%d,"s":"BTCUSDT","k":{"t":%d,'
-         '"T":%d,"s":"BTCUSDT","i":"1m","f":1,"L":2,"o":"%s","c":"%s","h":"%s","l":"%s",'
-         '"v":"5.21006000","n":1831,"x":true,"q":"565334.99","V":"3.03","Q":"329823.87","B":"0"}}}')
-sent = []
-async def handler(ws):
-    t0 = 1_751_897_340_000
-    price = 108_000.0
-    for i in range(N):
-        t = t0 + 60_000 * i
-        o = price; c = price * (1.0005 if (i // 7) % 2 else 0.9995); price = c
-        h, l = max(o, c) * 1.0002, min(o, c) * 0.9998
-        frame = FRAME % (t + 60_000, t, t + 59_999, f"{o:.2f}", f"{c:.2f}", f"{h:.2f}", f"{l:.2f}")
-        await asyncio.sleep(PERIOD)
-        sent.append((t, time.perf_counter_ns()))
-        await ws.send(frame)
-    print(json.dumps(sent), flush=True)
-    await asyncio.sleep(float(sys.argv[3]))
-async def main():
-    async with websockets.serve(handler, "127.0.0.1", 0, ping_interval=20) as server:
-        port = server.sockets[0].getsockname()[1]
-        print(port, flush=True)
-        await asyncio.sleep(float(sys.argv[3]))
 asyncio.run(main())
 """
 
@@ -352,8 +335,7 @@ def live_latency(frames: int = 3000, period: float = 0.002, script: Path | None 
     budget_s = frames * period * 3 + 20
     arrived: dict[int, int] = {}
     host_before = host_speed_ms()
-    code = _SERVER if server == "framed" else _WS_SERVER
-    proc = subprocess.Popen([sys.executable, "-c", code, str(frames), str(period), str(budget_s)],
+    proc = subprocess.Popen([sys.executable, "-c", _SERVER, str(frames), str(period), str(budget_s), server],
                             stdout=subprocess.PIPE, text=True)
     try:
         port = int(proc.stdout.readline())
