@@ -46,6 +46,19 @@ cdef extern from *:
         return (long long)t.tv_sec * 1000000000LL + t.tv_nsec;
     }
 
+    /* One step of a spin that ends at `end` (ns): a pause, and every 64th step a look at
+       the clock and a sched_yield, so anything else runnable on this CPU goes first.
+       Returns 1 once `end` has passed. */
+    static inline int tsi_spin_tick(unsigned *n, long long end) {
+        if ((++*n & 63) == 0) {
+            if (tsi_now() >= end) return 1;
+            sched_yield();
+        } else {
+            tsi_pause();
+        }
+        return 0;
+    }
+
     typedef struct {
         long seq;
         long waiters;
@@ -90,14 +103,8 @@ cdef extern from *:
         if (spin_ns > 0) {
             long long end = start + spin_ns;
             unsigned n = 0;
-            while ((s = tsi_load(&b->seq)) == last) {
-                if ((++n & 63) == 0) {
-                    if (tsi_now() >= end) break;
-                    sched_yield();   /* let anything else runnable on this CPU go first */
-                } else {
-                    tsi_pause();
-                }
-            }
+            while ((s = tsi_load(&b->seq)) == last)
+                if (tsi_spin_tick(&n, end)) break;
             if (s != last) { tsi_wait_loops_idle(50000); return s; }
         }
         struct timespec dl;
@@ -123,14 +130,8 @@ cdef extern from *:
         unsigned n = 0;
         int quiet;
         tsi_add(&tsi_idle_loops, 1);
-        while (!(quiet = tsi_load(&b->outstanding) <= 0)) {
-            if ((++n & 63) == 0) {
-                if (tsi_now() >= end) break;
-                sched_yield();   /* the worker may share this CPU: let it run */
-            } else {
-                tsi_pause();
-            }
-        }
+        while (!(quiet = tsi_load(&b->outstanding) <= 0))
+            if (tsi_spin_tick(&n, end)) break;   /* (its yield lets a worker on this CPU run) */
         tsi_add(&tsi_idle_loops, -1);
         return quiet;
     }
