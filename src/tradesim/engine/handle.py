@@ -16,25 +16,28 @@ the runner, without stopping it.
 from __future__ import annotations
 
 import math
-import threading
 import time
-from collections import deque
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, Callable
 
-from tradesim._core import InvalidMarketData
+from tradesim._core.inbox import RunnerInbox
 from tradesim.events import EventBus, StateTransition, event_from_runner_dict
 from tradesim.runner import RunnerStatus, SymbolRunner
 
 if TYPE_CHECKING:
-    from tradesim._core import MarketData
     from tradesim.engine.workers import WorkerPool
 
 __all__ = ["RunnerHandle"]
 
 
-class RunnerHandle:
+_CLOSED = (RunnerStatus.STOPPED, RunnerStatus.FAILED)   # statuses that take no more bars
+
+
+class RunnerHandle(RunnerInbox):
     """A runner, its bounded inbox and its health counters (see the module docstring).
+
+    The inbox, the worker's per-bar loop and the counters (``bars``,
+    ``last_bar_time``, ``last_lag_ms``, ...) are `tradesim._core.inbox.RunnerInbox`'s.
 
     Parameters
     ----------
@@ -51,134 +54,38 @@ class RunnerHandle:
 
     def __init__(self, runner_id: str, runner: SymbolRunner, feed: str, pool: WorkerPool,
                  bus: EventBus, queue_size: int = 1024) -> None:
-        if queue_size < 1:
-            raise ValueError(f"queue_size = {queue_size}: must be >= 1")
+        super().__init__(runner, pool.schedule, queue_size, _CLOSED)
         self.id = runner_id
-        self.runner = runner
         self.feed = feed
-        self.symbol = runner.symbol
         self.strategy = runner.strategy.name
-        self.queue_size = queue_size
-        self._pool = pool
         self._bus = bus
-        self._inbox: deque = deque()
-        self._control: deque = deque()
-        self._lock = threading.Lock()
-        self._scheduled = False
         self.started = time.monotonic()
-        self.bars = 0
-        self.rejected_bars = 0
-        self.last_bar_time: int | None = None
-        self.last_lag_ms = 0.0        # arrival -> processed, of the newest bar
-        self.max_lag_ms = 0.0
-        self.in_call_since: float | None = None
-        self.on_processed: Callable[[RunnerHandle, int], Any] | None = None
         runner.on_event = self._on_runner_event
         runner.events_wanted = lambda: bus.active   # no subscriber: no event is even built
 
-    # -- loop side ---------------------------------------------------------------
-
-    def offer(self, bar: MarketData, arrived_ns: int) -> bool:
-        """Queue a bar (called on the event-loop thread); False if the runner can't take it."""
-        status = self.runner.status
-        if status is RunnerStatus.STOPPED or status is RunnerStatus.FAILED:
-            return False
-        with self._lock:
-            if len(self._inbox) >= self.queue_size:
-                overflow = True
-            else:
-                overflow = False
-                self._inbox.append((bar, arrived_ns))
-                schedule = not self._scheduled
-                self._scheduled = True
-        if overflow:
-            self._fail(f"queue overflow: {self.queue_size} bars waiting (the strategy is slower "
-                       f"than the feed); runner disabled")
-            return False
-        if schedule:
-            self._pool.schedule(self)
-        return True
+    # -- loop side (`offer` is `RunnerInbox.offer`) ----------------------------------
 
     def request(self, fn: Callable[[SymbolRunner], Any]) -> Future:
         """Run ``fn(runner)`` on the runner's worker between two bars; a Future of its result."""
         fut: Future = Future()
-        with self._lock:
-            self._control.append((fn, fut))
-            schedule = not self._scheduled
-            self._scheduled = True
-        if schedule:
-            self._pool.schedule(self)
+        self.add_control(fn, fut)
         return fut
 
     @property
     def accepting(self) -> bool:
         """False once the runner is stopped or failed."""
-        return self.runner.status not in (RunnerStatus.STOPPED, RunnerStatus.FAILED)
+        return self.runner.status not in _CLOSED
 
     @property
     def queued(self) -> int:
         """Bars waiting in the inbox."""
         return len(self._inbox)
 
-    # -- worker side ---------------------------------------------------------------
+    # -- worker side (`drain` is `RunnerInbox.drain`) ------------------------------------
 
-    def drain(self, budget: int = 64) -> bool:
-        """Process up to `budget` queued items (worker thread); True if more wait."""
-        lock, inbox, control = self._lock, self._inbox, self._control
-        for _ in range(budget):
-            with lock:
-                if control:
-                    item = control.popleft()
-                    is_bar = False
-                elif inbox:
-                    item = inbox.popleft()
-                    is_bar = True
-                else:
-                    self._scheduled = False
-                    return False
-            if is_bar:
-                self._process(*item)
-            else:
-                fn, fut = item
-                if fut.set_running_or_notify_cancel():
-                    try:
-                        fut.set_result(fn(self.runner))
-                    except BaseException as exc:  # handed to the caller
-                        fut.set_exception(exc)
-        with lock:
-            if inbox or control:
-                return True
-            self._scheduled = False
-            return False
-
-    def _process(self, bar: MarketData, arrived_ns: int) -> None:
-        runner = self.runner
-        machine = runner.machine
-        transitions = machine.transition_count
-        self.in_call_since = time.monotonic()
-        try:
-            runner.process(bar)
-        except InvalidMarketData as exc:  # out of order / wrong symbol: reject the bar, keep going
-            self.rejected_bars += 1
-            runner._emit("runner_error", timestamp=bar.timestamp, error=type(exc).__name__,
-                         message=str(exc)[:1024])
-            return
-        except Exception as exc:  # a bug outside the strategy: this runner only
-            self._fail(f"internal error: {type(exc).__name__}: {exc}"[:1024])
-            return
-        finally:
-            self.in_call_since = None
-        done = time.perf_counter_ns()
-        self.bars += 1
-        self.last_bar_time = bar.timestamp
-        lag = (done - arrived_ns) / 1e6
-        self.last_lag_ms = lag
-        if lag > self.max_lag_ms:
-            self.max_lag_ms = lag
-        if machine.transition_count != transitions and self._bus.active:
-            self._publish_transitions(machine.transition_count - transitions)
-        if self.on_processed is not None:
-            self.on_processed(self, done)
+    def _transitions(self, n: int) -> None:
+        if self._bus.active:
+            self._publish_transitions(n)
 
     def _publish_transitions(self, n: int) -> None:
         for t in self.runner.machine.history()[-n:]:
@@ -187,7 +94,7 @@ class RunnerHandle:
                               from_state=t.from_state.name, to_state=t.to_state.name,
                               reason=t.reason or "")
 
-    # -- events, failure -------------------------------------------------------------
+    # -- events -------------------------------------------------------------------
 
     def _on_runner_event(self, payload: dict) -> None:
         if not self._bus.active:
@@ -197,11 +104,6 @@ class RunnerHandle:
             cls, fields = mapped
             fields.update(runner_id=self.id)
             self._bus.publish(cls, **_json_safe(fields))
-
-    def _fail(self, reason: str) -> None:
-        with self._lock:
-            self._inbox.clear()
-        self.runner.fail(reason)   # publishes runner_status through `_on_runner_event`
 
     # -- introspection ---------------------------------------------------------------
 
