@@ -20,6 +20,7 @@ GOOD = f"""
 [engine]
 workers = 2
 queue_size = 256
+history_limit = 7
 
 [feeds.sim]
 type = "simulated"
@@ -66,6 +67,7 @@ def test_a_valid_config_builds_the_engine_it_describes(tmp_path):
     assert ema.execution.starting_cash == 5000
     assert ema.strategy.params["fast"] == 8 and ema.strategy.params["slow"] == 21
     assert engine.runner("ETHUSDT:rsi_mean_reversion").window.capacity == 300
+    assert engine.history_limit == 7 and ema.history_limit == 7
     asyncio.run(engine.run())
     assert engine.runner_health("ETHUSDT:rsi_mean_reversion")["bars"] == 800
     assert engine.runner_health("BTCUSDT:rsi_mean_reversion")["bars"] == 5000
@@ -84,6 +86,7 @@ def test_a_valid_config_builds_the_engine_it_describes(tmp_path):
      "feeds.a.interval"),
     ("[engine]\nworkers = 0\n[[runners]]\nsymbol = 'B'\nstrategy = 's'", "engine.workers"),
     ("[engine]\nworkers = 2", "runners"),
+    ("[engine]\nhistory_limit = 0\n[[runners]]\nsymbol = 'B'\nstrategy = 's'", "engine.history_limit"),
     ("[[runners]]\nsymbol = 'B'\nstrategy = 's'\nfeed = 'replay'", "runners[0].data"),
 ])
 def test_errors_name_the_key_path(tmp_path, text, where):

@@ -5,6 +5,7 @@ Example::
     [engine]
     workers = 2            # threads for strategy calls
     queue_size = 1024      # bars a runner may fall behind on a live feed
+    history_limit = 10000  # newest trades / errors / rejections each runner keeps
 
     [feeds.sim]            # named feeds; a runner may also just say feed = "simulated"
     type = "simulated"     # simulated | replay | binance
@@ -70,6 +71,8 @@ class EngineSection(_Strict):
     queue_size: int = Field(1024, ge=1)
     #: µs idle threads spin before parking (0 = park at once; see TradingEngine)
     busy_poll_us: float = Field(0.0, ge=0)
+    #: newest trades, errors, rejections and closed positions kept per runner (counts stay exact)
+    history_limit: int = Field(10_000, ge=1)
 
 
 class FeedConfig(_Strict):

@@ -66,7 +66,8 @@ def build_engine(config: EngineConfig, feeds: dict[str, Any] | None = None) -> T
     """
     e = config.engine
     engine = TradingEngine(workers=e.workers, max_workers=max(e.max_workers, e.workers),
-                           queue_size=e.queue_size, busy_poll_us=e.busy_poll_us)
+                           queue_size=e.queue_size, busy_poll_us=e.busy_poll_us,
+                           history_limit=e.history_limit)
     for name, feed_cfg in config.resolved_feeds().items():
         engine.add_feed((feeds or {}).get(name) or make_feed(feed_cfg), name)
     for r in config.runners:
@@ -176,10 +177,9 @@ def _summary(engine: TradingEngine, elapsed: float):
         table.add_column(col, justify="left" if col in ("runner", "status") else "right")
     for rid in engine.runner_ids:
         r: SymbolRunner = engine.runner(rid)
-        wins = sum(t.pnl > 0 for t in r.trades)
         pnl = r.equity - r.execution.starting_cash
-        table.add_row(rid, f"{r.core.bars:,}", str(len(r.trades)), str(wins), f"{pnl:+,.2f}",
-                      f"{r.equity:,.2f}", str(len(r.errors)),
+        table.add_row(rid, f"{r.core.bars:,}", str(r.trade_count), str(r.winning_trades), f"{pnl:+,.2f}",
+                      f"{r.equity:,.2f}", str(r.error_count),
                       r.status.value + (f" ({r.status_reason})" if r.status.value == "failed" else ""))
     return table
 

@@ -73,6 +73,23 @@ def test_runners_see_every_bar_in_order_and_trade_like_a_backtest(btc_path, tmp_
         assert got and got == want
 
 
+def test_history_limit_bounds_what_live_runners_keep_and_counts_stay_exact(btc_path):
+    engine = TradingEngine(history_limit=2)
+    engine.add_feed(HistoricalFeed(btc_path, "BTCUSDT", start=START, end=END), "hist")
+    rid = engine.add_runner("BTCUSDT", EMA)
+    asyncio.run(engine.run())
+
+    want = [t for t in Backtest([EMA], btc_path, start=START, end=END).run().runs[0].trades
+            if not t.exit_reason.startswith("end_of")]
+    runner = engine.runner(rid)
+    assert len(want) > 2
+    # the engine trims after the bars that change state, without anyone reading `trades`
+    assert len(runner.core.closed) <= 1 and len(runner.machine.closed_positions) <= 2
+    assert runner.trade_count == len(want) == engine.runner_health(rid)["trades"]
+    assert runner.winning_trades == sum(t.pnl > 0 for t in want)
+    assert _comparable(runner.trades) == _comparable(want[-2:])
+
+
 def test_strategies_never_run_on_the_event_loop_thread():
     engine = TradingEngine()
     engine.add_feed(SimulatedFeed(("BTCUSDT",), bars=300, seed=3), "sim")

@@ -553,3 +553,58 @@ def test_a_market_exit_while_flat_is_refused_and_changes_nothing(tmp_path):
     with pytest.raises(InvalidTransition, match="cannot exit in state IDLE"):
         r.core.exit_market(100.0, ts(0), "manual")
     assert r.trades == [] and r.core.cash == 10_000.0 and r.machine.state == State.IDLE
+
+
+# --------------------------------------------------------------------------- bounded history
+
+# Enters on every idle bar and exits on the next: a trade every couple of bars.
+CHURN = dict(detect='return {reason = "always"}',
+             filter='return {action = "enter_long", quantity = 1, reason = "churn"}',
+             manage='return {action = "exit", reason = "next_bar"}')
+
+
+def _zigzag(n):
+    return [(100.0 + (i % 5), 101.0 + (i % 5), 99.0 + (i % 5), 100.5 + (i % 5)) for i in range(n)]
+
+
+def test_history_limit_keeps_the_newest_trades_and_exact_counts(tmp_path):
+    rows = _zigzag(200)
+    full = SymbolRunner(SYMBOL, inline(tmp_path, **CHURN))
+    kept = SymbolRunner(SYMBOL, inline(tmp_path, **CHURN), history_limit=5)
+    for i, row in enumerate(rows):
+        full.process(MarketData(SYMBOL, ts(i), *row, 1.0))
+        kept.process(MarketData(SYMBOL, ts(i), *row, 1.0))
+        if i % 7 == 0:
+            kept.trim_history()        # as the engine does after bars that change state
+    kept.trim_history()
+    assert len(full.trades) > 50       # the limit really bit
+    assert list(kept.trades) == full.trades[-5:]
+    assert kept.trade_count == len(full.trades)
+    assert kept.winning_trades == sum(t.pnl > 0 for t in full.trades) > 0
+    assert len(kept.machine.closed_positions) == 5
+    assert [p.exit_time for p in kept.machine.closed_positions] == \
+        [p.exit_time for p in full.machine.closed_positions[-5:]]
+    assert kept.equity == full.equity  # trimming never touches the books
+
+
+def test_history_limit_bounds_errors_and_rejections_as_they_come(tmp_path):
+    # fails on every other bar (never 10 in a row), and asks to exit while flat on the others
+    script = inline(tmp_path, detect='if md.timestamp % 120000 == 0 then error("odd bar") end '
+                                     'return nil',
+                    head="")
+    runner = SymbolRunner(SYMBOL, script, history_limit=3)
+    feed(runner, _zigzag(40))
+    assert runner.status is RunnerStatus.RUNNING
+    assert runner.error_count == 20 and len(runner.errors) == 3
+    assert [e.timestamp for e in runner.errors] == [ts(i) for i in (34, 36, 38)]
+    flat_exit = inline(tmp_path, detect='return {reason = "x"}',
+                       filter='return {action = "exit"}')
+    runner = SymbolRunner(SYMBOL, flat_exit, history_limit=2)
+    feed(runner, _zigzag(6))
+    assert runner.rejection_count == 6 and len(runner.rejections) == 2
+    assert runner.rejections[-1].timestamp == ts(5)
+
+
+def test_history_limit_must_be_positive(tmp_path):
+    with pytest.raises(ValueError, match="history_limit = 0"):
+        SymbolRunner(SYMBOL, inline(tmp_path), history_limit=0)

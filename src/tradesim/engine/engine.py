@@ -66,13 +66,21 @@ class TradingEngine:
         engine on `new_event_loop` so the event loop spins on its sockets too.
         Each spinning thread keeps a core busy; in exchange a bar reaches its
         strategy without a thread wake-up (see `tradesim.engine.busypoll`).
+    history_limit : int or None
+        Default for the runners' ``history_limit``: the newest trades, errors,
+        rejections and closed positions each runner keeps (10,000; None keeps
+        all). A runner trading for months would otherwise grow without bound;
+        counts (``trade_count``, ``error_count``, ...) and health stay exact.
     """
 
     def __init__(self, *, workers: int = 2, max_workers: int = 32, queue_size: int = 1024,
                  events: EventBus | None = None, stall_after: float = 0.25,
-                 busy_poll_us: float = 0.0) -> None:
+                 busy_poll_us: float = 0.0, history_limit: int | None = 10_000) -> None:
         if not busy_poll_us >= 0:
             raise ValueError(f"busy_poll_us = {busy_poll_us!r}: must be >= 0")
+        if history_limit is not None and history_limit < 1:
+            raise ValueError(f"history_limit = {history_limit}: must be >= 1 (or None: keep all)")
+        self.history_limit = history_limit
         self.bus = events or EventBus()
         self.busy_poll_us = float(busy_poll_us)
         self.pool = WorkerPool(workers, max_workers, stall_after, spin_s=self.busy_poll_us / 1e6)
@@ -145,7 +153,8 @@ class TradingEngine:
 
         May be called while the engine runs; the runner receives the next bar.
         `runner_options` go to `SymbolRunner` (``max_consecutive_errors``,
-        ``ambiguity_policy``, ``analysis_timeout_bars``).
+        ``ambiguity_policy``, ``analysis_timeout_bars``, ``history_limit``:
+        the engine's by default).
 
         Raises
         ------
@@ -159,6 +168,7 @@ class TradingEngine:
         served = getattr(self._feeds[feed_name], "symbols", None)
         if served is not None and symbol not in served:
             raise ValueError(f"feed {feed_name!r} does not serve {symbol!r} (it serves {list(served)})")
+        runner_options.setdefault("history_limit", self.history_limit)
         runner = SymbolRunner(symbol, strategy, params=params, window_size=window_size,
                               execution=execution, **runner_options)
         if runner_id is None:

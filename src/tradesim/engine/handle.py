@@ -84,6 +84,8 @@ class RunnerHandle(RunnerInbox):
     # -- worker side (`drain` is `RunnerInbox.drain`) ------------------------------------
 
     def _transitions(self, n: int) -> None:
+        # (a trade closes with a transition: keep the runner's history bounded)
+        self.runner.trim_history()
         if self._bus.active:
             self._publish_transitions(n)
 
@@ -115,8 +117,8 @@ class RunnerHandle(RunnerInbox):
             "id": self.id, "symbol": self.symbol, "strategy": self.strategy, "feed": self.feed,
             "status": r.status.value, "reason": r.status_reason,
             "uptime_s": round(time.monotonic() - self.started, 3),
-            "bars": self.bars, "decisions": r.decisions, "errors": len(r.errors),
-            "rejected_bars": self.rejected_bars, "trades": len(r.trades),
+            "bars": self.bars, "decisions": r.decisions, "errors": r.error_count,
+            "rejected_bars": self.rejected_bars, "trades": r.trade_count,
             "last_bar_time": self.last_bar_time,
             "lag_ms": round(self.last_lag_ms, 3), "max_lag_ms": round(self.max_lag_ms, 3),
             "queued": len(self._inbox),

@@ -19,6 +19,7 @@ from __future__ import annotations
 import enum
 import logging
 import math
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -86,9 +87,19 @@ class SymbolRunner:
     on_event : callable, optional
         ``on_event(dict)`` receives position, decision, rejection, error and
         status events (not one per bar).
+    history_limit : int, optional
+        Keep only the newest `history_limit` trades, errors, rejections and
+        closed positions (``machine.closed_positions``); None (the default)
+        keeps all, as a backtest needs. A live runner trades for months: the
+        engine sets a limit so its memory stays bounded. `trade_count`,
+        `winning_trades`, `error_count` and `rejection_count` count them all.
 
     Attributes
     ----------
+    trades : list or deque of Trade
+        Closed trades, oldest first (at most `history_limit`).
+    errors : list or deque of RunnerError
+    rejections : list or deque of Rejection
     events_wanted : callable or None
         Set by an owner whose listeners come and go (the engine: "does the
         event bus have subscribers?"). While it returns False no event is
@@ -105,9 +116,12 @@ class SymbolRunner:
                  params: dict[str, Any] | None = None, window_size: int = 500,
                  execution: ExecutionConfig | None = None, max_consecutive_errors: int = 10,
                  ambiguity_policy: str = "stop_loss_first", analysis_timeout_bars: int = 0,
-                 on_event: Callable[[dict], Any] | None = None) -> None:
+                 on_event: Callable[[dict], Any] | None = None,
+                 history_limit: int | None = None) -> None:
         if max_consecutive_errors < 1:
             raise ValueError(f"max_consecutive_errors = {max_consecutive_errors}: must be >= 1")
+        if history_limit is not None and history_limit < 1:
+            raise ValueError(f"history_limit = {history_limit}: must be >= 1 (or None: keep all)")
         self.symbol = symbol
         self.strategy = strategy if isinstance(strategy, LuaStrategy) else LuaStrategy(strategy, params)
         self.execution = execution or ExecutionConfig()
@@ -125,9 +139,15 @@ class SymbolRunner:
                                allow_short=exe.allow_short, sync=self.strategy.position_sync)
         self.on_event = on_event
         self.events_wanted: Callable[[], bool] | None = None
-        self._trades: list[Trade] = []
-        self.errors: list[RunnerError] = []
-        self.rejections: list[Rejection] = []
+        self.history_limit = history_limit
+        # deque(maxlen=None) grows without bound; a backtest keeps plain lists
+        self._trades: list[Trade] | deque[Trade] = _history(history_limit)
+        self.errors: list[RunnerError] | deque[RunnerError] = _history(history_limit)
+        self.rejections: list[Rejection] | deque[Rejection] = _history(history_limit)
+        self.error_count = 0
+        self.rejection_count = 0
+        self._trade_count = 0
+        self._wins = 0
         self.status = RunnerStatus.RUNNING
         self.status_reason = ""
 
@@ -250,6 +270,7 @@ class SymbolRunner:
             self.strategy.clear_context()
         entry = RunnerError(ts, type(error).__name__, str(error)[:1024])
         self.errors.append(entry)
+        self.error_count += 1
         self._emit("runner_error", timestamp=ts, error=entry.kind, message=entry.message)
         if self.core.errors_in_row >= self.max_consecutive_errors:
             self.core.deciding = False
@@ -263,6 +284,7 @@ class SymbolRunner:
         """Record an action that could not be carried out (also called by the core's fills)."""
         entry = Rejection(ts, ActionType(action).name.lower(), reason)
         self.rejections.append(entry)
+        self.rejection_count += 1
         self._emit("action_rejected", timestamp=ts, action=entry.action, reason=reason)
 
     def _apply(self, action, ts: int, close: float) -> None:
@@ -302,22 +324,52 @@ class SymbolRunner:
             self.core.exit_market(last.close, last.timestamp, reason)
 
     @property
-    def trades(self) -> list[Trade]:
+    def trades(self) -> list[Trade] | deque[Trade]:
         """Closed trades, oldest first (built from the core's booked fills on first read)."""
         if self.core.closed:
             self._materialize()
         return self._trades
 
+    @property
+    def trade_count(self) -> int:
+        """Trades closed so far, including those `history_limit` no longer keeps."""
+        return self._trade_count + len(self.core.closed)
+
+    @property
+    def winning_trades(self) -> int:
+        """Trades closed with pnl > 0 so far, including those no longer kept."""
+        if self.core.closed:
+            self._materialize()
+        return self._wins
+
     def _materialize(self) -> None:
         # Takes the core's raw records (it keeps none once they are Trades).
         raw = self.core.closed
         symbol, name = self.symbol, self.strategy.name
-        self._trades.extend(
-            Trade(symbol, name, side, quantity, entry_time, entry_price, exit_time, exit_price,
-                  pnl, fees, reason, bool(ambiguous), entry_bar, exit_bar)
-            for side, quantity, entry_time, entry_price, exit_time, exit_price, pnl, fees, reason,
-            ambiguous, entry_bar, exit_bar in raw)
+        new = [Trade(symbol, name, side, quantity, entry_time, entry_price, exit_time, exit_price,
+                     pnl, fees, reason, bool(ambiguous), entry_bar, exit_bar)
+               for side, quantity, entry_time, entry_price, exit_time, exit_price, pnl, fees, reason,
+               ambiguous, entry_bar, exit_bar in raw]
         raw.clear()
+        self._trades.extend(new)
+        self._trade_count += len(new)
+        self._wins += sum(t.pnl > 0 for t in new)
+
+    def trim_history(self) -> None:
+        """Apply `history_limit` to the trades and closed positions booked since the last call.
+
+        Errors and rejections are bounded as they are recorded; trades are
+        booked in C, so an owner that never reads `trades` (a live engine)
+        calls this after bars that changed state.
+        """
+        limit = self.history_limit
+        if limit is None:
+            return
+        if self.core.closed:
+            self._materialize()
+        closed = self.machine.closed_positions
+        if len(closed) > limit:
+            del closed[:len(closed) - limit]
 
     # -- introspection -------------------------------------------------------------
 
@@ -339,6 +391,10 @@ class SymbolRunner:
         if self.listening():
             self.on_event({"type": kind, "symbol": self.symbol, "strategy": self.strategy.name,
                            **fields})
+
+
+def _history(limit: int | None) -> list | deque:
+    return [] if limit is None else deque(maxlen=limit)
 
 
 def _nan(value: float | None) -> float:
