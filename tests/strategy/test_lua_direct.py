@@ -307,3 +307,73 @@ def test_run_holds_the_lock_per_batch_and_survives_a_reload_mid_batch(tmp_path):
     assert len(reloads) == 2 and runner.core.bars == n
     last = _runtime_lock(runner.strategy._sandbox._lua)
     assert not any(lock._is_owned() for lock in (first, last, *reloads))
+
+
+# ------------------------------------------------------------- decisions read in C (Decision)
+
+# Results of every shape the C reading of common decisions must take or hand on to lupa:
+# numbers of every kind in every numeric field, reasons that are not strings or not UTF-8,
+# unknown or miscased actions. Each bar the strategy answers with the next case.
+DECISION_CASES = [
+    '{reason = "dip"}', '{reason = 7}', '{reason = "caf\\195\\169"}', '{reason = "bad \\xff"}',
+    '{reason = ("r"):rep(300)}', '{}', '{reason = {}}',
+]
+ACTION_CASES = [
+    '{action = "enter_long", quantity = 1, reason = "a"}',
+    '{action = "enter_long", quantity = 2, stop_loss = md.close * 0.9, take_profit = md.close * 1.2}',
+    '{action = "enter_short", quantity = 0.5, reason = "s"}',
+    '{action = "enter_long", quantity = 3 // 1}',            # a Lua integer
+    '{action = "enter_long", quantity = 0}', '{action = "enter_long", quantity = -1}',
+    '{action = "enter_long", quantity = 0/0}', '{action = "enter_long", quantity = 1/0}',
+    '{action = "enter_long", quantity = "1"}', '{action = "enter_long", quantity = true}',
+    '{action = "Enter_Long"}', '{action = "enter_longer"}', '{action = "exit", reason = "x"}',
+    '{action = "exit", price = 5, reason = "p\\xff"}', '{action = "exit", reason = 12}',
+    '{action = "cancel_analysis", reason = "c"}', '{action = "enter_long", stop_loss = -5}',
+    '{action = "update_stop_loss", price = md.close * 0.5}', '{quantity = 1}', '7',
+    '{action = "enter_long", quantity = 1, reason = "caf\\195\\169"}',
+]
+
+DECIDING = """
+name = "deciding"
+local d, a = 0, 0
+local D = {%s}
+local A = {%s}
+local function pick(list, i, md) return list[(i %% #list) + 1](md) end
+function detect_opportunity(md, ctx, ind)
+  d = d + 1
+  if d %% 2 == 0 then return nil end
+  return pick(D, d, md)
+end
+function filter_commitment(md, ctx, ind)
+  a = a + 1
+  if a %% 5 == 0 then return nil end
+  return pick(A, a, md)
+end
+function manage_position(md, ctx, ind)
+  a = a + 1
+  if a %% 3 == 0 then return nil end
+  if a %% 4 == 0 then return {action = "exit", reason = "m"} end
+  return pick(A, a, md)
+end
+"""
+
+
+def test_decisions_read_in_c_match_lupa_in_every_detail(tmp_path):
+    def fns(cases):
+        return ", ".join(f"function(md) return {c} end" for c in cases)
+
+    path = tmp_path / "deciding.lua"
+    path.write_text(DECIDING % (fns(DECISION_CASES), fns(ACTION_CASES)))
+    a, b = _run(path, direct=False), _run(path, direct=True)
+    assert len(a.trades) > 20 and len(a.rejections) > 20 and len(a.errors) > 20
+    assert a.trades == b.trades
+    assert a.rejections == b.rejections
+    assert a.errors == b.errors
+    assert a.core.decisions == b.core.decisions
+    assert a.machine.history() == b.machine.history()
+    assert [p.entry_reason for p in a.machine.closed_positions] == \
+        [p.entry_reason for p in b.machine.closed_positions]
+    assert {p.entry_reason for p in a.machine.closed_positions} >= {"a", "s", "café", ""}
+    assert a.strategy.context() == b.strategy.context()
+    # the stack is balanced after all those calls (lupa counts results from its bottom)
+    assert b.strategy._sandbox.eval_host("return 5") == 5

@@ -21,13 +21,19 @@ GIL while Lua runs.
 import gc
 
 cimport cython
+from libc.string cimport memcmp
+
+cdef extern from "Python.h":
+    const char* PyUnicode_AsUTF8AndSize(object text, Py_ssize_t* size) except NULL
 
 from lupa import lua54
 
 cdef extern from *:
     """
     #include <dlfcn.h>
+    #include <math.h>
     #include <stdint.h>
+    #include <string.h>
 
     typedef struct lua_State lua_State;
     typedef int (*ts_CFunction)(lua_State *L);
@@ -38,6 +44,9 @@ cdef extern from *:
     #define TS_UPVALUE1 (TS_REGISTRY - 1)
     #define TS_MULTRET (-1)
     #define TS_ERRMEM 4
+    #define TS_TNIL 0
+    #define TS_TNUMBER 3
+    #define TS_TSTRING 4
     #define TS_TFUNCTION 6
     #define TS_RIDX_MAINTHREAD 1
     /* Most values a call can hand back (api.lua's on_bar returns at most 10). */
@@ -67,6 +76,10 @@ cdef extern from *:
         void (*unref)(lua_State *, int, int);
         void (*checkstack_or_raise)(lua_State *, int, const char *);
         double (*version)(lua_State *);
+        int (*type)(lua_State *, int);
+        const char *(*tolstring)(lua_State *, int, size_t *);
+        double (*tonumberx)(lua_State *, int, int *);
+        int (*isinteger)(lua_State *, int);
     } ts_lua_api;
 
     static ts_lua_api ts_lua;
@@ -89,6 +102,8 @@ cdef extern from *:
         TS_SYM(tointegerx, "lua_tointegerx") TS_SYM(ref, "luaL_ref")
         TS_SYM(unref, "luaL_unref") TS_SYM(version, "lua_version")
         TS_SYM(checkstack_or_raise, "luaL_checkstack")
+        TS_SYM(type, "lua_type") TS_SYM(tolstring, "lua_tolstring")
+        TS_SYM(tonumberx, "lua_tonumberx") TS_SYM(isinteger, "lua_isinteger")
         return NULL;  /* the handle stays open: lupa never unloads */
     }
 
@@ -158,12 +173,14 @@ cdef extern from *:
     }
 
     /* registry[fn_ref](state, ts, o, h, l, c, v, bid, ask, values...) in protected mode.
-       Returns 0 (no results), n > 0 (n results stashed), -1 (error value stashed),
-       -2 (out of memory) or -3 (too many results). The stack is left as found. */
-    static int ts_call_bar(lua_State *L, int fn_ref, int stash_ref, long long state,
+       Returns 0 (no results), n > 0 (n results left on the stack above *base), -1 (the
+       error value left there) or -2 (out of memory; nothing left). With 0 or -2 the
+       stack is as found; otherwise the caller decodes or stashes what is left. */
+    static int ts_call_bar(lua_State *L, int fn_ref, long long state,
                            long long ts, double o, double h, double l, double c, double v,
-                           double bid, double ask, const double *values, int n) {
-        int i, status, nres, base = ts_lua.gettop(L);
+                           double bid, double ask, const double *values, int n, int *base) {
+        int i, status, nres;
+        *base = ts_lua.gettop(L);
         if (!ts_lua.checkstack(L, 10 + n)) return -2;
         ts_lua.rawgeti(L, TS_REGISTRY, fn_ref);
         ts_lua.pushinteger(L, state);
@@ -177,10 +194,75 @@ cdef extern from *:
         ts_lua.pushnumber(L, ask);
         for (i = 0; i < n; i++) ts_lua.pushnumber(L, values[i]);
         status = ts_lua.pcallk(L, 9 + n, TS_MULTRET, 0, 0, NULL);
-        if (status == TS_ERRMEM) { ts_lua.settop(L, base); return -2; }
-        nres = status ? -1 : ts_lua.gettop(L) - base;
-        if (nres == 0) return 0;
-        return ts_stash(L, base, stash_ref, nres);
+        if (status == TS_ERRMEM) { ts_lua.settop(L, *base); return -2; }
+        nres = status ? -1 : ts_lua.gettop(L) - *base;
+        return nres;
+    }
+
+    /* The common decisions of api.lua's on_bar, read off the stack (results base+1 ..
+       base+nres) without converting anything:
+         1, reason, ...                               analysis started
+         2, fname, action, q, sl, tp, price, reason   an action
+         4, reason, 2, fname, action, q, sl, tp, price, reason   both
+       with action "enter_long" / "enter_short" / "exit" and q, sl, tp, price nil or
+       finite numbers > 0. Returns 1 and fills d (the reasons point into Lua strings,
+       valid while the results stay on the stack; NULL = not a string), or 0 for any
+       other shape, which goes through the stash and lupa unchanged. */
+    typedef struct {
+        int started, action;                 /* action: 0 none, 1 long, 2 short, 3 exit */
+        double q, sl, tp, price;
+        const char *start_reason, *reason;
+        size_t start_len, reason_len;
+    } ts_decision;
+
+    static int ts_number(lua_State *L, int i, double *out) {
+        int t = ts_lua.type(L, i);
+        if (t == TS_TNIL) { *out = NAN; return 1; }
+        if (t != TS_TNUMBER) return 0;
+        *out = ts_lua.tonumberx(L, i, NULL);
+        return isfinite(*out) && *out > 0;
+    }
+
+    static const char *ts_string(lua_State *L, int i, size_t *len) {
+        if (ts_lua.type(L, i) != TS_TSTRING) { *len = 0; return NULL; }
+        return ts_lua.tolstring(L, i, len);
+    }
+
+    static int ts_code(lua_State *L, int i) {
+        if (!ts_lua.isinteger(L, i)) return -1;
+        return (int)ts_lua.tointegerx(L, i, NULL);
+    }
+
+    static int ts_decode(lua_State *L, int base, int nres, ts_decision *d) {
+        int code, at;
+        size_t len;
+        const char *name;
+        if (nres < 1) return 0;
+        code = ts_code(L, base + 1);
+        d->started = 0; d->action = 0;
+        d->start_reason = d->reason = NULL;
+        d->start_len = d->reason_len = 0;
+        if (code == 1 || code == 4) {
+            d->started = 1;
+            if (nres > 1) d->start_reason = ts_string(L, base + 2, &d->start_len);
+            if (code == 1) return 1;
+            at = base + 3;
+        } else if (code == 2) {
+            at = base + 1;
+        } else {
+            return 0;
+        }
+        if (base + nres - at + 1 != 8 || ts_code(L, at) != 2) return 0;
+        name = ts_string(L, at + 2, &len);
+        if (name == NULL) return 0;
+        if (len == 10 && memcmp(name, "enter_long", 10) == 0) d->action = 1;
+        else if (len == 11 && memcmp(name, "enter_short", 11) == 0) d->action = 2;
+        else if (len == 4 && memcmp(name, "exit", 4) == 0) d->action = 3;
+        else return 0;
+        if (!(ts_number(L, at + 3, &d->q) && ts_number(L, at + 4, &d->sl)
+              && ts_number(L, at + 5, &d->tp) && ts_number(L, at + 6, &d->price))) return 0;
+        d->reason = ts_string(L, at + 7, &d->reason_len);
+        return 1;
     }
 
     /* Checks that L is a live main thread (its registry knows it as such) and runs
@@ -214,9 +296,20 @@ cdef extern from *:
     int TS_STASH
     const char* ts_lua_load(const char* path)
     double ts_lua_version "ts_lua.version"(lua_State* L)
-    int ts_call_bar(lua_State* L, int fn_ref, int stash_ref, long long state, long long ts,
+    ctypedef struct ts_decision:
+        int started
+        int action
+        double q, sl, tp, price
+        const char* start_reason
+        const char* reason
+        size_t start_len
+        size_t reason_len
+    int ts_call_bar(lua_State* L, int fn_ref, long long state, long long ts,
                     double o, double h, double l, double c, double v, double bid, double ask,
-                    const double* values, int n) nogil
+                    const double* values, int n, int* base) nogil
+    int ts_decode(lua_State* L, int base, int nres, ts_decision* d) nogil
+    int ts_stash(lua_State* L, int base, int stash_ref, int nres) nogil
+    void ts_settop "ts_lua.settop"(lua_State* L, int idx) nogil
     int ts_attach(lua_State* L, int* fn_ref, int* stash_ref)
     void ts_detach(lua_State* L, int fn_ref, int stash_ref)
 
@@ -280,6 +373,7 @@ cdef class LuaDirect:
     def __cinit__(self):
         self.fn_ref = -1
         self.stash_ref = -1
+        self._texts = [None, None]
 
     def __init__(self, runtime, lua_function, eval_host):
         cdef int fn_ref = -1, stash_ref = -1, status
@@ -314,6 +408,9 @@ cdef class LuaDirect:
         self._acquire = lock.acquire
         self._release = lock.release
         self.lua = lua_function
+        # Results are read in C only if lupa hands Lua strings over as UTF-8 str.
+        self._decode = eval_host("return '\\195\\169'") == "\u00e9"
+        self._texts = [None, None]
         self._replay = eval_host(f"local f = rawget(_G, '{key}'); rawset(_G, '{key}', nil); return f")
 
     def __dealloc__(self):
@@ -340,22 +437,46 @@ cdef class LuaDirect:
 
     cdef object call_bar(self, long long state, long long ts, double o, double h, double l,
                          double c, double v, double bid, double ask, const double* values,
-                         int n_values, bint locked):
+                         int n_values, bint locked, Decision* decided=NULL):
         """Call the function with these numbers; None if it returned nothing.
 
         Otherwise returns or raises whatever a lupa call would have (see the
         module docstring). `locked`: the caller holds the lock (`lock`).
+
+        With `decided` given, a common decision of api.lua's ``on_bar``
+        (analysis started, enter long / short, exit; see ``ts_decode``) is read
+        in C instead: ``decided.decoded`` is set, its numbers filled, the
+        reasons left in `start_reason` and `reason`, and None returned. Any
+        other result takes the lupa path.
         """
-        cdef int r
+        cdef int r, base = 0
+        cdef bint decoded = False
+        cdef ts_decision d
         cdef lua_State* L = <lua_State*>self.L
+        if decided is not NULL:
+            decided.decoded = False
         if not locked:
             self._acquire()
         try:
             with nogil:
-                r = ts_call_bar(L, self.fn_ref, self.stash_ref, state, ts, o, h, l, c, v,
-                                bid, ask, values, n_values)
+                r = ts_call_bar(L, self.fn_ref, state, ts, o, h, l, c, v, bid, ask, values,
+                                n_values, &base)
+                if r > 0 and decided is not NULL and self._decode:
+                    decoded = ts_decode(L, base, r, &d)
             if r == 0:
                 return None
+            if r == -2:
+                raise lua54.LuaMemoryError()
+            if decoded:
+                try:
+                    decoded = _take_decision(self, &d, decided)
+                except BaseException:   # (no memory for a str) the results go too
+                    ts_settop(L, base)
+                    raise
+                if decoded:
+                    ts_settop(L, base)
+                    return None
+            r = ts_stash(L, base, self.stash_ref, r)   # (leaves the stack at base)
             if r == -2:
                 raise lua54.LuaMemoryError()
             if r == -3:
@@ -382,3 +503,43 @@ cdef class LuaDirect:
 
     def __call__(self, *args):
         return self.lua(*args)
+
+
+cdef bint _take_decision(LuaDirect self, ts_decision* d, Decision* out) except -1:
+    # The reasons as str, as lupa would decode them; False if one is not UTF-8 (lupa
+    # then raises, through the stash, which still gets the results).
+    start = _text(self, d.start_reason, d.start_len, 0)
+    reason = _text(self, d.reason, d.reason_len, 1)
+    if start is None or reason is None:
+        return False
+    self.start_reason = start
+    self.reason = reason
+    out.started = d.started
+    out.action = d.action
+    out.quantity = d.q
+    out.stop_loss = d.sl
+    out.take_profit = d.tp
+    out.price = d.price
+    out.decoded = True
+    return True
+
+
+cdef object _text(LuaDirect self, const char* p, size_t n, int slot):
+    # A Lua string as str ("" for a value that is not a string, as RunnerCore reads
+    # it); None if not valid UTF-8. Strategies repeat their reasons: the last str of
+    # each slot is reused when the bytes are the same.
+    cdef Py_ssize_t size
+    cdef const char* have
+    if p is NULL:
+        return ""
+    cached = self._texts[slot]
+    if cached is not None:
+        have = PyUnicode_AsUTF8AndSize(cached, &size)
+        if <size_t>size == n and memcmp(have, p, n) == 0:
+            return cached
+    try:
+        text = p[:n].decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    self._texts[slot] = text
+    return text

@@ -28,7 +28,7 @@ from libc.math cimport NAN, isfinite
 import numpy as np
 
 from tradesim._core.bank cimport IndicatorBank
-from tradesim._core.lua_direct cimport LuaDirect
+from tradesim._core.lua_direct cimport Decision, LuaDirect
 from tradesim._core.market_data cimport MarketData
 from tradesim._core.state_machine cimport (
     ACTION_ENTER_LONG, ACTION_ENTER_SHORT, ACTION_EXIT, Position, SIDE_LONG, SIDE_SHORT,
@@ -63,6 +63,10 @@ cdef inline bint _valid_number(object x, double* out):
 
 cdef inline str _text(object x):
     return x if type(x) is str else ""
+
+
+# `Decision.action` (0 none, 1 enter_long, 2 enter_short, 3 exit) -> an ActionType value, -1 none.
+cdef int[4] _ACTIONS = [-1, ACTION_ENTER_LONG, ACTION_ENTER_SHORT, ACTION_EXIT]
 
 
 # Pending market order kinds.
@@ -235,6 +239,7 @@ cdef class RunnerCore:
                   double v, double bid, double ask) except -1:
         cdef int code
         cdef long long errors
+        cdef Decision decided
         self.window.push_fast(ts, o, h, l, c, v, bid, ask)
         self.bank.push_bar(o, h, l, c, v)
         self.bars += 1
@@ -247,11 +252,12 @@ cdef class RunnerCore:
             elif code == UPDATE_ANALYSIS_TIMEOUT:
                 self.handler.on_timeout(ts)
             if self.deciding and not self.pending:
+                decided.decoded = False
                 try:
                     if self._direct is not None:
                         result = self._direct.call_bar(self.machine.state_c, ts, o, h, l, c, v,
                                                        bid, ask, self.bank.values, self.bank.n_values,
-                                                       self._direct is self._locked)
+                                                       self._direct is self._locked, &decided)
                     else:
                         result = self._dispatch(*self._args(ts, o, h, l, c, v, bid, ask))
                 except Exception as exc:
@@ -261,7 +267,13 @@ cdef class RunnerCore:
                     # invalid action table is recorded by the handler as an error, and
                     # must extend the streak rather than restart it at 1.
                     errors = self.errors_in_row
-                    if result is not None:
+                    if decided.decoded:     # read in C by LuaDirect
+                        self.decisions += 1
+                        self._carry_out(decided.started, self._direct.start_reason,
+                                        _ACTIONS[decided.action], decided.quantity,
+                                        decided.stop_loss, decided.take_profit,
+                                        self._direct.reason, ts, c)
+                    elif result is not None:
                         self.decisions += 1
                         if not self._decide(result, ts, c):
                             self.handler.on_result(result, ts, c)
@@ -285,7 +297,7 @@ cdef class RunnerCore:
         cdef bint started = False
         cdef str start_reason = ""
         cdef int action
-        cdef double q, sl, tp, price
+        cdef double q = NAN, sl = NAN, tp = NAN, price = NAN
         cdef object name
         if type(result) is not tuple:
             return False
@@ -320,13 +332,20 @@ cdef class RunnerCore:
                 return False
         else:
             action = -1
+        self._carry_out(started, start_reason, action, q, sl, tp,
+                        _text(r[at + 7]) if action >= 0 else "", ts, close)
+        return True
+
+    cdef int _carry_out(self, bint started, str start_reason, int action, double q, double sl,
+                        double tp, str reason, long long ts, double close) except -1:
+        # A validated common decision: action -1 (none) or an ActionType value.
         if started and self.machine.state_c == STATE_IDLE:
             self.machine.start_analyzing(ts, start_reason)
             if self.handler.listening():
                 self.handler.on_opportunity(ts, start_reason)
         if action >= 0:
-            self.act(action, q, sl, tp, _text(r[at + 7]), ts, close)
-        return True
+            self.act(action, q, sl, tp, reason, ts, close)
+        return 0
 
     cpdef int act(self, int action, double quantity, double sl, double tp, str reason,
                   long long ts, double close) except -1:
