@@ -6,13 +6,21 @@ per-bar dispatcher takes only numbers and usually returns nothing, so
 `RunnerCore` pushes the numbers from C and runs it with ``lua_pcall`` on
 lupa's own Lua state, through the C API that lupa's bundled Lua exports.
 
-Exactness: when the function returns values or raises, they are moved into a
-preallocated stash table and handed to Python through lupa after all: a small
-C closure, called via lupa, returns the stashed values or raises the stashed
-error value. Python therefore receives exactly what a lupa call of the
-function would have produced (value conversions, `LuaError` messages, Python
-exceptions re-raised from callbacks). Only a memory error, which carries no
-value, is raised here, the way lupa raises it: ``LuaMemoryError()``.
+Results: the dispatcher's common decisions (an analysis started; enter long,
+enter short or exit with valid numbers) are read off the Lua stack in C into
+a `Decision`, with no Python object but the reason strings (reused when a
+strategy repeats them). On a live feed these are the slow bars; reading them
+here halves their cost when caches are cold.
+
+Exactness: any other result, or an error, is moved into a preallocated stash
+table and handed to Python through lupa after all: a small C closure, called
+via lupa, returns the stashed values or raises the stashed error value.
+Python therefore receives exactly what a lupa call of the function would have
+produced (value conversions, `LuaError` messages, Python exceptions re-raised
+from callbacks); the C reading accepts only what that path would carry out
+the same way (a test runs both on every shape of result). Only a memory
+error, which carries no value, is raised here, the way lupa raises it:
+``LuaMemoryError()``.
 
 Locking: like a lupa call, a call holds lupa's runtime lock and releases the
 GIL while Lua runs.
