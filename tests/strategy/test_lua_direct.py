@@ -316,7 +316,7 @@ def test_run_holds_the_lock_per_batch_and_survives_a_reload_mid_batch(tmp_path):
 # unknown or miscased actions. Each bar the strategy answers with the next case.
 DECISION_CASES = [
     '{reason = "dip"}', '{reason = 7}', '{reason = "caf\\195\\169"}', '{reason = "bad \\xff"}',
-    '{reason = ("r"):rep(300)}', '{}', '{reason = {}}',
+    '{reason = ("r"):rep(300)}', '{}', '{reason = {}}', '{reason = "n" .. md.timestamp}',
 ]
 ACTION_CASES = [
     '{action = "enter_long", quantity = 1, reason = "a"}',
@@ -331,6 +331,7 @@ ACTION_CASES = [
     '{action = "cancel_analysis", reason = "c"}', '{action = "enter_long", stop_loss = -5}',
     '{action = "update_stop_loss", price = md.close * 0.5}', '{quantity = 1}', '7',
     '{action = "enter_long", quantity = 1, reason = "caf\\195\\169"}',
+    '{action = "enter_short", quantity = 1, reason = "e" .. md.timestamp // 60000}',
 ]
 
 DECIDING = """
@@ -373,7 +374,10 @@ def test_decisions_read_in_c_match_lupa_in_every_detail(tmp_path):
     assert a.machine.history() == b.machine.history()
     assert [p.entry_reason for p in a.machine.closed_positions] == \
         [p.entry_reason for p in b.machine.closed_positions]
-    assert {p.entry_reason for p in a.machine.closed_positions} >= {"a", "s", "café", ""}
+    reasons = {p.entry_reason for p in a.machine.closed_positions}
+    assert reasons >= {"café", ""} and len({r for r in reasons if r.startswith("e")}) >= 3
+    # more distinct reasons than LuaDirect keeps for reuse
+    assert len({t.reason for t in a.machine.history() if t.reason.startswith("n")}) > 8
     assert a.strategy.context() == b.strategy.context()
     # the stack is balanced after all those calls (lupa counts results from its bottom)
     assert b.strategy._sandbox.eval_host("return 5") == 5

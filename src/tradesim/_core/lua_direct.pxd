@@ -20,7 +20,7 @@ cdef class LuaDirect:
     cdef object _replay            # lupa handle of the replay closure
     cdef readonly object lua       # the function itself, as a lupa object
     cdef bint _decode              # lupa decodes Lua strings as UTF-8: Decision can be used
-    cdef list _texts               # the last reason str of each slot (reused when equal)
+    cdef list _texts               # recent reason strs, newest first (reused when equal)
     cdef readonly str start_reason # of the last Decision
     cdef readonly str reason
 

@@ -322,6 +322,10 @@ cdef extern from *:
     void ts_detach(lua_State* L, int fn_ref, int stash_ref)
 
 
+# Reason strs kept for reuse per LuaDirect (see `_text`).
+cdef Py_ssize_t _TEXTS = 8
+
+
 class DirectCallUnavailable(RuntimeError):
     """This lupa build does not allow direct calls (the caller then uses lupa's own call)."""
 
@@ -381,7 +385,7 @@ cdef class LuaDirect:
     def __cinit__(self):
         self.fn_ref = -1
         self.stash_ref = -1
-        self._texts = [None, None]
+        self._texts = []
 
     def __init__(self, runtime, lua_function, eval_host):
         cdef int fn_ref = -1, stash_ref = -1, status
@@ -418,7 +422,6 @@ cdef class LuaDirect:
         self.lua = lua_function
         # Results are read in C only if lupa hands Lua strings over as UTF-8 str.
         self._decode = eval_host("return '\\195\\169'") == "\u00e9"
-        self._texts = [None, None]
         self._replay = eval_host(f"local f = rawget(_G, '{key}'); rawset(_G, '{key}', nil); return f")
 
     def __dealloc__(self):
@@ -516,8 +519,8 @@ cdef class LuaDirect:
 cdef bint _take_decision(LuaDirect self, ts_decision* d, Decision* out) except -1:
     # The reasons as str, as lupa would decode them; False if one is not UTF-8 (lupa
     # then raises, through the stash, which still gets the results).
-    start = _text(self, d.start_reason, d.start_len, 0)
-    reason = _text(self, d.reason, d.reason_len, 1)
+    start = _text(self, d.start_reason, d.start_len)
+    reason = _text(self, d.reason, d.reason_len)
     if start is None or reason is None:
         return False
     self.start_reason = start
@@ -532,22 +535,24 @@ cdef bint _take_decision(LuaDirect self, ts_decision* d, Decision* out) except -
     return True
 
 
-cdef object _text(LuaDirect self, const char* p, size_t n, int slot):
+cdef object _text(LuaDirect self, const char* p, size_t n):
     # A Lua string as str ("" for a value that is not a string, as RunnerCore reads
-    # it); None if not valid UTF-8. Strategies repeat their reasons: the last str of
-    # each slot is reused when the bytes are the same.
-    cdef Py_ssize_t size
+    # it); None if not valid UTF-8. Strategies repeat a few reasons: the str of the
+    # last _TEXTS distinct ones are reused when the bytes are the same.
+    cdef Py_ssize_t size, i
     cdef const char* have
+    cdef list texts = self._texts
     if p is NULL:
         return ""
-    cached = self._texts[slot]
-    if cached is not None:
-        have = PyUnicode_AsUTF8AndSize(cached, &size)
+    for i in range(len(texts)):
+        have = PyUnicode_AsUTF8AndSize(texts[i], &size)
         if <size_t>size == n and memcmp(have, p, n) == 0:
-            return cached
+            return texts[i]
     try:
         text = p[:n].decode("utf-8")
     except UnicodeDecodeError:
         return None
-    self._texts[slot] = text
+    if len(texts) == _TEXTS:
+        texts.pop()
+    texts.insert(0, text)
     return text
