@@ -17,7 +17,7 @@ bar i-1, whether or not a client is connected (like the real exchange), and
 to the client as ``wall_ms`` so "still open" and clock-skew checks line up.
 
 Faults are injected per test: `at(i, action, ...)` schedules an action when bar
-i is published (drop, gap, garbage frames, duplicates, crossed quotes,
+i is published (drop, reconnect_within_bar, gap, garbage frames, duplicates, crossed quotes,
 serverShutdown, stall, oversize frame); `handshake_faults`, `flap` and
 `rest_faults` act on the next connections / REST requests.
 """
@@ -279,6 +279,16 @@ class FakeBinance:
             self.cursor = i + 1
             for a in actions:
                 self._apply(a, i, "after")
+            if "reconnect_within_bar" in names:
+                # TCP gone after bar i closed; bar i+1 is published once the client is back
+                # (a reconnect inside one bar: nothing was missed).
+                await asyncio.sleep(0.2)   # the client has read bar i (an abort loses unread data)
+                seen = len(self.handshakes)
+                self._apply(("drop",), i, "before")
+                waited = time.monotonic()
+                while len(self.handshakes) == seen or all(c.closed for c in self.conns):
+                    await asyncio.sleep(0.005)
+                start += time.monotonic() - waited
         self.finished.set()
 
     def _apply(self, action: tuple, i: int, when: str) -> None:

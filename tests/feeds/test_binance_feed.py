@@ -141,6 +141,24 @@ def test_tcp_dropped_mid_stream_reconnects_and_backfills_without_duplicates():  
     run(main())
 
 
+@needs_data
+def test_a_reconnect_within_a_bar_costs_no_rest_request():
+    async def main():
+        async with FakeBinance(n_bars=600, bar_period=0.002) as srv:
+            srv.at(200, "reconnect_within_bar")
+            srv.at(400, "reconnect_within_bar")
+            feed = make_feed(srv, backfill_from=None)   # no history check at the first connect
+            got = await collect(feed, 0, stop=lambda g: all(v and v[-1].timestamp == srv.expected(s)[-1][0]
+                                                             for s, v in g.items()))
+            for s, bars in got.items():
+                assert rows(bars) == srv.expected(s, srv.index_of(s, bars[0].timestamp))
+            assert feed.stats["reconnects"] == 2
+            # both reconnects found that nothing could be missing: no request, no backfill
+            assert feed.stats["checks_skipped"] == 2 * len(srv.symbols)
+            assert feed.stats["rest_requests"] == 0 and feed.stats["backfilled_bars"] == 0
+    run(main())
+
+
 @pytest.mark.parametrize("fault", ["gap", "gap_closed"])
 @needs_data
 def test_gap_is_backfilled_over_rest_before_newer_live_bars(fault):  # M7
@@ -658,3 +676,30 @@ def test_stream_to_raises_when_the_feed_fails():
         with pytest.raises(BinanceFeedError, match="consecutive failed"):
             await asyncio.wait_for(feed.stream_to(lambda bar: None), DEADLINE)
     run(main())
+
+
+@pytest.mark.parametrize("interval, skew, now_after_open, fetch", [
+    ("1m", 5.0, 1_000, False),                  # reconnected 1 s into the expected bar
+    ("1m", 5.0, 54_999, False),                 # 60 s bar, 5 s allowance for the clocks
+    ("1m", 5.0, 55_000, True),                  # it may have closed on the exchange's clock
+    ("1m", None, 55_000, True),                 # skew check off: the same 5 s allowance
+    ("1m", 2.0, 57_999, False),
+    ("1m", 2.0, 58_000, True),
+    ("1h", 5.0, 3_500_000, False),
+    ("1M", 5.0, 27 * 86_400_000, False),         # a month is at least 28 days long
+    ("1M", 5.0, 28 * 86_400_000, True),
+])
+def test_reconnect_check_asks_rest_only_if_the_expected_bar_may_have_closed(
+        monkeypatch, interval, skew, now_after_open, fetch):
+    t_next = 1_751_897_340_000                  # open time of the bar expected next
+    feed = BinanceFeed(["BTCUSDT"], interval, max_clock_skew=skew, proxy=None,
+                       wall_ms=lambda: t_next + now_after_open)
+    caught_up = []
+    monkeypatch.setattr(feed, "_catch_up", caught_up.append)
+    st = feed._asm.syms["btcusdt"]
+    feed._check(st)                             # a symbol with no bar yet: nothing to check
+    assert caught_up == [] and feed.stats["checks_skipped"] == 0
+    st.next_t = t_next
+    feed._check(st)
+    assert caught_up == ([st] if fetch else [])
+    assert feed.stats["checks_skipped"] == (0 if fetch else 1)

@@ -471,8 +471,11 @@ def new_stats() -> dict:
             "rest_errors": 0, "connection_attempts": 0, "connections": 0, "reconnects": 0,
             "rotations": 0, "silence_timeouts": 0, "rate_limited": 0, "server_errors": 0,
             "server_shutdowns": 0, "subscribe_messages": 0, "acks": 0, "unmatched_acks": 0,
-            "clock_skew": 0}
+            "clock_skew": 0, "checks_skipped": 0}
 
+
+# The shortest calendar month (the "1M" interval has no fixed length), ms.
+_SHORTEST_MONTH_MS = 28 * 86_400_000
 
 # Where websockets' frame parser waits between frames (see FrameConnection._at_frame_boundary).
 _AT_EOF = StreamReader.at_eof.__code__
@@ -726,7 +729,8 @@ class BinanceFeed:
         out_of_order, stale_quotes, gaps, backfills, backfill_failures,
         rest_requests, rest_errors, connection_attempts, connections, reconnects,
         rotations, silence_timeouts, rate_limited, server_errors,
-        server_shutdowns, subscribe_messages, acks, unmatched_acks, clock_skew.
+        server_shutdowns, subscribe_messages, acks, unmatched_acks, clock_skew,
+        checks_skipped (post-connect backfill checks that needed no REST request).
 
     Raises
     ------
@@ -815,6 +819,7 @@ class BinanceFeed:
         self._asm = BarAssembler(syms, interval, self._put, self.stats, self.health, self._report,
                                  start_from=backfill_from, on_gap=self._gap)
         self._asm.skew_ms = None if max_clock_skew is None else int(max_clock_skew * 1000)
+        self._close_margin_ms = self._asm.skew_ms if self._asm.skew_ms is not None else 5_000
         self._asm.wall_ms = self._wall_ms
         self._groups: list[_Group] = []
         self._http: httpx.AsyncClient | None = None
@@ -1232,9 +1237,22 @@ class BinanceFeed:
                 if kind == self._asm.kline_kind and name in syms]
 
     def _check(self, st: _Sym) -> None:
-        """After a (re)connect: hold live bars of `st` until REST says nothing is missing."""
-        if st.next_t is not None:
-            self._catch_up(st)
+        """After a (re)connect: hold live bars of `st` until REST says nothing is missing.
+
+        No REST request when nothing can be missing: the bar expected next has
+        not closed yet on the exchange's clock, taken as the local clock plus
+        `max_clock_skew` (5 s when the check is off). A reconnect within a bar,
+        the common case, then costs no request per symbol (Binance counts them
+        against the IP's weight limit). Should the clocks disagree by more, the
+        live stream's next kline still shows any hole, and that is backfilled.
+        """
+        if st.next_t is None:
+            return
+        shortest = self._asm.step or _SHORTEST_MONTH_MS
+        if self._wall_ms() + self._close_margin_ms < st.next_t + shortest:
+            self.stats["checks_skipped"] += 1
+            return
+        self._catch_up(st)
 
     def _catch_up(self, st: _Sym) -> None:
         if not st.catching_up:
