@@ -288,6 +288,7 @@ class FakeBinance:
                 waited = time.monotonic()
                 while len(self.handshakes) == seen or all(c.closed for c in self.conns):
                     await asyncio.sleep(0.005)
+                await asyncio.sleep(0.2)   # ... and has run its post-connect check, still in bar i+1
                 start += time.monotonic() - waited
         self.finished.set()
 
