@@ -296,10 +296,12 @@ class FakeBinance:
         kind = action[0]
         if when == "before":
             if kind == "drop":            # W1: TCP gone, no close frame
-                for c in self.conns:
-                    if not c.closed:
-                        c.closed = True
-                        _abort(c.ws)
+                live = [c for c in self.conns if not c.closed]
+                if not live:              # the client is still reconnecting: drop it at the next bar
+                    self.faults[i + 1].append(("drop",))
+                for c in live:
+                    c.closed = True
+                    _abort(c.ws)
             elif kind == "gap":           # M7: bars i..i+k-1 never sent on WS (partials of i+k are)
                 for j in range(i + 1, i + action[1]):
                     self.faults[j].append(("skip",))
