@@ -40,6 +40,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from tradesim.engine.engine import DEFAULT_HISTORY_LIMIT
+
 __all__ = ["ConfigError", "EngineConfig", "FeedConfig", "RunnerConfig", "load_config", "parse_config"]
 
 FEED_TYPES = ("simulated", "replay", "binance")
@@ -72,7 +74,7 @@ class EngineSection(_Strict):
     #: µs idle threads spin before parking (0 = park at once; see TradingEngine)
     busy_poll_us: float = Field(0.0, ge=0)
     #: newest trades, errors, rejections and closed positions kept per runner (counts stay exact)
-    history_limit: int = Field(10_000, ge=1)
+    history_limit: int = Field(DEFAULT_HISTORY_LIMIT, ge=1)
 
 
 class FeedConfig(_Strict):

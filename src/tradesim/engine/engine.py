@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 #: bar it just queued before going on with its own work (s). A quiet bar takes a few µs.
 HANDOFF_MAX_S = 50e-6
 
+#: Trades, errors, rejections and closed positions each runner keeps by default (see `TradingEngine`).
+DEFAULT_HISTORY_LIMIT = 10_000
+
 
 class UnknownRunner(KeyError):
     """No runner has this id."""
@@ -75,7 +78,7 @@ class TradingEngine:
 
     def __init__(self, *, workers: int = 2, max_workers: int = 32, queue_size: int = 1024,
                  events: EventBus | None = None, stall_after: float = 0.25,
-                 busy_poll_us: float = 0.0, history_limit: int | None = 10_000) -> None:
+                 busy_poll_us: float = 0.0, history_limit: int | None = DEFAULT_HISTORY_LIMIT) -> None:
         if not busy_poll_us >= 0:
             raise ValueError(f"busy_poll_us = {busy_poll_us!r}: must be >= 0")
         if history_limit is not None and history_limit < 1:

@@ -18,6 +18,7 @@ server's send and adds the kernel's loopback and the event loop's wake-up.
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import math
 import os
@@ -101,22 +102,25 @@ def runner_memory(n_runners: int = 1000, window: int = 500) -> dict[str, float]:
 def _runner_memory(n_runners: int, window: int, folder: Path | None = None) -> dict[str, float]:
     import tempfile
 
+    from tradesim.engine.engine import DEFAULT_HISTORY_LIMIT
     from tradesim.runner import SymbolRunner
 
+    # built as the engine builds its runners (their history bounded)
+    make = functools.partial(SymbolRunner, window_size=window, history_limit=DEFAULT_HISTORY_LIMIT)
     with tempfile.TemporaryDirectory() as tmp:
         script = five_indicator_strategy(Path(folder or tmp))
         bars = _walk_bars(window, 7)
         rows = list(zip(bars["timestamp"].tolist(), bars["open"].tolist(), bars["high"].tolist(),
                         bars["low"].tolist(), bars["close"].tolist(), bars["volume"].tolist()))
         # one runner first: imports, the allocator's first arenas, code objects
-        warm = SymbolRunner("WARMUSDT", script, window_size=window)
+        warm = make("WARMUSDT", script)
         for r in rows:
             warm.core.process_values(*r)
         gc.collect()
         before = rss_kb()
         runners = []
         for i in range(n_runners):
-            runner = SymbolRunner(f"S{i:04d}USDT", script, window_size=window)
+            runner = make(f"S{i:04d}USDT", script)
             for r in rows:
                 runner.core.process_values(*r)
             runners.append(runner)
