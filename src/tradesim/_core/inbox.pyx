@@ -107,14 +107,16 @@ cdef class RunnerInbox:
                        f"than the feed); runner disabled")
             return False
         self._inbox.append((bar, arrived_ns))
-        if not self._scheduled:
-            self._scheduled = True
-            self._schedule(self)
+        self._wake()
         return True
 
     def add_control(self, fn, fut):
         """Queue ``fn(runner)`` to run between two bars, its result going to `fut`."""
         self._control.append((fn, fut))
+        self._wake()
+
+    cdef _wake(self):
+        # Put the inbox on the pool's ready queue once per idle -> busy change.
         if not self._scheduled:
             self._scheduled = True
             self._schedule(self)

@@ -6,7 +6,6 @@ cdef struct Decision:
     double quantity         # NaN when nil
     double stop_loss
     double take_profit
-    double price
 
 
 cdef class LuaDirect:

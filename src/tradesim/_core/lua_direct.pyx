@@ -218,7 +218,7 @@ cdef extern from *:
        other shape, which goes through the stash and lupa unchanged. */
     typedef struct {
         int started, action;                 /* action: 0 none, 1 long, 2 short, 3 exit */
-        double q, sl, tp, price;
+        double q, sl, tp, price;             /* price: checked only (enter/exit ignore it) */
         const char *start_reason, *reason;
         size_t start_len, reason_len;
     } ts_decision;
@@ -530,7 +530,6 @@ cdef bint _take_decision(LuaDirect self, ts_decision* d, Decision* out) except -
     out.quantity = d.q
     out.stop_loss = d.sl
     out.take_profit = d.tp
-    out.price = d.price
     out.decoded = True
     return True
 

@@ -27,6 +27,7 @@ from tradesim.engine.workers import WorkerPool
 from tradesim.events import BarReceived, EventBus, FeedStatus, Subscription
 from tradesim.execution import ExecutionConfig
 from tradesim.runner import RunnerStatus, SymbolRunner
+from tradesim.runner.symbol_runner import check_history_limit
 from tradesim.strategy import LuaStrategy
 
 __all__ = ["TradingEngine", "UnknownRunner"]
@@ -81,8 +82,7 @@ class TradingEngine:
                  busy_poll_us: float = 0.0, history_limit: int | None = DEFAULT_HISTORY_LIMIT) -> None:
         if not busy_poll_us >= 0:
             raise ValueError(f"busy_poll_us = {busy_poll_us!r}: must be >= 0")
-        if history_limit is not None and history_limit < 1:
-            raise ValueError(f"history_limit = {history_limit}: must be >= 1 (or None: keep all)")
+        check_history_limit(history_limit)
         self.history_limit = history_limit
         self.bus = events or EventBus()
         self.busy_poll_us = float(busy_poll_us)

@@ -22,15 +22,12 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from tradesim._core.inbox import RunnerInbox
 from tradesim.events import EventBus, StateTransition, event_from_runner_dict
-from tradesim.runner import RunnerStatus, SymbolRunner
+from tradesim.runner import FINAL_STATUSES, SymbolRunner
 
 if TYPE_CHECKING:
     from tradesim.engine.workers import WorkerPool
 
 __all__ = ["RunnerHandle"]
-
-
-_CLOSED = (RunnerStatus.STOPPED, RunnerStatus.FAILED)   # statuses that take no more bars
 
 
 class RunnerHandle(RunnerInbox):
@@ -54,7 +51,7 @@ class RunnerHandle(RunnerInbox):
 
     def __init__(self, runner_id: str, runner: SymbolRunner, feed: str, pool: WorkerPool,
                  bus: EventBus, queue_size: int = 1024) -> None:
-        super().__init__(runner, pool.schedule, queue_size, _CLOSED)
+        super().__init__(runner, pool.schedule, queue_size, FINAL_STATUSES)
         self.id = runner_id
         self.feed = feed
         self.strategy = runner.strategy.name
@@ -74,7 +71,7 @@ class RunnerHandle(RunnerInbox):
     @property
     def accepting(self) -> bool:
         """False once the runner is stopped or failed."""
-        return self.runner.status not in _CLOSED
+        return self.runner.status not in FINAL_STATUSES
 
     @property
     def queued(self) -> int:

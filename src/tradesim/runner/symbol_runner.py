@@ -31,7 +31,7 @@ from tradesim.backtest.trades import Trade
 from tradesim.execution import ExecutionConfig
 from tradesim.strategy import LuaStrategy, StrategyError
 
-__all__ = ["RunnerStatus", "RunnerError", "Rejection", "SymbolRunner"]
+__all__ = ["FINAL_STATUSES", "RunnerStatus", "RunnerError", "Rejection", "SymbolRunner"]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,10 @@ class RunnerStatus(str, enum.Enum):
     PAUSED = "paused"
     STOPPED = "stopped"
     FAILED = "failed"
+
+
+#: Statuses a runner never leaves; it takes no more bars in them.
+FINAL_STATUSES = (RunnerStatus.STOPPED, RunnerStatus.FAILED)
 
 
 @dataclass(frozen=True)
@@ -120,8 +124,7 @@ class SymbolRunner:
                  history_limit: int | None = None) -> None:
         if max_consecutive_errors < 1:
             raise ValueError(f"max_consecutive_errors = {max_consecutive_errors}: must be >= 1")
-        if history_limit is not None and history_limit < 1:
-            raise ValueError(f"history_limit = {history_limit}: must be >= 1 (or None: keep all)")
+        check_history_limit(history_limit)
         self.symbol = symbol
         self.strategy = strategy if isinstance(strategy, LuaStrategy) else LuaStrategy(strategy, params)
         self.execution = execution or ExecutionConfig()
@@ -163,7 +166,7 @@ class SymbolRunner:
         InvalidMarketData
             The bar belongs to another symbol.
         """
-        if self.status in (RunnerStatus.STOPPED, RunnerStatus.FAILED):
+        if self.status in FINAL_STATUSES:
             return False
         if bar.symbol != self.symbol:
             from tradesim._core import InvalidMarketData
@@ -204,13 +207,13 @@ class SymbolRunner:
 
     def stop(self, reason: str = "stopped") -> None:
         """Stop for good; later bars are ignored."""
-        if self.status not in (RunnerStatus.STOPPED, RunnerStatus.FAILED):
+        if self.status not in FINAL_STATUSES:
             self.core.deciding = False
             self._set_status(RunnerStatus.STOPPED, reason)
 
     def fail(self, reason: str) -> None:
         """Disable the runner for good with status FAILED (e.g. it fell too far behind a live feed)."""
-        if self.status not in (RunnerStatus.STOPPED, RunnerStatus.FAILED):
+        if self.status not in FINAL_STATUSES:
             self.core.deciding = False
             self._set_status(RunnerStatus.FAILED, reason)
 
@@ -326,8 +329,7 @@ class SymbolRunner:
     @property
     def trades(self) -> list[Trade] | deque[Trade]:
         """Closed trades, oldest first (built from the core's booked fills on first read)."""
-        if self.core.closed:
-            self._materialize()
+        self._materialize()
         return self._trades
 
     @property
@@ -338,13 +340,14 @@ class SymbolRunner:
     @property
     def winning_trades(self) -> int:
         """Trades closed with pnl > 0 so far, including those no longer kept."""
-        if self.core.closed:
-            self._materialize()
+        self._materialize()
         return self._wins
 
     def _materialize(self) -> None:
         # Takes the core's raw records (it keeps none once they are Trades).
         raw = self.core.closed
+        if not raw:
+            return
         symbol, name = self.symbol, self.strategy.name
         new = [Trade(symbol, name, side, quantity, entry_time, entry_price, exit_time, exit_price,
                      pnl, fees, reason, bool(ambiguous), entry_bar, exit_bar)
@@ -365,8 +368,7 @@ class SymbolRunner:
         limit = self.history_limit
         if limit is None:
             return
-        if self.core.closed:
-            self._materialize()
+        self._materialize()
         closed = self.machine.closed_positions
         if len(closed) > limit:
             del closed[:len(closed) - limit]
@@ -391,6 +393,12 @@ class SymbolRunner:
         if self.listening():
             self.on_event({"type": kind, "symbol": self.symbol, "strategy": self.strategy.name,
                            **fields})
+
+
+def check_history_limit(limit: int | None) -> None:
+    """Raise ValueError unless `limit` is None (keep all) or >= 1."""
+    if limit is not None and limit < 1:
+        raise ValueError(f"history_limit = {limit}: must be >= 1 (or None: keep all)")
 
 
 def _history(limit: int | None) -> list | deque:
