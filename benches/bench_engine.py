@@ -1,12 +1,12 @@
 """Live engine: frame -> decision latency over loopback, 1,000 runners' CPU share, memory per runner.
 
-Run: pytest benches/bench_engine.py --benchmark-only   (figures in extra_info; targets in tradesim.budgets)
+Run: pytest benches/bench_engine.py --benchmark-only   (figures in extra_info; targets in tradesim.bench.budgets)
 With --benchmark-disable (CI) each measurement runs once, shortened.
 """
 
 import pytest
 
-from tradesim.budgets import BUDGETS
+from tradesim.bench.budgets import BUDGETS
 
 
 @pytest.fixture
@@ -17,7 +17,7 @@ def quick(request):
 @pytest.mark.parametrize("mode", ["busy_poll", "parked"])
 def test_frame_to_decision_latency(benchmark, quick, mode):
     """The budget applies to busy-poll mode; the default (parked) mode is reported alongside."""
-    from tradesim.engine.measure import BUSY_POLL_US, live_latency
+    from tradesim.bench.live import BUSY_POLL_US, live_latency
 
     busy_poll_us = BUSY_POLL_US if mode == "busy_poll" else 0.0
     res = benchmark.pedantic(live_latency, args=(500 if quick else 5000,),
@@ -35,7 +35,7 @@ def test_frame_to_decision_latency(benchmark, quick, mode):
 
 
 def test_1000_runners_one_bar_per_second(benchmark, quick):
-    from tradesim.engine.measure import engine_scale
+    from tradesim.bench.live import engine_scale
 
     res = benchmark.pedantic(engine_scale, args=(1000, 2 if quick else 10), rounds=1, iterations=1)
     assert res["failed"] == 0 and res["bars"] > 0
@@ -45,7 +45,7 @@ def test_1000_runners_one_bar_per_second(benchmark, quick):
 
 
 def test_memory_per_runner(benchmark, quick):
-    from tradesim.engine.measure import runner_memory
+    from tradesim.bench.live import runner_memory
 
     res = benchmark.pedantic(runner_memory, args=(200 if quick else 1000,), rounds=1, iterations=1)
     benchmark.extra_info.update(kb_per_runner=round(res["kb_per_runner"], 1),

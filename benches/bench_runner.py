@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tradesim.budgets import BUDGETS
+from tradesim.bench.budgets import BUDGETS
 
 REPO = Path(__file__).resolve().parents[1]
 EMA_CROSSOVER = REPO / "lua-strategies" / "examples" / "ema_crossover.lua"

@@ -1,7 +1,7 @@
 """Helpers for the pytest-benchmark suites.
 
 Each benchmark times a loop of N operations and records ns per operation, the
-package budget (tradesim.budgets) and, where a peer is installed, our ratio to
+package budget (tradesim.bench.budgets) and, where a peer is installed, our ratio to
 it in `extra_info`. The suites never fail on time: `tradesim bench` gates;
 CI only runs them once with --benchmark-disable to keep them runnable.
 """
@@ -9,7 +9,7 @@ CI only runs them once with --benchmark-disable to keep them runnable.
 import numpy as np
 import pytest
 
-from tradesim.budgets import BUDGETS
+from tradesim.bench.budgets import BUDGETS
 
 
 @pytest.fixture(scope="session")

@@ -4,8 +4,8 @@ import json
 
 from click.testing import CliRunner
 
-from tradesim import bench
-from tradesim.budgets import BUDGETS, Budget
+from tradesim.bench import suite as bench
+from tradesim.bench.budgets import BUDGETS, Budget
 from tradesim.cli import main
 
 

@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from tradesim.cli import main
-from tradesim.config import ConfigError, load_config, parse_config
-from tradesim.run import build_engine
+from tradesim.engine.config import ConfigError, load_config, parse_config
+from tradesim.engine.run import build_engine
 
 REPO = Path(__file__).resolve().parents[1]
 EMA = REPO / "lua-strategies" / "examples" / "ema_crossover.lua"

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from tradesim.events import (
+from tradesim.engine.events import (
     EVENT_TYPES,
     BarReceived,
     EventBus,

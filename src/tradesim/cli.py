@@ -152,7 +152,7 @@ def validate_command(strategy, params, bars):
     Example:
       tradesim validate lua-strategies/examples/ema_crossover.lua
     """
-    from tradesim.execution import ExecutionConfig
+    from tradesim.runner.execution import ExecutionConfig
     from tradesim.feeds.simulated import SimulatedFeed
     from tradesim.runner import SymbolRunner
     from tradesim.strategy import LuaStrategy, StrategyError
@@ -226,7 +226,7 @@ def run_command(strategy, config_path, symbols, feed, data, speed, bars, interva
       tradesim run --strategy s.lua --feed binance --symbol BTCUSDT --symbol ETHUSDT --interval 1m
       tradesim run --config runners.toml
     """
-    from tradesim.config import ConfigError
+    from tradesim.engine.config import ConfigError
     from tradesim.data import DataFileError
     from tradesim.strategy import StrategyError
 
@@ -239,8 +239,8 @@ def run_command(strategy, config_path, symbols, feed, data, speed, bars, interva
     events_file = open(events_path, "wb") if events_path else None  # noqa: SIM115 (closed below)
     try:
         if config_path is not None:
-            from tradesim.config import load_config
-            from tradesim.run import build_engine, run_engine
+            from tradesim.engine.config import load_config
+            from tradesim.engine.run import build_engine, run_engine
 
             config = load_config(config_path)
             if busy_poll_us:  # the command line wins over [engine] busy_poll_us
@@ -248,7 +248,7 @@ def run_command(strategy, config_path, symbols, feed, data, speed, bars, interva
                     "engine": config.engine.model_copy(update={"busy_poll_us": busy_poll_us})})
             run_engine(build_engine(config), duration=duration, events_file=events_file)
         else:
-            from tradesim.run import run_paper
+            from tradesim.engine.run import run_paper
 
             run_paper(strategy, symbols=list(symbols) or None, feed=feed, data=list(data),
                       speed=speed, bars=bars, interval=interval, seed=seed, cash=cash,
@@ -388,7 +388,7 @@ def bench_command(filters, quick, as_json):
     """
     import json
 
-    from tradesim.bench import OPERATIONS, environment, run_benchmarks
+    from tradesim.bench.suite import OPERATIONS, environment, run_benchmarks
 
     unknown = [f for f in filters if f not in OPERATIONS]
     if unknown:

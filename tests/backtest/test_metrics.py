@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tradesim.backtest import Metrics, Trade, compute_metrics, drawdown_series, trades_to_csv
-from tradesim.backtest.trades import TRADE_CSV_COLUMNS
+from tradesim.runner.trades import TRADE_CSV_COLUMNS
 
 DAY = 86_400_000
 MINUTE = 60_000

@@ -1,4 +1,4 @@
-"""RunnerHandle's inbox (`tradesim._core.inbox.RunnerInbox`): order, control, rejects, overflow.
+"""RunnerHandle's inbox (`tradesim.engine.inbox.RunnerInbox`): order, control, rejects, overflow.
 
 Driven by hand on one thread: a stub pool records `schedule` calls, and the
 test calls `drain` where a worker would.
@@ -14,7 +14,7 @@ import pytest
 
 from tradesim._core import MarketData
 from tradesim.engine.handle import RunnerHandle
-from tradesim.events import EventBus
+from tradesim.engine.events import EventBus
 from tradesim.runner import RunnerStatus, SymbolRunner
 
 REPO = Path(__file__).resolve().parents[2]

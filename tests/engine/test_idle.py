@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tradesim._core.idle import Doorbell, spin_until_readable
+from tradesim.engine.idle import Doorbell, spin_until_readable
 from tradesim.engine.busypoll import BusyPollSelector, new_busy_poll_loop
 from tradesim.engine.workers import WorkerPool
 

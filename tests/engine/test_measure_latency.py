@@ -3,7 +3,7 @@ decision and is stamped, with either server (no timing is asserted here: see ben
 
 import pytest
 
-from tradesim.engine.measure import BUSY_POLL_US, live_latency
+from tradesim.bench.live import BUSY_POLL_US, live_latency
 
 
 @pytest.mark.parametrize("server, busy_poll_us", [("framed", BUSY_POLL_US), ("websockets", 0.0)])

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as hst
 
-from tradesim._core.kline_fast import kline_or_none
-from tradesim.feeds.binance_messages import (
+from tradesim.feeds.binance.kline_fast import kline_or_none
+from tradesim.feeds.binance.messages import (
     INTERVAL_MS,
     FrameError,
     Kline,

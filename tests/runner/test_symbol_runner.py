@@ -3,7 +3,7 @@ automatic stop-loss / take-profit exits, rejected actions, strategy errors and t
 FAILED status, pause/resume, and bars that must be refused.
 
 Every expected number is worked out by hand in the comments from the rules documented in
-`tradesim.execution`: market fills at the next bar's open (or the signal bar's close),
+`tradesim.runner.execution`: market fills at the next bar's open (or the signal bar's close),
 slippage against the trader on market and stop fills, none on take-profit fills,
 commission in bps of notional per side plus a fixed fee per order.
 """
@@ -16,7 +16,7 @@ import pytest
 from tradesim import MarketData
 from tradesim._core import InvalidMarketData, OutOfOrderBar
 from tradesim._core.state_machine import State
-from tradesim.execution import ExecutionConfig
+from tradesim.runner.execution import ExecutionConfig
 from tradesim.runner import RunnerStatus, SymbolRunner
 
 REPO = Path(__file__).resolve().parents[2]

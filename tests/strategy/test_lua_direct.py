@@ -15,7 +15,7 @@ import lupa.lua54 as lua54
 import numpy as np
 import pytest
 
-from tradesim._core.lua_direct import DirectCallUnavailable, LuaDirect
+from tradesim.strategy.lua_direct import DirectCallUnavailable, LuaDirect
 from tradesim.runner import SymbolRunner
 from tradesim.strategy import LuaStrategy, StrategyTimeout
 from tradesim.strategy.sandbox import LuaSandbox
@@ -206,7 +206,7 @@ def test_stack_and_registry_stay_balanced_over_many_calls_and_handles():
 
 
 def test_unavailable_direct_calls_fall_back_to_lupa(monkeypatch):
-    import tradesim._core.lua_direct as mod
+    import tradesim.strategy.lua_direct as mod
 
     def refuse(*args, **kwargs):
         raise DirectCallUnavailable("test")
@@ -282,7 +282,7 @@ def test_reload_installs_a_new_direct_dispatcher(tmp_path):
 
 
 def test_run_holds_the_lock_per_batch_and_survives_a_reload_mid_batch(tmp_path):
-    from tradesim._core.lua_direct import _runtime_lock
+    from tradesim.strategy.lua_direct import _runtime_lock
 
     path = tmp_path / "hostile.lua"
     path.write_text(HOSTILE)

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from tradesim.backtest.trades import Trade
+from tradesim.runner.trades import Trade
 
 __all__ = ["Metrics", "compute_metrics", "drawdown_series", "MS_PER_YEAR"]
 

@@ -26,7 +26,7 @@ from string import Template
 import numpy as np
 
 from tradesim.backtest.metrics import Metrics, drawdown_series
-from tradesim.backtest.trades import Trade
+from tradesim.runner.trades import Trade
 
 __all__ = ["write_report", "aggregate_ohlc", "choose_bucket_ms", "minmax_indices", "LWC_VERSION"]
 

@@ -6,7 +6,7 @@
 * `WorkerPool`: the threads strategies run on (never the event loop).
 """
 
-from tradesim.engine.engine import TradingEngine, UnknownRunner
+from tradesim.engine.trading_engine import TradingEngine, UnknownRunner
 from tradesim.engine.handle import RunnerHandle
 from tradesim.engine.workers import WorkerPool
 

@@ -3,7 +3,7 @@
 The loop spins on its selector's descriptor (GIL released) for up to
 ``spin_us`` microseconds before blocking, so a frame arriving on the socket is
 picked up by a CPU that is awake with warm caches instead of one woken from
-idle (see `tradesim._core.idle` for the figures behind this). Pair it with a
+idle (see `tradesim.engine.idle` for the figures behind this). Pair it with a
 `TradingEngine` built with the same ``busy_poll_us`` so its workers spin too;
 both cost a busy core each while they spin.
 
@@ -18,7 +18,7 @@ import asyncio
 import selectors
 from typing import Any
 
-from tradesim._core.idle import busy_loop_started, busy_loop_stopped, spin_until_readable
+from tradesim.engine.idle import busy_loop_started, busy_loop_stopped, spin_until_readable
 
 __all__ = ["BusyPollSelector", "new_busy_poll_loop"]
 

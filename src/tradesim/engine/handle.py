@@ -20,8 +20,8 @@ import time
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, Callable
 
-from tradesim._core.inbox import RunnerInbox
-from tradesim.events import EventBus, StateTransition, event_from_runner_dict
+from tradesim.engine.inbox import RunnerInbox
+from tradesim.engine.events import EventBus, StateTransition, event_from_runner_dict
 from tradesim.runner import FINAL_STATUSES, SymbolRunner
 
 if TYPE_CHECKING:
@@ -34,7 +34,7 @@ class RunnerHandle(RunnerInbox):
     """A runner, its bounded inbox and its health counters (see the module docstring).
 
     The inbox, the worker's per-bar loop and the counters (``bars``,
-    ``last_bar_time``, ``last_lag_ms``, ...) are `tradesim._core.inbox.RunnerInbox`'s.
+    ``last_bar_time``, ``last_lag_ms``, ...) are `tradesim.engine.inbox.RunnerInbox`'s.
 
     Parameters
     ----------

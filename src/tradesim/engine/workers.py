@@ -13,7 +13,7 @@ blocked loop misses Binance's pings (reliability.md §2.3, E10).
 
 Idle workers wait on a `Doorbell`: they park at once by default, or spin for
 ``spin_s`` seconds first (busy polling, for the lowest latency at the price of
-busy cores; see `tradesim._core.idle`).
+busy cores; see `tradesim.engine.idle`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import time
 from collections import deque
 from typing import Protocol
 
-from tradesim._core.idle import Doorbell
+from tradesim.engine.idle import Doorbell
 
 __all__ = ["Schedulable", "WorkerPool"]
 

@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from tradesim._core import IndicatorBank, MarketData, MarketDataWindow
-from tradesim._core.runner_core import RunnerCore, RunnerStopped
+from tradesim.runner.runner_core import RunnerCore, RunnerStopped
 from tradesim._core.state_machine import ActionType, InvalidTransition, Side, State, StateMachine
-from tradesim.backtest.trades import Trade
-from tradesim.execution import ExecutionConfig
+from tradesim.runner.trades import Trade
+from tradesim.runner.execution import ExecutionConfig
 from tradesim.strategy import LuaStrategy, StrategyError
 
 __all__ = ["FINAL_STATUSES", "RunnerStatus", "RunnerError", "Rejection", "SymbolRunner"]

@@ -492,13 +492,13 @@ class LuaSandbox:
 
         Returns
         -------
-        tradesim._core.lua_direct.LuaDirect or None
+        tradesim.strategy.lua_direct.LuaDirect or None
             Called from C it skips lupa's per-call work and returns or raises exactly what
             calling `lua_function` through lupa would (pass its exceptions to
             :meth:`translate_error` before the next call); called from Python it is
             `lua_function`. None if lupa's Lua cannot be reached through its C API.
         """
-        from tradesim._core.lua_direct import DirectCallUnavailable, LuaDirect
+        from tradesim.strategy.lua_direct import DirectCallUnavailable, LuaDirect
 
         try:
             return LuaDirect(self._lua, lua_function, self.eval_host)

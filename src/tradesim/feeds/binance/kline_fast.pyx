@@ -1,7 +1,7 @@
 """The accept path of Binance kline validation, in C (a live frame's largest parsing cost).
 
 `kline_or_none` applies exactly the rules of
-`tradesim.feeds.binance_messages.parse_kline` and returns the `Kline`, or
+`tradesim.feeds.binance.messages.parse_kline` and returns the `Kline`, or
 None when any rule fails; the caller then runs the Python parser, which
 raises the `FrameError` naming the field and value. So error messages have
 one source, and this path only has to agree on what is valid (a property

@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-from tradesim.config import EngineConfig, FeedConfig, RunnerConfig
+from tradesim.engine.config import EngineConfig, FeedConfig, RunnerConfig
 from tradesim.engine import TradingEngine
-from tradesim.execution import ExecutionConfig
+from tradesim.runner.execution import ExecutionConfig
 from tradesim.runner import SymbolRunner
 
 __all__ = ["build_engine", "make_feed", "run_engine", "run_paper"]
@@ -196,7 +196,7 @@ def run_paper(strategy: str | Path, *, symbols: list[str] | None = None, feed: s
 
     Returns the runners after the run (positions closed, status STOPPED or FAILED).
     """
-    from tradesim.config import parse_config
+    from tradesim.engine.config import parse_config
 
     symbols = [s.upper() for s in (symbols or [])]
     feed_cfg: dict[str, Any] = {"type": feed, "interval": interval, "speed": speed}

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from tradesim._core import MarketData
-from tradesim._core.kline_fast import kline_or_none
+from tradesim.feeds.binance.kline_fast import kline_or_none
 
 __all__ = [
     "INTERVAL_MS",
@@ -134,7 +134,7 @@ def _int(obj: dict, key: str, name: str) -> int:
 def parse_kline(data: dict, stream_interval: str | None = None) -> Kline:
     """Validate a kline event payload (the ``data`` of a combined message).
 
-    Valid klines take a C path (`tradesim._core.kline_fast`, same rules); any
+    Valid klines take a C path (`tradesim.feeds.binance.kline_fast`, same rules); any
     other goes through `_checked_kline`, which says what is wrong.
 
     Raises

@@ -40,7 +40,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from tradesim.engine.engine import DEFAULT_HISTORY_LIMIT
+from tradesim.engine.trading_engine import DEFAULT_HISTORY_LIMIT
 
 __all__ = ["ConfigError", "EngineConfig", "FeedConfig", "RunnerConfig", "load_config", "parse_config"]
 
@@ -56,7 +56,7 @@ class _Strict(BaseModel):
 
 
 class ExecutionSection(_Strict):
-    """Fields of `tradesim.execution.ExecutionConfig` (rates in bps, cash in quote currency)."""
+    """Fields of `tradesim.runner.execution.ExecutionConfig` (rates in bps, cash in quote currency)."""
 
     fill: Literal["next_open", "close"] = "next_open"
     slippage_bps: float = Field(0.0, ge=0)

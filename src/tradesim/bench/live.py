@@ -93,7 +93,7 @@ def runner_memory(n_runners: int = 1000, window: int = 500) -> dict[str, float]:
     """
     import json
 
-    code = (f"import json; from tradesim.engine.measure import _runner_memory; "
+    code = (f"import json; from tradesim.bench.live import _runner_memory; "
             f"print(json.dumps(_runner_memory({int(n_runners)}, {int(window)})))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -102,7 +102,7 @@ def runner_memory(n_runners: int = 1000, window: int = 500) -> dict[str, float]:
 def _runner_memory(n_runners: int, window: int, folder: Path | None = None) -> dict[str, float]:
     import tempfile
 
-    from tradesim.engine.engine import DEFAULT_HISTORY_LIMIT
+    from tradesim.engine.trading_engine import DEFAULT_HISTORY_LIMIT
     from tradesim.runner import SymbolRunner
 
     # built as the engine builds its runners (their history bounded)
@@ -164,7 +164,7 @@ def engine_scale(n_runners: int = 1000, seconds: int = 10, script: Path | None =
 
     The first tick (strategies' first calls, indicator creation) is excluded.
     """
-    from tradesim.bench import example_path
+    from tradesim.strategy.examples import example_path
     from tradesim.engine import TradingEngine
 
     script = script or example_path()
@@ -331,7 +331,7 @@ def live_latency(frames: int = 3000, period: float = 0.002, script: Path | None 
     """
     if server not in ("framed", "websockets"):
         raise ValueError(f"server = {server!r}: expected 'framed' or 'websockets'")
-    from tradesim.bench import example_path
+    from tradesim.strategy.examples import example_path
     from tradesim.engine import TradingEngine
     from tradesim.feeds.binance import BinanceFeed
 

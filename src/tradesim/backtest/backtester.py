@@ -18,9 +18,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from tradesim.backtest.metrics import Metrics, compute_metrics
-from tradesim.backtest.trades import Trade
+from tradesim.runner.trades import Trade
 from tradesim.data import Bars, find_gaps
-from tradesim.execution import ExecutionConfig
+from tradesim.runner.execution import ExecutionConfig
 from tradesim.runner.symbol_runner import RunnerError, SymbolRunner
 
 __all__ = ["Backtest", "BacktestResult", "RunResult"]

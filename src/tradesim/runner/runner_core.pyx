@@ -28,7 +28,7 @@ from libc.math cimport NAN, isfinite
 import numpy as np
 
 from tradesim._core.bank cimport IndicatorBank
-from tradesim._core.lua_direct cimport Decision, LuaDirect
+from tradesim.strategy.lua_direct cimport Decision, LuaDirect
 from tradesim._core.market_data cimport MarketData
 from tradesim._core.state_machine cimport (
     ACTION_ENTER_LONG, ACTION_ENTER_SHORT, ACTION_EXIT, Position, SIDE_LONG, SIDE_SHORT,
@@ -112,7 +112,7 @@ cdef class RunnerCore:
     cash : float
         Starting cash, quote currency.
     slippage_bps, commission_bps, fixed_fee, size_fraction : float
-        Execution costs and sizing (see `tradesim.execution.ExecutionConfig`).
+        Execution costs and sizing (see `tradesim.runner.execution.ExecutionConfig`).
     fill_close, allow_short : bool
         Market orders fill at the signal bar's close (else the next open);
         enter_short is accepted.

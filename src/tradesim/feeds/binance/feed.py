@@ -19,7 +19,7 @@ reliability.md §2:
   open time; after every (re)connect, and on any kline that jumps past it, REST
   ``GET /api/v3/klines`` fills the hole (paginated, still-open klines dropped)
   while live klines are buffered and deduplicated by open time;
-* strict parsing (`tradesim.feeds.binance_messages`): every bad frame is counted,
+* strict parsing (`tradesim.feeds.binance.messages`): every bad frame is counted,
   reported through ``on_status("rejected", ...)`` and dropped; the reader never dies.
 
 `BarAssembler` is the frame -> bar core, shared with the recorded-stream replay
@@ -60,9 +60,9 @@ from websockets.protocol import State as WsState
 from websockets.streams import StreamReader
 
 from tradesim._core import MarketData
-from tradesim._core.ws_frame import scan_data_frame
+from tradesim.feeds.binance.ws_frame import scan_data_frame
 from tradesim.feeds.base import DataHealth
-from tradesim.feeds.binance_messages import (
+from tradesim.feeds.binance.messages import (
     INTERVAL_MS,
     MAX_FRAME_BYTES,
     FrameError,
@@ -490,7 +490,7 @@ class FrameConnection(ClientConnection):
     * **Fast path.** While websockets' parser waits for a new frame with
       nothing buffered, an ordinary data frame (final, unmasked, no reserved
       bits, within the size limit: every Binance message) is recognised from
-      its header in C (`tradesim._core.ws_frame`) and its payload handed to
+      its header in C (`tradesim.feeds.binance.ws_frame`) and its payload handed to
       `frame_sink` straight from ``data_received``, without websockets'
       generator-based parser.
     * **Everything else** (pings, close, anything unusual, a frame split

@@ -1,4 +1,4 @@
-"""`tradesim bench`: measure the hot paths against the budgets in `tradesim.budgets`.
+"""`tradesim bench`: measure the hot paths against the budgets in `tradesim.bench.budgets`.
 
 Each operation is warmed up, then timed in repeated samples. Operations too
 fast to time one by one (tens of ns) are timed in batches and reported per
@@ -18,7 +18,8 @@ from typing import Callable
 
 import numpy as np
 
-from tradesim.budgets import BUDGETS, Budget
+from tradesim.bench.budgets import BUDGETS, Budget
+from tradesim.strategy.examples import example_path
 
 __all__ = ["BenchResult", "OPERATIONS", "example_path", "run_benchmarks", "environment"]
 
@@ -39,17 +40,6 @@ class BenchResult:
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-def example_path(name: str = "ema_crossover") -> Path:
-    """The bundled example strategy (installed wheel), else the repository's copy."""
-    bundled = resources.files("tradesim").joinpath("examples", f"{name}.lua")
-    if bundled.is_file():
-        return Path(str(bundled))
-    repo = Path(__file__).resolve().parents[2] / "lua-strategies" / "examples" / f"{name}.lua"
-    if repo.is_file():
-        return repo
-    raise FileNotFoundError(f"example strategy {name!r} is not installed (reinstall tradesim)")
 
 
 def _walk(n: int, seed: int = 42) -> np.ndarray:
@@ -187,7 +177,7 @@ def _bench_bar_to_decision(quick: bool) -> list[BenchResult]:
 
 
 def _bench_kline_frame(quick: bool) -> list[BenchResult]:
-    from tradesim.feeds.binance_messages import kline_frame_to_bar
+    from tradesim.feeds.binance.messages import kline_frame_to_bar
 
     frame = ('{"stream":"btcusdt@kline_1m","data":{"e":"kline","E":1751897400015,"s":"BTCUSDT","k":'
              '{"t":1751897340000,"T":1751897399999,"s":"BTCUSDT","i":"1m","f":5067431062,"L":5067432892,'
@@ -220,7 +210,7 @@ def _bench_backtest(quick: bool) -> list[BenchResult]:
 
 
 def _bench_engine_scale(quick: bool) -> list[BenchResult]:
-    from tradesim.engine.measure import engine_scale
+    from tradesim.bench.live import engine_scale
 
     res = engine_scale(1000, 3 if quick else 10)
     budget = BUDGETS["engine_1000_runners_cpu"]
@@ -230,7 +220,7 @@ def _bench_engine_scale(quick: bool) -> list[BenchResult]:
 
 
 def _bench_runner_memory(quick: bool) -> list[BenchResult]:
-    from tradesim.engine.measure import runner_memory
+    from tradesim.bench.live import runner_memory
 
     res = runner_memory(200 if quick else 1000)
     budget = BUDGETS["runner_memory"]
@@ -241,7 +231,7 @@ def _bench_runner_memory(quick: bool) -> list[BenchResult]:
 
 def _bench_live_latency(quick: bool) -> list[BenchResult]:
     """Frame -> decision over loopback: busy-poll mode (the budget) and the default, parking mode."""
-    from tradesim.engine.measure import BUSY_POLL_US, live_latency
+    from tradesim.bench.live import BUSY_POLL_US, live_latency
 
     out = []
     for mode, busy_poll_us in (("busy_poll", BUSY_POLL_US), ("parked", 0.0)):

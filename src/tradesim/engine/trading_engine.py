@@ -24,8 +24,8 @@ from typing import Any
 
 from tradesim.engine.handle import RunnerHandle, price_history, snapshot
 from tradesim.engine.workers import WorkerPool
-from tradesim.events import BarReceived, EventBus, FeedStatus, Subscription
-from tradesim.execution import ExecutionConfig
+from tradesim.engine.events import BarReceived, EventBus, FeedStatus, Subscription
+from tradesim.runner.execution import ExecutionConfig
 from tradesim.runner import RunnerStatus, SymbolRunner
 from tradesim.runner.symbol_runner import check_history_limit
 from tradesim.strategy import LuaStrategy

@@ -1,0 +1,1 @@
+"""`tradesim bench`: the benchmark suite, its budgets and the live-latency measurement."""
