@@ -116,11 +116,10 @@ def indicators_compute(data_path, specs, out_path, tail):
     table.add_column("close", justify="right")
     for name in columns:
         table.add_column(name, justify="right")
-    from datetime import datetime, timezone
+    from tradesim.timeframes import format_time
 
     for i in range(max(0, len(bars) - tail), len(bars)):
-        when = datetime.fromtimestamp(bars.timestamp[i] / 1000, tz=timezone.utc)
-        table.add_row(when.strftime("%Y-%m-%d %H:%M"), f"{bars.close[i]:.8g}",
+        table.add_row(format_time(int(bars.timestamp[i]), "%Y-%m-%d %H:%M"), f"{bars.close[i]:.8g}",
                       *(("" if np.isnan(v := col[i]) else f"{v:.6f}") for col in columns.values()))
     Console().print(table)
 

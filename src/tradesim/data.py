@@ -17,12 +17,12 @@ import gzip
 import io
 import warnings
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
 from tradesim._core.window import _first_invalid_row
+from tradesim.timeframes import parse_epoch_text
 
 __all__ = ["Bars", "DataFileError", "find_gaps", "load_bars", "load_parquet"]
 
@@ -91,22 +91,6 @@ def _open_text(path: Path):
     if path.suffix == ".gz":
         return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
     return open(path, encoding="utf-8", newline="")
-
-
-def _parse_time(text: str) -> int:
-    text = text.strip()
-    if text.lstrip("-").isdigit():
-        value = int(text)
-        # Seconds, milliseconds or microseconds since the epoch, told apart by size.
-        if abs(value) < 10**11:
-            return value * 1000
-        if abs(value) >= 10**14:
-            return value // 1000
-        return value
-    dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return int(dt.timestamp() * 1000)
 
 
 def _symbol_from_name(path: Path) -> str:
@@ -231,7 +215,7 @@ def load_bars(path: str | Path, symbol: str | None = None) -> Bars:
                 if len(row) < 6:
                     raise DataFileError(path, line, None, f"expected at least 6 fields, got {len(row)}")
                 try:
-                    append_ts(_parse_time(row[0]))
+                    append_ts(parse_epoch_text(row[0]))
                 except (ValueError, OverflowError):
                     raise DataFileError(path, line, names[0], f"{row[0]!r} is not a timestamp") from None
                 for j in range(5):

@@ -158,9 +158,16 @@ def create(spec: str) -> Indicator:
     return info.cls(*params)
 
 
+def format_param(value: int | float) -> str:
+    """A parameter as written in a spec: ``20``, ``2`` for 2.0, ``2.5`` (floats exactly, by repr)."""
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else repr(value)
+    return str(value)
+
+
 def spec_name(info: IndicatorInfo, params: tuple) -> str:
     """Canonical spec string, e.g. ``macd:12,26,9`` (used for column names and cache keys)."""
-    return f"{info.name}:{','.join(format(p, 'g') for p in params)}"
+    return f"{info.name}:{','.join(format_param(p) for p in params)}"
 
 
 def compute(spec: str, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

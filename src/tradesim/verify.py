@@ -25,6 +25,9 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import click
 import numpy as np
 
+from tradesim import indicators as registry
+from tradesim.jsonable import finite_or_none, jsonable
+
 __all__ = [
     "DEFAULT_SPECS",
     "Comparison",
@@ -54,48 +57,12 @@ class VerifyError(RuntimeError):
 
 
 # ---------------------------------------------------------------------------
-# Indicator table
+# Indicator specs (read from the registry, `tradesim.indicators`)
 
 
-@dataclass(frozen=True)
-class _Indicator:
-    params: tuple[tuple[str, type, float], ...]  # (name, int|float, default)
-    inputs: tuple[str, ...]
-    outputs: tuple[str, ...]
-
-
-_INDICATORS: dict[str, _Indicator] = {
-    "sma": _Indicator((("period", int, 20),), ("close",), ("sma",)),
-    "ema": _Indicator((("period", int, 20),), ("close",), ("ema",)),
-    "rsi": _Indicator((("period", int, 14),), ("close",), ("rsi",)),
-    "macd": _Indicator(
-        (("fast", int, 12), ("slow", int, 26), ("signal", int, 9)),
-        ("close",),
-        ("macd", "signal", "histogram"),
-    ),
-    "bollinger": _Indicator(
-        (("period", int, 20), ("k", float, 2.0)), ("close",), ("upper", "middle", "lower")
-    ),
-    "atr": _Indicator((("period", int, 14),), ("high", "low", "close"), ("atr",)),
-    "stochastic": _Indicator(
-        (("k_period", int, 14), ("k_slowing", int, 3), ("d_period", int, 3)),
-        ("high", "low", "close"),
-        ("k", "d"),
-    ),
-    "vwap": _Indicator((("period", int, 20),), ("high", "low", "close", "volume"), ("vwap",)),
-}
-
-DEFAULT_SPECS: tuple[str, ...] = (
-    "sma:20",
-    "ema:20",
-    "rsi:14",
-    "macd:12,26,9",
-    "bollinger:20,2",
-    "atr:14",
-    "stochastic:14,3,3",
-    "vwap:20",
-)
-"""The default set: all eight indicators with their standard parameters."""
+DEFAULT_SPECS: tuple[str, ...] = tuple(
+    registry.spec_name(info, info.defaults) for info in registry.available())
+"""The default set: every registered indicator with its standard parameters."""
 
 
 @dataclass(frozen=True)
@@ -105,8 +72,8 @@ class IndicatorSpec:
     Attributes
     ----------
     name : str
-        Indicator name (``sma``, ``ema``, ``rsi``, ``macd``, ``bollinger``,
-        ``atr``, ``stochastic`` or ``vwap``).
+        Registry name of the indicator (``sma``, ``ema``, ``rsi``, ``macd``,
+        ``bollinger``, ``atr``, ``stochastic`` or ``vwap``).
     params : tuple of (str, int or float)
         Parameter names and values, in the order of the indicator's signature.
     """
@@ -117,15 +84,15 @@ class IndicatorSpec:
     @property
     def inputs(self) -> tuple[str, ...]:
         """Names of the bar columns the indicator reads."""
-        return _INDICATORS[self.name].inputs
+        return registry.get(self.name).inputs
 
     @property
     def outputs(self) -> tuple[str, ...]:
         """Names of the indicator's outputs, in the order they are returned."""
-        return _INDICATORS[self.name].outputs
+        return registry.get(self.name).outputs
 
     def __str__(self) -> str:
-        return f"{self.name}:" + ",".join(_format_param(v) for _, v in self.params)
+        return registry.spec_name(registry.get(self.name), tuple(v for _, v in self.params))
 
     def request(self, columns: Mapping[str, np.ndarray]) -> dict[str, Any]:
         """Build the OCaml CLI request for this spec from bar ``columns``."""
@@ -136,14 +103,8 @@ class IndicatorSpec:
         }
 
 
-def _format_param(value: int | float) -> str:
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return repr(value) if isinstance(value, float) else str(value)
-
-
 def parse_spec(spec: str | IndicatorSpec) -> IndicatorSpec:
-    """Parse an indicator spec string.
+    """Parse an indicator spec string with the registry's rules.
 
     Parameters
     ----------
@@ -162,42 +123,15 @@ def parse_spec(spec: str | IndicatorSpec) -> IndicatorSpec:
     ------
     ValueError
         Unknown indicator, too many parameters, a non-numeric parameter, or
-        a period that is not an integer >= 1.
+        a parameter below its minimum (`tradesim.indicators.parse_spec`).
     """
     if isinstance(spec, IndicatorSpec):
         return spec
-    name, _, rest = spec.strip().partition(":")
-    name = name.strip().lower()
-    if name not in _INDICATORS:
-        raise ValueError(
-            f"unknown indicator {name!r} in spec {spec!r}; expected one of {', '.join(_INDICATORS)}"
-        )
-    table = _INDICATORS[name].params
-    raw = [p.strip() for p in rest.split(",")] if rest.strip() else []
-    if len(raw) > len(table):
-        raise ValueError(
-            f"spec {spec!r}: {name} takes at most {len(table)} parameter(s) "
-            f"({', '.join(p for p, _, _ in table)})"
-        )
-    params: list[tuple[str, int | float]] = []
-    for i, (pname, ptype, default) in enumerate(table):
-        if i >= len(raw):
-            params.append((pname, ptype(default)))
-            continue
-        text = raw[i]
-        try:
-            number = float(text)
-        except ValueError:
-            raise ValueError(f"spec {spec!r}: {pname} must be a number, got {text!r}") from None
-        if ptype is int:
-            if not number.is_integer() or number < 1:
-                raise ValueError(f"spec {spec!r}: {pname} must be an integer >= 1, got {text!r}")
-            params.append((pname, int(number)))
-        else:
-            if not math.isfinite(number):
-                raise ValueError(f"spec {spec!r}: {pname} must be finite, got {text!r}")
-            params.append((pname, number))
-    return IndicatorSpec(name, tuple(params))
+    try:
+        info, values = registry.parse_spec(spec)
+    except KeyError as exc:  # an unknown name: a bad value here, like the others
+        raise ValueError(exc.args[0]) from None
+    return IndicatorSpec(info.name, tuple((p.name, v) for p, v in zip(info.params, values)))
 
 
 # ---------------------------------------------------------------------------
@@ -297,10 +231,7 @@ def _json_array(values: Any) -> list[float | None]:
     arr = np.asarray(values, dtype=np.float64)
     if arr.ndim != 1:
         raise ValueError(f"inputs must be 1-D, got shape {arr.shape}")
-    out = arr.tolist()
-    if not np.isfinite(arr).all():
-        out = [v if math.isfinite(v) else None for v in out]
-    return out
+    return jsonable(arr)
 
 
 def run_reference(
@@ -484,9 +415,7 @@ def _load_bars(path: Path) -> Any:
 
 
 def _default_impl() -> Any:
-    from tradesim import indicators
-
-    return indicators
+    return registry
 
 
 def _call(impl: Any, spec: IndicatorSpec, cols: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -562,10 +491,6 @@ def compare(
 # CLI command
 
 
-def _finite_or_none(x: float) -> float | None:
-    return x if math.isfinite(x) else None
-
-
 @click.command("verify")
 @click.option(
     "--data",
@@ -618,8 +543,8 @@ def verify(data_path: Path, specs: tuple[str, ...], tolerance: float, as_json: b
         rows = []
         for r in results:
             row = asdict(r)
-            row["max_abs_diff"] = _finite_or_none(r.max_abs_diff)
-            row["max_rel_diff"] = _finite_or_none(r.max_rel_diff)
+            row["max_abs_diff"] = finite_or_none(r.max_abs_diff)
+            row["max_rel_diff"] = finite_or_none(r.max_rel_diff)
             row["ok"] = r.ok(tolerance)
             rows.append(row)
         click.echo(

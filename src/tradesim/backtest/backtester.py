@@ -10,6 +10,8 @@ their timestamps.
 
 from __future__ import annotations
 
+import dataclasses
+
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +22,7 @@ import numpy as np
 from tradesim.backtest.metrics import Metrics, compute_metrics
 from tradesim.runner.trades import Trade
 from tradesim.data import Bars, find_gaps
+from tradesim.jsonable import jsonable
 from tradesim.runner.execution import ExecutionConfig
 from tradesim.runner.symbol_runner import RunnerError, SymbolRunner
 
@@ -93,22 +96,6 @@ class BacktestResult:
                 "trades": [t.to_dict() for t in self.trades]})
 
 
-def jsonable(value: Any) -> Any:
-    """Plain JSON values: NaN/inf -> None, numpy scalars -> Python, tuples -> lists."""
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        v = float(value)
-        return v if np.isfinite(v) else None
-    return value if value is None or isinstance(value, str) else str(value)
-
-
 def _as_bars(data: Any, start: Any, end: Any) -> list[Bars]:
     from tradesim.feeds.historical import HistoricalFeed
 
@@ -160,6 +147,9 @@ class Backtest:
                  progress: Callable[[int, int], Any] | None = None, **execution_fields: Any) -> None:
         if execution is not None and execution_fields:
             raise TypeError("pass either execution=ExecutionConfig(...) or its fields, not both")
+        unknown = sorted(set(execution_fields) - {f.name for f in dataclasses.fields(ExecutionConfig)})
+        if unknown:  # a misspelt keyword is a TypeError, as for any other function
+            raise TypeError(f"Backtest() got unexpected keyword argument(s): {', '.join(unknown)}")
         self.strategies = [Path(s) for s in (strategy if isinstance(strategy, (list, tuple)) else [strategy])]
         t0 = time.perf_counter()
         self.bars = _as_bars(data, start, end)

@@ -18,7 +18,6 @@ import json
 import math
 import re
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timezone
 from importlib.resources import files
 from pathlib import Path
 from string import Template
@@ -27,6 +26,7 @@ import numpy as np
 
 from tradesim.backtest.metrics import Metrics, drawdown_series
 from tradesim.runner.trades import Trade
+from tradesim.timeframes import format_duration, format_time
 
 __all__ = ["write_report", "aggregate_ohlc", "choose_bucket_ms", "minmax_indices", "LWC_VERSION"]
 
@@ -330,10 +330,10 @@ def _symbol_payload(index: int, symbol: str, cols, trades: list[Trade], max_cand
         markers.sort(key=lambda m: m[0])
     factor = bucket // interval if bucket % interval == 0 else bucket / interval
     if bucket == interval:
-        note = f"{ts.size:,} bars of {_duration(interval)}, shown as they are."
+        note = f"{ts.size:,} bars of {format_duration(interval)}, shown as they are."
     else:
-        note = (f"{ts.size:,} bars of {_duration(interval)} aggregated into {candle_s.size:,} "
-                f"candles of {_duration(bucket)} ({factor:g} bars each); trade markers sit on "
+        note = (f"{ts.size:,} bars of {format_duration(interval)} aggregated into {candle_s.size:,} "
+                f"candles of {format_duration(bucket)} ({factor:g} bars each); trade markers sit on "
                 "the candle containing the fill.")
     data = {
         "index": index, "symbol": symbol,
@@ -383,23 +383,6 @@ def _license_comment() -> str:
 
 # --------------------------------------------------------------------------- tables
 
-def _fmt_time(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _duration(ms: int | float) -> str:
-    """Human duration: 90_000 -> '1m 30s', 86_400_000 -> '1d'."""
-    ms = int(ms)
-    if ms < 1000:
-        return f"{ms} ms"
-    parts = []
-    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)):
-        if ms >= size:
-            parts.append(f"{ms // size}{unit}")
-            ms %= size
-    return " ".join(parts[:2])
-
-
 def _num(x: float, spec: str) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "n/a"
@@ -416,17 +399,17 @@ def _pct(x: float) -> str:
 def _dd_duration(bars: int, ms: int, recovered: bool | None = None) -> str:
     if not bars:
         return "0 bars"
-    text = f"{bars:,} bars ({_duration(ms)})"
+    text = f"{bars:,} bars ({format_duration(ms)})"
     return text + ("" if recovered in (None, True) else ", not recovered")
 
 
 # (label, formatter) per Metrics field; fields not listed are shown under "Other".
 _METRIC_SECTIONS: list[tuple[str, list[tuple[str, str, object]]]] = [
     ("Period", [
-        ("start_time", "Start (UTC)", _fmt_time),
-        ("end_time", "End (UTC)", _fmt_time),
+        ("start_time", "Start (UTC)", format_time),
+        ("end_time", "End (UTC)", format_time),
         ("n_bars", "Bars", lambda v: f"{v:,}"),
-        ("interval_ms", "Bar interval", _duration),
+        ("interval_ms", "Bar interval", format_duration),
         ("years", "Years", lambda v: _num(v, ".3f")),
     ]),
     ("Returns", [
@@ -508,8 +491,8 @@ def _trades_table(trades: list[Trade]) -> str:
         rows.append(
             f'<tr class="{cls}"><td class="num">{i}</td><td>{esc(t.symbol)}</td>'
             f"<td>{esc(t.strategy)}</td><td>{esc(t.side)}</td>"
-            f'<td class="num">{t.quantity:.8g}</td><td>{_fmt_time(t.entry_time)}</td>'
-            f'<td class="num">{t.entry_price:.10g}</td><td>{_fmt_time(t.exit_time)}</td>'
+            f'<td class="num">{t.quantity:.8g}</td><td>{format_time(t.entry_time)}</td>'
+            f'<td class="num">{t.entry_price:.10g}</td><td>{format_time(t.exit_time)}</td>'
             f'<td class="num">{t.exit_price:.10g}</td><td class="num">{t.exit_bar - t.entry_bar}</td>'
             f'<td class="num">{t.pnl:,.2f}</td><td class="num">{t.return_pct:.2f} %</td>'
             f'<td class="num">{t.fees:,.2f}</td><td>{reason}</td></tr>')
@@ -539,8 +522,8 @@ def _ledger_table(ledger: Mapping[str, object]) -> str:
 
 def _subtitle(metrics: Metrics, symbols: list) -> str:
     names = ", ".join(str(s) for s in symbols) or "no symbols"
-    return (f"{names} · {_fmt_time(metrics.start_time)} → {_fmt_time(metrics.end_time)} UTC · "
-            f"{metrics.n_bars:,} bars of {_duration(metrics.interval_ms)}")
+    return (f"{names} · {format_time(metrics.start_time)} → {format_time(metrics.end_time)} UTC · "
+            f"{metrics.n_bars:,} bars of {format_duration(metrics.interval_ms)}")
 
 
 # --------------------------------------------------------------------------- page template

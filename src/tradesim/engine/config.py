@@ -41,6 +41,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tradesim.engine.trading_engine import DEFAULT_HISTORY_LIMIT
+from tradesim.runner.execution import ExecutionConfig
+from tradesim.timeframes import parse_interval
 
 __all__ = ["ConfigError", "EngineConfig", "FeedConfig", "RunnerConfig", "load_config", "parse_config"]
 
@@ -53,18 +55,6 @@ class ConfigError(ValueError):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ExecutionSection(_Strict):
-    """Fields of `tradesim.runner.execution.ExecutionConfig` (rates in bps, cash in quote currency)."""
-
-    fill: Literal["next_open", "close"] = "next_open"
-    slippage_bps: float = Field(0.0, ge=0)
-    commission_bps: float = Field(0.0, ge=0)
-    fixed_fee: float = Field(0.0, ge=0)
-    starting_cash: float = Field(10_000.0, gt=0)
-    size_fraction: float = Field(1.0, gt=0, le=1)
-    allow_short: bool = True
 
 
 class EngineSection(_Strict):
@@ -103,8 +93,6 @@ class FeedConfig(_Strict):
     @field_validator("interval")
     @classmethod
     def _interval(cls, v: str) -> str:
-        from tradesim.feeds.base import parse_interval
-
         if v != "1M":
             parse_interval(v)
         return v
@@ -125,7 +113,7 @@ class RunnerConfig(_Strict):
         "stop_loss_first"
     analysis_timeout_bars: int = Field(0, ge=0)
     data: str | None = None   # bar file for an implicit replay feed
-    execution: ExecutionSection = Field(default_factory=ExecutionSection)
+    execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
 
     @field_validator("symbol")
     @classmethod

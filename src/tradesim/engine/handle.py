@@ -15,12 +15,12 @@ the runner, without stopping it.
 
 from __future__ import annotations
 
-import math
 import time
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, Callable
 
 from tradesim.engine.inbox import RunnerInbox
+from tradesim.jsonable import finite_or_none, jsonable
 from tradesim.engine.events import EventBus, StateTransition, event_from_runner_dict
 from tradesim.runner import FINAL_STATUSES, SymbolRunner
 
@@ -102,7 +102,7 @@ class RunnerHandle(RunnerInbox):
         if mapped is not None:
             cls, fields = mapped
             fields.update(runner_id=self.id)
-            self._bus.publish(cls, **_json_safe(fields))
+            self._bus.publish(cls, **jsonable(fields))
 
     # -- introspection ---------------------------------------------------------------
 
@@ -131,17 +131,17 @@ def snapshot(handle: RunnerHandle, runner: SymbolRunner) -> dict[str, Any]:
     for key in runner.bank.keys():
         ind = runner.bank.indicator(key)
         values = ind.values
-        indicators[str(key)] = _num(values[0]) if len(values) == 1 else dict(
+        indicators[str(key)] = finite_or_none(values[0]) if len(values) == 1 else dict(
             zip(ind.output_names, map(_num, values)))
     return {
         "id": handle.id, "symbol": handle.symbol, "strategy": handle.strategy,
         "status": runner.status.value, "reason": runner.status_reason,
         "state": machine.state.name,
-        "position": _json_safe(pos.to_dict()) if pos is not None else None,
-        "context": _json_safe(runner.strategy.context()),
+        "position": jsonable(pos.to_dict()) if pos is not None else None,
+        "context": jsonable(runner.strategy.context()),
         "indicators": indicators,
-        "equity": _num(runner.equity), "cash": _num(runner.core.cash),
-        "pnl": _num(runner.equity - runner.execution.starting_cash),
+        "equity": finite_or_none(runner.equity), "cash": finite_or_none(runner.core.cash),
+        "pnl": finite_or_none(runner.equity - runner.execution.starting_cash),
         "stats": handle.health(),
     }
 
@@ -156,31 +156,7 @@ def price_history(runner: SymbolRunner, n: int) -> dict[str, Any]:
     return {
         "symbol": runner.symbol, "bars": n,
         "timestamp": w.timestamps(n).tolist(),
-        "open": _floats(w.opens(n)), "high": _floats(w.highs(n)), "low": _floats(w.lows(n)),
-        "close": _floats(w.closes(n)), "volume": _floats(w.volumes(n)),
-        "bid": _floats(w.bids(n)), "ask": _floats(w.asks(n)),
+        "open": jsonable(w.opens(n)), "high": jsonable(w.highs(n)), "low": jsonable(w.lows(n)),
+        "close": jsonable(w.closes(n)), "volume": jsonable(w.volumes(n)),
+        "bid": jsonable(w.bids(n)), "ask": jsonable(w.asks(n)),
     }
-
-
-def _num(x: Any) -> Any:
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x
-
-
-def _floats(arr: Any) -> list:
-    return [None if not math.isfinite(v) else v for v in arr.tolist()]
-
-
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, float):
-        return _num(obj)
-    if obj is None or isinstance(obj, (str, int, bool)):
-        return obj
-    if hasattr(obj, "value"):
-        return obj.value if isinstance(obj.value, (str, int)) else str(obj)
-    return str(obj)

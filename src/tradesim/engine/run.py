@@ -17,7 +17,6 @@ from typing import IO, Any
 
 from tradesim.engine.config import EngineConfig, FeedConfig, RunnerConfig
 from tradesim.engine import TradingEngine
-from tradesim.runner.execution import ExecutionConfig
 from tradesim.runner import SymbolRunner
 
 __all__ = ["build_engine", "make_feed", "run_engine", "run_paper"]
@@ -79,7 +78,7 @@ def _add_runner(engine: TradingEngine, r: RunnerConfig) -> str:
     return engine.add_runner(
         r.symbol, r.strategy, feed=r.feed, runner_id=r.id, params=dict(r.params) or None,
         window_size=r.window_size, queue_size=r.queue_size,
-        execution=ExecutionConfig(**r.execution.model_dump()),
+        execution=r.execution,
         max_consecutive_errors=r.max_consecutive_errors, ambiguity_policy=r.ambiguity_policy,
         analysis_timeout_bars=r.analysis_timeout_bars)
 

@@ -17,11 +17,9 @@ milliseconds since the Unix epoch (UTC, bar open time).
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
 from typing import NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
@@ -29,68 +27,9 @@ import numpy as np
 from tradesim._core.market_data import MarketData
 from tradesim.data import Bars
 from tradesim.feeds.pacing import Pacer, check_speed
+from tradesim.timeframes import parse_interval, parse_time
 
 __all__ = ["BaseFeed", "DataHealth", "MarketDataSource", "parse_interval", "parse_time"]
-
-_UNIT_MS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
-_INTERVAL_RE = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d|w)\s*$")
-
-
-def parse_interval(interval: str | int) -> int:
-    """Bar interval in milliseconds from ``"1s"``, ``"15m"``, ``"4h"``, ``"1d"``, ... or an int (ms).
-
-    Units: ``ms``, ``s``, ``m`` (minutes), ``h``, ``d``, ``w``. Binance's
-    ``"1M"`` (calendar month) is refused: months have no fixed length.
-
-    Raises
-    ------
-    ValueError
-        If the interval is not a positive whole number of milliseconds.
-    """
-    if isinstance(interval, (int, np.integer)) and not isinstance(interval, bool):
-        if interval <= 0:
-            raise ValueError(f"interval must be > 0 ms, got {interval!r}")
-        return int(interval)
-    if isinstance(interval, str):
-        m = _INTERVAL_RE.match(interval)
-        if m and int(m.group(1)) > 0:
-            return int(m.group(1)) * _UNIT_MS[m.group(2)]
-    raise ValueError(f"interval must be like '1s', '1m', '1h', '1d' or a positive int of ms, "
-                     f"got {interval!r}")
-
-
-def parse_time(value: int | str | datetime | date | None) -> int | None:
-    """A point in time as int ms since the epoch UTC (None passes through).
-
-    Accepts an int (already ms), a string of digits (ms), an ISO-8601 date or
-    date-time string (``"2025-06-01"``, ``"2025-06-01T12:30"``, ``"...Z"``;
-    no time zone means UTC), or a `datetime`/`date` (naive = UTC).
-
-    Raises
-    ------
-    ValueError
-        If a string is neither digits nor ISO-8601.
-    """
-    if value is None:
-        return None
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        return int(value)
-    if isinstance(value, str):
-        text = value.strip()
-        if text.lstrip("-").isdigit():
-            return int(text)
-        try:
-            value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-        except ValueError:
-            raise ValueError(f"time must be ms since the epoch or an ISO-8601 date, got {text!r}") from None
-    if isinstance(value, date) and not isinstance(value, datetime):
-        value = datetime(value.year, value.month, value.day)
-    if isinstance(value, datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=UTC)
-        return int(value.timestamp() * 1000)
-    raise TypeError(f"time must be int ms, an ISO-8601 string or a datetime, got {type(value).__name__}")
-
 
 @dataclass
 class DataHealth:

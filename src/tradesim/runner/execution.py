@@ -27,17 +27,23 @@ commission.
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
+from typing import Literal
+
+from pydantic import ConfigDict, Field
+from pydantic.dataclasses import dataclass
 
 __all__ = ["ExecutionConfig", "FILL_RULES"]
 
 FILL_RULES = ("next_open", "close")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=ConfigDict(extra="forbid"))
 class ExecutionConfig:
     """How orders fill and what they cost.
+
+    The one definition of these settings: ``runners.toml``'s ``execution``
+    table and the ``tradesim backtest`` options are validated by it.
 
     Parameters
     ----------
@@ -58,45 +64,18 @@ class ExecutionConfig:
 
     Raises
     ------
-    ValueError
-        Naming the field and value when one is out of range.
+    pydantic.ValidationError
+        A `ValueError` naming each field and value out of range.
     """
 
-    fill: str = "next_open"
-    slippage_bps: float = 0.0
-    commission_bps: float = 0.0
-    fixed_fee: float = 0.0
-    starting_cash: float = 10_000.0
-    size_fraction: float = 1.0
+    fill: Literal["next_open", "close"] = "next_open"
+    slippage_bps: float = Field(0.0, ge=0, allow_inf_nan=False)
+    commission_bps: float = Field(0.0, ge=0, allow_inf_nan=False)
+    fixed_fee: float = Field(0.0, ge=0, allow_inf_nan=False)
+    starting_cash: float = Field(10_000.0, gt=0, allow_inf_nan=False)
+    size_fraction: float = Field(1.0, gt=0, le=1)
     allow_short: bool = True
 
-    def __post_init__(self) -> None:
-        if self.fill not in FILL_RULES:
-            raise ValueError(f"fill = {self.fill!r}: expected one of {', '.join(FILL_RULES)}")
-        for name in ("slippage_bps", "commission_bps", "fixed_fee"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-                raise ValueError(f"{name} = {value!r}: must be a finite number >= 0")
-        if not (math.isfinite(self.starting_cash) and self.starting_cash > 0):
-            raise ValueError(f"starting_cash = {self.starting_cash!r}: must be > 0")
-        if not (0 < self.size_fraction <= 1):
-            raise ValueError(f"size_fraction = {self.size_fraction!r}: must be in (0, 1]")
-
-    def slipped(self, price: float, buying: bool) -> float:
-        """`price` moved against the trader by the slippage (quote currency)."""
-        s = self.slippage_bps * 1e-4
-        return price * (1.0 + s) if buying else price * (1.0 - s)
-
-    def fee(self, price: float, quantity: float) -> float:
-        """Commission plus fixed fee for one order (quote currency)."""
-        return abs(price * quantity) * self.commission_bps * 1e-4 + self.fixed_fee
-
-    def size(self, equity: float, price: float) -> float:
-        """Quantity (base units) for `size_fraction` of `equity` at `price`, net of commission."""
-        budget = max(equity, 0.0) * self.size_fraction - self.fixed_fee
-        if budget <= 0 or price <= 0:
-            return 0.0
-        return budget / (price * (1.0 + self.commission_bps * 1e-4))
-
     def as_dict(self) -> dict:
+        """The settings as a plain dict (field name -> value)."""
         return asdict(self)

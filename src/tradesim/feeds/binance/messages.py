@@ -20,6 +20,7 @@ import orjson
 
 from tradesim._core import MarketData
 from tradesim.feeds.binance.kline_fast import kline_or_none
+from tradesim.timeframes import BINANCE_INTERVAL_MS
 
 __all__ = [
     "INTERVAL_MS",
@@ -36,11 +37,8 @@ __all__ = [
     "parse_trade",
 ]
 
-#: Fixed-length kline intervals in ms ("1M" is a calendar month: checked by open/close times only).
-INTERVAL_MS = {"1s": 1_000, "1m": 60_000, "3m": 180_000, "5m": 300_000, "15m": 900_000,
-               "30m": 1_800_000, "1h": 3_600_000, "2h": 7_200_000, "4h": 14_400_000,
-               "6h": 21_600_000, "8h": 28_800_000, "12h": 43_200_000, "1d": 86_400_000,
-               "3d": 259_200_000, "1w": 604_800_000, "1M": None}
+#: Binance kline intervals in ms ("1M", a calendar month, is None: checked by open/close times).
+INTERVAL_MS = BINANCE_INTERVAL_MS
 
 MAX_FRAME_BYTES = 1 << 20
 
