@@ -247,7 +247,8 @@ def write_report(
     if len(trades) > len(shown):
         trade_note = (f'<p class="note">Showing the first {len(shown):,} of {len(trades):,} '
                       "trades (table and chart markers); export all with trades_to_csv.</p>")
-    page = _PAGE.substitute(
+    # The page, its stylesheet and scripts are package data files in static/.
+    page = Template(_static_text("report.html")).substitute(
         license_comment=_license_comment(),
         title=html.escape(title),
         subtitle=html.escape(_subtitle(metrics, list(symbol_bars))),
@@ -259,8 +260,9 @@ def write_report(
         lwc_version=LWC_VERSION,
         data_json=_script_json(payload),
         lwc_js=_library_js(),
-        app_js=_APP_JS,
-        error_js=_ERROR_JS,
+        css=_static_text("report.css"),
+        app_js=_static_text("report.js"),
+        error_js=_static_text("report-errors.js"),
     )
     path.write_text(page, encoding="utf-8")
     return path
@@ -526,154 +528,4 @@ def _subtitle(metrics: Metrics, symbols: list) -> str:
             f"{metrics.n_bars:,} bars of {format_duration(metrics.interval_ms)}")
 
 
-# --------------------------------------------------------------------------- page template
 
-# Runs before the library so that any error, including one inside it, is recorded in the DOM.
-_ERROR_JS = """
-window.onerror = function (message, source, line) {
-  document.documentElement.setAttribute("data-error", String(message) + " @" + line);
-};
-window.addEventListener("unhandledrejection", function (event) {
-  document.documentElement.setAttribute("data-error", "unhandled rejection: " + event.reason);
-});
-"""
-
-_APP_JS = r"""
-(function () {
-  "use strict";
-  var root = document.documentElement;
-  var LWC = window.LightweightCharts;
-  var data = JSON.parse(document.getElementById("report-data").textContent);
-  var GREEN = "#26a69a", RED = "#ef5350", BLUE = "#2962ff", ORANGE = "#ff9800";
-  var MARKERS = [
-    {shape: "arrowUp", position: "belowBar", color: BLUE},     // long entry
-    {shape: "arrowDown", position: "aboveBar", color: ORANGE}, // short entry
-    {shape: "circle", position: "aboveBar", color: GREEN},     // exit with profit
-    {shape: "circle", position: "aboveBar", color: RED}        // exit with loss
-  ];
-  var points = 0, charts = [];
-
-  function makeChart(id) {
-    // Transparent background: a painted canvas then means the chart really drew something.
-    var chart = LWC.createChart(document.getElementById(id), {
-      autoSize: true,
-      layout: {background: {type: "solid", color: "transparent"}, textColor: "#333",
-               attributionLogo: true},
-      grid: {vertLines: {color: "#eef0f3"}, horzLines: {color: "#eef0f3"}},
-      // Let fitContent squeeze thousands of candles into the width (the default floor is 0.5 px).
-      timeScale: {timeVisible: true, secondsVisible: false, minBarSpacing: 0.01},
-      // Same axis width everywhere so the time axes of stacked charts line up.
-      rightPriceScale: {borderVisible: false, minimumWidth: 90}
-    });
-    charts.push(chart);
-    return chart;
-  }
-
-  function line(columns) {
-    var out = new Array(columns.t.length);
-    for (var i = 0; i < out.length; i++) out[i] = {time: columns.t[i], value: columns.v[i]};
-    points += out.length;
-    return out;
-  }
-
-  data.symbols.forEach(function (s) {
-    var c = s.candles, bars = new Array(c.t.length);
-    for (var i = 0; i < bars.length; i++) {
-      bars[i] = {time: c.t[i], open: c.o[i], high: c.h[i], low: c.l[i], close: c.c[i]};
-    }
-    points += bars.length;
-    var chart = makeChart("price-" + s.index);
-    var series = chart.addSeries(LWC.CandlestickSeries, {
-      upColor: GREEN, downColor: RED, borderVisible: false, wickUpColor: GREEN, wickDownColor: RED
-    });
-    series.setData(bars);
-    LWC.createSeriesMarkers(series, s.markers.map(function (m) {
-      var k = MARKERS[m[1]];
-      return {time: m[0], shape: k.shape, position: k.position, color: k.color, text: m[2]};
-    }));
-  });
-
-  var equityChart = makeChart("equity");
-  equityChart.addSeries(LWC.LineSeries, {color: BLUE, lineWidth: 2}).setData(line(data.equity));
-
-  var ddChart = makeChart("drawdown");
-  // A baseline at 0 % fills exactly the underwater area.
-  ddChart.addSeries(LWC.BaselineSeries, {
-    baseValue: {type: "price", price: 0}, lineWidth: 1,
-    topLineColor: RED, topFillColor1: "rgba(0,0,0,0)", topFillColor2: "rgba(0,0,0,0)",
-    bottomLineColor: RED, bottomFillColor1: "rgba(239,83,80,0.15)",
-    bottomFillColor2: "rgba(239,83,80,0.45)", priceFormat: {type: "percent", precision: 2}
-  }).setData(line(data.drawdown));
-
-  function painted(canvas) {
-    if (!canvas.width || !canvas.height) return false;
-    try {
-      var px = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
-      for (var i = 3; i < px.length; i += 4) if (px[i] !== 0) return true;
-    } catch (e) { /* a canvas we cannot read counts as unpainted */ }
-    return false;
-  }
-
-  // autoSize measures the containers asynchronously, so fit the whole series once sized;
-  // charts paint on animation frames, so record the outcome after two more.
-  requestAnimationFrame(function () {
-    charts.forEach(function (chart) { chart.timeScale().fitContent(); });
-    requestAnimationFrame(function () {
-      setTimeout(function () {
-        var canvases = document.querySelectorAll("canvas");
-        var count = 0;
-        for (var i = 0; i < canvases.length; i++) if (painted(canvases[i])) count++;
-        root.setAttribute("data-canvases", String(canvases.length));
-        root.setAttribute("data-painted", String(count));
-        root.setAttribute("data-points", String(points));
-        root.setAttribute("data-rendered", "ok");
-      }, 50);
-    });
-  });
-})();
-"""
-
-_PAGE = Template("""<!DOCTYPE html>
-$license_comment
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta http-equiv="Content-Security-Policy" content="default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'">
-<meta name="generator" content="tradesim">
-<title>$title</title>
-<style>
-body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #222;
-       background: #fff; margin: 0 auto; padding: 16px 24px 40px; max-width: 1280px; }
-h1 { font-size: 22px; margin: 0 0 4px; } h2 { font-size: 17px; margin: 28px 0 6px; }
-.sub, .note { color: #666; margin: 0 0 8px; } footer { color: #777; margin-top: 32px; font-size: 12px; }
-.chart { position: relative; width: 100%; height: 380px; } .chart.small { height: 220px; }
-table { border-collapse: collapse; font-variant-numeric: tabular-nums; }
-td, th { padding: 3px 10px; border-bottom: 1px solid #eee; text-align: left; white-space: nowrap; }
-td.num { text-align: right; } tr.section th { background: #f5f6f8; padding-top: 8px; }
-table.metrics { min-width: 420px; } .scroll { overflow: auto; max-height: 640px; }
-table.trades th { position: sticky; top: 0; background: #f5f6f8; }
-tr.win td:nth-child(11) { color: #1b8a7e; } tr.loss td:nth-child(11) { color: #d32f2f; }
-.flag { background: #fff3cd; border-radius: 3px; padding: 0 4px; font-size: 12px; }
-</style>
-<script>$error_js</script>
-</head>
-<body>
-<h1>$title</h1>
-<p class="sub">$subtitle</p>
-<h2>Metrics</h2>
-$metrics_table
-$price_charts
-<section><h2>Equity</h2><div class="chart" id="equity"></div></section>
-<section><h2>Drawdown (%)</h2><div class="chart small" id="drawdown"></div></section>
-<section><h2>Trades</h2>$trade_note<div class="scroll">$trades_table</div></section>
-<section><h2>Ledger</h2>$ledger_table</section>
-<footer>Generated by tradesim. Charts: TradingView Lightweight Charts™ v$lwc_version,
-Copyright (c) TradingView, Inc., <a href="https://www.tradingview.com/">https://www.tradingview.com/</a>,
-Apache License 2.0 (full text in this file's leading comment).</footer>
-<script type="application/json" id="report-data">$data_json</script>
-<script>$lwc_js</script>
-<script>$app_js</script>
-</body>
-</html>
-""")
