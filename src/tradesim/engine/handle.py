@@ -132,7 +132,7 @@ def snapshot(handle: RunnerHandle, runner: SymbolRunner) -> dict[str, Any]:
         ind = runner.bank.indicator(key)
         values = ind.values
         indicators[str(key)] = finite_or_none(values[0]) if len(values) == 1 else dict(
-            zip(ind.output_names, map(_num, values)))
+            zip(ind.output_names, map(finite_or_none, values)))
     return {
         "id": handle.id, "symbol": handle.symbol, "strategy": handle.strategy,
         "status": runner.status.value, "reason": runner.status_reason,
