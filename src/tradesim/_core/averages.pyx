@@ -2,7 +2,7 @@
 
 cimport cython
 import numpy as np
-from libc.math cimport NAN, isfinite
+from libc.math cimport isfinite
 
 from tradesim._core.indicator cimport (
     Indicator, check_period, check_finite, check_scalar, check_same_length, output_array)

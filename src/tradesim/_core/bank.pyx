@@ -77,7 +77,7 @@ cdef class IndicatorBank:
             self._grow(max(2 * self.capacity, self.n_values + n))
         if warm_from is not None and len(warm_from):
             for o, h, l, c, v in zip(warm_from.opens(), warm_from.highs(), warm_from.lows(),
-                                      warm_from.closes(), warm_from.volumes()):
+                                     warm_from.closes(), warm_from.volumes()):
                 indicator.push_bar(o, h, l, c, v)
                 indicator.count += 1
         first = self.n_values
