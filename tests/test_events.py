@@ -104,3 +104,53 @@ def test_no_subscriber_means_inactive_bus():
     assert bus.active
     sub.close()
     assert not bus.active
+
+
+def test_every_event_a_runner_emits_reaches_subscribers(tmp_path):
+    # A runner's event dicts become typed events only if EVENT_TYPES knows their type.
+    from tradesim._core import MarketData
+    from tradesim.engine.events import event_from_runner_dict
+    from tradesim.runner import SymbolRunner
+
+    script = tmp_path / "waits.lua"
+    script.write_text("""
+function detect_opportunity(bar) return true end
+function filter_commitment(bar, ctx) return nil end
+function manage_position(bar, pos, ctx) return nil end
+""")
+    seen = []
+    runner = SymbolRunner("BTCUSDT", script, analysis_timeout_bars=2, on_event=seen.append)
+    runner.events_wanted = lambda: True
+    for i in range(6):
+        runner.process(MarketData("BTCUSDT", 60_000 * (i + 1), 100.0, 101.0, 99.0, 100.0, 1.0))
+    runner.reload()
+    kinds = {payload["type"] for payload in seen}
+    assert {"analysis_timeout", "strategy_reloaded", "opportunity_detected"} <= kinds
+    unmapped = sorted(k for k in kinds if event_from_runner_dict({"type": k}) is None)
+    assert not unmapped
+
+
+def test_events_file_keeps_the_shutdown_events(tmp_path):
+    # The run's own close (positions closed at the last close, runners stopped) must be logged.
+    import io
+
+    from rich.console import Console
+
+    from tradesim.engine.run import run_paper
+
+    script = tmp_path / "holds.lua"
+    script.write_text("""
+function detect_opportunity(bar) return true end
+function filter_commitment(bar, ctx) return {action = "enter_long", quantity = 0.5} end
+function manage_position(bar, pos, ctx) return nil end
+""")
+    out = io.BytesIO()
+    out.close = lambda: None   # keep the buffer readable after the run
+    runners = run_paper(script, symbols=["BTCUSDT", "ETHUSDT"], bars=50, events_file=out,
+                        console=Console(file=io.StringIO()))
+    events = [json.loads(line) for line in out.getvalue().splitlines()]
+    statuses = [e for e in events if e["type"] == "runner_status" and e["status"] == "stopped"]
+    assert len(statuses) == len(runners) == 2
+    closed = [e for e in events if e["type"] == "position_closed"]
+    assert len(closed) == len(runners)
+    assert all(e["trade"]["exit_reason"] == "end_of_run" for e in closed)

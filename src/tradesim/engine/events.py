@@ -27,7 +27,8 @@ import orjson
 __all__ = [
     "ActionRejected", "BarReceived", "Event", "EventBus", "FeedStatus", "OpportunityDetected",
     "PositionClosed", "PositionOpened", "PositionUpdated", "RunnerErrorEvent", "RunnerStatusChanged",
-    "StateTransition", "SubscriberDropped", "Subscription", "EVENT_TYPES",
+    "AnalysisTimeout", "StateTransition", "StrategyReloaded", "SubscriberDropped", "Subscription",
+    "EVENT_TYPES",
 ]
 
 
@@ -157,6 +158,22 @@ class RunnerStatusChanged(RunnerEvent):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class StrategyReloaded(RunnerEvent):
+    """The runner's strategy was reloaded from ``path`` (hot reload; position and window kept)."""
+
+    type: ClassVar[str] = "strategy_reloaded"
+    path: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AnalysisTimeout(RunnerEvent):
+    """An analysis lasted ``analysis_timeout_bars`` bars without a decision: back to IDLE."""
+
+    type: ClassVar[str] = "analysis_timeout"
+    timestamp: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class FeedStatus(Event):
     """Feed connectivity: connected, reconnecting, gap_detected, backfilled, rejected, ...
 
@@ -180,7 +197,8 @@ class SubscriberDropped(Event):
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.type: cls for cls in (BarReceived, OpportunityDetected, StateTransition, PositionOpened,
                               PositionUpdated, PositionClosed, ActionRejected, RunnerErrorEvent,
-                              RunnerStatusChanged, FeedStatus, SubscriberDropped)
+                              RunnerStatusChanged, StrategyReloaded, AnalysisTimeout, FeedStatus,
+                              SubscriberDropped)
 }
 
 _FIELDS = {name: {f.name for f in fields(cls)} for name, cls in EVENT_TYPES.items()}

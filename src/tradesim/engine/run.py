@@ -108,6 +108,9 @@ def run_engine(engine: TradingEngine, *, console=None, duration: float | None = 
         try:
             await engine.run(duration=duration)
         finally:
+            # Close positions and stop the runners while the event writer still listens,
+            # so the last position_closed and every runner_status reach --events.
+            engine.close("end of run")
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -124,7 +127,7 @@ def run_engine(engine: TradingEngine, *, console=None, duration: float | None = 
                 runner.run(main(live))
         except KeyboardInterrupt:  # a second Ctrl-C while shutting down
             console.print("[yellow]interrupted[/yellow]")
-    engine.close("end of run")
+    engine.close("end of run")  # a no-op unless the run was interrupted before its own close
     console.print(_summary(engine, time.monotonic() - started))
     return engine
 
