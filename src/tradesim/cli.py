@@ -1,8 +1,9 @@
 """The `tradesim` command line (click).
 
 Commands parse options, call library code and map domain errors to exit codes:
-0 success, 1 runtime failure (a `click.ClickException`), 2 usage error.
-Heavy imports happen inside the command that needs them.
+0 success; 1 a runner failed, bad input or another runtime failure (a
+`click.ClickException`); 2 usage error. Heavy imports happen inside the command
+that needs them.
 """
 
 from __future__ import annotations
@@ -13,11 +14,16 @@ import click
 
 from tradesim import __version__
 
+#: Exit status when the command ran but a runner FAILED (or the input was bad).
+EXIT_FAILED = 1
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.version_option(__version__, prog_name="tradesim")
 def main():
     """tradesim: backtest and run scripted trading strategies.
+
+    Exit status: 0 ok, 1 a runner failed or bad input, 2 usage error.
 
     \b
     Examples:
@@ -142,10 +148,13 @@ def _strategy_error(exc: Exception) -> click.ClickException:
 @click.argument("strategy", type=click.Path(dir_okay=False))
 @click.option("--param", "params", multiple=True, metavar="NAME=VALUE", help="Override a strategy parameter.")
 @click.option("--bars", default=2000, show_default=True, help="Synthetic 1m bars to run the strategy over.")
-def validate_command(strategy, params, bars):
+@click.option("--strict", is_flag=True, help="Exit 1 on warnings too (e.g. every action was rejected).")
+def validate_command(strategy, params, bars, strict):
     """Load a strategy, check it and run it over synthetic bars.
 
     Prints OK with a short summary, or the error with file and line (exit 1).
+    Warns when the strategy asked for actions but none was carried out (every
+    one rejected), naming the reasons; with --strict that is an error (exit 1).
 
     \b
     Example:
@@ -172,7 +181,14 @@ def validate_command(strategy, params, bars):
                     equity, in_pos, 0, len(sim))
     if runner.errors:
         raise click.ClickException(f"strategy error: {runner.errors[0].message}")
+    carried_out = len(runner.trades) + (runner.machine.position is not None)
     runner.close_position()
+    if runner.rejection_count and not carried_out:
+        reasons = sorted({f"{r.action}: {r.reason}" for r in runner.rejections})
+        click.echo(f"warning: every action was rejected ({runner.rejection_count:,} of them) over "
+                   f"{len(sim):,} synthetic bars: " + "; ".join(reasons[:5]), err=True)
+        if strict:
+            raise SystemExit(EXIT_FAILED)
     click.echo(f"OK  {lua.name} ({lua.path}): {len(sim)} synthetic bars, "
                f"{len(runner.trades)} trades, {len(runner.rejections)} rejected actions, "
                f"indicators used: {', '.join(runner.bank.keys()) or 'none'}; "
@@ -245,11 +261,12 @@ def run_command(strategy, config_path, symbols, feed, data, speed, bars, interva
             if busy_poll_us:  # the command line wins over [engine] busy_poll_us
                 config = config.model_copy(update={
                     "engine": config.engine.model_copy(update={"busy_poll_us": busy_poll_us})})
-            run_engine(build_engine(config), duration=duration, events_file=events_file)
+            engine = run_engine(build_engine(config), duration=duration, events_file=events_file)
+            runners = [engine.runner(rid) for rid in engine.runner_ids]
         else:
             from tradesim.engine.run import run_paper
 
-            run_paper(strategy, symbols=list(symbols) or None, feed=feed, data=list(data),
+            runners = run_paper(strategy, symbols=list(symbols) or None, feed=feed, data=list(data),
                       speed=speed, bars=bars, interval=interval, seed=seed, cash=cash,
                       params=_parse_params(params), region=region, base_url=base_url,
                       rest_url=rest_url, duration=duration, events_file=events_file,
@@ -260,6 +277,8 @@ def run_command(strategy, config_path, symbols, feed, data, speed, bars, interva
     finally:
         if events_file is not None:
             events_file.close()
+    if any(r.status.value == "failed" for r in runners):
+        raise SystemExit(EXIT_FAILED)
 
 
 @main.command("backtest")
@@ -317,21 +336,17 @@ def backtest_command(strategies, data, start, end, fill, slippage_bps, commissio
         from tradesim.backtest import write_report
 
         write_report(report, symbol_bars=result.bars, trades=result.trades, equity=result.equity,
-                     timestamps=result.timestamps, metrics=result.metrics, ledger=_flat_ledger(result.ledger),
-                     title=f"tradesim backtest: {', '.join(r.strategy for r in result.runs[:3])}")
+                     timestamps=result.timestamps, metrics=result.metrics, ledger=result.ledger,
+                     title=f"tradesim backtest: {', '.join(r.strategy for r in result.runs[:3])}",
+                     problems=[(f"{r.symbol}/{r.strategy}", r.problems()) for r in result.runs])
     if as_json:
         import json
 
         click.echo(json.dumps(result.to_dict(), allow_nan=False))
-        return
-    _print_backtest(result, report, trades_path)
-
-
-def _flat_ledger(ledger: dict) -> dict:
-    out = {}
-    for key, value in ledger.items():
-        out[key] = value if isinstance(value, (int, float, str, bool)) or value is None else str(value)
-    return out
+    else:
+        _print_backtest(result, report, trades_path)
+    if result.failed_runs:
+        raise SystemExit(EXIT_FAILED)
 
 
 def _print_backtest(result, report, trades_path) -> None:
@@ -365,10 +380,38 @@ def _print_backtest(result, report, trades_path) -> None:
                   f"fill {ledger['fill_rule']}, slippage {ledger['slippage_bps']} bps, "
                   f"commission {ledger['commission_bps']} bps; ambiguous exits {ledger['ambiguous_exits']}, "
                   f"strategy errors {ledger['strategy_errors']}, rejected actions {ledger['rejected_actions']}[/dim]")
+    _print_problems(console, result.runs)
     if report:
         console.print(f"report: {report}")
     if trades_path:
         console.print(f"trades: {trades_path}")
+
+
+def _print_problems(console, runs) -> None:
+    """Each runner's failure reason and its first distinct errors and rejections, in plain words."""
+    from rich.markup import escape
+
+    from tradesim.timeframes import format_time
+
+    for r in runs:
+        p = r.problems()
+        if not (p["failed"] or p["errors"] or p["rejections"]):
+            continue
+        head = f"{r.symbol}/{r.strategy}"
+        if p["failed"]:
+            console.print(f"[bold red]{escape(head)} FAILED[/bold red] after {r.bars_processed:,} bars: "
+                          f"{escape(p['reason'])}", soft_wrap=True)
+        if p["errors"]:
+            console.print(f"[red]{escape(head)}: {p['error_count']:,} strategy errors[/red]; first distinct:")
+            for e in p["errors"]:
+                console.print(f"  bar {format_time(e['time'])} UTC  {escape(e['kind'])}: {escape(e['message'])}",
+                              soft_wrap=True)
+        if p["rejections"]:
+            console.print(f"[yellow]{escape(head)}: {p['rejection_count']:,} rejected actions[/yellow]; "
+                          "by reason:")
+            for x in p["rejections"]:
+                console.print(f"  {x['count']:,} x {escape(x['action'])}: {escape(x['reason'])} "
+                              f"(first at bar {format_time(x['first_time'])} UTC)", soft_wrap=True)
 
 
 @main.command("bench")

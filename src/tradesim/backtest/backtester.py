@@ -11,6 +11,7 @@ their timestamps.
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import time
 from dataclasses import dataclass, field
@@ -27,6 +28,8 @@ from tradesim.runner.execution import ExecutionConfig
 from tradesim.runner.symbol_runner import RunnerError, SymbolRunner
 
 __all__ = ["Backtest", "BacktestResult", "RunResult"]
+
+_NUMBER = re.compile(r"[-+]?\d[\d.,e+-]*")
 
 #: Bars per call into the runner between progress reports.
 CHUNK = 1 << 16
@@ -51,6 +54,28 @@ class RunResult:
     status: str
     status_reason: str
     bars_processed: int
+
+    def problems(self, limit: int = 5) -> dict:
+        """What went wrong, for people: the failure reason, the first `limit` distinct error
+        messages (with the bar time and the Lua location the message names) and the `limit`
+        most frequent kinds of rejection (reasons alike but for their numbers), each with its
+        count, first reason and first bar time (ms since epoch UTC)."""
+        errors, seen = [], set()
+        for e in self.errors:
+            if e.message not in seen and len(errors) < limit:
+                seen.add(e.message)
+                errors.append({"time": e.timestamp, "kind": e.kind, "message": e.message})
+        rejections: dict[tuple[str, str], dict] = {}
+        for r in self.rejections:
+            # Reasons that differ only in their numbers (prices, equity) are one kind of rejection.
+            key = (r.action, _NUMBER.sub("#", r.reason))
+            entry = rejections.setdefault(key, {"action": r.action, "reason": r.reason,
+                                                "count": 0, "first_time": r.timestamp})
+            entry["count"] += 1
+        by_count = sorted(rejections.values(), key=lambda x: (-x["count"], x["first_time"]))
+        return {"failed": self.status == "failed", "reason": self.status_reason if self.status == "failed" else "",
+                "error_count": len(self.errors), "errors": errors,
+                "rejection_count": len(self.rejections), "rejections": by_count[:limit]}
 
 
 @dataclass
@@ -83,6 +108,11 @@ class BacktestResult:
     ledger: dict
     bars: dict[str, Bars] = field(repr=False, default_factory=dict)
 
+    @property
+    def failed_runs(self) -> list[RunResult]:
+        """The runs whose runner FAILED (stopped by its errors before the end of the data)."""
+        return [r for r in self.runs if r.status == "failed"]
+
     def to_dict(self) -> dict:
         """Strict-JSON summary (metrics, ledger, trades; not the per-bar curves).
 
@@ -91,7 +121,8 @@ class BacktestResult:
         return jsonable({"metrics": self.metrics.to_dict(), "ledger": self.ledger,
                 "runs": [{"symbol": r.symbol, "strategy": r.strategy, "params": r.params,
                           "metrics": r.metrics.to_dict(), "trades": len(r.trades),
-                          "status": r.status, "status_reason": r.status_reason}
+                          "status": r.status, "status_reason": r.status_reason,
+                          "problems": r.problems()}
                          for r in self.runs],
                 "trades": [t.to_dict() for t in self.trades]})
 
@@ -283,5 +314,6 @@ class Backtest:
                                if r.status == "failed"],
             "load_seconds": round(self.load_seconds, 4),
             "run_seconds": round(elapsed, 4),
-            "bars_per_second": round(total / elapsed) if elapsed > 0 else None,
+            # bars actually run: a runner that failed early skips the rest of its bars
+            "bars_per_second": round(sum(r.bars_processed for r in runs) / elapsed) if elapsed > 0 else None,
         }

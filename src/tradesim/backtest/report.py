@@ -162,6 +162,7 @@ def write_report(
     max_candles: int = 5000,
     max_line_points: int = 4000,
     max_trades: int = 5000,
+    problems: Sequence[tuple[str, Mapping]] = (),
 ) -> Path:
     """Write a self-contained HTML report of one backtest.
 
@@ -197,6 +198,9 @@ def write_report(
     max_trades : int, default 5000
         Only the first `max_trades` trades get markers and table rows (the page says so);
         export all of them with `trades_to_csv`.
+    problems : sequence of (str, dict), optional
+        Per runner name, `RunResult.problems()`: a failure reason, first distinct errors and
+        rejections, shown in a "Problems" section at the top of the page when any exist.
 
     Returns
     -------
@@ -257,6 +261,7 @@ def write_report(
         trade_note=trade_note,
         trades_table=_trades_table(shown),
         ledger_table=_ledger_table(ledger or {}),
+        problems=_problems_section(problems),
         lwc_version=LWC_VERSION,
         data_json=_script_json(payload),
         lwc_js=_library_js(),
@@ -511,7 +516,36 @@ def _ledger_value(value) -> str:
         return _num(float(value), ".10g")
     if isinstance(value, (int, np.integer, str)):
         return str(value)
+    # Nested entries (gaps per symbol, warm-up per runner) read as "key: value" lines.
+    if isinstance(value, Mapping):
+        if not value:
+            return "—"
+        return "; ".join(f"{k}: {_ledger_value(v)}" for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_ledger_value(v) for v in value) if value else "none"
     return json.dumps(value, default=str, ensure_ascii=False)
+
+
+def _problems_section(problems: Sequence[tuple[str, Mapping]]) -> str:
+    """Failure reasons, first distinct errors and rejections per runner (empty when none)."""
+    items = []
+    for name, p in problems:
+        lines = []
+        if p.get("failed"):
+            lines.append(f'<li class="failed"><b>FAILED</b>: {html.escape(str(p.get("reason", "")))}</li>')
+        for e in p.get("errors", ()):
+            lines.append(f"<li>error at bar {format_time(e['time'])} UTC: "
+                         f"{html.escape(str(e['kind']))}: {html.escape(str(e['message']))}</li>")
+        if p.get("error_count", 0) > len(p.get("errors", ())):
+            lines.append(f"<li>{p['error_count']:,} strategy errors in all</li>")
+        for x in p.get("rejections", ()):
+            lines.append(f"<li>{x['count']:,} &times; rejected {html.escape(str(x['action']))}: "
+                         f"{html.escape(str(x['reason']))} (first at bar {format_time(x['first_time'])} UTC)</li>")
+        if lines:
+            items.append(f"<h3>{html.escape(name)}</h3><ul>{''.join(lines)}</ul>")
+    if not items:
+        return ""
+    return f'<section class="problems" id="problems"><h2>Problems</h2>{"".join(items)}</section>'
 
 
 def _ledger_table(ledger: Mapping[str, object]) -> str:
