@@ -209,6 +209,9 @@ def validate_command(strategy, params, bars, strict):
               help="Bar file(s) or recording(s) (.txt/.txt.gz) for --feed replay.")
 @click.option("--speed", default=0.0, show_default=True,
               help="Pace: 0 = as fast as possible, 1 = real time, N = N times real time.")
+@click.option("--bars-from", type=click.Choice(["auto", "klines", "trades"]), default="auto", show_default=True,
+              help="Recordings (--feed replay, .txt/.txt.gz): replay their @kline stream or build bars from "
+                   "@trade; auto takes klines when recorded, else trades.")
 @click.option("--bars", default=5000, show_default=True,
               help="Bars per symbol for the simulated feed (0 = run until Ctrl-C).")
 @click.option("--interval", default="1m", show_default=True, help="Bar interval (1s ... 1d, 1M).")
@@ -229,7 +232,7 @@ def validate_command(strategy, params, bars, strict):
 @click.option("--busy-poll-us", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="Low-latency mode: µs the event loop and idle workers spin before sleeping "
                    "(each spinning thread keeps a core busy; 0 = sleep at once).")
-def run_command(strategy, config_path, symbols, feed, data, speed, bars, interval, seed, cash, fill,
+def run_command(strategy, config_path, symbols, feed, data, speed, bars_from, bars, interval, seed, cash, fill,
                 slippage_bps, commission_bps, params, region, base_url, rest_url, duration, events_path,
                 busy_poll_us):
     """Run strategies on a feed with paper trading; Ctrl-C or SIGTERM stops with a summary.
@@ -271,7 +274,8 @@ def run_command(strategy, config_path, symbols, feed, data, speed, bars, interva
                       params=_parse_params(params), region=region, base_url=base_url,
                       rest_url=rest_url, duration=duration, events_file=events_file,
                       execution={"fill": fill, "slippage_bps": slippage_bps,
-                                 "commission_bps": commission_bps}, busy_poll_us=busy_poll_us)
+                                 "commission_bps": commission_bps},
+                      busy_poll_us=busy_poll_us, bars_from=bars_from)
     except (StrategyError, DataFileError, ConfigError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     finally:

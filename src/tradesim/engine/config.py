@@ -80,6 +80,9 @@ class FeedConfig(_Strict):
     start_price: float = Field(100.0, gt=0)
     # replay: bar files (kline/generic CSV, Parquet) or Binance recordings (.txt/.txt.gz)
     data: list[str] = Field(default_factory=list)
+    #: recordings only: bars from the @kline stream, from @trade (built here), or auto
+    #: (klines when recorded, else trades; an error when neither is)
+    bars_from: Literal["auto", "klines", "trades"] = "auto"
     # binance
     region: Literal["com", "us"] = "com"
     base_url: str | None = None

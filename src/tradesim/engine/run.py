@@ -10,6 +10,7 @@ prints a summary table. Runners use the same execution model as backtests.
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import time
 from pathlib import Path
@@ -20,6 +21,8 @@ from tradesim.engine import TradingEngine
 from tradesim.runner import SymbolRunner
 
 __all__ = ["build_engine", "make_feed", "run_engine", "run_paper"]
+
+log = logging.getLogger(__name__)
 
 
 def make_feed(cfg: FeedConfig) -> Any:
@@ -42,7 +45,10 @@ def make_feed(cfg: FeedConfig) -> Any:
         if recordings:
             from tradesim.feeds.recorded import RecordedFeed
 
+            from_trades = _bars_from_trades(recordings, cfg.interval, cfg.bars_from)
             return RecordedFeed(recordings if len(recordings) > 1 else recordings[0],
+                                interval=None if from_trades else cfg.interval,
+                                klines_from_trades=cfg.interval if from_trades else None,
                                 speed=cfg.speed)
         from tradesim.feeds.historical import HistoricalFeed
 
@@ -51,6 +57,36 @@ def make_feed(cfg: FeedConfig) -> Any:
 
     return BinanceFeed(cfg.symbols, cfg.interval, region=cfg.region, base_url=cfg.base_url,
                        rest_url=cfg.rest_url)
+
+
+def _bars_from_trades(recordings: list[str], interval: str, bars_from: str) -> bool:
+    """Whether a recorded replay builds its bars from trades (see FeedConfig.bars_from).
+
+    Raises
+    ------
+    ValueError
+        The recording holds neither the kline stream of `interval` nor trades, or
+        not the stream `bars_from` asks for; the message names what it does hold.
+    """
+    from tradesim.feeds.recorded import recorded_streams
+
+    kinds = recorded_streams(recordings)
+    has_klines, has_trades = f"kline_{interval}" in kinds, "trade" in kinds
+    names = ", ".join(Path(r).name for r in recordings)
+    found = ", ".join(sorted(kinds)) or "no streams"
+    if bars_from == "klines" and not has_klines:
+        raise ValueError(f"{names}: no @kline_{interval} stream to replay (it holds: {found}); "
+                         f"use bars_from = 'trades' / --bars-from trades to build bars from trades")
+    if bars_from == "trades" and not has_trades:
+        raise ValueError(f"{names}: no @trade stream to build bars from (it holds: {found})")
+    if bars_from == "auto" and not (has_klines or has_trades):
+        raise ValueError(f"{names}: nothing to build {interval} bars from: no @kline_{interval} and no "
+                         f"@trade stream (it holds: {found})")
+    from_trades = bars_from == "trades" or (bars_from == "auto" and not has_klines)
+    if from_trades and bars_from == "auto":
+        log.warning("%s: no @kline_%s stream; building %s bars from its @trade stream", names, interval,
+                    interval)
+    return from_trades
 
 
 def build_engine(config: EngineConfig, feeds: dict[str, Any] | None = None) -> TradingEngine:
@@ -193,7 +229,7 @@ def run_paper(strategy: str | Path, *, symbols: list[str] | None = None, feed: s
               base_url: str | None = None, rest_url: str | None = None,
               duration: float | None = None, events_file: IO[bytes] | None = None,
               execution: dict[str, Any] | None = None,
-              busy_poll_us: float = 0.0) -> list[SymbolRunner]:
+              busy_poll_us: float = 0.0, bars_from: str = "auto") -> list[SymbolRunner]:
     """Run one strategy on each symbol of one feed (``tradesim run`` without ``--config``).
 
     Returns the runners after the run (positions closed, status STOPPED or FAILED).
@@ -206,7 +242,7 @@ def run_paper(strategy: str | Path, *, symbols: list[str] | None = None, feed: s
     if feed == "simulated":
         feed_cfg.update(bars=bars, seed=seed)
     elif feed == "replay":
-        feed_cfg.update(data=list(data or []))
+        feed_cfg.update(data=list(data or []), bars_from=bars_from)
         if not symbols:  # the files name the symbols: build the feed once and ask it
             prebuilt["main"] = make_feed(FeedConfig(**feed_cfg))
             symbols = list(prebuilt["main"].symbols)

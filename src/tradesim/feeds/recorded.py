@@ -42,7 +42,7 @@ from tradesim.feeds.binance import BOOK, KLINE, REJECTED, TRADE, BarAssembler
 from tradesim.feeds.binance.messages import INTERVAL_MS, FrameError, Kline, parse_trade
 from tradesim.feeds.pacing import Pacer, check_speed
 
-__all__ = ["RecordedFeed", "TradeBarBuilder", "read_recording"]
+__all__ = ["RecordedFeed", "TradeBarBuilder", "read_recording", "recorded_streams"]
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,22 @@ def read_recording(path: str | os.PathLike) -> Iterator[tuple[int | None, str, i
                     yield int(stamp), message, number
                     continue
             yield None, line, number
+
+
+def recorded_streams(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> set[str]:
+    """The kinds of stream a recording holds, without the symbol: ``{"kline_1m", "trade", "bookTicker"}``.
+
+    Reads every line's ``"stream"`` name (the first 80 characters of each message).
+    """
+    kinds: set[str] = set()
+    for path in [paths] if isinstance(paths, (str, os.PathLike)) else paths:
+        for _, message, _ in read_recording(path):
+            head = message[:80]
+            start = head.find('"stream":"')
+            if start >= 0:
+                kinds.add(head[start + 10:head.find('"', start + 10)].partition("@")[2])
+    kinds.discard("")
+    return kinds
 
 
 class TradeBarBuilder:
