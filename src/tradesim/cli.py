@@ -229,12 +229,15 @@ def validate_command(strategy, params, bars, strict):
 @click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
 @click.option("--events", "events_path", type=click.Path(dir_okay=False),
               help="Write every event as a JSON line to this file.")
+@click.option("--max-offline", type=click.FloatRange(min=0), default=120.0, show_default=True,
+              help="Give up (exit 1) when a live feed has had no connection for this many seconds "
+                   "(0 = retry for ever).")
 @click.option("--busy-poll-us", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="Low-latency mode: µs the event loop and idle workers spin before sleeping "
                    "(each spinning thread keeps a core busy; 0 = sleep at once).")
 def run_command(strategy, config_path, symbols, feed, data, speed, bars_from, bars, interval, seed, cash, fill,
                 slippage_bps, commission_bps, params, region, base_url, rest_url, duration, events_path,
-                busy_poll_us):
+                max_offline, busy_poll_us):
     """Run strategies on a feed with paper trading; Ctrl-C or SIGTERM stops with a summary.
 
     \b
@@ -244,8 +247,9 @@ def run_command(strategy, config_path, symbols, feed, data, speed, bars_from, ba
       tradesim run --strategy s.lua --feed binance --symbol BTCUSDT --symbol ETHUSDT --interval 1m
       tradesim run --config runners.toml
     """
-    from tradesim.engine.config import ConfigError
     from tradesim.data import DataFileError
+    from tradesim.engine.config import ConfigError
+    from tradesim.engine.feed_watch import FeedOffline
     from tradesim.strategy import StrategyError
 
     if config_path is None and strategy is None:
@@ -264,7 +268,8 @@ def run_command(strategy, config_path, symbols, feed, data, speed, bars_from, ba
             if busy_poll_us:  # the command line wins over [engine] busy_poll_us
                 config = config.model_copy(update={
                     "engine": config.engine.model_copy(update={"busy_poll_us": busy_poll_us})})
-            engine = run_engine(build_engine(config), duration=duration, events_file=events_file)
+            engine = run_engine(build_engine(config), duration=duration, events_file=events_file,
+                                max_offline=max_offline)
             runners = [engine.runner(rid) for rid in engine.runner_ids]
         else:
             from tradesim.engine.run import run_paper
@@ -275,8 +280,8 @@ def run_command(strategy, config_path, symbols, feed, data, speed, bars_from, ba
                       rest_url=rest_url, duration=duration, events_file=events_file,
                       execution={"fill": fill, "slippage_bps": slippage_bps,
                                  "commission_bps": commission_bps},
-                      busy_poll_us=busy_poll_us, bars_from=bars_from)
-    except (StrategyError, DataFileError, ConfigError, ValueError) as exc:
+                      busy_poll_us=busy_poll_us, bars_from=bars_from, max_offline=max_offline)
+    except (StrategyError, DataFileError, ConfigError, FeedOffline, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     finally:
         if events_file is not None:

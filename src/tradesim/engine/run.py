@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from tradesim.engine.config import EngineConfig, FeedConfig, RunnerConfig
+from tradesim.engine.feed_watch import DEFAULT_MAX_OFFLINE_S, FeedOffline, FeedWatch
 from tradesim.engine import TradingEngine
 from tradesim.runner import SymbolRunner
 
@@ -120,16 +121,28 @@ def _add_runner(engine: TradingEngine, r: RunnerConfig) -> str:
 
 
 def run_engine(engine: TradingEngine, *, console=None, duration: float | None = None,
-               events_file: IO[bytes] | None = None) -> TradingEngine:
+               events_file: IO[bytes] | None = None,
+               max_offline: float = DEFAULT_MAX_OFFLINE_S, err_console=None) -> TradingEngine:
     """Run `engine` until its feeds end, `duration` s pass, or SIGINT/SIGTERM; print a summary.
 
-    `events_file` receives every event as one JSON line.
+    `events_file` receives every event as one JSON line. The cause of each failed
+    connection attempt of a live feed goes to `err_console` (stderr), rate-limited.
+
+    Raises
+    ------
+    FeedOffline
+        After the summary, when a live feed had no connection for `max_offline`
+        seconds (0: retry for ever) and the run was stopped for it.
     """
     from rich.console import Console
     from rich.live import Live
+    from rich.markup import escape
 
     console = console or Console()
+    err_console = err_console or Console(stderr=True)
     started = time.monotonic()
+    watch = FeedWatch(engine, lambda text: err_console.print(escape(text), soft_wrap=True),
+                      max_offline=max_offline)
 
     async def main(live: Live) -> None:
         loop = asyncio.get_running_loop()
@@ -138,7 +151,7 @@ def run_engine(engine: TradingEngine, *, console=None, duration: float | None = 
                 loop.add_signal_handler(sig, _on_signal, engine, console, sig)
             except (NotImplementedError, RuntimeError):  # not the main thread / platform
                 pass
-        tasks = [loop.create_task(_refresh(engine, live, started))]
+        tasks = [loop.create_task(_refresh(engine, live, started)), loop.create_task(watch.run())]
         if events_file is not None:
             tasks.append(loop.create_task(_log_events(engine, events_file)))
         try:
@@ -165,6 +178,8 @@ def run_engine(engine: TradingEngine, *, console=None, duration: float | None = 
             console.print("[yellow]interrupted[/yellow]")
     engine.close("end of run")  # a no-op unless the run was interrupted before its own close
     console.print(_summary(engine, time.monotonic() - started))
+    if watch.gave_up:
+        raise FeedOffline(watch.gave_up)
     return engine
 
 
@@ -229,7 +244,8 @@ def run_paper(strategy: str | Path, *, symbols: list[str] | None = None, feed: s
               base_url: str | None = None, rest_url: str | None = None,
               duration: float | None = None, events_file: IO[bytes] | None = None,
               execution: dict[str, Any] | None = None,
-              busy_poll_us: float = 0.0, bars_from: str = "auto") -> list[SymbolRunner]:
+              busy_poll_us: float = 0.0, bars_from: str = "auto",
+              max_offline: float = DEFAULT_MAX_OFFLINE_S, err_console=None) -> list[SymbolRunner]:
     """Run one strategy on each symbol of one feed (``tradesim run`` without ``--config``).
 
     Returns the runners after the run (positions closed, status STOPPED or FAILED).
@@ -255,6 +271,7 @@ def run_paper(strategy: str | Path, *, symbols: list[str] | None = None, feed: s
     config = parse_config({"engine": {"busy_poll_us": busy_poll_us}, "feeds": {"main": feed_cfg},
                            "runners": runners}, "tradesim run")
     engine = build_engine(config, prebuilt)
-    run_engine(engine, console=console, duration=duration, events_file=events_file)
+    run_engine(engine, console=console, duration=duration, events_file=events_file,
+               max_offline=max_offline, err_console=err_console)
     return [engine.runner(rid) for rid in engine.runner_ids]
 

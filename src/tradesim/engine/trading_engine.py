@@ -238,6 +238,11 @@ class TradingEngine:
     def runner_ids(self) -> list[str]:
         return list(self._runners)
 
+    @property
+    def feeds(self) -> dict[str, Any]:
+        """The feeds by name (a copy)."""
+        return dict(self._feeds)
+
     def subscribe(self, maxsize: int = 10_000, types: list[str] | None = None) -> Subscription:
         """Events as an async iterator (see `EventBus.subscribe`)."""
         return self.bus.subscribe(maxsize, types)
