@@ -444,7 +444,7 @@ def _abort(ws) -> None:
 
 
 def garbage_frames(symbol: str = "btcusdt") -> list:
-    """Bad frames of reliability.md W4/W5, M1, M3, M9: each must be counted and dropped."""
+    """Bad frames of docs/hostile-inputs.md W4/W5, M1, M3, M9: each must be counted and dropped."""
     s = symbol
     return [
         "{not json",                                               # malformed JSON

@@ -1,4 +1,8 @@
-"""BinanceFeed against a loopback fake Binance (tests/feeds/fake_binance.py), reliability.md §2.4, §6.2-6.3.
+"""BinanceFeed against a loopback fake Binance (tests/feeds/fake_binance.py).
+
+Cases of docs/binance.md (How BinanceFeed applies these rules) and of
+docs/hostile-inputs.md (Market data M1-M10, WebSocket faults W1-W11; the ids
+are in the comments).
 
 Every end-to-end case checks the bars the client yielded against the source bars
 exactly (open time and OHLCV): none missing, none duplicated, in order per symbol.

@@ -1,9 +1,9 @@
-"""Hostile and faulty Lua scripts against LuaSandbox (reliability.md 6.1, L1-L17), plus normal use.
+"""Hostile and faulty Lua scripts against LuaSandbox (docs/hostile-inputs.md, L1-L17), plus normal use.
 
 Every hostile case asserts a specific typed error with a useful message, that nothing escaped,
 and that the same runtime still runs a normal function afterwards. Nothing here relies on a
 test timeout: the guard itself must stop every script. The loose "< 2 s" bounds are the
-runner watchdog of reliability.md 1.7, not performance assertions.
+runner-watchdog bound of docs/hostile-inputs.md (Conventions), not performance assertions.
 """
 
 from __future__ import annotations
@@ -195,7 +195,7 @@ def test_l7_planted_debug_traceback_stays_in_env(sb):
 
 def test_close_handler_of_a_timed_out_wrapped_coroutine_never_runs_unhooked(sb):
     # Real coroutine.wrap closes a dead coroutine's <close> variables; after a hook-raised
-    # error that thread has hooks disabled, so this hung with Appendix A's guard.
+    # error that thread has hooks disabled, so this hung while the sandbox used the real wrap.
     expect(sb, StrategyTimeout,
            "coroutine.wrap(function()\n"
            "  local x <close> = setmetatable({}, {__close = function() while true do end end})\n"

@@ -4,9 +4,9 @@ The event loop `offer`s bars; a worker thread `drain`s them into the runner.
 The inbox is bounded (``queue_size`` bars). Closed bars are never dropped:
 when a runner falls ``queue_size`` bars behind, it is FAILED with the reason
 "queue overflow" and its inbox is discarded; the feed and every other runner
-go on (reliability.md §2.3: never drop a closed kline silently, never block
-the reader). Bid/ask quotes reach runners only attached to bars, so there is
-no quote stream to coalesce here.
+go on (docs/binance.md, Slow readers and blocked loops: never drop a closed
+kline silently, never block the reader). Bid/ask quotes reach runners only
+attached to bars, so there is no quote stream to coalesce here.
 
 Control requests (snapshots, price history) travel through the same inbox
 ahead of bars, so they are answered between two bars, by the worker that owns

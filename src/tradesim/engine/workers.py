@@ -9,7 +9,8 @@ worker has been stuck in one call for longer than ``stall_after`` seconds
 after ``idle_retire`` seconds without work.
 
 Why not the event loop: a Lua call may run for up to its CPU budget, and a
-blocked loop misses Binance's pings (reliability.md §2.3, E10).
+blocked loop misses Binance's pings (docs/binance.md, Slow readers and
+blocked loops).
 
 Idle workers wait on a `Doorbell`: they park at once by default, or spin for
 ``spin_s`` seconds first (busy polling, for the lowest latency at the price of

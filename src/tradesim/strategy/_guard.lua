@@ -3,8 +3,8 @@
 -- Runs once, in the real globals, before user code exists. It captures what the host needs
 -- as upvalues, builds the whitelisted environment that user chunks get as _ENV, strips the
 -- real globals, arms a permanent instruction-count hook and returns the host closures to
--- Python. See reliability.md sections 1.3-1.6 and Appendix A for the reasoning; the comments
--- here only mark where this file goes beyond it.
+-- Python. docs/sandbox.md gives the reasoning; the comments here mark the details it does
+-- not cover.
 --
 -- Every function handed to Python starts with the budget prologue (see `guarded`), because the
 -- hook is permanent: Lua code entered without it could be charged against a previous call.
@@ -81,10 +81,11 @@ hook = function()
 end
 
 -- Library functions whose work grows with their input run in C, where no count hook fires
--- (reliability.md 1.5 item 7). Beyond the pattern functions, table.move({}, 1, 1e12, 1) loops
--- forever without allocating, and table.sort on 500k numbers takes ~150 ms per call, so a
--- loop of such calls would outrun the deadline between two firings. Their wrappers charge
--- the estimated work, in instruction equivalents, to the shared budget before calling C.
+-- (docs/sandbox.md, Work inside C functions). Beyond the pattern functions,
+-- table.move({}, 1, 1e12, 1) loops forever without allocating, and table.sort on 500k numbers
+-- takes ~150 ms per call, so a loop of such calls would outrun the deadline between two
+-- firings. Their wrappers charge the estimated work, in instruction equivalents, to the shared
+-- budget before calling C.
 local INV = 1 / EVERY
 local function charge(units)
   if not (units > 0) then return end   -- never a refund (also rejects nan)
@@ -171,7 +172,7 @@ local function safe_pcall(f, ...)
 end
 
 -- The handler runs after unwinding, as ordinary hooked code: a real xpcall handler would run
--- with hooks off when the error came from the hook (reliability.md 1.5 item 1).
+-- with hooks off when the error came from the hook (docs/sandbox.md, Hook bypasses, 1).
 local function xp_finish(h, ok, ...)
   if ok then return true, ... end
   if expired then error(TIMEOUT, 0) end
@@ -201,7 +202,7 @@ end
 
 ------------------------------------------------------------------------------------------
 -- Coroutines. New threads inherit the C hook but not the Lua hook function (lookup is per
--- thread, ldblib.c), so each body arms the hook first (reliability.md 1.5 item 2).
+-- thread, ldblib.c), so each body arms the hook first (docs/sandbox.md, Hook bypasses, 2).
 
 local function safe_create(f)
   if type(f) ~= "function" then argerror(1, "create", "function expected, got " .. type(f)) end
@@ -303,8 +304,9 @@ local function safe_move(a1, f, e, t, a2)
 end
 
 ------------------------------------------------------------------------------------------
--- Strings: no find/match/gmatch/gsub (a pattern can take n^4 time inside one C call, 1.5
--- item 7), no dump, pack or unpack; rep capped; the rest charged by size.
+-- Strings: no find/match/gmatch/gsub (a pattern can take n^4 time inside one C call:
+-- docs/sandbox.md, Work inside C functions), no dump, pack or unpack; rep capped; the rest
+-- charged by size.
 
 local function safe_rep(s, n, sep)
   s = checkstring(s, 1, "rep")
@@ -437,7 +439,7 @@ local function log_fn(...)
 end
 
 ------------------------------------------------------------------------------------------
--- Raw conversion of results into values Python may touch (reliability.md 1.6, E9): no
+-- Raw conversion of results into values Python may touch (docs/sandbox.md, Results): no
 -- metamethod of a user table ever runs outside the hook window, so only `next`, rawget and
 -- type() are used here. Tables are copied into fresh plain tables of scalars.
 

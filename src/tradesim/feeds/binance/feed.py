@@ -3,7 +3,7 @@
 `BinanceFeed` yields closed bars (kline ``"x": true``) as `MarketData`, per
 symbol strictly in open-time order with none missing and none duplicated, each
 carrying the latest non-crossed book-ticker quote of its symbol. It follows
-reliability.md §2:
+the rules in docs/binance.md:
 
 * streams ``<sym>@kline_<iv>`` and ``<sym>@bookTicker`` on combined-stream
   connections of at most `streams_per_connection` streams; streams beyond the
@@ -15,7 +15,7 @@ reliability.md §2:
   handshake or on REST is honoured through ``Retry-After``;
 * a silence watchdog, proactive rotation before Binance's 24 h limit and on
   ``serverShutdown`` (the replacement opens first; duplicates are dropped);
-* gap detection and backfill exactly per §2.4: per symbol the expected next
+* gap detection and backfill as docs/binance.md describes: per symbol the expected next
   open time; after every (re)connect, and on any kline that jumps past it, REST
   ``GET /api/v3/klines`` fills the hole (paginated, still-open klines dropped)
   while live klines are buffered and deduplicated by open time;
@@ -128,7 +128,7 @@ class Backoff:
     uniform in [0, 1). A failure is any attempt that does not end in a
     connection that lived at least `stable_after` seconds; only such a stable
     connection resets the count (websockets resets on every open, which turns
-    an accept-then-close server into a tight loop: reliability.md §2.2).
+    an accept-then-close server into a tight loop: docs/binance.md, Reconnects).
 
     Parameters
     ----------
@@ -269,7 +269,7 @@ class BarAssembler:
 
     Shared by `BinanceFeed` and `RecordedFeed`. For each frame: strict decode,
     route by stream name (``<sym>@kline_<iv>``, ``<sym>@bookTicker``), then
-    §2.4's ordering rule per symbol: a closed kline with the expected open time
+    the ordering rule of docs/binance.md per symbol: a closed kline with the expected open time
     is emitted (with the symbol's latest non-crossed quote), an earlier one is a
     duplicate or out of order and dropped, a later one (closed or not) is a gap
     handed to `on_gap`. While a symbol is catching up, its closed klines are
@@ -369,7 +369,7 @@ class BarAssembler:
         return kind if kind in (ACK, ERROR, SHUTDOWN) else UNKNOWN
 
     def kline(self, st: _Sym, k: Kline) -> None:
-        """Apply §2.4's ordering rule to one validated kline of `st`."""
+        """Apply the ordering rule (docs/binance.md) to one validated kline of `st`."""
         t = k.open_time
         if st.catching_up:
             if k.closed:
@@ -1085,7 +1085,7 @@ class BinanceFeed:
             conn = _Conn(cid, None, g, self._clock(), RateWindow(self._control_rate, 1.0, self._clock))
             sink = functools.partial(self._on_frame, conn)
             # Symbols that had bars before this connection are checked for a hole once it is up
-            # (§2.4); a symbol's first bars may come with the handshake and need no check.
+            # (docs/binance.md); a symbol's first bars may come with the handshake and need no check.
             known = [st for st in self._kline_syms(g.streams[:self._url_streams]) if st.next_t is not None]
             try:
                 ws = await ws_connect(url, open_timeout=self._open_timeout, ping_interval=self._ping_interval,
@@ -1200,7 +1200,7 @@ class BinanceFeed:
             batch = conn.pending.pop(rid, None)
             if batch is not None:
                 self.stats["acks"] += 1
-                # Streams subscribed now: their backfill check can run (§2.4, after every resubscribe).
+                # Streams subscribed now: their backfill check can run (after every resubscribe).
                 for st in self._kline_syms(batch):
                     self._check(st)
             else:
@@ -1221,7 +1221,7 @@ class BinanceFeed:
             self._asm.reject("unknown", "unrecognized message", orjson.dumps(msg)[:_SNIPPET].decode("utf-8", "replace"),
                              conn.id)
 
-    # -- gaps and backfill (§2.4) --------------------------------------------------------------------
+    # -- gaps and backfill (docs/binance.md) ----------------------------------------------------------
     def _gap(self, st: _Sym, k: Kline) -> None:
         """A kline jumped past the expected open time: buffer it and backfill the hole."""
         self.stats["gaps"] += 1
@@ -1352,7 +1352,7 @@ class BinanceFeed:
                                      orjson.dumps(row).decode(), "rest", symbol)
                     continue
                 if k.close_time >= now:
-                    break  # still open (§2.4)
+                    break  # still open
                 out.append(k)
             if len(rows) < self._rest_limit or last_close is None or last_close >= now:
                 break
