@@ -18,6 +18,20 @@ from tradesim import __version__
 EXIT_FAILED = 1
 
 
+def _console(stderr: bool = False):
+    """A rich console; when output is not a terminal, wide enough that tables are not
+    truncated (rich would fall back to 80 columns) and with no colour codes."""
+    import shutil
+
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    if stream.isatty():
+        return Console(stderr=stderr)
+    return Console(stderr=stderr, width=max(shutil.get_terminal_size((200, 24)).columns, 200),
+                   no_color=True, highlight=False)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.version_option(__version__, prog_name="tradesim")
 def main():
@@ -68,7 +82,7 @@ def indicators_list(as_json):
     for i in infos:
         spec = f"{i.name}:" + ",".join(f"{p.name}={p.default:g}" for p in i.params)
         table.add_row(spec, ", ".join(i.inputs), ", ".join(i.outputs), i.summary)
-    Console().print(table)
+    _console().print(table)
 
 
 @indicators.command("compute")
@@ -127,7 +141,7 @@ def indicators_compute(data_path, specs, out_path, tail):
     for i in range(max(0, len(bars) - tail), len(bars)):
         table.add_row(format_time(int(bars.timestamp[i]), "%Y-%m-%d %H:%M"), f"{bars.close[i]:.8g}",
                       *(("" if np.isnan(v := col[i]) else f"{v:.6f}") for col in columns.values()))
-    Console().print(table)
+    _console().print(table)
 
 
 def _parse_params(values: tuple[str, ...]) -> dict[str, str]:
@@ -269,7 +283,8 @@ def run_command(strategy, config_path, symbols, feed, data, speed, bars_from, ba
                 config = config.model_copy(update={
                     "engine": config.engine.model_copy(update={"busy_poll_us": busy_poll_us})})
             engine = run_engine(build_engine(config), duration=duration, events_file=events_file,
-                                max_offline=max_offline)
+                                max_offline=max_offline, console=_console(),
+                                err_console=_console(stderr=True))
             runners = [engine.runner(rid) for rid in engine.runner_ids]
         else:
             from tradesim.engine.run import run_paper
@@ -280,7 +295,8 @@ def run_command(strategy, config_path, symbols, feed, data, speed, bars_from, ba
                       rest_url=rest_url, duration=duration, events_file=events_file,
                       execution={"fill": fill, "slippage_bps": slippage_bps,
                                  "commission_bps": commission_bps},
-                      busy_poll_us=busy_poll_us, bars_from=bars_from, max_offline=max_offline)
+                      busy_poll_us=busy_poll_us, bars_from=bars_from, max_offline=max_offline,
+                      console=_console(), err_console=_console(stderr=True))
     except (StrategyError, DataFileError, ConfigError, FeedOffline, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     finally:
@@ -359,36 +375,35 @@ def backtest_command(strategies, data, start, end, fill, slippage_bps, commissio
 
 
 def _print_backtest(result, report, trades_path) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
-    m = result.metrics.to_dict()
+    from tradesim.backtest.metric_format import format_percent, metric_rows
+
+    console = _console()
     table = Table(title="Backtest metrics (portfolio)")
+    table.add_column("section")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    pct = {"total_return", "cagr", "annual_volatility", "max_drawdown", "win_rate", "exposure"}
-    for key, value in m.items():
-        if isinstance(value, float):
-            text = f"{value:.2%}" if key in pct else f"{value:,.4f}"
-        else:
-            text = str(value)
-        table.add_row(key, text)
+    heading = None
+    for section, label, _, text in metric_rows(result.metrics):
+        table.add_row(section if section != heading else "", label, text)
+        heading = section
     console.print(table)
     runs = Table(title="Runners")
-    for col in ("symbol", "strategy", "trades", "final equity", "return", "status"):
-        runs.add_column(col)
+    for col in ("symbol", "strategy", "trades", "win rate", "fees", "final equity", "return", "status"):
+        runs.add_column(col, no_wrap=True, justify="left" if col in ("symbol", "strategy", "status") else "right")
     for r in result.runs:
-        rm = r.metrics.to_dict()
-        runs.add_row(r.symbol, r.strategy, str(len(r.trades)), f"{rm.get('final_equity', float('nan')):,.2f}",
-                     f"{rm.get('total_return', float('nan')):.2%}", r.status)
+        m = r.metrics
+        runs.add_row(r.symbol, r.strategy, f"{len(r.trades):,}", format_percent(m.win_rate),
+                     f"{m.total_fees:,.2f}", f"{m.final_equity:,.2f}", format_percent(m.total_return), r.status)
     console.print(runs)
     ledger = result.ledger
     console.print(f"[dim]{ledger['bars_processed']:,} bars in {ledger['run_seconds']:.2f} s "
                   f"({ledger['bars_per_second']:,} bars/s; load {ledger['load_seconds']:.2f} s); "
                   f"fill {ledger['fill_rule']}, slippage {ledger['slippage_bps']} bps, "
                   f"commission {ledger['commission_bps']} bps; ambiguous exits {ledger['ambiguous_exits']}, "
-                  f"strategy errors {ledger['strategy_errors']}, rejected actions {ledger['rejected_actions']}[/dim]")
+                  f"strategy errors {ledger['strategy_errors']}, rejected actions {ledger['rejected_actions']}[/dim]",
+                  soft_wrap=True)
     _print_problems(console, result.runs)
     if report:
         console.print(f"report: {report}")
@@ -475,7 +490,7 @@ def bench_command(filters, quick, as_json):
             verdict = "" if r.passed is None else ("[green]pass[/green]" if r.passed else "[red]FAIL[/red]")
             table.add_row(r.name, fmt(r.p50, r.unit), fmt(r.p99, r.unit), fmt(r.max, r.unit),
                           f"{r.ops_per_s:,.0f}", budget, verdict)
-        Console().print(table)
+        _console().print(table)
     if failed:
         raise SystemExit(1)
 

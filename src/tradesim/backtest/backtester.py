@@ -127,6 +127,11 @@ class BacktestResult:
                 "trades": [t.to_dict() for t in self.trades]})
 
 
+def _final_status(runner: SymbolRunner) -> str:
+    """A runner still running when its data ran out has "finished"; else its status (failed, ...)."""
+    return "finished" if runner.status.value == "running" else runner.status.value
+
+
 def _as_bars(data: Any, start: Any, end: Any) -> list[Bars]:
     from tradesim.feeds.historical import HistoricalFeed
 
@@ -262,7 +267,7 @@ class Backtest:
         return RunResult(bars.symbol, runner.strategy.name, runner.strategy.params, list(runner.trades),
                          bars.timestamp, equity, in_pos.astype(bool), metrics,
                          runner.execution.starting_cash, runner.warmup_bars(), list(runner.errors),
-                         list(runner.rejections), runner.status.value, runner.status_reason,
+                         list(runner.rejections), _final_status(runner), runner.status_reason,
                          int(runner.core.bars))
 
     def _combine(self, runs: list[RunResult], elapsed: float, total: int) -> BacktestResult:

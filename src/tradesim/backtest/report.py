@@ -24,6 +24,7 @@ from string import Template
 
 import numpy as np
 
+from tradesim.backtest.metric_format import format_number, metric_rows
 from tradesim.backtest.metrics import Metrics, drawdown_series
 from tradesim.runner.trades import Trade
 from tradesim.timeframes import format_duration, format_time
@@ -390,92 +391,14 @@ def _license_comment() -> str:
 
 # --------------------------------------------------------------------------- tables
 
-def _num(x: float, spec: str) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "n/a"
-    if isinstance(x, float) and math.isinf(x):
-        return "∞" if x > 0 else "−∞"
-    return format(x, spec)
-
-
-def _pct(x: float) -> str:
-    """A fraction as a percentage: 0.1234 -> '12.34 %'."""
-    return f"{100.0 * x:,.2f} %" if math.isfinite(x) else _num(x, "")
-
-
-def _dd_duration(bars: int, ms: int, recovered: bool | None = None) -> str:
-    if not bars:
-        return "0 bars"
-    text = f"{bars:,} bars ({format_duration(ms)})"
-    return text + ("" if recovered in (None, True) else ", not recovered")
-
-
-# (label, formatter) per Metrics field; fields not listed are shown under "Other".
-_METRIC_SECTIONS: list[tuple[str, list[tuple[str, str, object]]]] = [
-    ("Period", [
-        ("start_time", "Start (UTC)", format_time),
-        ("end_time", "End (UTC)", format_time),
-        ("n_bars", "Bars", lambda v: f"{v:,}"),
-        ("interval_ms", "Bar interval", format_duration),
-        ("years", "Years", lambda v: _num(v, ".3f")),
-    ]),
-    ("Returns", [
-        ("starting_cash", "Starting cash", lambda v: _num(v, ",.2f")),
-        ("final_equity", "Final equity", lambda v: _num(v, ",.2f")),
-        ("total_return", "Total return", _pct),
-        ("cagr", "CAGR", _pct),
-        ("volatility", "Volatility (annualized)", _pct),
-        ("sharpe", "Sharpe ratio", lambda v: _num(v, ".3f")),
-        ("sortino", "Sortino ratio", lambda v: _num(v, ".3f")),
-        ("calmar", "Calmar ratio", lambda v: _num(v, ".3f")),
-        ("risk_free_rate", "Risk-free rate (annual)", _pct),
-        ("bars_per_year", "Bars per year", lambda v: _num(v, ",.1f")),
-    ]),
-    ("Drawdown", [
-        ("max_drawdown", "Max drawdown", _pct),
-        ("max_drawdown_bars", "Max drawdown duration", None),
-        ("longest_drawdown_bars", "Longest drawdown", None),
-    ]),
-    ("Trades", [
-        ("n_trades", "Trades", lambda v: f"{v:,}"),
-        ("n_wins", "Wins", lambda v: f"{v:,}"),
-        ("n_losses", "Losses", lambda v: f"{v:,}"),
-        ("win_rate", "Win rate", _pct),
-        ("profit_factor", "Profit factor", lambda v: _num(v, ".3f")),
-        ("expectancy", "Expectancy (per trade)", lambda v: _num(v, ",.2f")),
-        ("avg_win", "Average win", lambda v: _num(v, ",.2f")),
-        ("avg_loss", "Average loss", lambda v: _num(v, ",.2f")),
-        ("best_trade", "Best trade", lambda v: _num(v, ",.2f")),
-        ("worst_trade", "Worst trade", lambda v: _num(v, ",.2f")),
-        ("total_fees", "Fees paid", lambda v: _num(v, ",.2f")),
-        ("exposure", "Exposure (time in market)", _pct),
-        ("n_ambiguous", "Ambiguous exits (SL and TP in one bar)", lambda v: f"{v:,}"),
-    ]),
-]
-_METRIC_SHOWN_ELSEWHERE = {"max_drawdown_ms", "max_drawdown_recovered", "longest_drawdown_ms"}
-
-
 def _metrics_table(metrics: Metrics) -> str:
-    values = metrics.to_dict()
-    rows = []
-    listed = set(_METRIC_SHOWN_ELSEWHERE)
-    sections = list(_METRIC_SECTIONS)
-    other = [(k, k.replace("_", " ").capitalize(), _ledger_value) for k in values
-             if k not in listed and all(k != f for _, fs in sections for f, _, _ in fs)]
-    if other:
-        sections.append(("Other", other))
-    for heading, entries in sections:
-        rows.append(f'<tr class="section"><th colspan="2">{heading}</th></tr>')
-        for key, label, fmt in entries:
-            if key == "max_drawdown_bars":
-                text = _dd_duration(values[key], values["max_drawdown_ms"],
-                                    values["max_drawdown_recovered"])
-            elif key == "longest_drawdown_bars":
-                text = _dd_duration(values[key], values["longest_drawdown_ms"])
-            else:
-                text = fmt(values[key])
-            rows.append(f'<tr><td>{html.escape(label)}</td><td class="num" data-metric="{key}">'
-                        f"{html.escape(text)}</td></tr>")
+    rows, heading = [], None
+    for section, label, key, text in metric_rows(metrics):
+        if section != heading:
+            heading = section
+            rows.append(f'<tr class="section"><th colspan="2">{html.escape(section)}</th></tr>')
+        rows.append(f'<tr><td>{html.escape(label)}</td><td class="num" data-metric="{key}">'
+                    f"{html.escape(text)}</td></tr>")
     return '<table class="metrics">' + "".join(rows) + "</table>"
 
 
@@ -513,7 +436,7 @@ def _ledger_value(value) -> str:
     if isinstance(value, (bool, np.bool_)):
         return "yes" if value else "no"
     if isinstance(value, (float, np.floating)):
-        return _num(float(value), ".10g")
+        return format_number(float(value), ".10g")
     if isinstance(value, (int, np.integer, str)):
         return str(value)
     # Nested entries (gaps per symbol, warm-up per runner) read as "key: value" lines.
