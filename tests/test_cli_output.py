@@ -40,3 +40,25 @@ def test_backtest_summary_piped_is_readable_and_not_truncated(tmp_path):
     assert re.search(r"Max drawdown duration\s+│\s+[\d,]+ bars \(\d+[dhms]", out)
     assert "finished" in out and "running" not in out
     assert re.search(r"Fees paid\s+│\s+[\d,]+\.\d\d", out)
+
+
+def test_main_job_summary_reads_like_a_real_market(tmp_path):
+    # The README's main job: a BTCUSDT-like simulated feed, orders sized from the cash, and a
+    # summary with return, fees and win rate per runner.
+    proc = subprocess.run([sys.executable, "-m", "tradesim.cli", "run", "--strategy", str(EMA),
+                           "--symbol", "BTCUSDT", "--symbol", "ETHUSDT", "--commission-bps", "10",
+                           "--events", str(tmp_path / "ev.jsonl")],
+                          capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    for col in ("trades", "win rate", "fees", "P&L", "return", "equity"):
+        assert col in out
+    assert "BTCUSDT:ema_crossover" in out and "ETHUSDT:ema_crossover" in out
+    import json
+
+    events = [json.loads(line) for line in (tmp_path / "ev.jsonl").read_text().splitlines()]
+    first_bar = {e["symbol"]: e["close"] for e in events if e["type"] == "bar_received"}
+    assert 50_000 < first_bar["BTCUSDT"] < 200_000 and 1_000 < first_bar["ETHUSDT"] < 10_000
+    opened = [e for e in events if e["type"] == "position_opened"]
+    # sized from the cash (10,000 each), not a fixed 0.01 BTC: the notional is near the cash
+    assert opened and all(5_000 < e["quantity"] * e["price"] <= 10_000 for e in opened)

@@ -6,7 +6,7 @@ params = {
   period = 20,        -- band window (bars)
   k = 2.0,            -- band width, standard deviations
   stop_k = 3.0,       -- stop distance below the middle, standard deviations
-  quantity = 0.01,    -- base units per trade
+  quantity = 0.0,    -- base units per trade; 0 = size_fraction of the cash (see the execution settings)
 }
 
 function detect_opportunity(md, ctx, ind)
@@ -22,7 +22,7 @@ function filter_commitment(md, ctx, ind)
   if ctx.stop >= md.close then
     return {action = "cancel_analysis", reason = "stop_above_price"}
   end
-  return {action = "enter_long", quantity = params.quantity, stop_loss = ctx.stop,
+  return {action = "enter_long", quantity = params.quantity > 0 and params.quantity or nil, stop_loss = ctx.stop,
           take_profit = ctx.middle > md.close and ctx.middle or nil, reason = "band_reversion"}
 end
 

@@ -5,7 +5,7 @@ name = "ema_crossover"
 params = {
   fast = 10,          -- fast EMA period (bars)
   slow = 20,          -- slow EMA period (bars)
-  quantity = 0.01,    -- base units per trade (0 = let the execution model size it)
+  quantity = 0.0,    -- base units per trade; 0 = size_fraction of the cash (see the execution settings)
 }
 
 -- The previous bar's EMAs, to see a cross. Kept in script locals (not in

@@ -5,7 +5,7 @@ name = "macd_trend"
 
 params = {
   fast = 12, slow = 26, signal = 9,   -- MACD periods (bars)
-  quantity = 0.01,                    -- base units per trade
+  quantity = 0.0,                    -- base units per trade; 0 = size_fraction of the cash (see the execution settings)
   allow_short = true,
 }
 
@@ -36,7 +36,7 @@ end
 function filter_commitment(md, ctx, ind)
   observe(md, ind)
   local action = ctx.dir == 1 and "enter_long" or "enter_short"
-  return {action = action, quantity = params.quantity, reason = ctx.reason}
+  return {action = action, quantity = params.quantity > 0 and params.quantity or nil, reason = ctx.reason}
 end
 
 function manage_position(md, ctx, ind)

@@ -6,7 +6,7 @@ name = "range_breakout"
 params = {
   lookback = 20,          -- bars in the range
   volume_factor = 1.5,    -- breakout volume vs the average volume
-  quantity = 0.01,        -- base units per trade
+  quantity = 0.0,        -- base units per trade; 0 = size_fraction of the cash (see the execution settings)
   max_bars = 120,         -- give up on a trade after this many bars
 }
 
@@ -31,7 +31,7 @@ end
 
 function filter_commitment(md, ctx, ind)
   observe(md, ind)
-  return {action = "enter_long", quantity = params.quantity, stop_loss = ctx.range_low,
+  return {action = "enter_long", quantity = params.quantity > 0 and params.quantity or nil, stop_loss = ctx.range_low,
           reason = "breakout_confirmed"}
 end
 

@@ -8,7 +8,7 @@ params = {
   exit_level = 50,        -- exit above this RSI
   stop_loss_pct = 1.0,    -- stop-loss distance below entry, percent
   take_profit_pct = 2.0,  -- take-profit distance above entry, percent
-  quantity = 0.01,        -- base units per trade
+  quantity = 0.0,        -- base units per trade; 0 = size_fraction of the cash (see the execution settings)
 }
 
 function detect_opportunity(md, ctx, ind)
@@ -28,7 +28,7 @@ function filter_commitment(md, ctx, ind)
   if rsi > ctx.rsi then
     return {
       action = "enter_long",
-      quantity = params.quantity,
+      quantity = params.quantity > 0 and params.quantity or nil,
       stop_loss = md.close * (1 - params.stop_loss_pct / 100),
       take_profit = md.close * (1 + params.take_profit_pct / 100),
       reason = "rsi_turning_up",

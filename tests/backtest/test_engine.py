@@ -250,7 +250,7 @@ def test_ledger_records_assumptions_and_counts(btc_bars):
     assert ledger["load_seconds"] >= 0 and ledger["run_seconds"] >= 0
     # Fees in the trades follow the ledger's costs: 4 bps per side plus 0.25 per order.
     t = result.trades[0]
-    assert t.fees == pytest.approx((t.entry_price + t.exit_price) * 0.01 * 4e-4 + 0.5, rel=1e-12)
+    assert t.fees == pytest.approx((t.entry_price + t.exit_price) * t.quantity * 4e-4 + 0.5, rel=1e-12)
 
 
 def test_ledger_counts_gaps_in_a_file_with_missing_minutes(tmp_path):

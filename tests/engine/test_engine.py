@@ -14,6 +14,7 @@ from tradesim.backtest import Backtest
 from tradesim.engine import TradingEngine, UnknownRunner
 from tradesim.feeds import HistoricalFeed, SimulatedFeed
 from tradesim.runner import RunnerStatus
+from tradesim.runner.execution import ExecutionConfig
 
 REPO = Path(__file__).resolve().parents[2]
 EMA = REPO / "lua-strategies" / "examples" / "ema_crossover.lua"
@@ -55,8 +56,11 @@ def _comparable(trades):
 def test_runners_see_every_bar_in_order_and_trade_like_a_backtest(btc_path, tmp_path):
     engine = TradingEngine()
     engine.add_feed(HistoricalFeed(btc_path, "BTCUSDT", start=START, end=END), "hist")
-    ema = engine.add_runner("BTCUSDT", EMA)
-    rsi = engine.add_runner("BTCUSDT", RSI)
+    # The backtest below splits its 10,000 of cash between its two runners; the examples
+    # size orders by cash, so each engine runner gets the same 5,000.
+    half = ExecutionConfig(starting_cash=5_000.0)
+    ema = engine.add_runner("BTCUSDT", EMA, execution=half)
+    rsi = engine.add_runner("BTCUSDT", RSI, execution=half)
     seen: dict[str, list[int]] = {ema: [], rsi: []}
     for rid in seen:
         engine._runners[rid].on_processed = lambda h, _t: seen[h.id].append(h.last_bar_time)

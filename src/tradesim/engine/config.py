@@ -77,7 +77,7 @@ class FeedConfig(_Strict):
     # simulated
     bars: int = Field(5000, ge=0)
     seed: int = 0
-    start_price: float = Field(100.0, gt=0)
+    start_price: float | None = Field(None, gt=0)   # None: a typical level per symbol
     # replay: bar files (kline/generic CSV, Parquet) or Binance recordings (.txt/.txt.gz)
     data: list[str] = Field(default_factory=list)
     #: recordings only: bars from the @kline stream, from @trade (built here), or auto

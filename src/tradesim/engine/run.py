@@ -225,13 +225,23 @@ def _status_line(engine: TradingEngine, elapsed: float):
 def _summary(engine: TradingEngine, elapsed: float):
     from rich.table import Table
 
+    from tradesim.backtest.metric_format import format_percent
+    from tradesim.timeframes import format_time
+
     table = Table(title=f"tradesim run: {elapsed:.1f} s")
-    for col in ("runner", "bars", "trades", "wins", "P&L", "equity", "errors", "status"):
-        table.add_column(col, justify="left" if col in ("runner", "status") else "right")
+    for col in ("runner", "bars", "last bar (UTC)", "trades", "win rate", "fees", "P&L", "return",
+                "equity", "errors", "status"):
+        table.add_column(col, no_wrap=col != "status",
+                         justify="left" if col in ("runner", "status", "last bar (UTC)") else "right")
     for rid in engine.runner_ids:
         r: SymbolRunner = engine.runner(rid)
-        pnl = r.equity - r.execution.starting_cash
-        table.add_row(rid, f"{r.core.bars:,}", str(r.trade_count), str(r.winning_trades), f"{pnl:+,.2f}",
+        cash = r.execution.starting_cash
+        pnl = r.equity - cash
+        last = engine.runner_health(rid)["last_bar_time"]
+        win_rate = r.winning_trades / r.trade_count if r.trade_count else float("nan")
+        table.add_row(rid, f"{r.core.bars:,}", format_time(last, "%Y-%m-%d %H:%M") if last else "—",
+                      f"{r.trade_count:,}", format_percent(win_rate),
+                      f"{sum(t.fees for t in r.trades):,.2f}", f"{pnl:+,.2f}", format_percent(pnl / cash),
                       f"{r.equity:,.2f}", str(r.error_count),
                       r.status.value + (f" ({r.status_reason})" if r.status.value == "failed" else ""))
     return table

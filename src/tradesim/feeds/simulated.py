@@ -26,6 +26,11 @@ __all__ = ["DEFAULT_START_MS", "MS_PER_YEAR", "SimulatedFeed"]
 DEFAULT_START_MS = 1_704_067_200_000
 #: Volatility and drift are annualized over a 365-day year (crypto trades around the clock).
 MS_PER_YEAR = 365 * 86_400_000
+
+#: Default first prices (quote currency), round figures near the real markets' in 2025-26, so
+#: a simulated run's sizes, fees and P&L read like real ones.
+TYPICAL_PRICES = {"BTCUSDT": 100_000.0, "ETHUSDT": 3_000.0, "BNBUSDT": 600.0, "SOLUSDT": 150.0,
+                  "XRPUSDT": 2.0}
 #: Bars per generated block on the async path (and the cap per block on the sync path).
 ASYNC_BLOCK = 4096
 SYNC_BLOCK = 1 << 20
@@ -98,10 +103,12 @@ class SimulatedFeed(BaseFeed):
     ----------
     symbols : str or sequence of str, default ("BTCUSDT",)
         Instruments; each gets its own path from (seed, symbol).
-    start_price : float or mapping of symbol to float, default 100.0
-        Open of the first bar, quote currency (> 0).
-    volatility : float, default 0.8
-        Annualized volatility of log returns (0.8 = 80 % per year, 365-day
+    start_price : float or mapping of symbol to float, optional
+        First price, quote currency. By default a level like the real market's
+        (`TYPICAL_PRICES`: BTCUSDT 100,000, ETHUSDT 3,000, ...; 100 for others).
+    volatility : float, default 0.35
+        Annualized volatility of log returns (0.35 = 35 % per year, about
+        BTCUSDT's on 1m bars in May-Aug 2025; 365-day
         year). Per bar: ``bar_volatility = volatility * sqrt(interval_ms / MS_PER_YEAR)``,
         the standard deviation of close-to-close log returns.
     drift : float, default 0.0
@@ -148,8 +155,8 @@ class SimulatedFeed(BaseFeed):
     """
 
     def __init__(self, symbols: str | Sequence[str] = ("BTCUSDT",), *,
-                 start_price: float | Mapping[str, float] = 100.0,
-                 volatility: float = 0.8, drift: float = 0.0, interval: str | int = "1m",
+                 start_price: float | Mapping[str, float] | None = None,
+                 volatility: float = 0.35, drift: float = 0.0, interval: str | int = "1m",
                  start_time: int | str | datetime = DEFAULT_START_MS, seed: int = 0,
                  bars: int | None = None, speed: float = 0.0, spread_bps: float = 2.0,
                  mean_volume: float = 10.0, steps_per_bar: int = 8,
@@ -159,8 +166,12 @@ class SimulatedFeed(BaseFeed):
         self.symbols = [symbols] if isinstance(symbols, str) else list(symbols)
         if not self.symbols or len(set(self.symbols)) != len(self.symbols):
             raise ValueError(f"symbols must be distinct and at least one, got {self.symbols!r}")
-        prices = (start_price if isinstance(start_price, Mapping)
-                  else {s: start_price for s in self.symbols})
+        if start_price is None:
+            prices = {s: TYPICAL_PRICES.get(s.upper(), 100.0) for s in self.symbols}
+        elif isinstance(start_price, Mapping):
+            prices = start_price
+        else:
+            prices = {s: start_price for s in self.symbols}
         self.start_prices = {}
         for s in self.symbols:
             p = float(prices.get(s, float("nan")))
