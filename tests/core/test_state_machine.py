@@ -10,10 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
+from tradesim._core.context import Context
 from tradesim._core.market_data import InvalidMarketData, MarketData
 from tradesim._core.state_machine import (
     ActionType,
-    Context,
     InvalidTransition,
     Position,
     Side,

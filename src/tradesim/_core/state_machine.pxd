@@ -1,3 +1,5 @@
+from tradesim._core.context cimport Context
+
 # The per-symbol trading state machine: IDLE -> ANALYZING -> IN_POSITION -> IDLE.
 # The runner drives it once per bar through `update_fast` (C call, no Python
 # objects touched unless a position closes or an analysis times out); the
@@ -59,10 +61,6 @@ cdef class Position:
     cdef readonly bint ambiguous
     cdef readonly bint is_open
     cdef readonly long long bars_held
-
-
-cdef class Context:
-    cdef dict _data
 
 
 cdef class StateMachine:

@@ -1,4 +1,8 @@
-"""Simulated execution: fill rules and trading costs, shared by backtests and paper trading.
+"""Simulated execution settings: fill rule, trading costs and sizing (`ExecutionConfig`).
+
+The rules below are carried out in one place, `tradesim.runner.runner_core`
+(`RunnerCore`'s fills), for backtests and paper trading alike; this module
+only holds and checks their settings.
 
 Fill rules
 ----------
@@ -81,22 +85,6 @@ class ExecutionConfig:
             raise ValueError(f"starting_cash = {self.starting_cash!r}: must be > 0")
         if not (0 < self.size_fraction <= 1):
             raise ValueError(f"size_fraction = {self.size_fraction!r}: must be in (0, 1]")
-
-    def slipped(self, price: float, buying: bool) -> float:
-        """`price` moved against the trader by the slippage (quote currency)."""
-        s = self.slippage_bps * 1e-4
-        return price * (1.0 + s) if buying else price * (1.0 - s)
-
-    def fee(self, price: float, quantity: float) -> float:
-        """Commission plus fixed fee for one order (quote currency)."""
-        return abs(price * quantity) * self.commission_bps * 1e-4 + self.fixed_fee
-
-    def size(self, equity: float, price: float) -> float:
-        """Quantity (base units) for `size_fraction` of `equity` at `price`, net of commission."""
-        budget = max(equity, 0.0) * self.size_fraction - self.fixed_fee
-        if budget <= 0 or price <= 0:
-            return 0.0
-        return budget / (price * (1.0 + self.commission_bps * 1e-4))
 
     def as_dict(self) -> dict:
         return asdict(self)

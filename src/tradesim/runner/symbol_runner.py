@@ -191,7 +191,7 @@ class SymbolRunner:
         self.core.dispatch = self.strategy.dispatch
         self.core.sync = self.strategy.position_sync
         self._sync_position()
-        self._emit("strategy_reloaded", path=str(self.strategy.path))
+        self.emit("strategy_reloaded", path=str(self.strategy.path))
 
     def pause(self) -> None:
         """Stop deciding; the window, indicators and state keep updating with each bar."""
@@ -219,13 +219,13 @@ class SymbolRunner:
 
     def _set_status(self, status: RunnerStatus, reason: str) -> None:
         self.status, self.status_reason = status, reason
-        self._emit("runner_status", status=status.value, reason=reason)
+        self.emit("runner_status", status=status.value, reason=reason)
 
     # -- RunnerCore handler ----------------------------------------------------
 
     def on_timeout(self, ts: int) -> None:
         self.strategy.clear_context()
-        self._emit("analysis_timeout", timestamp=ts)
+        self.emit("analysis_timeout", timestamp=ts)
 
     def sync_lua(self, code: int, entry_time: int, quantity: float, entry_price: float,
                  stop_loss: float, take_profit: float) -> None:
@@ -238,15 +238,15 @@ class SymbolRunner:
 
     def on_opened(self, ts: int, side: int, quantity: float, price: float, fee: float,
                   reason: str) -> None:
-        self._emit("position_opened", timestamp=ts, side="long" if side == Side.LONG else "short",
+        self.emit("position_opened", timestamp=ts, side="long" if side == Side.LONG else "short",
                    quantity=quantity, price=price, fee=fee, reason=reason)
 
     def on_closed(self, ts: int) -> None:
-        self._emit("position_closed", timestamp=ts, trade=self.trades[-1].to_dict())
+        self.emit("position_closed", timestamp=ts, trade=self.trades[-1].to_dict())
 
     def on_opportunity(self, ts: int, reason: str) -> None:
         # the context snapshot is a Lua call: the core calls this only for a listener
-        self._emit("opportunity_detected", timestamp=ts, reason=reason, context=self.strategy.context())
+        self.emit("opportunity_detected", timestamp=ts, reason=reason, context=self.strategy.context())
 
     def on_result(self, result: Any, ts: int, close: float) -> None:
         try:
@@ -274,7 +274,7 @@ class SymbolRunner:
         entry = RunnerError(ts, type(error).__name__, str(error)[:1024])
         self.errors.append(entry)
         self.error_count += 1
-        self._emit("runner_error", timestamp=ts, error=entry.kind, message=entry.message)
+        self.emit("runner_error", timestamp=ts, error=entry.kind, message=entry.message)
         if self.core.errors_in_row >= self.max_consecutive_errors:
             self.core.deciding = False
             self._set_status(RunnerStatus.FAILED,
@@ -288,7 +288,7 @@ class SymbolRunner:
         entry = Rejection(ts, ActionType(action).name.lower(), reason)
         self.rejections.append(entry)
         self.rejection_count += 1
-        self._emit("action_rejected", timestamp=ts, action=entry.action, reason=reason)
+        self.emit("action_rejected", timestamp=ts, action=entry.action, reason=reason)
 
     def _apply(self, action, ts: int, close: float) -> None:
         kind = action.action
@@ -303,11 +303,11 @@ class SymbolRunner:
             elif kind == ActionType.UPDATE_STOP_LOSS:
                 self.machine.update_stop_loss(action.price)
                 self._sync_position()
-                self._emit("position_updated", timestamp=ts, stop_loss=action.price)
+                self.emit("position_updated", timestamp=ts, stop_loss=action.price)
             elif kind == ActionType.UPDATE_TAKE_PROFIT:
                 self.machine.update_take_profit(action.price)
                 self._sync_position()
-                self._emit("position_updated", timestamp=ts, take_profit=action.price)
+                self.emit("position_updated", timestamp=ts, take_profit=action.price)
         except (InvalidTransition, ValueError) as exc:
             self.reject(ts, kind, str(exc))
 
@@ -389,7 +389,14 @@ class SymbolRunner:
         """Bars the strategy's indicators need before all have values (0 if none used)."""
         return max((self.bank.indicator(k).warmup_period for k in self.bank.keys()), default=0)
 
-    def _emit(self, kind: str, **fields: Any) -> None:
+    def emit(self, kind: str, **fields: Any) -> None:
+        """Send event `kind` with `fields` to `on_event`, tagged with symbol and strategy.
+
+        Nothing is built unless someone listens (see `listening`). The runner
+        emits its own events; an owner reports what happened to the runner
+        outside its step through this too (the engine's inbox: a bar it
+        refused, as ``"runner_error"``).
+        """
         if self.listening():
             self.on_event({"type": kind, "symbol": self.symbol, "strategy": self.strategy.name,
                            **fields})
