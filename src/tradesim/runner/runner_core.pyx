@@ -31,9 +31,8 @@ from tradesim._core.bank cimport IndicatorBank
 from tradesim.strategy.lua_direct cimport Decision, LuaDirect
 from tradesim._core.market_data cimport MarketData
 from tradesim._core.state_machine cimport (
-    ACTION_ENTER_LONG, ACTION_ENTER_SHORT, ACTION_EXIT, Position, SIDE_LONG, SIDE_SHORT,
-    STATE_IDLE, STATE_IN_POSITION, StateMachine, UPDATE_ANALYSIS_TIMEOUT, UPDATE_NONE,
-    UPDATE_STOP_LOSS, UPDATE_TAKE_PROFIT)
+    ActionType, Position, Side, State, StateMachine, BAR_ANALYSIS_TIMEOUT, BAR_NONE,
+    BAR_STOP_LOSS, BAR_TAKE_PROFIT)
 from tradesim._core.state_machine import InvalidTransition
 from tradesim._core.window cimport MarketDataWindow
 
@@ -66,7 +65,7 @@ cdef inline str _text(object x):
 
 
 # `Decision.action` (0 none, 1 enter_long, 2 enter_short, 3 exit) -> an ActionType value, -1 none.
-cdef int[4] _ACTIONS = [-1, ACTION_ENTER_LONG, ACTION_ENTER_SHORT, ACTION_EXIT]
+cdef int[4] _ACTIONS = [-1, ActionType.ENTER_LONG, ActionType.ENTER_SHORT, ActionType.EXIT]
 
 
 # Pending market order kinds.
@@ -247,9 +246,9 @@ cdef class RunnerCore:
             if self.pending:
                 self._fill_pending(ts, o)
             code = self.machine.update_fast(ts, o, h, l, c)
-            if code == UPDATE_STOP_LOSS or code == UPDATE_TAKE_PROFIT:
+            if code == BAR_STOP_LOSS or code == BAR_TAKE_PROFIT:
                 self._book_level_exit(code, ts)
-            elif code == UPDATE_ANALYSIS_TIMEOUT:
+            elif code == BAR_ANALYSIS_TIMEOUT:
                 self.handler.on_timeout(ts)
             if self.deciding and not self.pending:
                 decided.decoded = False
@@ -320,11 +319,11 @@ cdef class RunnerCore:
                 return False
             name = r[at + 2]
             if name == "enter_long":
-                action = ACTION_ENTER_LONG
+                action = ActionType.ENTER_LONG
             elif name == "enter_short":
-                action = ACTION_ENTER_SHORT
+                action = ActionType.ENTER_SHORT
             elif name == "exit":
-                action = ACTION_EXIT
+                action = ActionType.EXIT
             else:
                 return False
             if not (_valid_number(r[at + 3], &q) and _valid_number(r[at + 4], &sl)
@@ -339,7 +338,7 @@ cdef class RunnerCore:
     cdef int _carry_out(self, bint started, str start_reason, int action, double q, double sl,
                         double tp, str reason, long long ts, double close) except -1:
         # A validated common decision: action -1 (none) or an ActionType value.
-        if started and self.machine.state_c == STATE_IDLE:
+        if started and self.machine.state_c == State.IDLE:
             self.machine.start_analyzing(ts, start_reason)
             if self.handler.listening():
                 self.handler.on_opportunity(ts, start_reason)
@@ -359,8 +358,8 @@ cdef class RunnerCore:
         """
         cdef int state = self.machine.state_c
         cdef int side
-        if action == ACTION_EXIT:
-            if state != STATE_IN_POSITION:
+        if action == ActionType.EXIT:
+            if state != State.IN_POSITION:
                 self.handler.reject(ts, action, f"cannot exit in state {self.machine.state.name}")
                 return 0
             reason = reason or "signal"
@@ -369,12 +368,12 @@ cdef class RunnerCore:
             else:
                 self.submit_exit(reason)
             return 0
-        if state == STATE_IN_POSITION:
-            self.handler.reject(ts, action, f"cannot {'enter_long' if action == ACTION_ENTER_LONG else 'enter_short'} "
+        if state == State.IN_POSITION:
+            self.handler.reject(ts, action, f"cannot {'enter_long' if action == ActionType.ENTER_LONG else 'enter_short'} "
                                             f"in state IN_POSITION")
             return 0
-        side = SIDE_LONG if action == ACTION_ENTER_LONG else SIDE_SHORT
-        if side == SIDE_SHORT and not self.allow_short:
+        side = Side.LONG if action == ActionType.ENTER_LONG else Side.SHORT
+        if side == Side.SHORT and not self.allow_short:
             self.handler.reject(ts, action, "short selling is disabled (allow_short=False)")
             return 0
         if self.fill_close:
@@ -446,8 +445,8 @@ cdef class RunnerCore:
         (no quantity, or the state machine refused it), which the handler's
         ``reject`` is told.
         """
-        cdef bint buying = side == SIDE_LONG
-        cdef int action = ACTION_ENTER_LONG if buying else ACTION_ENTER_SHORT
+        cdef bint buying = side == Side.LONG
+        cdef int action = ActionType.ENTER_LONG if buying else ActionType.ENTER_SHORT
         cdef double price = self._slipped(base_price, buying)
         cdef double budget, fee
         cdef Position pos
@@ -485,8 +484,8 @@ cdef class RunnerCore:
         cdef double price
         if pos is None:
             raise InvalidTransition(f"cannot exit in state {self.machine.state.name}",
-                                    self.machine.state, ACTION_EXIT)
-        price = self._slipped(base_price, pos.side_c == SIDE_SHORT)
+                                    self.machine.state, ActionType.EXIT)
+        price = self._slipped(base_price, pos.side_c == Side.SHORT)
         self.machine.exit(price, ts, reason)
         return self._book_exit(price, ts, reason, False)
 
@@ -494,15 +493,15 @@ cdef class RunnerCore:
         # The state machine closed the position at a stop-loss or take-profit level.
         cdef Position pos = self.machine.last_closed
         cdef double price = pos.exit_price
-        if code == UPDATE_STOP_LOSS:   # a stop is a market order once triggered
-            price = self._slipped(price, pos.side_c == SIDE_SHORT)
+        if code == BAR_STOP_LOSS:   # a stop is a market order once triggered
+            price = self._slipped(price, pos.side_c == Side.SHORT)
         return self._book_exit(price, ts, pos.exit_reason, pos.ambiguous)
 
     cdef int _book_exit(self, double price, long long ts, str reason, bint ambiguous) except -1:
         cdef Position pos = self.machine.last_closed
         cdef double q = pos.quantity
         cdef double fee = self._fee(price, q)
-        cdef bint long_ = pos.side_c == SIDE_LONG
+        cdef bint long_ = pos.side_c == Side.LONG
         cdef double sign = 1.0 if long_ else -1.0
         cdef double fees = self._entry_fee + fee
         self.cash += q * price - fee if long_ else -(q * price) - fee
