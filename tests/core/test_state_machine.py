@@ -10,10 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
+from tradesim._core.context import Context
 from tradesim._core.market_data import InvalidMarketData, MarketData
 from tradesim._core.state_machine import (
     ActionType,
-    Context,
     InvalidTransition,
     Position,
     Side,
@@ -894,3 +894,37 @@ def test_one_bar_exit_agrees_with_dict_model(policy, long, sl, tp, o, c, up, dow
 StateMachineVsModel.TestCase.settings = settings(max_examples=300, stateful_step_count=60,
                                                  deadline=None)
 test_state_machine_agrees_with_dict_model = StateMachineVsModel.TestCase
+
+
+# ---------------------------------------------------------------------------
+# The enums: one definition (cpdef enums of state_machine.pxd) for C and Python
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("enum_type", [State, Side, ActionType])
+def test_enums_behave_as_int_enums(enum_type):
+    import enum
+    import pickle
+
+    assert issubclass(enum_type, enum.IntEnum)
+    for member in enum_type:
+        assert enum_type(int(member)) is member and enum_type[member.name] is member
+        assert member == int(member) and pickle.loads(pickle.dumps(member)) is member
+    with pytest.raises(ValueError, match="is not a valid"):
+        enum_type(99)
+
+
+def test_the_stub_lists_the_compiled_enums():
+    import ast
+    from pathlib import Path
+
+    import tradesim._core
+    import tradesim._core.state_machine as module
+
+    stub = ast.parse((Path(tradesim._core.__file__).parent / "state_machine.pyi").read_text())
+    enums = [node for node in stub.body
+             if isinstance(node, ast.ClassDef) and node.name in ("State", "Side", "ActionType")]
+    assert len(enums) == 3
+    for node in enums:
+            members = {t.targets[0].id: ast.literal_eval(t.value) for t in node.body
+                       if isinstance(t, ast.Assign)}
+            assert members == {m.name: int(m) for m in getattr(module, node.name)}

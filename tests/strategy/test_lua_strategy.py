@@ -243,3 +243,38 @@ def test_sandbox_applies_to_strategies(tmp_path):
 def test_every_example_loads_and_declares_params(path):
     s = LuaStrategy(path)
     assert s.params and s.name
+
+
+# ------------------------------------------------------------- the decision protocol's numbers
+
+def test_api_lua_takes_its_codes_from_the_host_and_uses_no_literal_ones(tmp_path):
+    import re
+    from importlib import resources
+
+    from tradesim.strategy.decision import ResultCode, SyncCode, lua_codes
+    from tradesim.strategy.sandbox import LuaSandbox
+
+    codes = lua_codes()
+    assert {codes[f"RESULT_{c.name}"] for c in ResultCode} == {int(c) for c in ResultCode}
+    assert codes["SYNC_FLAT"] == SyncCode.SYNC_FLAT and codes["STATE_IDLE"] == IDLE
+    source = resources.files("tradesim.strategy").joinpath("api.lua").read_text()
+    # no result, state or sync code written as a number where on_bar returns or compares one
+    assert not re.search(r"\breturn\s+\d", source) and not re.search(r"(state|what) == \d", source)
+    box = LuaSandbox("codes")
+    box.load(b"function detect_opportunity() end\nfunction filter_commitment() end\n"
+             b"function manage_position() end\n", "codes.lua")
+    missing = {k: v for k, v in codes.items() if k != "RESULT_ACTION"}
+    with pytest.raises(StrategyError, match="no code RESULT_ACTION"):
+        box.eval_host(source, lambda *a: None, box.table_from(missing))
+    box.close()
+
+
+def test_decisions_come_back_with_the_protocols_codes(tmp_path):
+    s = LuaStrategy(script(tmp_path, detect="return {reason = 'go'}",
+                           filter="return {action = 'cancel_analysis', reason = 'meh'}"))
+    bound(s)
+    raw = s.dispatch(IDLE, 60_000, 1.0, 1.0, 1.0, 1.0, 1.0, math.nan, math.nan)
+    from tradesim.strategy.decision import ResultCode
+    assert raw[:2] == (ResultCode.STARTED_ACTION, "go") and raw[2] == ResultCode.ACTION
+    d = s.decode(raw)
+    assert d.started and d.action.action == ActionType.CANCEL_ANALYSIS and d.action.reason == "meh"

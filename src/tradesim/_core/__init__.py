@@ -9,8 +9,9 @@ from tradesim._core.volatility import BollingerBands, ATR, bollinger, atr
 from tradesim._core.indicator_set import IndicatorSet, compute_all
 from tradesim._core.rolling import Highest, Lowest, PriceRange, AverageVolume
 from tradesim._core.bank import IndicatorBank
+from tradesim._core.context import Context
 from tradesim._core.state_machine import (
-    State, Side, ActionType, Transition, InvalidTransition, Position, Context, StateMachine)
+    State, Side, ActionType, Transition, InvalidTransition, Position, StateMachine)
 
 __all__ = [
     "MarketData", "InvalidMarketData", "MarketDataWindow", "OutOfOrderBar", "Indicator",

@@ -1,29 +1,33 @@
+from tradesim._core.context cimport Context
+
 # The per-symbol trading state machine: IDLE -> ANALYZING -> IN_POSITION -> IDLE.
 # The runner drives it once per bar through `update_fast` (C call, no Python
 # objects touched unless a position closes or an analysis times out); the
 # strategy layer drives transitions through the Python methods.
 
-# States; the same values as the Python `State` IntEnum.
-cdef enum:
-    STATE_IDLE = 0
-    STATE_ANALYZING = 1
-    STATE_IN_POSITION = 2
+# The cycle's enums, defined once: Cython turns each `cpdef enum` into C
+# constants (``State.IDLE`` in Cython is a C int) and into the Python
+# IntEnum of the same name, exported by state_machine.pyx.
+cpdef enum State:
+    """Where the machine is in the trading cycle."""
+    IDLE = 0            # flat, scanning for a setup
+    ANALYZING = 1       # flat, evaluating a setup
+    IN_POSITION = 2     # holding a position
 
-# Actions; the same values as the Python `ActionType` IntEnum.
-cdef enum:
-    ACTION_START_ANALYZING = 0
-    ACTION_CANCEL_ANALYSIS = 1
-    ACTION_ENTER_LONG = 2
-    ACTION_ENTER_SHORT = 3
-    ACTION_EXIT = 4
-    ACTION_UPDATE_STOP_LOSS = 5
-    ACTION_UPDATE_TAKE_PROFIT = 6
+cpdef enum Side:
+    """Direction of a position; the value is the sign of its P&L per unit price rise."""
+    LONG = 1
+    SHORT = -1
 
-# Position sides; the same values as the Python `Side` IntEnum. The sign turns
-# (mark - entry) into the position's P&L per unit.
-cdef enum:
-    SIDE_LONG = 1
-    SIDE_SHORT = -1
+cpdef enum ActionType:
+    """What a strategy can ask of the machine (the lower-case name is the method name)."""
+    START_ANALYZING = 0
+    CANCEL_ANALYSIS = 1
+    ENTER_LONG = 2
+    ENTER_SHORT = 3
+    EXIT = 4
+    UPDATE_STOP_LOSS = 5
+    UPDATE_TAKE_PROFIT = 6
 
 # Which level fills first when one bar touches both stop-loss and take-profit.
 cdef enum:
@@ -33,17 +37,17 @@ cdef enum:
 
 # Result codes of `update_fast` (and of `bar_exit`, which uses the first three).
 cdef enum:
-    UPDATE_NONE = 0
-    UPDATE_STOP_LOSS = 1
-    UPDATE_TAKE_PROFIT = 2
-    UPDATE_ANALYSIS_TIMEOUT = 3
+    BAR_NONE = 0
+    BAR_STOP_LOSS = 1
+    BAR_TAKE_PROFIT = 2
+    BAR_ANALYSIS_TIMEOUT = 3
 
 cdef enum:
     HISTORY_CAPACITY = 100
 
 
 cdef class Position:
-    cdef int side_c                   # SIDE_LONG or SIDE_SHORT
+    cdef int side_c                   # Side.LONG or Side.SHORT (as a C int)
     cdef readonly double quantity     # base units, > 0
     cdef readonly double entry_price  # quote currency
     cdef readonly long long entry_time
@@ -59,10 +63,6 @@ cdef class Position:
     cdef readonly bint ambiguous
     cdef readonly bint is_open
     cdef readonly long long bars_held
-
-
-cdef class Context:
-    cdef dict _data
 
 
 cdef class StateMachine:
@@ -103,7 +103,7 @@ cdef class StateMachine:
 
 # Did this bar (open/high/low in quote currency) close a position on side
 # `side` with stop-loss `sl` and take-profit `tp` (NaN = unset)? Returns
-# UPDATE_NONE, UPDATE_STOP_LOSS or UPDATE_TAKE_PROFIT and writes the fill price
+# BAR_NONE, BAR_STOP_LOSS or BAR_TAKE_PROFIT and writes the fill price
 # and whether the bar touched both levels without a deciding gap.
 #
 # A gap open at or beyond a level fills at the open and decides alone (a
@@ -117,22 +117,22 @@ cdef inline int bar_exit(int side, double sl, double tp, double open, double hig
                          bint* ambiguous) noexcept nogil:
     cdef bint sl_hit, tp_hit, sl_first
     ambiguous[0] = False
-    if side == SIDE_LONG:
+    if side == Side.LONG:
         if open <= sl:
             fill[0] = open
-            return UPDATE_STOP_LOSS
+            return BAR_STOP_LOSS
         if open >= tp:
             fill[0] = open
-            return UPDATE_TAKE_PROFIT
+            return BAR_TAKE_PROFIT
         sl_hit = low <= sl
         tp_hit = high >= tp
     else:
         if open >= sl:
             fill[0] = open
-            return UPDATE_STOP_LOSS
+            return BAR_STOP_LOSS
         if open <= tp:
             fill[0] = open
-            return UPDATE_TAKE_PROFIT
+            return BAR_TAKE_PROFIT
         sl_hit = high >= sl
         tp_hit = low <= tp
     if sl_hit and tp_hit:
@@ -144,7 +144,7 @@ cdef inline int bar_exit(int side, double sl, double tp, double open, double hig
         else:
             # The nearer level is assumed reached first; a tie goes to the
             # stop (the pessimistic reading).
-            if side == SIDE_LONG:
+            if side == Side.LONG:
                 sl_first = open - sl <= tp - open
             else:
                 sl_first = sl - open <= open - tp
@@ -152,8 +152,8 @@ cdef inline int bar_exit(int side, double sl, double tp, double open, double hig
         tp_hit = not sl_first
     if sl_hit:
         fill[0] = sl
-        return UPDATE_STOP_LOSS
+        return BAR_STOP_LOSS
     if tp_hit:
         fill[0] = tp
-        return UPDATE_TAKE_PROFIT
-    return UPDATE_NONE
+        return BAR_TAKE_PROFIT
+    return BAR_NONE

@@ -1,21 +1,31 @@
-import enum
-from typing import Any, ClassVar, Iterable, Iterator, Literal, Mapping, NamedTuple
+"""The per-symbol trading state machine (IDLE -> ANALYZING -> IN_POSITION -> IDLE) and its positions.
 
+State, Side and ActionType are cpdef enums of state_machine.pxd: the same
+definition gives C its constants and Python these IntEnums (a test checks
+that the members listed here agree).
+"""
+
+import enum
+from typing import Any, Literal, NamedTuple
+
+from tradesim._core.context import Context
 from tradesim._core.market_data import MarketData
 
 _Policy = Literal["stop_loss_first", "take_profit_first", "open_distance"]
-_Value = float | int | str | bool
 
 class State(enum.IntEnum):
+    """Where the machine is in the trading cycle."""
     IDLE = 0
     ANALYZING = 1
     IN_POSITION = 2
 
 class Side(enum.IntEnum):
+    """Direction of a position; the value is the sign of its P&L per unit price rise."""
     LONG = 1
     SHORT = -1
 
 class ActionType(enum.IntEnum):
+    """What a strategy can ask of the machine (the lower-case name is the method name)."""
     START_ANALYZING = 0
     CANCEL_ANALYSIS = 1
     ENTER_LONG = 2
@@ -25,6 +35,7 @@ class ActionType(enum.IntEnum):
     UPDATE_TAKE_PROFIT = 6
 
 class Transition(NamedTuple):
+    """One recorded state change (timestamp in ms since epoch UTC)."""
     from_state: State
     to_state: State
     reason: str
@@ -32,12 +43,14 @@ class Transition(NamedTuple):
     action: ActionType
 
 class InvalidTransition(RuntimeError):
+    """An action is not allowed in the machine's current state; nothing was changed."""
     state: State | None
     action: ActionType | None
     def __init__(self, message: str, state: State | None = ...,
                  action: ActionType | None = ...) -> None: ...
 
 class Position:
+    """One position: opened by an entry, marked at each bar's close, closed by an exit (P&L gross)."""
     quantity: float
     entry_price: float
     entry_time: int
@@ -63,28 +76,8 @@ class Position:
     def pnl(self) -> float: ...
     def to_dict(self) -> dict[str, Any]: ...
 
-class Context:
-    __hash__: ClassVar[None]  # type: ignore[assignment]
-    def __init__(self) -> None: ...
-    def set(self, key: str, value: _Value) -> None: ...
-    def __setitem__(self, key: str, value: _Value, /) -> None: ...
-    def get(self, key: str, default: Any = ...) -> Any: ...
-    def __getitem__(self, key: str, /) -> _Value: ...
-    def delete(self, key: str) -> None: ...
-    def __delitem__(self, key: str, /) -> None: ...
-    def __contains__(self, key: object, /) -> bool: ...
-    def __len__(self) -> int: ...
-    def __iter__(self) -> Iterator[str]: ...
-    def keys(self) -> Iterable[str]: ...
-    def values(self) -> Iterable[_Value]: ...
-    def items(self) -> Iterable[tuple[str, _Value]]: ...
-    def update(self, other: Mapping[str, _Value] | Iterable[tuple[str, _Value]] = ...,
-               **kwargs: _Value) -> None: ...
-    def clear(self) -> None: ...
-    def to_dict(self) -> dict[str, _Value]: ...
-    def __eq__(self, other: object, /) -> bool: ...
-
 class StateMachine:
+    """The trading cycle of one symbol; `update` feeds it bars (SL/TP exits, marks, timeout)."""
     analysis_timeout_bars: int
     keep_context: bool
     bars_processed: int

@@ -1,11 +1,10 @@
-"""The per-symbol trading state machine, its positions and its context store.
+"""The per-symbol trading state machine and its positions (the context store is `Context`).
 
 IDLE --start_analyzing--> ANALYZING --enter_long/enter_short--> IN_POSITION --exit--> IDLE,
 with cancel_analysis (or the optional analysis timeout) taking ANALYZING back to
 IDLE and stop-loss / take-profit exits detected bar by bar in `update`.
 """
 
-import enum
 from collections import namedtuple
 
 from libc.math cimport NAN, isfinite, isnan
@@ -13,31 +12,16 @@ from libc.math cimport NAN, isfinite, isnan
 from tradesim._core.market_data cimport MarketData, bar_ok, raise_if_invalid
 
 
-class State(enum.IntEnum):
-    """Where the machine is in the trading cycle."""
-
-    IDLE = STATE_IDLE                #: flat, scanning for a setup
-    ANALYZING = STATE_ANALYZING      #: flat, evaluating a setup
-    IN_POSITION = STATE_IN_POSITION  #: holding a position
-
-
-class Side(enum.IntEnum):
-    """Direction of a position; the value is the sign of its P&L per unit price rise."""
-
-    LONG = SIDE_LONG
-    SHORT = SIDE_SHORT
+# State, Side and ActionType are the cpdef enums of state_machine.pxd. Cython
+# makes an unknown value a nameless pseudo-member (C may hold any int); these
+# enums name every valid value, so an unknown one is a ValueError, as for any IntEnum.
+def _no_member(cls, value):
+    return None
 
 
-class ActionType(enum.IntEnum):
-    """What a strategy can ask of the machine (the lower-case name is the method name)."""
-
-    START_ANALYZING = ACTION_START_ANALYZING
-    CANCEL_ANALYSIS = ACTION_CANCEL_ANALYSIS
-    ENTER_LONG = ACTION_ENTER_LONG
-    ENTER_SHORT = ACTION_ENTER_SHORT
-    EXIT = ACTION_EXIT
-    UPDATE_STOP_LOSS = ACTION_UPDATE_STOP_LOSS
-    UPDATE_TAKE_PROFIT = ACTION_UPDATE_TAKE_PROFIT
+for _enum in (State, Side, ActionType):
+    _enum._missing_ = classmethod(_no_member)
+del _enum
 
 
 Transition = namedtuple("Transition", ["from_state", "to_state", "reason", "timestamp", "action"])
@@ -80,12 +64,12 @@ cdef tuple POLICIES = ("stop_loss_first", "take_profit_first", "open_distance")
 
 # Allowed actions per state as bit masks over the ACTION_* values.
 cdef int ALLOWED[3]
-ALLOWED[STATE_IDLE] = ((1 << ACTION_START_ANALYZING) | (1 << ACTION_ENTER_LONG)
-                       | (1 << ACTION_ENTER_SHORT))
-ALLOWED[STATE_ANALYZING] = ((1 << ACTION_CANCEL_ANALYSIS) | (1 << ACTION_ENTER_LONG)
-                            | (1 << ACTION_ENTER_SHORT))
-ALLOWED[STATE_IN_POSITION] = ((1 << ACTION_EXIT) | (1 << ACTION_UPDATE_STOP_LOSS)
-                              | (1 << ACTION_UPDATE_TAKE_PROFIT))
+ALLOWED[<int>State.IDLE] = ((1 << ActionType.START_ANALYZING) | (1 << ActionType.ENTER_LONG)
+                       | (1 << ActionType.ENTER_SHORT))
+ALLOWED[<int>State.ANALYZING] = ((1 << ActionType.CANCEL_ANALYSIS) | (1 << ActionType.ENTER_LONG)
+                            | (1 << ActionType.ENTER_SHORT))
+ALLOWED[<int>State.IN_POSITION] = ((1 << ActionType.EXIT) | (1 << ActionType.UPDATE_STOP_LOSS)
+                              | (1 << ActionType.UPDATE_TAKE_PROFIT))
 
 # Interned once so automatic exits and timeouts allocate no strings.
 cdef str REASON_STOP_LOSS = "stop_loss"
@@ -99,7 +83,7 @@ cdef inline str action_name(int action):
 
 
 cdef inline str side_name(int side):
-    return "long" if side == SIDE_LONG else "short"
+    return "long" if side == Side.LONG else "short"
 
 
 cdef inline object none_if_nan(double x):
@@ -121,7 +105,7 @@ cdef int check_level(str name, double level, int side, double ref, str ref_name)
         return 0
     if not isfinite(level) or level <= 0.0:
         raise ValueError(f"{name} = {level!r}: must be a finite price > 0, or NaN for none")
-    below = (side == SIDE_LONG) == is_stop
+    below = (side == Side.LONG) == is_stop
     if below and not level < ref:
         raise ValueError(f"{name} = {level!r}: must be below the {ref_name} ({ref!r}) "
                          f"for a {side_name(side)} position")
@@ -145,11 +129,11 @@ cdef int parse_side(object side) except 0:
     if isinstance(side, str):
         s = side.lower()
         if s == "long":
-            return SIDE_LONG
+            return Side.LONG
         if s == "short":
-            return SIDE_SHORT
+            return Side.SHORT
     elif not isinstance(side, bool) and isinstance(side, int):
-        if side == SIDE_LONG or side == SIDE_SHORT:
+        if side == Side.LONG or side == Side.SHORT:
             return side
     raise ValueError(f"side = {side!r}: must be Side.LONG (1, 'long') or Side.SHORT (-1, 'short')")
 
@@ -228,7 +212,7 @@ cdef class Position:
     @property
     def side(self):
         """`Side.LONG` or `Side.SHORT`."""
-        return Side.LONG if self.side_c == SIDE_LONG else Side.SHORT
+        return Side.LONG if self.side_c == Side.LONG else Side.SHORT
 
     @property
     def exit_time(self):
@@ -290,110 +274,6 @@ cdef void init_position(Position p, int side, double quantity, double price, lon
     p.ambiguous = False
     p.is_open = True
     p.bars_held = 0
-
-
-cdef class Context:
-    """Typed key-value store a strategy keeps across bars (what it found while analyzing).
-
-    Keys are str; values are float, int, str or bool only, so the store is
-    always JSON-serializable and safe to hand to Lua. Behaves like a small
-    dict: ``ctx[key]``, ``ctx[key] = v``, ``del ctx[key]``, ``key in ctx``,
-    ``len(ctx)``, iteration over keys, plus `get`, `set`, `delete`, `items`,
-    `clear`, `update` and `to_dict`.
-
-    Raises
-    ------
-    TypeError
-        On writing a non-str key or a value of another type, naming the key
-        and the type (the store is unchanged).
-    """
-
-    def __cinit__(self):
-        self._data = {}
-
-    def set(self, key, value):
-        """Store `value` (float, int, str or bool) under the str `key`."""
-        check_item(key, value)
-        self._data[key] = value
-
-    def __setitem__(self, key, value):
-        check_item(key, value)
-        self._data[key] = value
-
-    def get(self, key, default=None):
-        """The value stored under `key`, or `default` when absent."""
-        return self._data.get(key, default)
-
-    def __getitem__(self, key):
-        try:
-            return self._data[key]
-        except KeyError:
-            raise KeyError(f"context has no key {key!r}") from None
-
-    def delete(self, key):
-        """Remove `key`; raise KeyError naming it when absent."""
-        try:
-            del self._data[key]
-        except KeyError:
-            raise KeyError(f"context has no key {key!r}") from None
-
-    def __delitem__(self, key):
-        self.delete(key)
-
-    def __contains__(self, key):
-        return key in self._data
-
-    def __len__(self):
-        return len(self._data)
-
-    def __iter__(self):
-        return iter(self._data)
-
-    def keys(self):
-        """A read-only view of the keys."""
-        return self._data.keys()
-
-    def values(self):
-        """A read-only view of the values."""
-        return self._data.values()
-
-    def items(self):
-        """A read-only view of the (key, value) pairs."""
-        return self._data.items()
-
-    def update(self, other=(), **kwargs):
-        """Store several values; all are checked first, so a bad one stores none."""
-        new = dict(other, **kwargs)
-        for key, value in new.items():
-            check_item(key, value)
-        self._data.update(new)
-
-    def clear(self):
-        """Remove every key."""
-        self._data.clear()
-
-    def to_dict(self):
-        """A copy of the contents as a plain dict."""
-        return dict(self._data)
-
-    def __eq__(self, other):
-        if isinstance(other, Context):
-            return self._data == (<Context>other)._data
-        if isinstance(other, dict):
-            return self._data == other
-        return NotImplemented
-
-    def __repr__(self):
-        return f"Context({self._data!r})"
-
-
-cdef int check_item(object key, object value) except -1:
-    if not isinstance(key, str):
-        raise TypeError(f"context key {key!r} has type {type(key).__name__}: keys must be str")
-    if not isinstance(value, (float, int, str)):  # bool is an int
-        raise TypeError(f"context[{key!r}]: value of type {type(value).__name__} is not allowed; "
-                        "use float, int, str or bool")
-    return 0
 
 
 cdef class StateMachine:
@@ -472,7 +352,7 @@ cdef class StateMachine:
 
     cdef int _reset(self) except -1:
         cdef int i
-        self.state_c = STATE_IDLE
+        self.state_c = State.IDLE
         self.bars_processed = 0
         self.bars_in_state = 0
         self.n_trades = 0
@@ -537,7 +417,7 @@ cdef class StateMachine:
         self.transition_count += 1
         self.state_c = to
         self.bars_in_state = 0
-        if to == STATE_IDLE and not self.keep_context:
+        if to == State.IDLE and not self.keep_context:
             self.context._data.clear()
         return 0
 
@@ -556,8 +436,8 @@ cdef class StateMachine:
         InvalidTransition
             Unless IDLE.
         """
-        self._check(ACTION_START_ANALYZING)
-        self._transition(STATE_ANALYZING, ACTION_START_ANALYZING, reason or "", timestamp)
+        self._check(ActionType.START_ANALYZING)
+        self._transition(State.ANALYZING, ActionType.START_ANALYZING, reason or "", timestamp)
 
     def cancel_analysis(self, long long timestamp, str reason=""):
         """ANALYZING -> IDLE: the setup was rejected (clears `context` unless `keep_context`).
@@ -567,18 +447,18 @@ cdef class StateMachine:
         InvalidTransition
             Unless ANALYZING.
         """
-        self._check(ACTION_CANCEL_ANALYSIS)
-        self._transition(STATE_IDLE, ACTION_CANCEL_ANALYSIS, reason or "", timestamp)
+        self._check(ActionType.CANCEL_ANALYSIS)
+        self._transition(State.IDLE, ActionType.CANCEL_ANALYSIS, reason or "", timestamp)
 
     cdef Position _enter(self, int action, double quantity, double price, long long ts,
                          double stop_loss, double take_profit, str reason):
-        cdef int side = SIDE_LONG if action == ACTION_ENTER_LONG else SIDE_SHORT
+        cdef int side = Side.LONG if action == ActionType.ENTER_LONG else Side.SHORT
         cdef Position p
         self._check(action)
         check_entry(side, quantity, price, stop_loss, take_profit)
         p = Position.__new__(Position)
         init_position(p, side, quantity, price, ts, stop_loss, take_profit, reason)
-        self._transition(STATE_IN_POSITION, action, reason or "", ts)
+        self._transition(State.IN_POSITION, action, reason or "", ts)
         self.position = p
         return p
 
@@ -606,7 +486,7 @@ cdef class StateMachine:
         ValueError
             Naming the bad field and value; nothing changes.
         """
-        return self._enter(ACTION_ENTER_LONG, quantity, price, timestamp, stop_loss,
+        return self._enter(ActionType.ENTER_LONG, quantity, price, timestamp, stop_loss,
                            take_profit, reason)
 
     def enter_short(self, double quantity, double price, long long timestamp,
@@ -615,14 +495,14 @@ cdef class StateMachine:
 
         As `enter_long`, with take_profit < price < stop_loss.
         """
-        return self._enter(ACTION_ENTER_SHORT, quantity, price, timestamp, stop_loss,
+        return self._enter(ActionType.ENTER_SHORT, quantity, price, timestamp, stop_loss,
                            take_profit, reason)
 
     cdef Position _close(self, double price, long long ts, str reason, bint ambiguous):
         cdef Position p = self.position
         cdef double realized = pnl(p.side_c, p.quantity, p.entry_price, price)
         self.closed_positions.append(p)
-        self._transition(STATE_IDLE, ACTION_EXIT, reason, ts)
+        self._transition(State.IDLE, ActionType.EXIT, reason, ts)
         p.exit_price = price
         p.exit_time_c = ts
         p.exit_reason = reason
@@ -656,7 +536,7 @@ cdef class StateMachine:
         ValueError
             Bad price or timestamp; nothing changes.
         """
-        self._check(ACTION_EXIT)
+        self._check(ActionType.EXIT)
         check_price("price", price)
         if timestamp < self.position.entry_time:
             raise ValueError(f"timestamp = {timestamp}: exit must not be before the entry "
@@ -675,7 +555,7 @@ cdef class StateMachine:
         ValueError
             Bad level; nothing changes.
         """
-        self._check(ACTION_UPDATE_STOP_LOSS)
+        self._check(ActionType.UPDATE_STOP_LOSS)
         check_level("stop_loss", price, self.position.side_c, self.position.mark_price,
                     "current mark price")
         self.position.stop_loss = price
@@ -692,7 +572,7 @@ cdef class StateMachine:
         ValueError
             Bad level; nothing changes.
         """
-        self._check(ACTION_UPDATE_TAKE_PROFIT)
+        self._check(ActionType.UPDATE_TAKE_PROFIT)
         check_level("take_profit", price, self.position.side_c, self.position.mark_price,
                     "current mark price")
         self.position.take_profit = price
@@ -722,16 +602,16 @@ cdef class StateMachine:
         """
         cdef int a = parse_action(action)
         self._check(a)
-        if a == ACTION_UPDATE_STOP_LOSS:
+        if a == ActionType.UPDATE_STOP_LOSS:
             return self.update_stop_loss(need(price, "price", a))
-        if a == ACTION_UPDATE_TAKE_PROFIT:
+        if a == ActionType.UPDATE_TAKE_PROFIT:
             return self.update_take_profit(need(price, "price", a))
         ts = need(timestamp, "timestamp", a)
-        if a == ACTION_START_ANALYZING:
+        if a == ActionType.START_ANALYZING:
             return self.start_analyzing(ts, reason or "")
-        if a == ACTION_CANCEL_ANALYSIS:
+        if a == ActionType.CANCEL_ANALYSIS:
             return self.cancel_analysis(ts, reason or "")
-        if a == ACTION_EXIT:
+        if a == ActionType.EXIT:
             return self.exit(need(price, "price", a), ts, reason or REASON_EXIT)
         return self._enter(a, need(quantity, "quantity", a), need(price, "price", a), ts,
                            stop_loss, take_profit, reason or "")
@@ -746,24 +626,24 @@ cdef class StateMachine:
         cdef int hit
         self.bars_processed += 1
         self.bars_in_state += 1
-        if self.state_c == STATE_IDLE:
-            return UPDATE_NONE
-        if self.state_c == STATE_IN_POSITION:
+        if self.state_c == State.IDLE:
+            return BAR_NONE
+        if self.state_c == State.IN_POSITION:
             p = self.position
             p.bars_held += 1
             hit = bar_exit(p.side_c, p.stop_loss, p.take_profit, open, high, low,
                            self.policy_c, &fill, &ambiguous)
-            if hit == UPDATE_NONE:
+            if hit == BAR_NONE:
                 p.mark_price = close
                 p.unrealized_pnl = pnl(p.side_c, p.quantity, p.entry_price, close)
-                return UPDATE_NONE
-            self._close(fill, ts, REASON_STOP_LOSS if hit == UPDATE_STOP_LOSS
+                return BAR_NONE
+            self._close(fill, ts, REASON_STOP_LOSS if hit == BAR_STOP_LOSS
                         else REASON_TAKE_PROFIT, ambiguous)
             return hit
         if 0 < self.analysis_timeout_bars < self.bars_in_state:
-            self._transition(STATE_IDLE, ACTION_CANCEL_ANALYSIS, REASON_TIMEOUT, ts)
-            return UPDATE_ANALYSIS_TIMEOUT
-        return UPDATE_NONE
+            self._transition(State.IDLE, ActionType.CANCEL_ANALYSIS, REASON_TIMEOUT, ts)
+            return BAR_ANALYSIS_TIMEOUT
+        return BAR_NONE
 
     def update(self, MarketData bar not None):
         """Process one bar: take a stop-loss/take-profit exit or mark at the close; time out analysis.
@@ -791,7 +671,7 @@ cdef class StateMachine:
         short. A bar touching both levels is resolved by `ambiguity_policy`.
         """
         if self.update_fast(bar.timestamp, bar.open, bar.high, bar.low, bar.close) in (
-                UPDATE_STOP_LOSS, UPDATE_TAKE_PROFIT):
+                BAR_STOP_LOSS, BAR_TAKE_PROFIT):
             return self.last_closed
         return None
 
@@ -807,7 +687,7 @@ cdef class StateMachine:
         if not bar_ok(open, high, low, close, 0.0, NAN, NAN):
             raise_if_invalid(None, timestamp, open, high, low, close, 0.0, NAN, NAN)
         if self.update_fast(timestamp, open, high, low, close) in (
-                UPDATE_STOP_LOSS, UPDATE_TAKE_PROFIT):
+                BAR_STOP_LOSS, BAR_TAKE_PROFIT):
             return self.last_closed
         return None
 

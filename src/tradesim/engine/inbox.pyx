@@ -163,7 +163,7 @@ cdef class RunnerInbox:
                 runner.process(bar)           # raises InvalidMarketData naming the symbol
         except InvalidMarketData as exc:      # out of order / wrong symbol: reject the bar, keep going
             self.rejected_bars += 1
-            runner._emit("runner_error", timestamp=bar.timestamp, error=type(exc).__name__,
+            runner.emit("runner_error", timestamp=bar.timestamp, error=type(exc).__name__,
                          message=str(exc)[:1024])
             return
         except Exception as exc:              # a bug outside the strategy: this runner only

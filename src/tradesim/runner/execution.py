@@ -1,4 +1,8 @@
-"""Simulated execution: fill rules and trading costs, shared by backtests and paper trading.
+"""Simulated execution settings: fill rule, trading costs and sizing (`ExecutionConfig`).
+
+The rules below are carried out in one place, `tradesim.runner.runner_core`
+(`RunnerCore`'s fills), for backtests and paper trading alike; this module
+only holds and checks their settings.
 
 Fill rules
 ----------

@@ -9,33 +9,38 @@ Everything common happens here in C, and so does simulated execution: a
 market order waiting for the next open is filled here (slippage, sizing,
 commission), positions are opened and closed on the state machine, cash and
 quantity kept, closed trades recorded as raw tuples and the strategy's
-position mirrored into Lua (`LuaDirect`, no lupa call). The common
-decisions (analysis started, enter, exit) are carried out here too. On a live
-feed the bars where the strategy trades are the slow ones: this keeps them at
-~3 µs with warm caches (6 µs when this was Python).
+position mirrored into Lua (`LuaDirect`, no lupa call). The strategy's
+decisions are carried out here too, every kind of them: `LuaDirect` reads a
+valid one off the Lua stack, anything else is decoded by
+`tradesim.strategy.decision` (which names what is wrong with an invalid one).
+On a live feed the bars where the strategy trades are the slow ones: this
+keeps them at ~3 µs with warm caches (6 µs when this was Python).
 
-The Python `handler` (`tradesim.runner.SymbolRunner`) decodes the other
-results, reports rejected actions and errors, builds `Trade` records from the
-raw tuples and emits events (only while someone listens). A backtest calls
-`run` over arrays; a live runner calls `process` per bar: the same `step`
-either way.
+The Python `handler` (`tradesim.runner.SymbolRunner`) records rejected
+actions and errors, builds `Trade` records from the raw tuples and emits
+events (only while someone listens). A backtest calls `run` over arrays; a
+live runner calls `process` per bar: the same `step` either way.
 """
 
 from cpython.ref cimport Py_INCREF
 from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
-from libc.math cimport NAN, isfinite
+from libc.math cimport NAN
 
 import numpy as np
 
 from tradesim._core.bank cimport IndicatorBank
-from tradesim.strategy.lua_direct cimport Decision, LuaDirect
 from tradesim._core.market_data cimport MarketData
 from tradesim._core.state_machine cimport (
-    ACTION_ENTER_LONG, ACTION_ENTER_SHORT, ACTION_EXIT, Position, SIDE_LONG, SIDE_SHORT,
-    STATE_IDLE, STATE_IN_POSITION, StateMachine, UPDATE_ANALYSIS_TIMEOUT, UPDATE_NONE,
-    UPDATE_STOP_LOSS, UPDATE_TAKE_PROFIT)
+    ActionType, Position, Side, State, StateMachine, BAR_ANALYSIS_TIMEOUT, BAR_NONE,
+    BAR_STOP_LOSS, BAR_TAKE_PROFIT)
 from tradesim._core.state_machine import InvalidTransition
 from tradesim._core.window cimport MarketDataWindow
+from tradesim.strategy.decision cimport (
+    AMOUNT_PRICE, AMOUNT_QUANTITY, AMOUNT_STOP_LOSS, AMOUNT_TAKE_PROFIT, Decoded, SyncCode,
+    decode_result)
+from tradesim.strategy.lua_direct cimport LuaDirect
+
+from tradesim.strategy.errors import StrategyError
 
 # Result of `step`.
 cdef enum:
@@ -43,43 +48,11 @@ cdef enum:
     STEP_STOPPED = 1
 
 
-# The dispatcher's result codes (api.lua `on_bar`).
-cdef enum:
-    RESULT_STARTED = 1
-    RESULT_ACTION = 2
-    RESULT_STARTED_ACTION = 4
-
-
-cdef inline bint _valid_number(object x, double* out):
-    # An optional numeric action field: None (-> NaN) or a finite number > 0 (not a bool).
-    if x is None:
-        out[0] = NAN
-        return True
-    if type(x) is float or type(x) is int:
-        out[0] = x
-        return isfinite(out[0]) and out[0] > 0
-    return False
-
-
-cdef inline str _text(object x):
-    return x if type(x) is str else ""
-
-
-# `Decision.action` (0 none, 1 enter_long, 2 enter_short, 3 exit) -> an ActionType value, -1 none.
-cdef int[4] _ACTIONS = [-1, ACTION_ENTER_LONG, ACTION_ENTER_SHORT, ACTION_EXIT]
-
-
 # Pending market order kinds.
 cdef enum:
     ORDER_NONE = 0
     ORDER_ENTER = 1
     ORDER_EXIT = 2
-
-# Position sync codes of the Lua side (api.lua `sync`).
-cdef enum:
-    SYNC_FLAT = 0
-    SYNC_CLEAR_CONTEXT = 2
-
 
 cdef inline void _put(tuple args, Py_ssize_t i, object item):
     # PyTuple_SET_ITEM steals a reference; Cython owns `item`, so add one.
@@ -103,11 +76,12 @@ cdef class RunnerCore:
         The strategy's raw dispatcher ``f(state, ts, o, h, l, c, v, bid, ask, *values)``.
         A `LuaDirect` is called from C, without building an argument tuple.
     handler : object
-        Has ``on_result(result, ts, close)`` (a result the core did not carry
-        out itself, see `_decide`), ``on_opportunity(ts, reason)``, ``on_error(exc, ts)``,
-        ``on_timeout(ts)``, ``reject(ts, action, reason)``, ``listening()``,
-        ``on_opened(ts, side, quantity, price, fee, reason)``, ``on_closed(ts)``
-        and ``sync_lua(code, entry_time, quantity, entry_price, stop_loss, take_profit)``
+        Records and reports what C cannot: has ``on_opportunity(ts, reason)``,
+        ``on_error(exc, ts)`` (a failed call, or a `StrategyError` for an
+        invalid decision), ``on_timeout(ts)``, ``reject(ts, action, reason)``,
+        ``listening()``, ``on_opened(ts, side, quantity, price, fee, reason)``,
+        ``on_closed(ts)``, ``on_position_updated(ts, field, price)`` and
+        ``sync_lua(code, entry_time, quantity, entry_price, stop_loss, take_profit)``
         (used when `sync` is None).
     cash : float
         Starting cash, quote currency.
@@ -118,6 +92,8 @@ cdef class RunnerCore:
         enter_short is accepted.
     sync : LuaDirect, optional
         The strategy's position/context sync function, called from C.
+    script : str
+        The strategy's file name, named by the errors of invalid decisions.
 
     Attributes
     ----------
@@ -170,12 +146,14 @@ cdef class RunnerCore:
     cdef public long long errors_in_row
     cdef public long long bars
     cdef public long long decisions
+    cdef public str script          # named by invalid-decision errors
+    cdef Decoded _decided           # this bar's decision (reused)
 
     def __init__(self, MarketDataWindow window not None, IndicatorBank bank not None,
                  StateMachine machine not None, dispatch, handler, double cash=0.0, *,
                  double slippage_bps=0.0, double commission_bps=0.0, double fixed_fee=0.0,
                  double size_fraction=1.0, bint fill_close=False, bint allow_short=True,
-                 LuaDirect sync=None):
+                 LuaDirect sync=None, str script=""):
         self._slip = slippage_bps * 1e-4
         self._commission = commission_bps * 1e-4
         self._fixed_fee = fixed_fee
@@ -197,6 +175,8 @@ cdef class RunnerCore:
         self.errors_in_row = 0
         self.bars = 0
         self.decisions = 0
+        self.script = script
+        self._decided = Decoded()
 
     @property
     def dispatch(self):
@@ -239,7 +219,7 @@ cdef class RunnerCore:
                   double v, double bid, double ask) except -1:
         cdef int code
         cdef long long errors
-        cdef Decision decided
+        cdef Decoded decided = self._decided
         self.window.push_fast(ts, o, h, l, c, v, bid, ask)
         self.bank.push_bar(o, h, l, c, v)
         self.bars += 1
@@ -247,36 +227,36 @@ cdef class RunnerCore:
             if self.pending:
                 self._fill_pending(ts, o)
             code = self.machine.update_fast(ts, o, h, l, c)
-            if code == UPDATE_STOP_LOSS or code == UPDATE_TAKE_PROFIT:
+            if code == BAR_STOP_LOSS or code == BAR_TAKE_PROFIT:
                 self._book_level_exit(code, ts)
-            elif code == UPDATE_ANALYSIS_TIMEOUT:
+            elif code == BAR_ANALYSIS_TIMEOUT:
                 self.handler.on_timeout(ts)
             if self.deciding and not self.pending:
-                decided.decoded = False
+                decided.ready = False
                 try:
                     if self._direct is not None:
                         result = self._direct.call_bar(self.machine.state_c, ts, o, h, l, c, v,
                                                        bid, ask, self.bank.values, self.bank.n_values,
-                                                       self._direct is self._locked, &decided)
+                                                       self._direct is self._locked, decided)
                     else:
                         result = self._dispatch(*self._args(ts, o, h, l, c, v, bid, ask))
                 except Exception as exc:
                     self.handler.on_error(exc, ts)
                 else:
                     # The call counts as successful only if its result was valid too: an
-                    # invalid action table is recorded by the handler as an error, and
-                    # must extend the streak rather than restart it at 1.
+                    # invalid action is recorded by the handler as an error, and must
+                    # extend the streak rather than restart it at 1.
                     errors = self.errors_in_row
-                    if decided.decoded:     # read in C by LuaDirect
+                    if result is not None:      # what LuaDirect did not read in C
                         self.decisions += 1
-                        self._carry_out(decided.started, self._direct.start_reason,
-                                        _ACTIONS[decided.action], decided.quantity,
-                                        decided.stop_loss, decided.take_profit,
-                                        self._direct.reason, ts, c)
-                    elif result is not None:
+                        try:
+                            decode_result(result, decided, self.script)
+                        except StrategyError as exc:
+                            self.handler.on_error(exc, ts)
+                    elif decided.ready:
                         self.decisions += 1
-                        if not self._decide(result, ts, c):
-                            self.handler.on_result(result, ts, c)
+                    if decided.ready:
+                        self._carry_out(decided, ts, c)
                     if self.errors_in_row == errors:
                         self.errors_in_row = 0
         except RunnerStopped:
@@ -285,82 +265,33 @@ cdef class RunnerCore:
 
     # -- decisions ---------------------------------------------------------------
 
-    cdef bint _decide(self, object result, long long ts, double close) except -1:
-        """Carry out the common decisions in C: an analysis started, an entry, an exit.
-
-        Returns False, having changed nothing, for anything else (errors, the
-        other actions, a value that does not validate): the handler's
-        `on_result` then decodes the result in Python and reports what is wrong.
-        """
-        cdef tuple r
-        cdef Py_ssize_t at = 0, n
-        cdef bint started = False
-        cdef str start_reason = ""
-        cdef int action
-        cdef double q = NAN, sl = NAN, tp = NAN, price = NAN
-        cdef object name
-        if type(result) is not tuple:
-            return False
-        r = <tuple>result
-        n = len(r)
-        if n == 0:
-            return False
-        code = r[0]
-        if code == RESULT_STARTED:
-            started, start_reason = True, _text(r[1] if n > 1 else None)
-            at = n
-        elif code == RESULT_STARTED_ACTION:
-            started, start_reason = True, _text(r[1] if n > 1 else None)
-            at = 2
-        elif code != RESULT_ACTION:
-            return False
-        if at < n:
-            # (2, function, action, quantity, stop_loss, take_profit, price, reason)
-            if n - at != 8 or r[at] != RESULT_ACTION:
-                return False
-            name = r[at + 2]
-            if name == "enter_long":
-                action = ACTION_ENTER_LONG
-            elif name == "enter_short":
-                action = ACTION_ENTER_SHORT
-            elif name == "exit":
-                action = ACTION_EXIT
-            else:
-                return False
-            if not (_valid_number(r[at + 3], &q) and _valid_number(r[at + 4], &sl)
-                    and _valid_number(r[at + 5], &tp) and _valid_number(r[at + 6], &price)):
-                return False
-        else:
-            action = -1
-        self._carry_out(started, start_reason, action, q, sl, tp,
-                        _text(r[at + 7]) if action >= 0 else "", ts, close)
-        return True
-
-    cdef int _carry_out(self, bint started, str start_reason, int action, double q, double sl,
-                        double tp, str reason, long long ts, double close) except -1:
-        # A validated common decision: action -1 (none) or an ActionType value.
-        if started and self.machine.state_c == STATE_IDLE:
-            self.machine.start_analyzing(ts, start_reason)
+    cdef int _carry_out(self, Decoded d, long long ts, double close) except -1:
+        # A valid decision: an analysis started, an action (d.action >= 0), or both.
+        if d.started and self.machine.state_c == State.IDLE:
+            self.machine.start_analyzing(ts, d.start_reason)
             if self.handler.listening():
-                self.handler.on_opportunity(ts, start_reason)
-        if action >= 0:
-            self.act(action, q, sl, tp, reason, ts, close)
+                self.handler.on_opportunity(ts, d.start_reason)
+        if d.action >= 0:
+            self.act(d.action, d.amounts[AMOUNT_QUANTITY], d.amounts[AMOUNT_STOP_LOSS],
+                     d.amounts[AMOUNT_TAKE_PROFIT], d.amounts[AMOUNT_PRICE], d.reason, ts, close)
         return 0
 
-    cpdef int act(self, int action, double quantity, double sl, double tp, str reason,
-                  long long ts, double close) except -1:
-        """Carry out an entry or exit the strategy asked for on the bar closing at `close`.
+    cpdef int act(self, int action, double quantity, double stop_loss, double take_profit,
+                  double price, str reason, long long ts, double close) except -1:
+        """Carry out an action the strategy asked for on the bar closing at `close`.
 
-        `action` is an `ActionType` value (ENTER_LONG, ENTER_SHORT or EXIT);
-        `quantity` NaN sizes from cash; `sl` / `tp` NaN for none. An entry while
-        in a position, an exit while flat or a short with ``allow_short`` off is
-        rejected through the handler. The order fills at once (``fill_close``)
-        or at the next bar's open.
+        `action` is an `ActionType` value a strategy may name (not
+        START_ANALYZING); `quantity` NaN sizes an entry from cash;
+        `stop_loss` / `take_profit` NaN for none; `price` is the new level of
+        UPDATE_STOP_LOSS / UPDATE_TAKE_PROFIT. An entry or exit fills at once
+        (``fill_close``) or at the next bar's open. An action the state does
+        not allow, a short with ``allow_short`` off or an invalid level is
+        rejected through the handler and changes nothing.
         """
         cdef int state = self.machine.state_c
         cdef int side
-        if action == ACTION_EXIT:
-            if state != STATE_IN_POSITION:
+        if action == ActionType.EXIT:
+            if state != State.IN_POSITION:
                 self.handler.reject(ts, action, f"cannot exit in state {self.machine.state.name}")
                 return 0
             reason = reason or "signal"
@@ -369,18 +300,38 @@ cdef class RunnerCore:
             else:
                 self.submit_exit(reason)
             return 0
-        if state == STATE_IN_POSITION:
-            self.handler.reject(ts, action, f"cannot {'enter_long' if action == ACTION_ENTER_LONG else 'enter_short'} "
-                                            f"in state IN_POSITION")
+        if action == ActionType.ENTER_LONG or action == ActionType.ENTER_SHORT:
+            if state == State.IN_POSITION:
+                self.handler.reject(ts, action, f"cannot {'enter_long' if action == ActionType.ENTER_LONG else 'enter_short'} "
+                                                f"in state IN_POSITION")
+                return 0
+            side = Side.LONG if action == ActionType.ENTER_LONG else Side.SHORT
+            if side == Side.SHORT and not self.allow_short:
+                self.handler.reject(ts, action, "short selling is disabled (allow_short=False)")
+                return 0
+            if self.fill_close:
+                self.enter(side, quantity, stop_loss, take_profit, reason, close, ts)
+            else:
+                self.submit_enter(side, quantity, stop_loss, take_profit, reason)
             return 0
-        side = SIDE_LONG if action == ACTION_ENTER_LONG else SIDE_SHORT
-        if side == SIDE_SHORT and not self.allow_short:
-            self.handler.reject(ts, action, "short selling is disabled (allow_short=False)")
-            return 0
-        if self.fill_close:
-            self.enter(side, quantity, sl, tp, reason, close, ts)
-        else:
-            self.submit_enter(side, quantity, sl, tp, reason)
+        try:
+            if action == ActionType.CANCEL_ANALYSIS:
+                self.machine.cancel_analysis(ts, reason)
+                self._sync_lua(SyncCode.SYNC_CLEAR_CONTEXT, 0, 0.0, 0.0, NAN, NAN)
+            elif action == ActionType.UPDATE_STOP_LOSS or action == ActionType.UPDATE_TAKE_PROFIT:
+                if action == ActionType.UPDATE_STOP_LOSS:
+                    self.machine.update_stop_loss(price)
+                else:
+                    self.machine.update_take_profit(price)
+                self._sync_position()
+                if self.handler.listening():
+                    self.handler.on_position_updated(
+                        ts, "stop_loss" if action == ActionType.UPDATE_STOP_LOSS else "take_profit",
+                        price)
+            else:
+                raise ValueError(f"action = {action}: not an action a strategy can ask for")
+        except (InvalidTransition, ValueError) as exc:
+            self.handler.reject(ts, action, str(exc))
         return 0
 
     # -- simulated execution ---------------------------------------------------------
@@ -400,6 +351,12 @@ cdef class RunnerCore:
         else:
             self.handler.sync_lua(code, entry_time, quantity, entry_price, stop_loss, take_profit)
         return 0
+
+    cdef int _sync_position(self) except -1:
+        # The open position (its levels changed) mirrored into Lua.
+        cdef Position pos = self.machine.position
+        return self._sync_lua(pos.side_c, pos.entry_time, pos.quantity, pos.entry_price,
+                              pos.stop_loss, pos.take_profit)
 
     def submit_enter(self, int side, double quantity, double stop_loss, double take_profit,
                      str reason):
@@ -441,13 +398,12 @@ cdef class RunnerCore:
         """Open a position at `base_price` moved by slippage (a market entry).
 
         `side` 1 long, -1 short; `quantity` in base units, NaN for
-        ``size_fraction`` of cash at the fill price, net of the commission
-        (`ExecutionConfig.size`). Returns 1, or 0 if the entry was rejected
+        ``size_fraction`` of cash at the fill price, net of the commission. Returns 1, or 0 if the entry was rejected
         (no quantity, or the state machine refused it), which the handler's
         ``reject`` is told.
         """
-        cdef bint buying = side == SIDE_LONG
-        cdef int action = ACTION_ENTER_LONG if buying else ACTION_ENTER_SHORT
+        cdef bint buying = side == Side.LONG
+        cdef int action = ActionType.ENTER_LONG if buying else ActionType.ENTER_SHORT
         cdef double price = self._slipped(base_price, buying)
         cdef double budget, fee
         cdef Position pos
@@ -485,8 +441,8 @@ cdef class RunnerCore:
         cdef double price
         if pos is None:
             raise InvalidTransition(f"cannot exit in state {self.machine.state.name}",
-                                    self.machine.state, ACTION_EXIT)
-        price = self._slipped(base_price, pos.side_c == SIDE_SHORT)
+                                    self.machine.state, ActionType.EXIT)
+        price = self._slipped(base_price, pos.side_c == Side.SHORT)
         self.machine.exit(price, ts, reason)
         return self._book_exit(price, ts, reason, False)
 
@@ -494,15 +450,15 @@ cdef class RunnerCore:
         # The state machine closed the position at a stop-loss or take-profit level.
         cdef Position pos = self.machine.last_closed
         cdef double price = pos.exit_price
-        if code == UPDATE_STOP_LOSS:   # a stop is a market order once triggered
-            price = self._slipped(price, pos.side_c == SIDE_SHORT)
+        if code == BAR_STOP_LOSS:   # a stop is a market order once triggered
+            price = self._slipped(price, pos.side_c == Side.SHORT)
         return self._book_exit(price, ts, pos.exit_reason, pos.ambiguous)
 
     cdef int _book_exit(self, double price, long long ts, str reason, bint ambiguous) except -1:
         cdef Position pos = self.machine.last_closed
         cdef double q = pos.quantity
         cdef double fee = self._fee(price, q)
-        cdef bint long_ = pos.side_c == SIDE_LONG
+        cdef bint long_ = pos.side_c == Side.LONG
         cdef double sign = 1.0 if long_ else -1.0
         cdef double fees = self._entry_fee + fee
         self.cash += q * price - fee if long_ else -(q * price) - fee
@@ -510,9 +466,9 @@ cdef class RunnerCore:
         self.closed.append(("long" if long_ else "short", q, pos.entry_time, pos.entry_price, ts,
                             price, (price - pos.entry_price) * q * sign - fees, fees, reason,
                             ambiguous, self._entry_bar, self.bars - 1))
-        self._sync_lua(SYNC_FLAT, 0, 0.0, 0.0, NAN, NAN)
+        self._sync_lua(SyncCode.SYNC_FLAT, 0, 0.0, 0.0, NAN, NAN)
         if not self.machine.keep_context:
-            self._sync_lua(SYNC_CLEAR_CONTEXT, 0, 0.0, 0.0, NAN, NAN)
+            self._sync_lua(SyncCode.SYNC_CLEAR_CONTEXT, 0, 0.0, 0.0, NAN, NAN)
         if self.handler.listening():
             self.handler.on_closed(ts)
         return 0

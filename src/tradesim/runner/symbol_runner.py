@@ -3,10 +3,11 @@
 The runner owns a `MarketDataWindow`, the strategy's `IndicatorBank`, a
 `StateMachine` and a `LuaStrategy`, and drives them through `RunnerCore`'s
 per-bar step, which also fills orders with the execution model and books
-trades (in C). The runner is that step's handler for the rare events: it
-decodes and applies strategy decisions, records rejections and errors, turns
-booked trades into `Trade` records and emits events. Backtests, simulated feeds and live feeds use the same runner;
-only the feed and the clock differ.
+trades (in C), and carries out the strategy's decisions (in C too). The
+runner is that step's handler for what C cannot do: it records rejections
+and errors, turns booked trades into `Trade` records and emits events.
+Backtests, simulated feeds and live feeds use the same runner; only the feed
+and the clock differ.
 
 A strategy sees only closed bars: the dispatcher receives bar t's values and
 the indicators updated with bar t, and an order it places fills at bar t+1's
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import enum
 import logging
-import math
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 from tradesim._core import IndicatorBank, MarketData, MarketDataWindow
 from tradesim.runner.runner_core import RunnerCore, RunnerStopped
-from tradesim._core.state_machine import ActionType, InvalidTransition, Side, State, StateMachine
+from tradesim._core.state_machine import ActionType, Side, State, StateMachine
 from tradesim.runner.trades import Trade
 from tradesim.runner.execution import ExecutionConfig
 from tradesim.strategy import LuaStrategy, StrategyError
@@ -139,7 +139,8 @@ class SymbolRunner:
                                exe.starting_cash, slippage_bps=exe.slippage_bps,
                                commission_bps=exe.commission_bps, fixed_fee=exe.fixed_fee,
                                size_fraction=exe.size_fraction, fill_close=exe.fill == "close",
-                               allow_short=exe.allow_short, sync=self.strategy.position_sync)
+                               allow_short=exe.allow_short, sync=self.strategy.position_sync,
+                               script=self.strategy.path.name)
         self.on_event = on_event
         self.events_wanted: Callable[[], bool] | None = None
         self.history_limit = history_limit
@@ -191,7 +192,7 @@ class SymbolRunner:
         self.core.dispatch = self.strategy.dispatch
         self.core.sync = self.strategy.position_sync
         self._sync_position()
-        self._emit("strategy_reloaded", path=str(self.strategy.path))
+        self.emit("strategy_reloaded", path=str(self.strategy.path))
 
     def pause(self) -> None:
         """Stop deciding; the window, indicators and state keep updating with each bar."""
@@ -219,13 +220,13 @@ class SymbolRunner:
 
     def _set_status(self, status: RunnerStatus, reason: str) -> None:
         self.status, self.status_reason = status, reason
-        self._emit("runner_status", status=status.value, reason=reason)
+        self.emit("runner_status", status=status.value, reason=reason)
 
     # -- RunnerCore handler ----------------------------------------------------
 
     def on_timeout(self, ts: int) -> None:
         self.strategy.clear_context()
-        self._emit("analysis_timeout", timestamp=ts)
+        self.emit("analysis_timeout", timestamp=ts)
 
     def sync_lua(self, code: int, entry_time: int, quantity: float, entry_price: float,
                  stop_loss: float, take_profit: float) -> None:
@@ -238,29 +239,19 @@ class SymbolRunner:
 
     def on_opened(self, ts: int, side: int, quantity: float, price: float, fee: float,
                   reason: str) -> None:
-        self._emit("position_opened", timestamp=ts, side="long" if side == Side.LONG else "short",
+        self.emit("position_opened", timestamp=ts, side="long" if side == Side.LONG else "short",
                    quantity=quantity, price=price, fee=fee, reason=reason)
 
     def on_closed(self, ts: int) -> None:
-        self._emit("position_closed", timestamp=ts, trade=self.trades[-1].to_dict())
+        self.emit("position_closed", timestamp=ts, trade=self.trades[-1].to_dict())
 
     def on_opportunity(self, ts: int, reason: str) -> None:
         # the context snapshot is a Lua call: the core calls this only for a listener
-        self._emit("opportunity_detected", timestamp=ts, reason=reason, context=self.strategy.context())
+        self.emit("opportunity_detected", timestamp=ts, reason=reason, context=self.strategy.context())
 
-    def on_result(self, result: Any, ts: int, close: float) -> None:
-        try:
-            decision = self.strategy.decode(result)
-        except StrategyError as exc:
-            self._record_error(exc, ts)
-            return
-        if decision.started and self.machine.state == State.IDLE:
-            self.machine.start_analyzing(ts, decision.start_reason)
-            if self.listening():
-                self.on_opportunity(ts, decision.start_reason)
-        action = decision.action
-        if action is not None:
-            self._apply(action, ts, close)
+    def on_position_updated(self, ts: int, field: str, price: float) -> None:
+        # (the core calls this only for a listener)
+        self.emit("position_updated", timestamp=ts, **{field: price})
 
     def on_error(self, exc: BaseException, ts: int) -> None:
         error = exc if isinstance(exc, StrategyError) else self.strategy.translate_error(exc)
@@ -274,7 +265,7 @@ class SymbolRunner:
         entry = RunnerError(ts, type(error).__name__, str(error)[:1024])
         self.errors.append(entry)
         self.error_count += 1
-        self._emit("runner_error", timestamp=ts, error=entry.kind, message=entry.message)
+        self.emit("runner_error", timestamp=ts, error=entry.kind, message=entry.message)
         if self.core.errors_in_row >= self.max_consecutive_errors:
             self.core.deciding = False
             self._set_status(RunnerStatus.FAILED,
@@ -284,32 +275,11 @@ class SymbolRunner:
     # -- actions -----------------------------------------------------------------
 
     def reject(self, ts: int, action: int, reason: str) -> None:
-        """Record an action that could not be carried out (also called by the core's fills)."""
+        """Record an action the core could not carry out (`action` an `ActionType` value)."""
         entry = Rejection(ts, ActionType(action).name.lower(), reason)
         self.rejections.append(entry)
         self.rejection_count += 1
-        self._emit("action_rejected", timestamp=ts, action=entry.action, reason=reason)
-
-    def _apply(self, action, ts: int, close: float) -> None:
-        kind = action.action
-        try:
-            if kind in (ActionType.ENTER_LONG, ActionType.ENTER_SHORT, ActionType.EXIT):
-                # (the core carries these out itself; here only for a result it passed on)
-                self.core.act(kind, _nan(action.quantity), _nan(action.stop_loss),
-                              _nan(action.take_profit), action.reason, ts, close)
-            elif kind == ActionType.CANCEL_ANALYSIS:
-                self.machine.cancel_analysis(ts, action.reason)
-                self.strategy.clear_context()
-            elif kind == ActionType.UPDATE_STOP_LOSS:
-                self.machine.update_stop_loss(action.price)
-                self._sync_position()
-                self._emit("position_updated", timestamp=ts, stop_loss=action.price)
-            elif kind == ActionType.UPDATE_TAKE_PROFIT:
-                self.machine.update_take_profit(action.price)
-                self._sync_position()
-                self._emit("position_updated", timestamp=ts, take_profit=action.price)
-        except (InvalidTransition, ValueError) as exc:
-            self.reject(ts, kind, str(exc))
+        self.emit("action_rejected", timestamp=ts, action=entry.action, reason=reason)
 
     def _sync_position(self) -> None:
         pos = self.machine.position
@@ -389,7 +359,14 @@ class SymbolRunner:
         """Bars the strategy's indicators need before all have values (0 if none used)."""
         return max((self.bank.indicator(k).warmup_period for k in self.bank.keys()), default=0)
 
-    def _emit(self, kind: str, **fields: Any) -> None:
+    def emit(self, kind: str, **fields: Any) -> None:
+        """Send event `kind` with `fields` to `on_event`, tagged with symbol and strategy.
+
+        Nothing is built unless someone listens (see `listening`). The runner
+        emits its own events; an owner reports what happened to the runner
+        outside its step through this too (the engine's inbox: a bar it
+        refused, as ``"runner_error"``).
+        """
         if self.listening():
             self.on_event({"type": kind, "symbol": self.symbol, "strategy": self.strategy.name,
                            **fields})
@@ -403,7 +380,3 @@ def check_history_limit(limit: int | None) -> None:
 
 def _history(limit: int | None) -> list | deque:
     return [] if limit is None else deque(maxlen=limit)
-
-
-def _nan(value: float | None) -> float:
-    return math.nan if value is None else value

@@ -6,7 +6,8 @@ from tradesim.strategy.errors import (
     StrategyMemoryError,
     StrategyTimeout,
 )
-from tradesim.strategy.lua_strategy import ActionRequest, Decision, LuaStrategy
+from tradesim.strategy.decision import ActionRequest, Decision
+from tradesim.strategy.lua_strategy import LuaStrategy
 from tradesim.strategy.sandbox import LuaSandbox, StrategyFunction
 
 __all__ = [

@@ -8,11 +8,22 @@
 -- return. Python is called back only the first time a strategy asks for an
 -- indicator (to create and warm it) — never per bar.
 
-local H, register_indicator = ...
+local H, register_indicator, codes = ...
 local env = H.env
 local rawget, rawset, type, select, next = rawget, rawset, type, select, next
 
-local STATE_IDLE, STATE_ANALYZING, STATE_IN_POSITION = 0, 1, 2
+-- The protocol's numbers come from the host (tradesim.strategy.decision.lua_codes),
+-- which defines them once for Lua, C and Python; a missing one stops the load.
+local function code(name)
+  local v = rawget(codes, name)
+  if math.type(v) ~= "integer" then error("api.lua: the host passed no code " .. name, 2) end
+  return v
+end
+local STATE_IDLE, STATE_ANALYZING = code("STATE_IDLE"), code("STATE_ANALYZING")
+local STARTED, ACTION, INVALID_TABLE, STARTED_ACTION = code("RESULT_STARTED"),
+  code("RESULT_ACTION"), code("RESULT_INVALID_TABLE"), code("RESULT_STARTED_ACTION")
+local SIDE_LONG, SYNC_FLAT, SYNC_CLEAR_CONTEXT = code("SIDE_LONG"), code("SYNC_FLAT"),
+  code("SYNC_CLEAR_CONTEXT")
 
 -- Reused tables handed to the user's functions.
 local md = H.protect(H.new_table())        -- market_data (rewritten each bar)
@@ -113,26 +124,26 @@ local function describe(v)
   return t
 end
 
--- Returns 2, fname, action, quantity, stop_loss, take_profit, price, reason
--- or 3, fname, field, description (a malformed table).
+-- Returns ACTION, fname, action, quantity, stop_loss, take_profit, price, reason
+-- or INVALID_TABLE, fname, field, description (a malformed table).
 local function unpack_action(fname, t)
   if type(t) ~= "table" then
-    return 3, fname, "result", "a " .. type(t) .. " (expected nil or an action table)"
+    return INVALID_TABLE, fname, "result", "a " .. type(t) .. " (expected nil or an action table)"
   end
   for k, v in next, t do
     if type(k) ~= "string" or not ALLOWED[k] then
-      return 3, fname, describe(k), "unknown field"
+      return INVALID_TABLE, fname, describe(k), "unknown field"
     end
     if NUMERIC[k] and type(v) ~= "number" then
-      return 3, fname, k, describe(v) .. " (" .. type(v) .. ", expected a number)"
+      return INVALID_TABLE, fname, k, describe(v) .. " (" .. type(v) .. ", expected a number)"
     end
     if (k == "action" or k == "reason") and type(v) ~= "string" then
-      return 3, fname, k, describe(v) .. " (" .. type(v) .. ", expected a string)"
+      return INVALID_TABLE, fname, k, describe(v) .. " (" .. type(v) .. ", expected a string)"
     end
   end
   local action = rawget(t, "action")
-  if action == nil then return 3, fname, "action", "missing" end
-  return 2, fname, action, rawget(t, "quantity"), rawget(t, "stop_loss"),
+  if action == nil then return INVALID_TABLE, fname, "action", "missing" end
+  return ACTION, fname, action, rawget(t, "quantity"), rawget(t, "stop_loss"),
          rawget(t, "take_profit"), rawget(t, "price"), rawget(t, "reason")
 end
 
@@ -164,9 +175,9 @@ local function fill_many(...)
 end
 
 -- The per-bar entry point. Arguments: state, the bar, then the bank's values.
--- Returns nothing (no action); 1, reason (analysis started, no action yet);
--- the unpack_action results (2 ... or 3 ...); or 4, reason, <2 ... or 3 ...>
--- (analysis started and filter_commitment acted on the same bar).
+-- Returns nothing (no action); STARTED, reason (analysis started, no action
+-- yet); the unpack_action results; or STARTED_ACTION, reason, <unpack_action
+-- results> (analysis started and filter_commitment acted on the same bar).
 local function on_bar(state, ts, o, h, l, c, v, bid, ask, ...)
   md.timestamp = ts
   md.open = o
@@ -194,8 +205,8 @@ local function on_bar(state, ts, o, h, l, c, v, bid, ask, ...)
     local reason = store_setup(setup)
     -- Committing can happen on the same bar the setup is found.
     local act = filter(md, ctx, ind)
-    if act == nil then return 1, reason end
-    return 4, reason, unpack_action("filter_commitment", act)
+    if act == nil then return STARTED, reason end
+    return STARTED_ACTION, reason, unpack_action("filter_commitment", act)
   elseif state == STATE_ANALYZING then
     local act = filter(md, ctx, ind)
     if act == nil then return end
@@ -240,13 +251,13 @@ local function clear_context()
   for k in next, ctx do rawset(ctx, k, nil) end
 end
 
--- The runner's fills, called from C with numbers only: code 1 long / -1 short
--- (set the position), 0 flat, 2 empty the context.
-local function sync(code, entry_time, quantity, entry_price, stop_loss, take_profit)
-  if code == 2 then return clear_context() end
-  if code == 0 then return set_position(nil) end
-  set_position(code == 1 and "long" or "short", quantity, entry_price, stop_loss, take_profit,
-               entry_time)
+-- The runner's fills, called from C with numbers only: SIDE_LONG / SIDE_SHORT
+-- (set the position), SYNC_FLAT, SYNC_CLEAR_CONTEXT (empty the context).
+local function sync(what, entry_time, quantity, entry_price, stop_loss, take_profit)
+  if what == SYNC_CLEAR_CONTEXT then return clear_context() end
+  if what == SYNC_FLAT then return set_position(nil) end
+  set_position(what == SIDE_LONG and "long" or "short", quantity, entry_price, stop_loss,
+               take_profit, entry_time)
 end
 
 local function set_context(k, v)

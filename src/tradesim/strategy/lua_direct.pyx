@@ -6,11 +6,11 @@ per-bar dispatcher takes only numbers and usually returns nothing, so
 `RunnerCore` pushes the numbers from C and runs it with ``lua_pcall`` on
 lupa's own Lua state, through the C API that lupa's bundled Lua exports.
 
-Results: the dispatcher's common decisions (an analysis started; enter long,
-enter short or exit with valid numbers) are read off the Lua stack in C into
-a `Decision`, with no Python object but the reason strings (reused when a
-strategy repeats them). On a live feed these are the slow bars; reading them
-here halves their cost when caches are cold.
+Results: the dispatcher's valid decisions (an analysis started, a valid
+action, or both) are read off the Lua stack in C into a `Decoded`, with the
+rules of `tradesim.strategy.decision` and no Python object but the reason
+strings (reused when a strategy repeats them). On a live feed these are the
+slow bars; reading them here halves their cost when caches are cold.
 
 Exactness: any other result, or an error, is moved into a preallocated stash
 table and handed to Python through lupa after all: a small C closure, called
@@ -29,7 +29,12 @@ GIL while Lua runs.
 import gc
 
 cimport cython
+from libc.math cimport NAN
 from libc.string cimport memcmp
+
+from tradesim.strategy.decision cimport (
+    ACTION_LENGTH, AT_ACTION, AT_AMOUNTS, AT_REASON, CHECK_OK, N_AMOUNTS, Decoded, ResultCode,
+    action_named, check_amounts)
 
 cdef extern from "Python.h":
     const char* PyUnicode_AsUTF8AndSize(object text, Py_ssize_t* size) except NULL
@@ -207,72 +212,6 @@ cdef extern from *:
         return nres;
     }
 
-    /* The common decisions of api.lua's on_bar, read off the stack (results base+1 ..
-       base+nres) without converting anything:
-         1, reason, ...                               analysis started
-         2, fname, action, q, sl, tp, price, reason   an action
-         4, reason, 2, fname, action, q, sl, tp, price, reason   both
-       with action "enter_long" / "enter_short" / "exit" and q, sl, tp, price nil or
-       finite numbers > 0. Returns 1 and fills d (the reasons point into Lua strings,
-       valid while the results stay on the stack; NULL = not a string), or 0 for any
-       other shape, which goes through the stash and lupa unchanged. */
-    typedef struct {
-        int started, action;                 /* action: 0 none, 1 long, 2 short, 3 exit */
-        double q, sl, tp, price;             /* price: checked only (enter/exit ignore it) */
-        const char *start_reason, *reason;
-        size_t start_len, reason_len;
-    } ts_decision;
-
-    static int ts_number(lua_State *L, int i, double *out) {
-        int t = ts_lua.type(L, i);
-        if (t == TS_TNIL) { *out = NAN; return 1; }
-        if (t != TS_TNUMBER) return 0;
-        *out = ts_lua.tonumberx(L, i, NULL);
-        return isfinite(*out) && *out > 0;
-    }
-
-    static const char *ts_string(lua_State *L, int i, size_t *len) {
-        if (ts_lua.type(L, i) != TS_TSTRING) { *len = 0; return NULL; }
-        return ts_lua.tolstring(L, i, len);
-    }
-
-    static int ts_code(lua_State *L, int i) {
-        if (!ts_lua.isinteger(L, i)) return -1;
-        return (int)ts_lua.tointegerx(L, i, NULL);
-    }
-
-    static int ts_decode(lua_State *L, int base, int nres, ts_decision *d) {
-        int code, at;
-        size_t len;
-        const char *name;
-        if (nres < 1) return 0;
-        code = ts_code(L, base + 1);
-        d->started = 0; d->action = 0;
-        d->start_reason = d->reason = NULL;
-        d->start_len = d->reason_len = 0;
-        if (code == 1 || code == 4) {
-            d->started = 1;
-            if (nres > 1) d->start_reason = ts_string(L, base + 2, &d->start_len);
-            if (code == 1) return 1;
-            at = base + 3;
-        } else if (code == 2) {
-            at = base + 1;
-        } else {
-            return 0;
-        }
-        if (base + nres - at + 1 != 8 || ts_code(L, at) != 2) return 0;
-        name = ts_string(L, at + 2, &len);
-        if (name == NULL) return 0;
-        if (len == 10 && memcmp(name, "enter_long", 10) == 0) d->action = 1;
-        else if (len == 11 && memcmp(name, "enter_short", 11) == 0) d->action = 2;
-        else if (len == 4 && memcmp(name, "exit", 4) == 0) d->action = 3;
-        else return 0;
-        if (!(ts_number(L, at + 3, &d->q) && ts_number(L, at + 4, &d->sl)
-              && ts_number(L, at + 5, &d->tp) && ts_number(L, at + 6, &d->price))) return 0;
-        d->reason = ts_string(L, at + 7, &d->reason_len);
-        return 1;
-    }
-
     /* Checks that L is a live main thread (its registry knows it as such) and runs
        ts_setup. Returns 0 and the two references, or -1 (wrong state) / the pcall status. */
     static int ts_attach(lua_State *L, int *fn_ref, int *stash_ref) {
@@ -304,20 +243,17 @@ cdef extern from *:
     int TS_STASH
     const char* ts_lua_load(const char* path)
     double ts_lua_version "ts_lua.version"(lua_State* L)
-    ctypedef struct ts_decision:
-        int started
-        int action
-        double q, sl, tp, price
-        const char* start_reason
-        const char* reason
-        size_t start_len
-        size_t reason_len
     int ts_call_bar(lua_State* L, int fn_ref, long long state, long long ts,
                     double o, double h, double l, double c, double v, double bid, double ask,
                     const double* values, int n, int* base) nogil
-    int ts_decode(lua_State* L, int base, int nres, ts_decision* d) nogil
     int ts_stash(lua_State* L, int base, int stash_ref, int nres) nogil
     void ts_settop "ts_lua.settop"(lua_State* L, int idx) nogil
+    int ts_type "ts_lua.type"(lua_State* L, int idx)
+    const char* ts_tolstring "ts_lua.tolstring"(lua_State* L, int idx, size_t* length)
+    double ts_tonumber "ts_lua.tonumberx"(lua_State* L, int idx, int* isnum)
+    int ts_isinteger "ts_lua.isinteger"(lua_State* L, int idx)
+    long long ts_tointeger "ts_lua.tointegerx"(lua_State* L, int idx, int* isnum)
+    int TS_TNIL, TS_TNUMBER, TS_TSTRING
     int ts_attach(lua_State* L, int* fn_ref, int* stash_ref)
     void ts_detach(lua_State* L, int fn_ref, int stash_ref)
 
@@ -448,45 +384,37 @@ cdef class LuaDirect:
 
     cdef object call_bar(self, long long state, long long ts, double o, double h, double l,
                          double c, double v, double bid, double ask, const double* values,
-                         int n_values, bint locked, Decision* decided=NULL):
+                         int n_values, bint locked, Decoded decided=None):
         """Call the function with these numbers; None if it returned nothing.
 
         Otherwise returns or raises whatever a lupa call would have (see the
         module docstring). `locked`: the caller holds the lock (`lock`).
 
-        With `decided` given, a common decision of api.lua's ``on_bar``
-        (analysis started, enter long / short, exit; see ``ts_decode``) is read
-        in C instead: ``decided.decoded`` is set, its numbers filled, the
-        reasons left in `start_reason` and `reason`, and None returned. Any
-        other result takes the lupa path.
+        With `decided` given, a valid decision of api.lua's ``on_bar`` (see
+        `tradesim.strategy.decision`) is read in C instead: `decided` is
+        filled (``decided.ready`` set) and None returned. Any other result
+        takes the lupa path.
         """
         cdef int r, base = 0
-        cdef bint decoded = False
-        cdef ts_decision d
         cdef lua_State* L = <lua_State*>self.L
-        if decided is not NULL:
-            decided.decoded = False
         if not locked:
             self._acquire()
         try:
             with nogil:
                 r = ts_call_bar(L, self.fn_ref, state, ts, o, h, l, c, v, bid, ask, values,
                                 n_values, &base)
-                if r > 0 and decided is not NULL and self._decode:
-                    decoded = ts_decode(L, base, r, &d)
             if r == 0:
                 return None
             if r == -2:
                 raise lua54.LuaMemoryError()
-            if decoded:
+            if r > 0 and decided is not None and self._decode:
                 try:
-                    decoded = _take_decision(self, &d, decided)
+                    if _read_decision(self, L, base, r, decided):
+                        ts_settop(L, base)
+                        return None
                 except BaseException:   # (no memory for a str) the results go too
                     ts_settop(L, base)
                     raise
-                if decoded:
-                    ts_settop(L, base)
-                    return None
             r = ts_stash(L, base, self.stash_ref, r)   # (leaves the stack at base)
             if r == -2:
                 raise lua54.LuaMemoryError()
@@ -516,22 +444,73 @@ cdef class LuaDirect:
         return self.lua(*args)
 
 
-cdef bint _take_decision(LuaDirect self, ts_decision* d, Decision* out) except -1:
-    # The reasons as str, as lupa would decode them; False if one is not UTF-8 (lupa
-    # then raises, through the stash, which still gets the results).
-    start = _text(self, d.start_reason, d.start_len)
-    reason = _text(self, d.reason, d.reason_len)
+cdef inline long long _code(lua_State* L, int i):
+    # A result code: the Lua integer at i, or -1.
+    return ts_tointeger(L, i, NULL) if ts_isinteger(L, i) else -1
+
+
+cdef bint _read_decision(LuaDirect self, lua_State* L, int base, int nres,
+                         Decoded out) except -1:
+    # The results base+1 .. base+nres as a valid decision, by the protocol's rules
+    # (decision.pxd), into `out`; False, with `out` not ready, for any other shape
+    # (it goes through the stash and lupa unchanged, and `decode_result` reports it).
+    cdef long long code = _code(L, base + 1)
+    cdef int at, i, t, action = -1, field
+    cdef double amounts[N_AMOUNTS]
+    cdef bint given[N_AMOUNTS]
+    cdef const char* p
+    cdef size_t n
+    if code == ResultCode.STARTED:
+        at = 0
+    elif code == ResultCode.STARTED_ACTION:
+        at = base + 3
+    elif code == ResultCode.ACTION:
+        at = base + 1
+    else:
+        return False
+    if at:
+        # An ACTION result (an INVALID_TABLE one has another length or code).
+        if base + nres - at + 1 != ACTION_LENGTH or _code(L, at) != ResultCode.ACTION:
+            return False
+        if ts_type(L, at + AT_ACTION) != TS_TSTRING:
+            return False
+        p = ts_tolstring(L, at + AT_ACTION, &n)
+        action = action_named(p, n)
+        if action < 0:
+            return False
+        for i in range(N_AMOUNTS):
+            t = ts_type(L, at + AT_AMOUNTS + i)
+            if t == TS_TNIL:
+                given[i], amounts[i] = False, NAN
+            elif t == TS_TNUMBER:
+                given[i], amounts[i] = True, ts_tonumber(L, at + AT_AMOUNTS + i, NULL)
+            else:
+                return False
+        if check_amounts(action, amounts, given, &field) != CHECK_OK:
+            return False
+    # The reasons as str, as lupa would decode them; None if one is not UTF-8 (lupa
+    # then raises, through the stash, which still has the results).
+    start = _string(self, L, base + 2) if code != ResultCode.ACTION and nres > 1 else ""
+    reason = _string(self, L, at + AT_REASON) if at else ""
     if start is None or reason is None:
         return False
-    self.start_reason = start
-    self.reason = reason
-    out.started = d.started
-    out.action = d.action
-    out.quantity = d.q
-    out.stop_loss = d.sl
-    out.take_profit = d.tp
-    out.decoded = True
+    out.started = code != ResultCode.ACTION
+    out.start_reason = start
+    out.action = action
+    for i in range(N_AMOUNTS):
+        out.amounts[i] = amounts[i] if at else NAN
+    out.reason = reason
+    out.function = None     # (named only in errors, which decode_result reports)
+    out.ready = True
     return True
+
+
+cdef inline object _string(LuaDirect self, lua_State* L, int i):
+    cdef size_t n = 0
+    cdef const char* p = NULL
+    if ts_type(L, i) == TS_TSTRING:
+        p = ts_tolstring(L, i, &n)
+    return _text(self, p, n)
 
 
 cdef object _text(LuaDirect self, const char* p, size_t n):

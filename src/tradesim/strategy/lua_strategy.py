@@ -17,9 +17,10 @@ import math
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable
 
-from tradesim._core.state_machine import ActionType
+from tradesim._core.state_machine import Side
+from tradesim.strategy.decision import ActionRequest, Decision, SyncCode, decode, lua_codes
 from tradesim.strategy.errors import StrategyError, StrategyLoadError
 from tradesim.strategy.sandbox import LuaSandbox
 
@@ -27,47 +28,8 @@ __all__ = ["ActionRequest", "Decision", "LuaStrategy", "ENTRY_POINTS"]
 
 ENTRY_POINTS = ("detect_opportunity", "filter_commitment", "manage_position")
 
-#: Action names a strategy may return, with the fields each one uses.
-_ACTIONS: dict[str, tuple[ActionType, tuple[str, ...]]] = {
-    "enter_long": (ActionType.ENTER_LONG, ()),
-    "enter_short": (ActionType.ENTER_SHORT, ()),
-    "exit": (ActionType.EXIT, ()),
-    "cancel_analysis": (ActionType.CANCEL_ANALYSIS, ()),
-    "update_stop_loss": (ActionType.UPDATE_STOP_LOSS, ("price",)),
-    "update_take_profit": (ActionType.UPDATE_TAKE_PROFIT, ("price",)),
-}
-
 # Indicator kinds a script can ask for -> registry spec name or window statistic.
 _WINDOW_STATS = {"high", "low", "range", "avg_volume"}
-
-
-class ActionRequest(NamedTuple):
-    """A validated action from a strategy (prices in quote currency, quantity in base units).
-
-    `quantity` is None when the strategy leaves sizing to the execution model;
-    `stop_loss`, `take_profit` and `price` are None when not given.
-    """
-
-    action: ActionType
-    quantity: float | None
-    stop_loss: float | None
-    take_profit: float | None
-    price: float | None
-    reason: str
-    function: str
-
-
-class Decision(NamedTuple):
-    """What one bar's strategy call asked for.
-
-    `started` is True when `detect_opportunity` found a setup on this bar
-    (start_analyzing, with `start_reason` from its table); `action` is the
-    action returned by `filter_commitment` / `manage_position`, if any.
-    """
-
-    started: bool
-    start_reason: str
-    action: ActionRequest | None
 
 
 @dataclass
@@ -138,7 +100,8 @@ class LuaStrategy:
         source = self._read()
         sandbox = LuaSandbox(self._explicit_name or self.path.stem, **self._limits)
         sandbox.load(source, self.path.name, required=ENTRY_POINTS)
-        api = sandbox.eval_host(_api_source(), self._register_indicator, name="strategy-api")
+        api = sandbox.eval_host(_api_source(), self._register_indicator,
+                                sandbox.table_from(lua_codes()), name="strategy-api")
         fns = {key: api[key] for key in ("on_bar", "set_position", "clear_context", "sync", "set_context",
                                           "context_snapshot", "params_snapshot", "set_param",
                                           "strategy_name", "resolve", "set_symbol")}
@@ -285,49 +248,14 @@ class LuaStrategy:
         return self._sandbox.translate_error(exc)
 
     def decode(self, result: Any) -> Decision:
-        """Turn the dispatcher's scalars into a validated `Decision`.
+        """Turn the dispatcher's scalars into a validated `Decision` (`tradesim.strategy.decision.decode`).
 
         Raises
         ------
         StrategyError
             Naming the script, function, field and value of an invalid action.
         """
-        if not isinstance(result, tuple):
-            result = (result,)
-        code = result[0]
-        if code == 1:
-            return Decision(True, _text(result[1] if len(result) > 1 else None), None)
-        if code == 4:
-            return Decision(True, _text(result[1]), self._action(result[2:]))
-        return Decision(False, "", self._action(result))
-
-    def _action(self, r: tuple) -> ActionRequest:
-        script = self._script_name
-        if r[0] == 3:
-            fname, field, what = r[1], r[2], r[3]
-            raise StrategyError(f"invalid action table: field {field!r}: {what}", script=script,
-                                function=fname, field=str(field), value=what)
-        r = tuple(r) + (None,) * (8 - len(r))
-        _, fname, action, quantity, stop_loss, take_profit, price, reason = r[:8]
-        spec = _ACTIONS.get(action)
-        if spec is None:
-            raise StrategyError(f"unknown action {action!r}; expected one of {', '.join(_ACTIONS)}",
-                                script=script, function=fname, field="action", value=action)
-        action_type, required = spec
-        fields = {"quantity": quantity, "stop_loss": stop_loss, "take_profit": take_profit,
-                  "price": price}
-        for field in required:
-            if fields[field] is None:
-                raise StrategyError(f"action {action!r} needs field {field!r}", script=script,
-                                    function=fname, field=field, value=None)
-        for field, value in fields.items():
-            if value is None:
-                continue
-            if isinstance(value, bool) or not math.isfinite(value) or value <= 0:
-                raise StrategyError(f"{field} = {value!r}: must be a finite number > 0",
-                                    script=script, function=fname, field=field, value=value)
-        return ActionRequest(action_type, _num(quantity), _num(stop_loss), _num(take_profit),
-                             _num(price), _text(reason), fname)
+        return decode(result, self._script_name)
 
     # -- state shared with the runner --------------------------------------------
 
@@ -343,12 +271,14 @@ class LuaStrategy:
              stop_loss: float = math.nan, take_profit: float = math.nan) -> None:
         """`set_position` / `clear_context` by number, as the runner's C fills call them.
 
-        `code` 1 long, -1 short (the position's fields follow), 0 flat, 2 empty the context.
+        `code` `Side.LONG` or `Side.SHORT` (the position's fields follow),
+        `SyncCode.SYNC_FLAT`, or `SyncCode.SYNC_CLEAR_CONTEXT` (empty the context).
         """
-        if code == 2:
+        if code == SyncCode.SYNC_CLEAR_CONTEXT:
             self.clear_context()
         else:
-            self.set_position(None if code == 0 else "long" if code == 1 else "short", quantity,
+            self.set_position(None if code == SyncCode.SYNC_FLAT else
+                              "long" if code == Side.LONG else "short", quantity,
                               entry_price, stop_loss, take_profit, entry_time)
 
     def clear_context(self) -> None:
@@ -371,14 +301,6 @@ class LuaStrategy:
 
     def __repr__(self) -> str:
         return f"<LuaStrategy {self.name!r} from {self.path} params={self.params}>"
-
-
-def _num(value: Any) -> float | None:
-    return None if value is None else float(value)
-
-
-def _text(value: Any) -> str:
-    return value if isinstance(value, str) else ""
 
 
 def _coerce_param(script: str, key: str, raw: Any, defaults: dict[str, Any]) -> Any:
