@@ -77,7 +77,8 @@ def test_peer_backtesting_py_same_strategy(benchmark, btc):
     bt_mod = pytest.importorskip("backtesting")
     talib = pytest.importorskip("talib")
     import pandas as pd
-    from backtesting import Backtest as PyBacktest, Strategy
+    from backtesting import Backtest as PyBacktest
+    from backtesting import Strategy
 
     df = pd.DataFrame({"Open": btc.open, "High": btc.high, "Low": btc.low, "Close": btc.close,
                        "Volume": btc.volume}, index=pd.to_datetime(btc.timestamp, unit="ms"))

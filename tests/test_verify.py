@@ -262,7 +262,8 @@ def test_cli_short_series_are_all_warmup(cli):
     pytest.importorskip("talib")
     bars = random_bars(seed=5, n=12)
     check_against_reference(cli, bars, STANDARD, "short")
-    code, answer = run_cli(cli, {"indicator": "macd", "params": {"fast": 12, "slow": 26, "signal": 9}, "inputs": {"close": bars["close"].tolist()}})
+    code, answer = run_cli(cli, {"indicator": "macd", "params": {"fast": 12, "slow": 26, "signal": 9},
+                                 "inputs": {"close": bars["close"].tolist()}})
     assert code == 0
     assert all(v is None for v in answer["outputs"]["macd"])
 
@@ -511,7 +512,8 @@ def test_verify_command(monkeypatch, cli, tmp_path):
     for name in ("sma", "ema", "rsi", "macd", "bollinger", "atr", "stochastic", "vwap"):
         assert name in result.output
 
-    result = runner.invoke(verify.verify, ["--data", str(data), "--indicator", "rsi:7", "--indicator", "bollinger:10,1.5", "--json"])
+    result = runner.invoke(verify.verify, ["--data", str(data), "--indicator", "rsi:7",
+                                           "--indicator", "bollinger:10,1.5", "--json"])
     assert result.exit_code == 0, result.output
     doc = json.loads(result.output)
     assert doc["ok"] is True

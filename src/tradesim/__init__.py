@@ -1,6 +1,7 @@
 """tradesim: a trading simulator for scripted strategies with a Cython core."""
 
-from importlib.metadata import PackageNotFoundError, version as _version
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _version
 
 try:
     __version__ = _version("tradesim")
@@ -8,9 +9,25 @@ except PackageNotFoundError:  # running from a source tree without install
     __version__ = "0.0.0"
 
 from tradesim._core import (  # noqa: E402
-    MarketData, InvalidMarketData, MarketDataWindow, OutOfOrderBar,
-    SMA, EMA, VWAP, RSI, MACD, Stochastic, BollingerBands, ATR,
-    State, Side, ActionType, InvalidTransition, Position, Context, StateMachine,
+    ATR,
+    EMA,
+    MACD,
+    RSI,
+    SMA,
+    VWAP,
+    ActionType,
+    BollingerBands,
+    Context,
+    InvalidMarketData,
+    InvalidTransition,
+    MarketData,
+    MarketDataWindow,
+    OutOfOrderBar,
+    Position,
+    Side,
+    State,
+    StateMachine,
+    Stochastic,
 )
 
 __all__ = [

@@ -73,7 +73,6 @@ def indicators_list(as_json):
                          "minimum": p.minimum} for p in i.params]}
             for i in infos], indent=2))
         return
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title="tradesim indicators")
@@ -128,7 +127,6 @@ def indicators_compute(data_path, specs, out_path, tail):
         click.echo(f"wrote {len(bars)} rows x {len(columns)} indicator columns to {out_path}",
                    err=True)
         return
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"{bars.symbol}: last {min(tail, len(bars))} of {len(bars)} bars")
@@ -174,9 +172,9 @@ def validate_command(strategy, params, bars, strict):
     Example:
       tradesim validate lua-strategies/examples/ema_crossover.lua
     """
-    from tradesim.runner.execution import ExecutionConfig
     from tradesim.feeds.simulated import SimulatedFeed
     from tradesim.runner import SymbolRunner
+    from tradesim.runner.execution import ExecutionConfig
     from tradesim.strategy import LuaStrategy, StrategyError
 
     try:
@@ -377,7 +375,8 @@ def backtest_command(strategies, data, start, end, fill, slippage_bps, commissio
 def _print_backtest(result, report, trades_path) -> None:
     from rich.table import Table
 
-    from tradesim.backtest.metric_format import format_percent, metric_rows
+    from tradesim.backtest.metric_format import metric_rows
+    from tradesim.display import format_percent
 
     console = _console()
     table = Table(title="Backtest metrics (portfolio)")
@@ -467,7 +466,6 @@ def bench_command(filters, quick, as_json):
         click.echo(json.dumps({"environment": environment(), "quick": quick,
                                "results": [r.as_dict() for r in results], "passed": not failed}))
     else:
-        from rich.console import Console
         from rich.table import Table
 
         env = environment()

@@ -10,14 +10,32 @@ their defaults.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from tradesim._core import (
-    ATR, EMA, MACD, RSI, SMA, VWAP, BollingerBands, Indicator, IndicatorSet, Stochastic,
-    atr, bollinger, compute_all, ema, macd, rsi, sma, stochastic, vwap,
+    ATR,
+    EMA,
+    MACD,
+    RSI,
+    SMA,
+    VWAP,
+    BollingerBands,
+    Indicator,
+    IndicatorSet,
+    Stochastic,
+    atr,
+    bollinger,
+    compute_all,
+    ema,
+    macd,
+    rsi,
+    sma,
+    stochastic,
+    vwap,
 )
 
 __all__ = [

@@ -226,7 +226,8 @@ def test_perturbing_the_future_changes_no_decision(btc_bars):
 
 def write_csv(path, stamps, o, h, l, c, v):
     rows = ["timestamp,open,high,low,close,volume"]
-    rows += [f"{int(t)},{float(a)!r},{float(b)!r},{float(x)!r},{float(y)!r},{float(z)!r}" for t, a, b, x, y, z in zip(stamps, o, h, l, c, v)]
+    rows += [f"{int(t)},{float(a)!r},{float(b)!r},{float(x)!r},{float(y)!r},{float(z)!r}"
+             for t, a, b, x, y, z in zip(stamps, o, h, l, c, v)]
     path.write_text("\n".join(rows) + "\n")
     return path
 

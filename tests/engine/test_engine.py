@@ -13,7 +13,6 @@ import pytest
 from tradesim.backtest import Backtest
 from tradesim.engine import TradingEngine, UnknownRunner
 from tradesim.feeds import HistoricalFeed, SimulatedFeed
-from tradesim.runner import RunnerStatus
 from tradesim.runner.execution import ExecutionConfig
 
 REPO = Path(__file__).resolve().parents[2]
@@ -117,10 +116,9 @@ def test_a_failing_and_a_slow_runner_do_not_affect_the_others(tmp_path):
     feed = SimulatedFeed(("BTCUSDT", "ETHUSDT"), bars=400, seed=5, interval="1s", speed=500)
     engine.add_feed(feed, "sim")
     healthy = [engine.add_runner(s, EMA) for s in ("BTCUSDT", "ETHUSDT")]
-    bad = engine.add_runner("BTCUSDT", _script(tmp_path, "raises", RAISES), runner_id="bad",
-                            max_consecutive_errors=5)
-    slow = engine.add_runner("ETHUSDT", _script(tmp_path, "slow", SLOW), runner_id="slow",
-                             queue_size=50)
+    engine.add_runner("BTCUSDT", _script(tmp_path, "raises", RAISES), runner_id="bad",
+                      max_consecutive_errors=5)
+    engine.add_runner("ETHUSDT", _script(tmp_path, "slow", SLOW), runner_id="slow", queue_size=50)
     lags = []
     for rid in healthy:
         engine._runners[rid].on_processed = lambda h, _t: lags.append(h.last_lag_ms)

@@ -178,5 +178,6 @@ def test_live_runner_trades_like_a_backtest_over_the_same_bars():
     reference = Backtest(EMA, bars, close_at_end=False).run().trades
     live = runner.trades
     assert len(live) > 20
-    key = lambda t: (t.side, t.entry_time, t.entry_price, t.exit_time, t.exit_price, t.pnl, t.exit_reason)
+    def key(t):
+        return (t.side, t.entry_time, t.entry_price, t.exit_time, t.exit_price, t.pnl, t.exit_reason)
     assert [key(t) for t in live] == [key(t) for t in reference]

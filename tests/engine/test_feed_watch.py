@@ -40,7 +40,7 @@ def test_reasons_are_said_at_most_once_per_interval_with_a_count_of_the_rest():
     said, clock, engine = [], _Clock(), _Engine()
     watch = FeedWatch(engine, said.append, max_offline=0, report_every=5.0, clock=clock)
     assert watch.live == ["live"]           # only live feeds are watched
-    for i in range(10):                     # ten failures in 4.5 s: one line
+    for _ in range(10):                     # ten failures in 4.5 s: one line
         watch.observe(_event("reconnecting", reason="gaierror: Name or service not known", delay=0.5))
         clock.t += 0.5
     clock.t += 1.0

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from tradesim._core import MarketData
-from tradesim.engine.handle import RunnerHandle
 from tradesim.engine.events import EventBus
+from tradesim.engine.handle import RunnerHandle
 from tradesim.runner import RunnerStatus, SymbolRunner
 
 REPO = Path(__file__).resolve().parents[2]

@@ -1,15 +1,14 @@
 """Idle strategies: `Doorbell` (worker wake-ups) and the busy-polling event loop."""
 
 import asyncio
-import os
 import socket
 import threading
 import time
 
 import pytest
 
-from tradesim.engine.idle import Doorbell, spin_until_readable
 from tradesim.engine.busypoll import BusyPollSelector, new_busy_poll_loop
+from tradesim.engine.idle import Doorbell, spin_until_readable
 from tradesim.engine.workers import WorkerPool
 
 

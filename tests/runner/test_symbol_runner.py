@@ -16,8 +16,8 @@ import pytest
 from tradesim import MarketData
 from tradesim._core import InvalidMarketData, OutOfOrderBar
 from tradesim._core.state_machine import State
-from tradesim.runner.execution import ExecutionConfig
 from tradesim.runner import RunnerStatus, SymbolRunner
+from tradesim.runner.execution import ExecutionConfig
 
 REPO = Path(__file__).resolve().parents[2]
 TEST_STRATEGY = REPO / "lua-strategies" / "test_strategy.lua"

@@ -15,9 +15,9 @@ import lupa.lua54 as lua54
 import numpy as np
 import pytest
 
-from tradesim.strategy.lua_direct import DirectCallUnavailable, LuaDirect
 from tradesim.runner import SymbolRunner
 from tradesim.strategy import LuaStrategy, StrategyTimeout
+from tradesim.strategy.lua_direct import DirectCallUnavailable, LuaDirect
 from tradesim.strategy.sandbox import LuaSandbox
 
 MiB = 1 << 20

@@ -1,6 +1,7 @@
 """`Context`: the typed key/value store a strategy keeps across bars."""
 
-from typing import Any, ClassVar, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, ClassVar
 
 _Value = float | int | str | bool
 

@@ -64,12 +64,12 @@ cdef tuple POLICIES = ("stop_loss_first", "take_profit_first", "open_distance")
 
 # Allowed actions per state as bit masks over the ACTION_* values.
 cdef int ALLOWED[3]
-ALLOWED[<int>State.IDLE] = ((1 << ActionType.START_ANALYZING) | (1 << ActionType.ENTER_LONG)
-                       | (1 << ActionType.ENTER_SHORT))
-ALLOWED[<int>State.ANALYZING] = ((1 << ActionType.CANCEL_ANALYSIS) | (1 << ActionType.ENTER_LONG)
-                            | (1 << ActionType.ENTER_SHORT))
-ALLOWED[<int>State.IN_POSITION] = ((1 << ActionType.EXIT) | (1 << ActionType.UPDATE_STOP_LOSS)
-                              | (1 << ActionType.UPDATE_TAKE_PROFIT))
+ALLOWED[<int>State.IDLE] = (
+    (1 << ActionType.START_ANALYZING) | (1 << ActionType.ENTER_LONG) | (1 << ActionType.ENTER_SHORT))
+ALLOWED[<int>State.ANALYZING] = (
+    (1 << ActionType.CANCEL_ANALYSIS) | (1 << ActionType.ENTER_LONG) | (1 << ActionType.ENTER_SHORT))
+ALLOWED[<int>State.IN_POSITION] = (
+    (1 << ActionType.EXIT) | (1 << ActionType.UPDATE_STOP_LOSS) | (1 << ActionType.UPDATE_TAKE_PROFIT))
 
 # Interned once so automatic exits and timeouts allocate no strings.
 cdef str REASON_STOP_LOSS = "stop_loss"

@@ -12,20 +12,20 @@ from __future__ import annotations
 
 import dataclasses
 import re
-
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
 from tradesim.backtest.metrics import Metrics, compute_metrics
-from tradesim.runner.trades import Trade
 from tradesim.data import Bars, find_gaps
 from tradesim.jsonable import jsonable
 from tradesim.runner.execution import ExecutionConfig
 from tradesim.runner.symbol_runner import RunnerError, SymbolRunner
+from tradesim.runner.trades import Trade
 
 __all__ = ["Backtest", "BacktestResult", "RunResult"]
 

@@ -3,27 +3,13 @@ durations). The terminal summary and the HTML report both show metrics through t
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 from tradesim.backtest.metrics import Metrics
+from tradesim.display import format_number, format_percent
 from tradesim.timeframes import format_duration, format_time
 
-__all__ = ["format_number", "format_percent", "metric_rows"]
-
-
-def format_number(x: float, spec: str) -> str:
-    """`x` formatted with `spec`; NaN reads "n/a" and infinities "∞" / "−∞"."""
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "n/a"
-    if isinstance(x, float) and math.isinf(x):
-        return "∞" if x > 0 else "−∞"
-    return format(x, spec)
-
-
-def format_percent(x: float) -> str:
-    """A fraction as a percentage: 0.1234 -> '12.34 %'."""
-    return f"{100.0 * x:,.2f} %" if math.isfinite(x) else format_number(x, "")
+__all__ = ["metric_rows"]
 
 
 def _drawdown_duration(bars: int, ms: int, recovered: bool | None = None) -> str:

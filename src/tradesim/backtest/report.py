@@ -24,8 +24,9 @@ from string import Template
 
 import numpy as np
 
-from tradesim.backtest.metric_format import format_number, metric_rows
+from tradesim.backtest.metric_format import metric_rows
 from tradesim.backtest.metrics import Metrics, drawdown_series
+from tradesim.display import format_number
 from tradesim.runner.trades import Trade
 from tradesim.timeframes import format_duration, format_time
 

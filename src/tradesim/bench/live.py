@@ -31,7 +31,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["BUSY_POLL_US", "engine_scale", "host_speed_ms", "live_latency", "rss_kb", "runner_memory", "five_indicator_strategy"]
+__all__ = ["BUSY_POLL_US", "engine_scale", "host_speed_ms", "live_latency", "rss_kb", "runner_memory",
+           "five_indicator_strategy"]
 
 #: Spin per idle wait in the latency benchmark's busy-poll mode (µs): longer than the
 #: 2 ms between frames, so the loop and the worker never park while frames flow.
@@ -164,8 +165,8 @@ def engine_scale(n_runners: int = 1000, seconds: int = 10, script: Path | None =
 
     The first tick (strategies' first calls, indicator creation) is excluded.
     """
-    from tradesim.strategy.examples import example_path
     from tradesim.engine import TradingEngine
+    from tradesim.strategy.examples import example_path
 
     script = script or example_path()
     feed = _TickFeed([f"S{i:04d}USDT" for i in range(n_runners)], seconds + 2)
@@ -331,9 +332,9 @@ def live_latency(frames: int = 3000, period: float = 0.002, script: Path | None 
     """
     if server not in ("framed", "websockets"):
         raise ValueError(f"server = {server!r}: expected 'framed' or 'websockets'")
-    from tradesim.strategy.examples import example_path
     from tradesim.engine import TradingEngine
     from tradesim.feeds.binance import BinanceFeed
+    from tradesim.strategy.examples import example_path
 
     script = script or example_path()
     budget_s = frames * period * 3 + 20

@@ -6,8 +6,8 @@
 * `WorkerPool`: the threads strategies run on (never the event loop).
 """
 
-from tradesim.engine.trading_engine import TradingEngine, UnknownRunner
 from tradesim.engine.handle import RunnerHandle
+from tradesim.engine.trading_engine import TradingEngine, UnknownRunner
 from tradesim.engine.workers import WorkerPool
 
 __all__ = ["RunnerHandle", "TradingEngine", "UnknownRunner", "WorkerPool"]

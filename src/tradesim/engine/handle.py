@@ -16,12 +16,13 @@ the runner, without stopping it.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
+from tradesim.engine.events import EventBus, StateTransition, event_from_runner_dict
 from tradesim.engine.inbox import RunnerInbox
 from tradesim.jsonable import finite_or_none, jsonable
-from tradesim.engine.events import EventBus, StateTransition, event_from_runner_dict
 from tradesim.runner import FINAL_STATUSES, SymbolRunner
 
 if TYPE_CHECKING:

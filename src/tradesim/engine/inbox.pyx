@@ -130,9 +130,9 @@ cdef class RunnerInbox:
 
     def drain(self, int budget=64):
         """Process up to `budget` queued items (worker thread); True if more wait."""
-        cdef int i
+        cdef int _
         cdef object item
-        for i in range(budget):
+        for _ in range(budget):
             if self._control:
                 item = self._control.popleft()
                 _run_control(self.runner, item)
@@ -164,7 +164,7 @@ cdef class RunnerInbox:
         except InvalidMarketData as exc:      # out of order / wrong symbol: reject the bar, keep going
             self.rejected_bars += 1
             runner.emit("runner_error", timestamp=bar.timestamp, error=type(exc).__name__,
-                         message=str(exc)[:1024])
+                        message=str(exc)[:1024])
             return
         except Exception as exc:              # a bug outside the strategy: this runner only
             self._fail(f"internal error: {type(exc).__name__}: {exc}"[:1024])

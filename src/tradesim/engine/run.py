@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
+from tradesim.engine import TradingEngine
 from tradesim.engine.config import EngineConfig, FeedConfig, RunnerConfig
 from tradesim.engine.feed_watch import DEFAULT_MAX_OFFLINE_S, FeedOffline, FeedWatch
-from tradesim.engine import TradingEngine
 from tradesim.runner import SymbolRunner
 
 __all__ = ["build_engine", "make_feed", "run_engine", "run_paper"]
@@ -225,7 +225,7 @@ def _status_line(engine: TradingEngine, elapsed: float):
 def _summary(engine: TradingEngine, elapsed: float):
     from rich.table import Table
 
-    from tradesim.backtest.metric_format import format_percent
+    from tradesim.display import format_percent
     from tradesim.timeframes import format_time
 
     table = Table(title=f"tradesim run: {elapsed:.1f} s")

@@ -22,11 +22,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from tradesim.engine.events import BarReceived, EventBus, FeedStatus, Subscription
 from tradesim.engine.handle import RunnerHandle, price_history, snapshot
 from tradesim.engine.workers import WorkerPool
-from tradesim.engine.events import BarReceived, EventBus, FeedStatus, Subscription
-from tradesim.runner.execution import ExecutionConfig
 from tradesim.runner import RunnerStatus, SymbolRunner
+from tradesim.runner.execution import ExecutionConfig
 from tradesim.runner.symbol_runner import check_history_limit
 from tradesim.strategy import LuaStrategy
 
@@ -336,7 +336,7 @@ class TradingEngine:
             await self._drain()
             supervisor.cancel()
             await asyncio.gather(supervisor, return_exceptions=True)
-            for name, feed in self._feeds.items():
+            for feed in self._feeds.values():
                 await _close_feed(feed)
             self.pool.shutdown()
             self._stopping = None

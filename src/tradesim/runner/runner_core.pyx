@@ -26,13 +26,11 @@ from cpython.ref cimport Py_INCREF
 from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
 from libc.math cimport NAN
 
-import numpy as np
-
 from tradesim._core.bank cimport IndicatorBank
 from tradesim._core.market_data cimport MarketData
 from tradesim._core.state_machine cimport (
-    ActionType, Position, Side, State, StateMachine, BAR_ANALYSIS_TIMEOUT, BAR_NONE,
-    BAR_STOP_LOSS, BAR_TAKE_PROFIT)
+    ActionType, Position, Side, State, StateMachine, BAR_ANALYSIS_TIMEOUT, BAR_STOP_LOSS,
+    BAR_TAKE_PROFIT)
 from tradesim._core.state_machine import InvalidTransition
 from tradesim._core.window cimport MarketDataWindow
 from tradesim.strategy.decision cimport (
@@ -302,8 +300,8 @@ cdef class RunnerCore:
             return 0
         if action == ActionType.ENTER_LONG or action == ActionType.ENTER_SHORT:
             if state == State.IN_POSITION:
-                self.handler.reject(ts, action, f"cannot {'enter_long' if action == ActionType.ENTER_LONG else 'enter_short'} "
-                                                f"in state IN_POSITION")
+                name = "enter_long" if action == ActionType.ENTER_LONG else "enter_short"
+                self.handler.reject(ts, action, f"cannot {name} in state IN_POSITION")
                 return 0
             side = Side.LONG if action == ActionType.ENTER_LONG else Side.SHORT
             if side == Side.SHORT and not self.allow_short:
@@ -394,7 +392,7 @@ cdef class RunnerCore:
         return 0
 
     cpdef int enter(self, int side, double quantity, double stop_loss, double take_profit,
-                     str reason, double base_price, long long ts) except -1:
+                    str reason, double base_price, long long ts) except -1:
         """Open a position at `base_price` moved by slippage (a market entry).
 
         `side` 1 long, -1 short; `quantity` in base units, NaN for

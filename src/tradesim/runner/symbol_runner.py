@@ -20,15 +20,16 @@ from __future__ import annotations
 import enum
 import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from tradesim._core import IndicatorBank, MarketData, MarketDataWindow
-from tradesim.runner.runner_core import RunnerCore, RunnerStopped
 from tradesim._core.state_machine import ActionType, Side, State, StateMachine
-from tradesim.runner.trades import Trade
 from tradesim.runner.execution import ExecutionConfig
+from tradesim.runner.runner_core import RunnerCore, RunnerStopped
+from tradesim.runner.trades import Trade
 from tradesim.strategy import LuaStrategy, StrategyError
 
 __all__ = ["FINAL_STATUSES", "RunnerStatus", "RunnerError", "Rejection", "SymbolRunner"]

@@ -5,6 +5,9 @@ from typing import Any, NamedTuple
 
 from tradesim._core.state_machine import ActionType
 
+__all__ = ["ActionRequest", "Decision", "ResultCode", "SyncCode", "STRATEGY_ACTIONS", "decode",
+           "lua_codes"]
+
 class ResultCode(enum.IntEnum):
     """First value of what api.lua's ``on_bar`` returns (it returns nothing for no decision)."""
     STARTED = 1

@@ -19,4 +19,3 @@ cdef class LuaDirect:
     cdef object call_bar(self, long long state, long long ts, double o, double h, double l,
                          double c, double v, double bid, double ask, const double* values,
                          int n_values, bint locked, Decoded decided=*)
-

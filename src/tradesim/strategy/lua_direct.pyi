@@ -1,6 +1,7 @@
 """`LuaDirect`: call one host Lua function of a sandbox through the Lua C API (see lua_direct.pyx)."""
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 class DirectCallUnavailable(RuntimeError):
     """This lupa build does not allow direct calls (the caller then uses lupa's own call)."""

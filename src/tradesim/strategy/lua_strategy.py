@@ -14,10 +14,11 @@ and optionally a ``params`` table of defaults and a ``name`` string. See
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from tradesim._core.state_machine import Side
 from tradesim.strategy.decision import ActionRequest, Decision, SyncCode, decode, lua_codes

@@ -468,7 +468,8 @@ class LuaSandbox:
         """
         fn = self.eval_host(lua_src, *args, name=name)
         if _lua_type(fn) != "function":
-            raise StrategyLoadError(f"host chunk returned {type(fn).__name__}, not a Lua function", script=f"(host {name})")
+            raise StrategyLoadError(f"host chunk returned {type(fn).__name__}, not a Lua function",
+                                    script=f"(host {name})")
         return self.guard(fn, name=f"host_function[{name}]")
 
     def guard(self, lua_function: Any, name: str = "host") -> Callable[..., Any]:
