@@ -7,9 +7,8 @@ import sys
 import numpy as np
 import pytest
 
-from tradesim.data import Bars, DataFileError, load_bars
+from tradesim.data import Bars, DataFileError, _load_csv_fast, load_bars
 from tradesim.feeds import HistoricalFeed, MarketDataSource
-from tradesim.data import _load_csv_fast
 
 COLUMNS = ("timestamp", "open", "high", "low", "close", "volume")
 BINANCE_HEADER = ("open_time,open,high,low,close,volume,close_time,quote_asset_volume,"

@@ -11,10 +11,9 @@ from __future__ import annotations
 import math
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from importlib import metadata, resources
-from pathlib import Path
-from typing import Callable
+from importlib import metadata
 
 import numpy as np
 
@@ -109,9 +108,7 @@ def _bench_indicators(quick: bool) -> list[BenchResult]:
 
 
 def _bench_batch(quick: bool) -> list[BenchResult]:
-    from tradesim._core import compute_all
-
-    from tradesim._core import IndicatorSet
+    from tradesim._core import IndicatorSet, compute_all
     from tradesim._core.indicator_set import OUTPUT_NAMES
 
     x = _walk(100_000 if quick else 1_000_000)
