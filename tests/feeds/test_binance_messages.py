@@ -88,7 +88,8 @@ def test_message_kinds(frame):
     assert message_kind(frame) == "kline"
     assert message_kind(decode('{"result": null, "id": 1}')) == "ack"
     assert message_kind(decode('{"code": 2, "msg": "Invalid request"}')) == "error"
-    assert message_kind(decode('{"stream": "!serverShutdown", "data": {"e": "serverShutdown", "E": 1}}')) == "serverShutdown"
+    shutdown = '{"stream": "!serverShutdown", "data": {"e": "serverShutdown", "E": 1}}'
+    assert message_kind(decode(shutdown)) == "serverShutdown"
     assert message_kind(decode('{"stream": "btcusdt@bookTicker", "data": {"u": 1, "s": "BTCUSDT", '
                                '"b": "1.0", "B": "2", "a": "1.1", "A": "3"}}')) == "bookTicker"
     assert message_kind(decode('{"stream": "btcusdt@trade", "data": {"e": "trade"}}')) == "unknown"

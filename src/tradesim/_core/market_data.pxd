@@ -9,9 +9,11 @@ cdef class MarketData:
     cdef readonly double bid
     cdef readonly double ask
 
+# The bar rule, in its three forms side by side: `bar_ok` (C, the hot paths),
+# `bar_problem` (which field and why) and `first_invalid_row` (whole columns).
 # Returns None when the bar is valid, else (field, value, reason).
-cdef object bar_problem(double open, double high, double low, double close,
-                        double volume, double bid, double ask)
+cpdef object bar_problem(double open, double high, double low, double close,
+                         double volume, double bid=*, double ask=*)
 cdef int raise_if_invalid(str symbol, long long timestamp, double open, double high,
                           double low, double close, double volume,
                           double bid, double ask) except -1

@@ -2,6 +2,8 @@
 
 from libc.math cimport isfinite, isnan, NAN
 
+import numpy as np
+
 
 class InvalidMarketData(ValueError):
     """A bar failed validation. `field` and `value` name the offending input.
@@ -20,8 +22,15 @@ class InvalidMarketData(ValueError):
         self.value = value
 
 
-cdef object bar_problem(double open, double high, double low, double close,
-                        double volume, double bid, double ask):
+cpdef object bar_problem(double open, double high, double low, double close,
+                         double volume, double bid=NAN, double ask=NAN):
+    """Why a bar breaks the rule, as ``(field, value, reason)``, or None when it is valid.
+
+    Prices (quote currency) must be finite and > 0 with open and close inside
+    [low, high]; volume (base units) finite and >= 0; bid and ask NaN (unknown)
+    or finite prices > 0, not crossed (bid <= ask). `bar_ok` (C) applies the
+    same rule without saying why; `first_invalid_row` to whole columns.
+    """
     for name, v in (("open", open), ("high", high), ("low", low), ("close", close)):
         if not isfinite(v):
             return name, v, "must be a finite price"
@@ -44,6 +53,43 @@ cdef object bar_problem(double open, double high, double low, double close,
     if bid > ask:
         return "bid", bid, f"is above ask ({ask!r}): crossed quote"
     return None
+
+
+cdef Py_ssize_t _first_bad(const double[:] o, const double[:] h, const double[:] l,
+                           const double[:] c, const double[:] v, const double[:] b,
+                           const double[:] a, bint quotes) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(o.shape[0]):
+        if not bar_ok(o[i], h[i], l[i], c[i], v[i], b[i] if quotes else NAN, a[i] if quotes else NAN):
+            return i
+    return -1
+
+
+def first_invalid_row(open, high, low, close, volume, bid=None, ask=None):
+    """Index of the first row that breaks the bar rule (`bar_ok`), or -1.
+
+    Parameters
+    ----------
+    open, high, low, close, volume : ndarray of float64, shape (n,)
+        Bar columns (prices in quote currency, volume in base units).
+    bid, ask : ndarray of float64, shape (n,), optional
+        Quotes (NaN = unknown); None when the bars carry none.
+
+    Raises
+    ------
+    ValueError
+        If the columns differ in length.
+    """
+    cols = [np.ascontiguousarray(x, dtype=np.float64) for x in (open, high, low, close, volume)]
+    quotes = bid is not None or ask is not None
+    n = cols[0].shape[0]
+    for x in (bid, ask):
+        cols.append(np.full(n, NAN) if x is None else np.ascontiguousarray(x, dtype=np.float64))
+    if any(x.shape != (n,) for x in cols):
+        raise ValueError(f"bar columns must be 1-D of one length, got shapes {[x.shape for x in cols]}")
+    if n == 0:
+        return -1
+    return _first_bad(cols[0], cols[1], cols[2], cols[3], cols[4], cols[5], cols[6], quotes)
 
 
 cdef int raise_if_invalid(str symbol, long long timestamp, double open, double high,

@@ -174,19 +174,35 @@ def _bench_bar_to_decision(quick: bool) -> list[BenchResult]:
 
 
 def _bench_kline_frame(quick: bool) -> list[BenchResult]:
-    from tradesim.feeds.binance.messages import kline_frame_to_bar
+    """A closed kline frame (bytes, as the transport hands it over) through the live feed's own
+    path: strict decode, the kline accept path in C, the ordering rule, the bar."""
+    from tradesim.feeds.base import DataHealth
+    from tradesim.feeds.binance.assembler import BarAssembler, new_stats
 
-    frame = ('{"stream":"btcusdt@kline_1m","data":{"e":"kline","E":1751897400015,"s":"BTCUSDT","k":'
-             '{"t":1751897340000,"T":1751897399999,"s":"BTCUSDT","i":"1m","f":5067431062,"L":5067432892,'
-             '"o":"108521.04000000","c":"108473.03000000","h":"108521.04000000","l":"108473.02000000",'
-             '"v":"5.21006000","n":1831,"x":true,"q":"565334.99194810","V":"3.03940000",'
-             '"Q":"329823.87289940","B":"0"}}}')
-    n = 1000
+    template = ('{"stream":"btcusdt@kline_1m","data":{"e":"kline","E":1751897400015,"s":"BTCUSDT","k":'
+                '{"t":%d,"T":%d,"s":"BTCUSDT","i":"1m","f":5067431062,"L":5067432892,'
+                '"o":"108521.04000000","c":"108473.03000000","h":"108521.04000000","l":"108473.02000000",'
+                '"v":"5.21006000","n":1831,"x":true,"q":"565334.99194810","V":"3.03940000",'
+                '"Q":"329823.87289940","B":"0"}}}')
+    n, batches = 1000, 20 if quick else 100
+    t0 = 1751897340000
+    # Consecutive bars, so that every frame is accepted and emitted (as on a healthy stream).
+    frames = [(template % (t0 + i * 60_000, t0 + i * 60_000 + 59_999)).encode()
+              for i in range(n * (batches + 2))]   # _batched makes 2 warm-up calls
+    bars: list = []
+    asm = BarAssembler(["BTCUSDT"], "1m", bars.append, new_stats(), DataHealth(), lambda *a, **k: None)
+    feed = asm.feed
+    batch = iter(range(batches + 2))
 
     def fn():
-        for _ in range(n):
-            kline_frame_to_bar(frame)
-    return [_result("binance.kline_frame_to_bar", _batched(fn, n, 20 if quick else 100), "kline_frame_to_bar")]
+        start = next(batch) * n
+        for frame in frames[start:start + n]:
+            feed(frame, "bench", False)
+        bars.clear()
+    results = _batched(fn, n, batches)
+    if asm.stats["bars"] != len(frames):
+        raise RuntimeError(f"kline bench: only {asm.stats['bars']} of the frames became bars")
+    return [_result("binance.kline_frame_to_bar", results, "kline_frame_to_bar")]
 
 
 def _bench_backtest(quick: bool) -> list[BenchResult]:

@@ -14,6 +14,8 @@ one digit, at most 41 characters; converted by CPython's own
 
 from libc.math cimport isfinite, NAN
 
+from tradesim._core.market_data cimport bar_ok
+
 cdef extern from "Python.h":
     double PyOS_string_to_double(const char *s, char **endptr, object overflow_exception) except? -1.0
     const char *PyUnicode_AsUTF8AndSize(object text, Py_ssize_t *size) except NULL
@@ -90,8 +92,8 @@ def kline_or_none(object data, object stream_interval, dict interval_ms, object 
     cdef double l = _plain(kd.get("l"), True)
     cdef double c = _plain(kd.get("c"), True)
     cdef double v = _plain(kd.get("v"), False)
-    # NaN (a rejected field) fails every comparison below
-    if not (h >= l and l <= o <= h and l <= c <= h and v >= 0):
+    # The bar rule (NaN, a rejected field, fails it; there is no quote yet)
+    if not bar_ok(o, h, l, c, v, NAN, NAN):
         return None
     closed = kd.get("x")
     if type(closed) is not bool:

@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from tradesim._core import MarketData
+from tradesim._core.market_data import bar_problem
 from tradesim.feeds.binance.kline_fast import kline_or_none
 from tradesim.timeframes import BINANCE_INTERVAL_MS
 
@@ -169,12 +170,10 @@ def _checked_kline(data: dict, stream_interval: str | None = None) -> Kline:
     l = _decimal(k, "l", "low", True)
     c = _decimal(k, "c", "close", True)
     v = _decimal(k, "v", "volume", False)
-    if h < l:
-        raise FrameError(f"high {h!r} < low {l!r}", "high", h)
-    if not (l <= o <= h):
-        raise FrameError(f"open {o!r} outside [low, high]", "open", o)
-    if not (l <= c <= h):
-        raise FrameError(f"close {c!r} outside [low, high]", "close", c)
+    problem = bar_problem(o, h, l, c, v)   # the one bar rule
+    if problem is not None:
+        field, value, reason = problem
+        raise FrameError(f"{field} {value!r} {reason}", field, value)
     closed = k.get("x")
     if type(closed) is not bool:
         raise FrameError(f"closed flag = {closed!r}: expected true/false", "x", closed)
