@@ -125,3 +125,19 @@ def test_cli_run_with_a_bad_config_exits_1_naming_the_key(tmp_path):
     assert result.exit_code == 1 and "runners[0].window_size" in result.output
     result = CliRunner().invoke(main, ["run"])
     assert result.exit_code == 2 and "--strategy" in result.output
+
+
+def test_missing_strategy_is_reported_with_its_full_path(tmp_path):
+    from tradesim.engine.config import load_config
+    from tradesim.engine.run import build_engine
+    from tradesim.strategy import StrategyLoadError
+
+    (tmp_path / "conf").mkdir()
+    toml = tmp_path / "conf" / "runners.toml"
+    toml.write_text('[[runners]]\nsymbol = "BTCUSDT"\nstrategy = "strategies/missing.lua"\n')
+    config = load_config(toml)
+    # relative to the TOML's folder, not the working directory
+    assert config.runners[0].strategy == str(tmp_path / "conf" / "strategies" / "missing.lua")
+    import pytest as _pytest
+    with _pytest.raises(StrategyLoadError, match=str(tmp_path / "conf" / "strategies" / "missing.lua")):
+        build_engine(config)

@@ -93,7 +93,8 @@ class LuaStrategy:
         try:
             return self.path.read_bytes()
         except OSError as exc:
-            raise StrategyLoadError(f"cannot read strategy: {exc.strerror or exc}",
+            # the full path: a relative one in runners.toml resolves against the TOML's folder
+            raise StrategyLoadError(f"cannot read strategy {self.path.resolve()}: {exc.strerror or exc}",
                                     script=self.path.name) from None
 
     def _build(self) -> dict[str, Any]:
