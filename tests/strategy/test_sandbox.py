@@ -317,7 +317,8 @@ def test_l9_rep_within_the_cap_works(sb):
 @pytest.mark.parametrize("body", [
     "local t = {} for i = 1, 1e9 do t[i] = i end",
     "local s = 'x' while true do s = s .. s end",
-    "local function r(n) return 1 + r(n + 1) end\nreturn r(1)",
+    # (unbounded recursion is no memory bomb any more: the guard's depth limit stops it first,
+    # see test_unbounded_recursion_is_always_a_clear_stack_overflow)
 ])
 def test_l10_memory_bombs_hit_the_limit_and_the_runtime_recovers(sb, body):
     rss_before = _rss_bytes()
@@ -898,3 +899,18 @@ def test_constructor_validates_limits():
             LuaSandbox("x", **kwargs)
     with pytest.raises(ValueError):
         LuaSandbox("")
+
+
+def test_unbounded_recursion_is_always_a_clear_stack_overflow():
+    # Lua's stack limit and the memory cap used to race (LuaError or LuaMemoryError by the
+    # collector's timing); the guard's depth limit decides first, every time.
+    from tradesim.strategy import LuaSandbox, StrategyError
+
+    for _ in range(5):
+        sb = LuaSandbox("recursion")
+        sb.load("function f() local function r(n) return r(n + 1) + 1 end return r(1) end")
+        with pytest.raises(StrategyError, match="stack overflow: more than 10000 nested calls") as err:
+            sb.call("f")
+        assert type(err.value).__name__ == "StrategyError"
+        assert "recursion:1:" in str(err.value)       # the script's own line
+        assert sb.eval_host("return 1 + 1") == 2      # the runtime is fine afterwards

@@ -52,6 +52,14 @@ local function locate()
   end
 end
 
+-- Deepest call nesting allowed. Unbounded recursion would otherwise end at whichever limit
+-- came first, Lua's stack size or the memory cap (it varied from run to run with the
+-- collector's timing); 10,000 frames stay far below the memory cap, so the outcome is always
+-- this clear error (docs/sandbox.md, Stack overflow).
+local MAX_DEPTH = 10000
+local DEPTH_MESSAGE = str_format("stack overflow: more than %d nested calls (unbounded recursion?)",
+                                 MAX_DEPTH)
+
 local function expire(why)
   if not expired then
     expired, reason = true, why
@@ -71,6 +79,8 @@ hook = function()
   ticks = t
   if expired then return expire(nil) end
   if t > LIMIT then return expire("instructions") end
+  -- walks at most the actual depth: a few frames for an ordinary strategy
+  if getinfo(MAX_DEPTH, "l") then error(DEPTH_MESSAGE, 2) end
   local f = firings + 1
   firings = f
   if f == 2 then
