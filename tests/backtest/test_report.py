@@ -132,9 +132,13 @@ def test_candles_are_aggregated_and_markers_snapped(big_report):
     assert width == 1800  # 130k minutes into 30-minute candles (seconds on the chart)
     times = set(candles["t"])
     assert all(m[0] in times for m in symbol["markers"])
-    assert len(symbol["markers"]) == 2 * len(trades)
-    entry_marks = sorted(m[0] for m in symbol["markers"] if m[1] in (0, 1))
-    assert entry_marks == sorted((t.entry_time // 1_800_000) * 1800 for t in trades)
+    # One marker per candle and kind (entry long/short, exit win/loss), however many fills it holds.
+    def candle(ms):
+        return (ms // 1_800_000) * 1800
+    expected = {(candle(t.entry_time), 0 if t.side == "long" else 1) for t in trades} | \
+        {(candle(t.exit_time), 2 if t.pnl > 0 else 3) for t in trades}
+    assert sorted((m[0], m[1]) for m in symbol["markers"]) == sorted(expected)
+    assert [m[0] for m in symbol["markers"]] == sorted(m[0] for m in symbol["markers"])
     # Lines are decimated but keep their extremes.
     assert len(data["equity"]["t"]) <= 4000 and len(data["drawdown"]["t"]) <= 4000
     assert metrics.max_drawdown < 0
@@ -169,7 +173,12 @@ def test_accepts_bars_objects_and_truncates_long_trade_lists(tmp_path):
                        symbol_bars={"BTCUSDT": obj}, max_trades=10)
     text = path.read_text(encoding="utf-8")
     assert "Showing the first 10 of 30 trades" in text
-    assert len(report_data(path)["symbols"][0]["markers"]) == 20
+    markers = report_data(path)["symbols"][0]["markers"]
+    # markers of the 10 trades shown only (one per bar and kind)
+    shown = trades[:10]
+    expected = {(t.entry_time // 1000, 0 if t.side == "long" else 1) for t in shown} | \
+        {(t.exit_time // 1000, 2 if t.pnl > 0 else 3) for t in shown}
+    assert sorted((m[0], m[1]) for m in markers) == sorted(expected)
     assert text.count('<tr class="win">') + text.count('<tr class="loss">') <= 10
 
 
@@ -206,7 +215,11 @@ def test_trades_of_symbols_without_bars_are_listed_without_markers(tmp_path):
                   "signal", False, 5, 9)
     path = make_report(tmp_path / "r.html", (bars, trades + [other], equity, ts, metrics))
     assert "<td>ETHUSDT</td>" in path.read_text(encoding="utf-8")
-    assert len(report_data(path)["symbols"][0]["markers"]) == 20
+    markers = report_data(path)["symbols"][0]["markers"]
+    # the BTCUSDT trades' markers only (one per bar and kind)
+    expected = {(t.entry_time // 1000, 0 if t.side == "long" else 1) for t in trades} | \
+        {(t.exit_time // 1000, 2 if t.pnl > 0 else 3) for t in trades}
+    assert sorted((m[0], m[1]) for m in markers) == sorted(expected)
 
 
 def test_rejects_mismatched_inputs(tmp_path):
@@ -323,6 +336,17 @@ def test_chromium_renders_all_charts(big_report, tmp_path):
     data = report_data(path)
     expected = len(data["symbols"][0]["candles"]["t"]) + len(data["equity"]["t"]) + len(data["drawdown"]["t"])
     assert int(attrs["data-points"]) == expected
+    # ~1,000 markers over the whole range would bury the candles: hidden until zoomed in.
+    assert attrs.get("data-markers-0") == "hidden"
+
+
+@needs_chromium
+def test_chromium_shows_markers_when_few_are_in_view(tmp_path):
+    run = synthetic_run(n=2_000, n_trades=20)
+    path = make_report(tmp_path / "few.html", run)
+    attrs = render(path, tmp_path)
+    assert "data-error" not in attrs and attrs.get("data-rendered") == "ok"
+    assert attrs.get("data-markers-0") == "shown"
 
 
 @needs_chromium

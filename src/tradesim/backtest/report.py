@@ -247,6 +247,7 @@ def write_report(
     charts = "\n".join(
         f'<section><h2>{html.escape(s["data"]["symbol"])}</h2>'
         f'<p class="note">{html.escape(s["note"])}</p>'
+        f'<p class="note" id="markers-{s["data"]["index"]}"></p>'
         f'<div class="chart price" id="price-{s["data"]["index"]}"></div></section>'
         for s in symbols)
     trade_note = ""
@@ -308,7 +309,7 @@ def _symbol_columns(symbol: str, bars, default_interval: int) -> dict[str, objec
 # Marker kinds; the page's script maps them to shape, position and colour.
 _LONG_ENTRY, _SHORT_ENTRY, _EXIT_WIN, _EXIT_LOSS = 0, 1, 2, 3
 # Exit markers carry the exit reason as text only while it stays readable.
-_MAX_MARKER_TEXTS = 100
+_MAX_MARKER_TEXTS = 20
 
 
 def _symbol_payload(index: int, symbol: str, cols, trades: list[Trade], max_candles: int):
@@ -331,12 +332,17 @@ def _symbol_payload(index: int, symbol: str, cols, trades: list[Trade], max_cand
         entry_k = np.clip(np.searchsorted(agg["timestamp"], entry_t, "right") - 1, 0, last)
         exit_k = np.clip(np.searchsorted(agg["timestamp"], exit_t, "right") - 1, 0, last)
         with_text = len(mine) <= _MAX_MARKER_TEXTS
+        # At most one entry and one exit marker per candle and kind: several fills inside one
+        # aggregated candle are one marker saying how many.
+        grouped: dict[tuple[int, int], list[str]] = {}
         for t, ek, xk in zip(mine, entry_k, exit_k):
-            markers.append([int(candle_s[ek]), _LONG_ENTRY if t.side == "long" else _SHORT_ENTRY,
-                            t.side if with_text else ""])
-            markers.append([int(candle_s[xk]), _EXIT_WIN if t.pnl > 0 else _EXIT_LOSS,
-                            t.exit_reason if with_text else ""])
-        markers.sort(key=lambda m: m[0])
+            grouped.setdefault((int(candle_s[ek]), _LONG_ENTRY if t.side == "long" else _SHORT_ENTRY),
+                               []).append(t.side)
+            grouped.setdefault((int(candle_s[xk]), _EXIT_WIN if t.pnl > 0 else _EXIT_LOSS),
+                               []).append(t.exit_reason)
+        for (when, kind), texts in sorted(grouped.items()):
+            text = (texts[0] if len(texts) == 1 else f"{len(texts)}x") if with_text else ""
+            markers.append([when, kind, text])
     factor = bucket // interval if bucket % interval == 0 else bucket / interval
     if bucket == interval:
         note = f"{ts.size:,} bars of {format_duration(interval)}, shown as they are."

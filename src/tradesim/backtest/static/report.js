@@ -11,7 +11,22 @@
     {shape: "circle", position: "aboveBar", color: GREEN},     // exit with profit
     {shape: "circle", position: "aboveBar", color: RED}        // exit with loss
   ];
-  var points = 0, charts = [];
+  var points = 0, charts = [], lengths = [];  // lengths: points of each chart's series
+  // Markers are drawn only while at most this many fall in the visible range; beyond that
+  // they would hide the candles (zoom in to see them).
+  var MAX_VISIBLE_MARKERS = 150;
+  var MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+
+  function two(n) { return (n < 10 ? "0" : "") + n; }
+
+  // Axis labels in UTC, by what the tick marks: year, month, day or time of day.
+  function tickLabel(time, kind) {
+    var d = new Date(time * 1000);
+    if (kind === 0) return String(d.getUTCFullYear());
+    if (kind === 1) return MONTHS[d.getUTCMonth()];
+    if (kind === 2) return String(d.getUTCDate());
+    return two(d.getUTCHours()) + ":" + two(d.getUTCMinutes());
+  }
 
   function makeChart(id) {
     // Transparent background: a painted canvas then means the chart really drew something.
@@ -21,9 +36,12 @@
                attributionLogo: true},
       grid: {vertLines: {color: "#eef0f3"}, horzLines: {color: "#eef0f3"}},
       // Let fitContent squeeze thousands of candles into the width (the default floor is 0.5 px).
-      timeScale: {timeVisible: true, secondsVisible: false, minBarSpacing: 0.01},
-      // Same axis width everywhere so the time axes of stacked charts line up.
-      rightPriceScale: {borderVisible: false, minimumWidth: 90}
+      timeScale: {timeVisible: true, secondsVisible: false, minBarSpacing: 0.01,
+                  tickMarkFormatter: tickLabel},
+      // Same axis width everywhere so the time axes of stacked charts line up; margins keep
+      // the highest and lowest price labels inside the chart.
+      rightPriceScale: {borderVisible: false, minimumWidth: 90,
+                        scaleMargins: {top: 0.12, bottom: 0.08}}
     });
     charts.push(chart);
     return chart;
@@ -47,14 +65,39 @@
       upColor: GREEN, downColor: RED, borderVisible: false, wickUpColor: GREEN, wickDownColor: RED
     });
     series.setData(bars);
-    LWC.createSeriesMarkers(series, s.markers.map(function (m) {
+    lengths[charts.indexOf(chart)] = bars.length;
+    var all = s.markers.map(function (m) {
       var k = MARKERS[m[1]];
       return {time: m[0], shape: k.shape, position: k.position, color: k.color, text: m[2]};
-    }));
+    });
+    var layer = LWC.createSeriesMarkers(series, []);
+    var note = document.getElementById("markers-" + s.index);
+    var shown = -1;
+    function firstAtOrAfter(t) {   // markers are sorted by time
+      var lo = 0, hi = all.length;
+      while (lo < hi) { var mid = (lo + hi) >> 1; if (all[mid].time < t) lo = mid + 1; else hi = mid; }
+      return lo;
+    }
+    function showLegible(range) {
+      if (!range) return;
+      var a = firstAtOrAfter(range.from), b = firstAtOrAfter(range.to + 1);
+      var visible = b - a, want = visible <= MAX_VISIBLE_MARKERS ? 1 : 0;
+      if (want !== shown) {
+        layer.setMarkers(want ? all : []);
+        shown = want;
+      }
+      if (note) {
+        note.textContent = want || !all.length ? "" :
+          visible.toLocaleString("en") + " trade markers in view: zoom in (scroll or pinch) to see them.";
+      }
+      root.setAttribute("data-markers-" + s.index, want ? "shown" : "hidden");
+    }
+    chart.timeScale().subscribeVisibleTimeRangeChange(showLegible);
   });
 
   var equityChart = makeChart("equity");
   equityChart.addSeries(LWC.LineSeries, {color: BLUE, lineWidth: 2}).setData(line(data.equity));
+  lengths[charts.indexOf(equityChart)] = data.equity.t.length;
 
   var ddChart = makeChart("drawdown");
   // A baseline at 0 % fills exactly the underwater area.
@@ -64,6 +107,7 @@
     bottomLineColor: RED, bottomFillColor1: "rgba(239,83,80,0.15)",
     bottomFillColor2: "rgba(239,83,80,0.45)", priceFormat: {type: "percent", precision: 2}
   }).setData(line(data.drawdown));
+  lengths[charts.indexOf(ddChart)] = data.drawdown.t.length;
 
   function painted(canvas) {
     if (!canvas.width || !canvas.height) return false;
@@ -77,7 +121,12 @@
   // autoSize measures the containers asynchronously, so fit the whole series once sized;
   // charts paint on animation frames, so record the outcome after two more.
   requestAnimationFrame(function () {
-    charts.forEach(function (chart) { chart.timeScale().fitContent(); });
+    charts.forEach(function (chart) {
+      // The whole series, with a little room at both ends so that the first and last time
+      // labels, centred on the end bars, are not cut by the chart's edge.
+      var n = lengths[charts.indexOf(chart)], pad = Math.max(1, n * 0.02);
+      chart.timeScale().setVisibleLogicalRange({from: -pad, to: n - 1 + pad});
+    });
     requestAnimationFrame(function () {
       setTimeout(function () {
         var canvases = document.querySelectorAll("canvas");
