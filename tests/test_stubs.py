@@ -32,9 +32,12 @@ def test_stubs_match_the_compiled_modules(tmp_path):
     # The stubs are read from this tree (MYPYPATH), the modules imported from the install;
     # run outside the repository so that src/ is not on the import path.
     env = {**os.environ, "MYPYPATH": str(SRC)}
+    # Check the stubs, not the type hints of the .py modules they import.
+    config = tmp_path / "mypy.ini"
+    config.write_text("[mypy]\nfollow_imports = silent\n")
     proc = subprocess.run(
         [sys.executable, "-m", "mypy.stubtest", "--ignore-disjoint-bases", "--concise",
          "--allowlist", str(ROOT / "tests" / "stubtest_allowlist.txt"),
-         "--mypy-config-file", str(tmp_path / "none.ini"), *_compiled_modules()],
+         "--mypy-config-file", str(config), *_compiled_modules()],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]

@@ -188,7 +188,8 @@ class FakeBinance:
         return self.t0 + self.cursor * IV + 1000
 
     def at(self, i: int, action: str, *args) -> None:
-        """Schedule `action` for when bar `i` is published (see `_apply`)."""
+        """Schedule `action` for when bar `i` is published (see `_apply`); ``("wait_until",
+        predicate)`` first holds the exchange clock until ``predicate()`` is true."""
         self.faults[i].append((action, *args))
 
     # -- expectations ------------------------------------------------------------------------------
@@ -258,6 +259,13 @@ class FakeBinance:
             delay = due - time.monotonic()
             await asyncio.sleep(max(0, delay))
             actions = self.faults.pop(i, [])
+            for a in actions:
+                if a[0] == "wait_until":   # hold the exchange clock until the client is in a state
+                    waited = time.monotonic()
+                    while not a[1]():
+                        await asyncio.sleep(0.005)
+                    start += time.monotonic() - waited
+            actions = [a for a in actions if a[0] != "wait_until"]
             names = {a[0] for a in actions}
             skip = bool(names & {"gap", "gap_closed", "skip"})
             partials = not skip and "partials_off" not in names
