@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tradesim._core.window import _first_invalid_row
+from tradesim._core.market_data import first_invalid_row
 from tradesim.timeframes import parse_epoch_text
 
 __all__ = ["Bars", "DataFileError", "find_gaps", "load_bars", "load_parquet"]
@@ -131,7 +131,7 @@ def _load_csv_fast(path: Path, symbol: str | None) -> Bars | None:
     o, h, lo, c, v = (np.ascontiguousarray(rows[k]) for k in "ohlcv")
     nan = np.full(len(ts), np.nan)
     steps = np.diff(ts)
-    if _first_invalid_row(o, h, lo, c, v, nan, nan) >= 0 or (steps <= 0).any():
+    if first_invalid_row(o, h, lo, c, v, nan, nan) >= 0 or (steps <= 0).any():
         return None
     return Bars(symbol or _symbol_from_name(path), ts, o, h, lo, c, v, str(path),
                 int(np.median(steps)))
@@ -141,7 +141,7 @@ def _first_bad_bar(timestamp: np.ndarray, o: np.ndarray, h: np.ndarray, l: np.nd
                    c: np.ndarray, v: np.ndarray):
     """(row index, the `InvalidMarketData` naming field and value) of the first invalid bar, or None."""
     nan = np.full(len(timestamp), np.nan)
-    bad = _first_invalid_row(o, h, l, c, v, nan, nan)
+    bad = first_invalid_row(o, h, l, c, v, nan, nan)
     if bad < 0:
         return None
     from tradesim._core.market_data import InvalidMarketData, MarketData

@@ -20,8 +20,15 @@ class InvalidMarketData(ValueError):
         self.value = value
 
 
-cdef object bar_problem(double open, double high, double low, double close,
-                        double volume, double bid, double ask):
+cpdef object bar_problem(double open, double high, double low, double close,
+                         double volume, double bid, double ask):
+    """What is wrong with a bar: ``(field, value, reason)``, or None if it is valid.
+
+    The rules: open, high, low and close finite and > 0, volume finite and
+    >= 0, low <= open, close <= high, bid and ask each NaN (unknown) or a
+    finite price > 0, and bid <= ask. Checked in this order; the first broken
+    rule is named. `bar_ok` (market_data.pxd) is the same rule as a C test.
+    """
     for name, v in (("open", open), ("high", high), ("low", low), ("close", close)):
         if not isfinite(v):
             return name, v, "must be a finite price"
@@ -44,6 +51,33 @@ cdef object bar_problem(double open, double high, double low, double close,
     if bid > ask:
         return "bid", bid, f"is above ask ({ask!r}): crossed quote"
     return None
+
+
+def first_invalid_row(const double[:] open, const double[:] high, const double[:] low,
+                      const double[:] close, const double[:] volume, const double[:] bid,
+                      const double[:] ask):
+    """Index of the first row that breaks the bar rule (`bar_problem`), or -1 if none does.
+
+    Parameters
+    ----------
+    open, high, low, close, volume, bid, ask : ndarray of float64
+        Columns of equal length (bid/ask NaN where unknown).
+
+    Raises
+    ------
+    ValueError
+        The columns differ in length.
+    """
+    cdef Py_ssize_t i, n = open.shape[0], bad = -1
+    for length in (high.shape[0], low.shape[0], close.shape[0], volume.shape[0], bid.shape[0], ask.shape[0]):
+        if length != n:
+            raise ValueError(f"columns differ in length: {length} rows, expected {n}")
+    with nogil:
+        for i in range(n):
+            if not bar_ok(open[i], high[i], low[i], close[i], volume[i], bid[i], ask[i]):
+                bad = i
+                break
+    return bad
 
 
 cdef int raise_if_invalid(str symbol, long long timestamp, double open, double high,

@@ -1,10 +1,10 @@
 """`MarketDataWindow`: the last N bars of one symbol in a column-oriented ring."""
 
 import numpy as np
-from libc.math cimport NAN, isnan
+from libc.math cimport NAN
 
 from tradesim._core.market_data cimport MarketData, bar_ok, raise_if_invalid
-from tradesim._core.market_data import InvalidMarketData
+from tradesim._core.market_data import InvalidMarketData, first_invalid_row
 
 cdef tuple COLUMNS = ("open", "high", "low", "close", "volume", "bid", "ask")
 cdef enum:
@@ -166,7 +166,7 @@ cdef class MarketDataWindow:
                 raise ValueError(f"{name} has shape {c.shape}, expected ({n},) like timestamp")
         if n == 0:
             return
-        bad = _first_invalid_row(*cols)
+        bad = first_invalid_row(*cols)
         if bad >= 0:
             try:
                 raise_if_invalid(self.symbol, ts[bad], cols[0][bad], cols[1][bad], cols[2][bad],
@@ -334,16 +334,3 @@ cdef class MarketDataWindow:
 
     def __repr__(self):
         return f"<MarketDataWindow {self.symbol or '?'} {self.size}/{self.capacity} bars>"
-
-
-def _first_invalid_row(o, h, l, c, v, b, a):
-    """Index of the first row breaking a `MarketData` rule, or -1 (vectorized)."""
-    with np.errstate(invalid="ignore"):
-        finite = np.isfinite(o) & np.isfinite(h) & np.isfinite(l) & np.isfinite(c) & np.isfinite(v)
-        ok = finite & (l > 0) & (h >= l) & (v >= 0) & (o >= l) & (o <= h) & (c >= l) & (c <= h)
-        ok &= np.isnan(b) | (np.isfinite(b) & (b > 0))
-        ok &= np.isnan(a) | (np.isfinite(a) & (a > 0))
-        ok &= ~(b > a)
-    if ok.all():
-        return -1
-    return int(np.argmin(ok))
