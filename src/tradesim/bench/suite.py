@@ -11,10 +11,9 @@ from __future__ import annotations
 import math
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from importlib import metadata, resources
-from pathlib import Path
-from typing import Callable
+from importlib import metadata
 
 import numpy as np
 
@@ -109,9 +108,7 @@ def _bench_indicators(quick: bool) -> list[BenchResult]:
 
 
 def _bench_batch(quick: bool) -> list[BenchResult]:
-    from tradesim._core import compute_all
-
-    from tradesim._core import IndicatorSet
+    from tradesim._core import IndicatorSet, compute_all
     from tradesim._core.indicator_set import OUTPUT_NAMES
 
     x = _walk(100_000 if quick else 1_000_000)
@@ -177,18 +174,38 @@ def _bench_bar_to_decision(quick: bool) -> list[BenchResult]:
 
 
 def _bench_kline_frame(quick: bool) -> list[BenchResult]:
-    from tradesim.feeds.binance.messages import kline_frame_to_bar
+    """A closed kline frame through what `BinanceFeed` does with each one: bytes -> `MarketData`.
 
-    frame = ('{"stream":"btcusdt@kline_1m","data":{"e":"kline","E":1751897400015,"s":"BTCUSDT","k":'
-             '{"t":1751897340000,"T":1751897399999,"s":"BTCUSDT","i":"1m","f":5067431062,"L":5067432892,'
-             '"o":"108521.04000000","c":"108473.03000000","h":"108521.04000000","l":"108473.02000000",'
-             '"v":"5.21006000","n":1831,"x":true,"q":"565334.99194810","V":"3.03940000",'
-             '"Q":"329823.87289940","B":"0"}}}')
+    The payload as the socket hands it over (UTF-8 bytes of a text frame) goes
+    to the feed's `BarAssembler`: strict decode, `parse_kline` (its C path),
+    the clock-skew check on the event time, the ordering rule, the bar and its
+    delivery. Consecutive open times, so every frame gives a bar.
+    """
+    from tradesim.feeds.base import DataHealth
+    from tradesim.feeds.binance.assembler import BarAssembler, new_stats
+
     n = 1000
+    t0, step = 1751897340000, 60_000
+    now_ms = time.time_ns() // 1_000_000  # event times ("E") within the feed's default 5 s skew allowance
+    frames = [('{"stream":"btcusdt@kline_1m","data":{"e":"kline","E":' f'{now_ms}' ',"s":"BTCUSDT","k":'
+               '{"t":' f'{t},"T":{t + step - 1}' ',"s":"BTCUSDT","i":"1m","f":5067431062,"L":5067432892,'
+               '"o":"108521.04000000","c":"108473.03000000","h":"108521.04000000","l":"108473.02000000",'
+               '"v":"5.21006000","n":1831,"x":true,"q":"565334.99194810","V":"3.03940000",'
+               '"Q":"329823.87289940","B":"0"}}}').encode()
+              for t in range(t0, t0 + n * step, step)]
+    bars: list = []
 
     def fn():
-        for _ in range(n):
-            kline_frame_to_bar(frame)
+        # A fresh assembler per batch: the open times start over.
+        asm = BarAssembler(("BTCUSDT",), "1m", bars.append, new_stats(), DataHealth(),
+                           lambda kind, **fields: None)
+        asm.skew_ms = 5_000  # BinanceFeed's default max_clock_skew
+        feed = asm.feed
+        for frame in frames:
+            feed(frame, "c1", False)
+        if len(bars) != n:
+            raise RuntimeError(f"{len(bars)} bars from {n} closed kline frames")
+        bars.clear()
     return [_result("binance.kline_frame_to_bar", _batched(fn, n, 20 if quick else 100), "kline_frame_to_bar")]
 
 

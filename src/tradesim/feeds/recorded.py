@@ -38,7 +38,7 @@ from typing import Any, Self
 
 from tradesim._core import MarketData
 from tradesim.feeds.base import DataHealth
-from tradesim.feeds.binance import BOOK, KLINE, REJECTED, TRADE, BarAssembler
+from tradesim.feeds.binance.assembler import BOOK, KLINE, REJECTED, TRADE, BarAssembler
 from tradesim.feeds.binance.messages import INTERVAL_MS, FrameError, Kline, parse_trade
 from tradesim.feeds.pacing import Pacer, check_speed
 

@@ -22,8 +22,10 @@ reliability.md §2:
 * strict parsing (`tradesim.feeds.binance.messages`): every bad frame is counted,
   reported through ``on_status("rejected", ...)`` and dropped; the reader never dies.
 
-`BarAssembler` is the frame -> bar core, shared with the recorded-stream replay
-(`tradesim.feeds.recorded.RecordedFeed`).
+This module manages connections; the other concerns have their own modules:
+`assembler` (frames -> bars, ordering, gaps), `transport` (the WebSocket
+connection's frame fast path), `backfill` (REST), `retry` (backoff and rate
+budgets) and `messages` (strict parsing).
 
 Units: timestamps in ms since the Unix epoch (UTC, bar open time), prices in
 quote currency, volume in base units, durations in seconds.
@@ -32,22 +34,16 @@ quote currency, volume in base units, durations in seconds.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import functools
 import itertools
 import logging
-import math
 import random as _random
 import re
-import sys
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Self
 
-import httpx
 import orjson
-from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import (
     ConnectionClosed,
@@ -55,35 +51,28 @@ from websockets.exceptions import (
     InvalidStatus,
     InvalidURI,
 )
-from websockets.frames import Opcode
-from websockets.protocol import State as WsState
-from websockets.streams import StreamReader
 
 from tradesim._core import MarketData
-from tradesim.feeds.binance.ws_frame import scan_data_frame
 from tradesim.feeds.base import DataHealth
-from tradesim.feeds.binance.messages import (
-    INTERVAL_MS,
-    MAX_FRAME_BYTES,
-    FrameError,
-    Kline,
-    decode,
-    message_kind,
-    parse_book_ticker,
-    parse_kline,
-    parse_rest_kline,
+from tradesim.feeds.binance.assembler import (
+    ACK,
+    BOOK,
+    ERROR,
+    GAP,
+    KLINE,
+    REJECTED,
+    SHUTDOWN,
+    BarAssembler,
+    Gap,
+    SymbolState,
+    new_stats,
 )
+from tradesim.feeds.binance.backfill import KlineBackfill
+from tradesim.feeds.binance.messages import INTERVAL_MS, MAX_FRAME_BYTES, SNIPPET
+from tradesim.feeds.binance.retry import Backoff, RateWindow, parse_retry_after
+from tradesim.feeds.binance.transport import FrameConnection, abort
 
-__all__ = [
-    "REGIONS",
-    "Backoff",
-    "BarAssembler",
-    "BinanceFeed",
-    "BinanceFeedError",
-    "FrameConnection",
-    "RateWindow",
-    "parse_retry_after",
-]
+__all__ = ["REGIONS", "BinanceFeed", "BinanceFeedError"]
 
 log = logging.getLogger(__name__)
 
@@ -92,496 +81,15 @@ REGIONS = {"com": ("wss://stream.binance.com:9443", "https://api.binance.com"),
            "us": ("wss://stream.binance.us:9443", "https://api.binance.us")}
 #: Nominal length of "1M" (for `interval_ms` only; gap checks use close time + 1).
 MONTH_MS = 30 * 86_400_000
+# The shortest calendar month (the "1M" interval has no fixed length), ms.
+_SHORTEST_MONTH_MS = 28 * 86_400_000
 _SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,20}$")
 #: Handshake statuses that retrying cannot fix (bad URL, forbidden, region-blocked).
 _FATAL_HTTP = frozenset({400, 401, 403, 404, 451})
-_SNIPPET = 200
-
-# Message kinds returned by BarAssembler.feed (compared by identity on the hot path).
-KLINE, BOOK, TRADE, ACK, ERROR, SHUTDOWN, OTHER, UNKNOWN, REJECTED = (
-    "kline", "bookTicker", "trade", "ack", "error", "serverShutdown", "other_stream", "unknown", "rejected")
 
 
 class BinanceFeedError(RuntimeError):
     """The feed gave up (fatal handshake status or too many failed attempts); raised by iteration."""
-
-
-def parse_retry_after(value: str | None, default: float = 60.0) -> float:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date); `default` if unusable."""
-    if value:
-        text = value.strip()
-        if text.isdigit():
-            return float(text)
-        try:
-            when = email.utils.parsedate_to_datetime(text)
-            return max(0.0, when.timestamp() - time.time())
-        except (TypeError, ValueError):
-            pass
-    return default
-
-
-class Backoff:
-    """Jittered exponential delays between connection attempts.
-
-    The delay before attempt n (n consecutive failures so far) is 0 for n = 0,
-    else ``min(maximum, initial * factor**(n-1)) * (1 - jitter * U)`` with U
-    uniform in [0, 1). A failure is any attempt that does not end in a
-    connection that lived at least `stable_after` seconds; only such a stable
-    connection resets the count (websockets resets on every open, which turns
-    an accept-then-close server into a tight loop: reliability.md §2.2).
-
-    Parameters
-    ----------
-    initial, maximum : float
-        Seconds: first non-zero delay and the cap.
-    factor : float
-        Growth per consecutive failure (> 1).
-    jitter : float
-        Fraction of the delay taken off at random, in [0, 1).
-    stable_after : float
-        Seconds a connection must live to reset the backoff.
-    random : callable
-        Returns U in [0, 1); injectable for tests.
-    """
-
-    def __init__(self, initial: float = 1.0, maximum: float = 30.0, factor: float = 2.0,
-                 jitter: float = 0.5, stable_after: float = 10.0,
-                 random: Callable[[], float] = _random.random):
-        if not (initial > 0 and maximum >= initial and factor > 1 and 0 <= jitter < 1 and stable_after >= 0):
-            raise ValueError(f"bad backoff: initial={initial!r} maximum={maximum!r} factor={factor!r} "
-                             f"jitter={jitter!r} stable_after={stable_after!r}")
-        self.initial, self.maximum, self.factor = float(initial), float(maximum), float(factor)
-        self.jitter, self.stable_after, self.random = float(jitter), float(stable_after), random
-        self.failures = 0
-
-    def next_delay(self) -> float:
-        """Seconds to wait before the next attempt; counts that attempt as a failure until proven stable."""
-        n = self.failures
-        self.failures += 1
-        if n == 0:
-            return 0.0
-        base = min(self.maximum, self.initial * self.factor ** min(n - 1, 64))
-        return base * (1.0 - self.jitter * self.random())
-
-    def connection_ended(self, lived: float) -> None:
-        """Record that a connection closed after `lived` seconds; a stable one resets the backoff."""
-        if lived >= self.stable_after:
-            self.failures = 0
-
-
-class RateWindow:
-    """At most `limit` units in any window of `period` seconds (an exact sliding log).
-
-    Used for connection attempts (250 per 300 s), SUBSCRIBE messages (per
-    connection, per second) and REST request weight (per minute). A token bucket
-    of the same capacity would allow up to twice the limit inside one window.
-
-    Parameters
-    ----------
-    limit : float
-        Units allowed per window (> 0).
-    period : float
-        Window length in seconds (> 0).
-    clock : callable, default `time.monotonic`
-        Seconds; injectable for tests.
-    """
-
-    def __init__(self, limit: float, period: float, clock: Callable[[], float] = time.monotonic):
-        if not (limit > 0 and period > 0):
-            raise ValueError(f"limit and period must be > 0, got {limit!r}, {period!r}")
-        self.limit, self.period, self.clock = limit, period, clock
-        self._log: deque[tuple[float, float]] = deque()
-        self._used = 0.0
-
-    def _expire(self, now: float) -> None:
-        log_, horizon = self._log, now - self.period
-        while log_ and log_[0][0] <= horizon:
-            self._used -= log_.popleft()[1]
-
-    def used(self) -> float:
-        """Units taken in the current window."""
-        self._expire(self.clock())
-        return self._used
-
-    def wait_time(self, cost: float = 1.0) -> float:
-        """Seconds until `cost` units fit in the window (0 = now)."""
-        if cost > self.limit:
-            raise ValueError(f"cost {cost} exceeds the window limit {self.limit}")
-        now = self.clock()
-        self._expire(now)
-        excess = self._used + cost - self.limit
-        if excess <= 0:
-            return 0.0
-        for stamp, units in self._log:
-            excess -= units
-            if excess <= 0:
-                return stamp + self.period - now
-        return self.period  # pragma: no cover - unreachable: cost <= limit
-
-    def take(self, cost: float = 1.0) -> None:
-        """Spend `cost` units now (call when `wait_time(cost)` is 0)."""
-        now = self.clock()
-        self._expire(now)
-        self._log.append((now, cost))
-        self._used += cost
-
-    async def acquire(self, cost: float = 1.0,
-                      sleep: Callable[[float], Awaitable[object]] = asyncio.sleep) -> None:
-        """Wait until `cost` units fit, then take them."""
-        while (wait := self.wait_time(cost)) > 0:
-            await sleep(wait)
-        self.take(cost)
-
-
-class _Sym:
-    """Per-symbol state: bar ordering (next expected open time), the latest quote, catch-up buffer."""
-
-    __slots__ = (
-        "ask",
-        "bid",
-        "buffer",
-        "catching_up",
-        "last_t",
-        "last_u",
-        "newest_open",
-        "next_t",
-        "recheck",
-        "symbol",
-        "task",
-    )
-
-    def __init__(self, symbol: str, next_t: int | None):
-        self.symbol = symbol
-        self.next_t = next_t        # open time the next bar must have (ms); None = take the first closed kline
-        self.last_t: int | None = None
-        self.bid = math.nan
-        self.ask = math.nan
-        self.last_u = -1
-        self.catching_up = False
-        self.buffer: dict[int, tuple[Kline, float, float]] = {}  # open time -> (kline, bid, ask)
-        self.newest_open: int | None = None
-        self.task: asyncio.Task | None = None
-        self.recheck = False
-
-
-class BarAssembler:
-    """Combined-stream frames -> closed bars, per symbol in strict open-time order.
-
-    Shared by `BinanceFeed` and `RecordedFeed`. For each frame: strict decode,
-    route by stream name (``<sym>@kline_<iv>``, ``<sym>@bookTicker``), then
-    §2.4's ordering rule per symbol: a closed kline with the expected open time
-    is emitted (with the symbol's latest non-crossed quote), an earlier one is a
-    duplicate or out of order and dropped, a later one (closed or not) is a gap
-    handed to `on_gap`. While a symbol is catching up, its closed klines are
-    buffered by open time instead.
-
-    Parameters
-    ----------
-    symbols : iterable of str
-        Upper-case symbols.
-    interval : str
-        Binance interval (``"1m"``, ``"1M"``, ...).
-    emit : callable
-        Receives each `MarketData` bar.
-    stats : dict
-        Counters, updated in place (see `BinanceFeed.stats`).
-    health : DataHealth
-        Bars emitted and rejects per symbol.
-    report : callable
-        ``report(kind, **fields)`` for status events (``rejected``).
-    start_from : int, optional
-        First expected open time (ms); None = start at the first closed kline.
-    on_gap : callable, optional
-        ``on_gap(state, kline)`` when a kline proves bars are missing; default:
-        accept the jump (replays cannot backfill) and record it in `health`.
-    """
-
-    def __init__(self, symbols: Iterable[str], interval: str, emit: Callable[[MarketData], object],
-                 stats: dict, health: DataHealth, report: Callable[..., None],
-                 start_from: int | None = None,
-                 on_gap: Callable[[_Sym, Kline], None] | None = None):
-        self.interval = interval
-        self.step = INTERVAL_MS[interval]
-        self.kline_kind = "kline_" + interval
-        self.syms: dict[str, _Sym] = {s.lower(): _Sym(s, start_from) for s in symbols}
-        self.by_symbol = {st.symbol: st for st in self.syms.values()}
-        self.emit = emit
-        self.stats = stats
-        self.rejected: dict[str, int] = stats.setdefault("rejected", {})
-        self.health = health
-        self.report = report
-        self.on_gap = on_gap or self._accept_gap
-        self.last_msg: dict | None = None
-        self.last_state: _Sym | None = None
-        self.skew_ms: int | None = None  # set with wall_ms to count kline event times off the local clock
-        self.wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000
-        for st in self.syms.values():
-            health.add_symbol(st.symbol)
-
-    # -- the per-frame hot path ------------------------------------------------------------------
-    def feed(self, frame: str | bytes, conn: str | None = None, binary: bool | None = None) -> str:
-        """Process one frame; return its kind (``"kline"``, ``"bookTicker"``, ``"ack"``, ...).
-
-        `frame` is a text frame as str, or as UTF-8 bytes with ``binary=False``
-        (decoded by the JSON parser, which rejects invalid UTF-8); bytes are a
-        binary frame otherwise. Never raises for bad input: rejects are counted
-        in ``stats["rejected"]`` by reason and reported. For control kinds (ack,
-        error, serverShutdown, trade, other_stream, unknown) the decoded message
-        is left in `last_msg`.
-        """
-        self.stats["frames"] += 1
-        if binary if binary is not None else type(frame) is not str:
-            self.reject("binary", "binary frame", frame, conn)
-            return REJECTED
-        try:
-            msg = decode(frame)
-        except FrameError as exc:
-            self.reject("empty" if not frame else "malformed", str(exc), frame, conn)
-            return REJECTED
-        stream = msg.get("stream")
-        data = msg.get("data")
-        if type(stream) is str and type(data) is dict:
-            name, _, kind = stream.partition("@")
-            st = self.syms.get(name)
-            if st is not None:
-                if kind == self.kline_kind:
-                    try:
-                        k = parse_kline(data, self.interval)
-                    except FrameError as exc:
-                        self.reject("invalid_kline", str(exc), frame, conn, st.symbol)
-                        return REJECTED
-                    if k.symbol != st.symbol:
-                        self.reject("symbol_mismatch", f"kline of {k.symbol} on stream {stream}", frame, conn)
-                        return REJECTED
-                    if self.skew_ms is not None:
-                        event = data.get("E")
-                        if type(event) is int and abs(event - self.wall_ms()) > self.skew_ms:
-                            self._skewed(event, conn)
-                    self.kline(st, k)
-                    return KLINE
-                if kind == "bookTicker":
-                    self.quote(st, data, frame, conn)
-                    return BOOK
-                self.last_msg, self.last_state = msg, st
-                return TRADE if kind == "trade" else OTHER
-        self.last_msg, self.last_state = msg, None
-        kind = message_kind(msg)
-        return kind if kind in (ACK, ERROR, SHUTDOWN) else UNKNOWN
-
-    def kline(self, st: _Sym, k: Kline) -> None:
-        """Apply §2.4's ordering rule to one validated kline of `st`."""
-        t = k.open_time
-        if st.catching_up:
-            if k.closed:
-                if t in st.buffer:
-                    self.stats["duplicates"] += 1
-                st.buffer[t] = (k, st.bid, st.ask)
-            elif st.newest_open is None or t > st.newest_open:
-                st.newest_open = t
-            return
-        nt = st.next_t
-        if nt is None or t == nt:
-            if k.closed:
-                self.emit_kline(st, k, st.bid, st.ask)
-            return
-        if t < nt:
-            if k.closed:
-                self.stats["duplicates" if t == st.last_t else "out_of_order"] += 1
-            elif t != st.last_t:
-                self.stats["out_of_order"] += 1
-            return
-        self.on_gap(st, k)
-
-    def emit_kline(self, st: _Sym, k: Kline, bid: float = math.nan, ask: float = math.nan) -> None:
-        """Emit `k` as the next bar of `st` with quote `bid`/`ask` (NaN for bars fetched over REST)."""
-        st.last_t = k.open_time
-        st.next_t = k.close_time + 1
-        bar = MarketData(st.symbol, k.open_time, k.open, k.high, k.low, k.close, k.volume, bid, ask,
-                         validate=False)
-        self.stats["bars"] += 1
-        self.health.bars_emitted[st.symbol] += 1
-        self.emit(bar)
-
-    def quote(self, st: _Sym, data: dict, frame: str, conn: str | None) -> None:
-        """Keep the latest valid quote of `st`; drop stale (``u`` not newer), crossed or empty-sided ones (M4, M6)."""
-        try:
-            q = parse_book_ticker(data)
-        except FrameError as exc:
-            self.reject("invalid_quote", str(exc), frame, conn, st.symbol)
-            return
-        if q.symbol != st.symbol:
-            self.reject("symbol_mismatch", f"quote of {q.symbol} on {st.symbol}'s stream", frame, conn)
-            return
-        if q.update_id <= st.last_u:
-            self.stats["stale_quotes"] += 1
-            return
-        st.last_u = q.update_id
-        if q.bid > q.ask:
-            self.reject("crossed_quote", f"bid {q.bid} > ask {q.ask}", frame, conn, st.symbol)
-            return
-        if q.bid_qty == 0 or q.ask_qty == 0:
-            self.reject("empty_quote", "bid or ask quantity is 0", frame, conn, st.symbol)
-            return
-        st.bid = q.bid
-        st.ask = q.ask
-
-    def reject(self, reason: str, error: str, frame: Any, conn: str | None, symbol: str | None = None) -> None:
-        """Count and report a dropped message (bounded snippet)."""
-        rejected = self.rejected
-        n = rejected[reason] = rejected.get(reason, 0) + 1
-        if symbol is not None:
-            self.health.record_rejected(symbol)
-        if isinstance(frame, str):
-            snippet = frame[:_SNIPPET]
-        elif isinstance(frame, bytes):  # text frames arrive as bytes too: show them as text
-            snippet = frame[:_SNIPPET].decode("utf-8", "replace")
-        else:
-            snippet = repr(frame)[:_SNIPPET]
-        if n <= 10 or n % 1000 == 0:
-            log.warning("rejected frame (%s, #%d) on connection %s: %s | %r", reason, n, conn, error[:_SNIPPET],
-                        snippet)
-        self.report("rejected", reason=reason, connection=conn, error=error[:_SNIPPET], snippet=snippet)
-
-    def _skewed(self, event: int, conn: str | None) -> None:
-        # M10: bar times come from k.t, never from this clock; the count is a health signal only.
-        n = self.stats["clock_skew"] = self.stats["clock_skew"] + 1
-        if n == 1 or n % 1000 == 0:
-            log.warning("kline event time %d is %+d ms off the local clock (connection %s; %d so far)",
-                        event, event - self.wall_ms(), conn, n)
-
-    def _accept_gap(self, st: _Sym, k: Kline) -> None:
-        # Replays cannot backfill: record the hole and go on from the later kline.
-        self.stats["gaps"] += 1
-        before = st.last_t if st.last_t is not None else st.next_t
-        self.health.record_gaps(st.symbol, [(before, k.open_time, _missing(st.next_t, k.open_time, self.step))])
-        st.next_t = k.open_time
-        if k.closed:
-            self.emit_kline(st, k, st.bid, st.ask)
-
-
-def _missing(start: int, stop: int, step: int | None) -> int:
-    """Bars with open time in [start, stop) (estimated by 30.44-day months for "1M")."""
-    return max(0, (stop - start) // step if step else round((stop - start) / 2_629_800_000))
-
-
-def new_stats() -> dict:
-    """A zeroed counters dict, as in `BinanceFeed.stats`."""
-    return {"frames": 0, "bars": 0, "backfilled_bars": 0, "rejected": {}, "duplicates": 0, "out_of_order": 0,
-            "stale_quotes": 0, "gaps": 0, "backfills": 0, "backfill_failures": 0, "rest_requests": 0,
-            "rest_errors": 0, "connection_attempts": 0, "connections": 0, "reconnects": 0,
-            "rotations": 0, "silence_timeouts": 0, "rate_limited": 0, "server_errors": 0,
-            "server_shutdowns": 0, "subscribe_messages": 0, "acks": 0, "unmatched_acks": 0,
-            "clock_skew": 0, "checks_skipped": 0}
-
-
-# The shortest calendar month (the "1M" interval has no fixed length), ms.
-_SHORTEST_MONTH_MS = 28 * 86_400_000
-
-# Where websockets' frame parser waits between frames (see FrameConnection._at_frame_boundary).
-_AT_EOF = StreamReader.at_eof.__code__
-
-
-class FrameConnection(ClientConnection):
-    """websockets' asyncio client connection, handing each whole data frame to `frame_sink` at once.
-
-    websockets' own path (frame -> message queue -> ``recv()`` future -> reader
-    task) costs tens of µs per frame. Here:
-
-    * **Fast path.** While websockets' parser waits for a new frame with
-      nothing buffered, an ordinary data frame (final, unmasked, no reserved
-      bits, within the size limit: every Binance message) is recognised from
-      its header in C (`tradesim.feeds.binance.ws_frame`) and its payload handed to
-      `frame_sink` straight from ``data_received``, without websockets'
-      generator-based parser.
-    * **Everything else** (pings, close, anything unusual, a frame split
-      across reads) goes to websockets unchanged, from that byte on, in order;
-      it answers pings and enforces the protocol as usual. Data frames it
-      parses still reach `frame_sink` synchronously (``process_event``).
-    * A fragmented message (never sent by Binance) switches the connection to
-      websockets' queue for good, so ``recv()`` gets it and every later frame
-      in order.
-
-    Parameters
-    ----------
-    frame_sink : callable, optional
-        ``frame_sink(data, binary)`` with the frame's payload (bytes; UTF-8
-        not yet checked for text frames), called on the event-loop thread. It must not
-        raise; an exception is logged and the frame dropped.
-
-    Attributes
-    ----------
-    fast_frames : int
-        Frames handed over by the fast path.
-    """
-
-    def __init__(self, *args: Any, frame_sink: Callable[[Any, bool], object] | None = None,
-                 **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.frame_sink = frame_sink
-        self.queued_mode = False
-        self.fast_frames = 0
-        self._boundary = False   # known to be between frames with nothing buffered in websockets
-        limits = [x for x in (getattr(self.protocol, "max_message_size", None),
-                              getattr(self.protocol, "max_fragment_size", None)) if x is not None]
-        self._max_payload = min(limits) if limits else sys.maxsize
-
-    def data_received(self, data: bytes) -> None:
-        sink = self.frame_sink
-        if sink is not None and not self.queued_mode and (self._boundary or self._at_frame_boundary()):
-            pos, end_all = 0, len(data)
-            while pos < end_all:
-                op, start, end = scan_data_frame(data, pos, self._max_payload)
-                if not op:
-                    break
-                try:
-                    sink(data[start:end], op == 2)
-                except Exception:  # the connection must outlive a bug downstream
-                    log.exception("frame sink raised; frame dropped")
-                self.fast_frames += 1
-                pos = end
-            if pos == end_all:
-                self._boundary = True
-                return
-            data = data[pos:] if pos else data
-        self._boundary = False
-        super().data_received(data)
-
-    def _at_frame_boundary(self) -> bool:
-        """websockets' parser waits for the first byte of a new frame, with nothing buffered.
-
-        Read from its generators: the client's parser delegates to the frame
-        loop, which waits in ``StreamReader.at_eof`` between frames. Any other
-        shape (another websockets version, the handshake, a half-read frame)
-        answers False and leaves every byte to websockets.
-        """
-        protocol = self.protocol
-        if (protocol.state is not WsState.OPEN or protocol.reader.buffer
-                or getattr(protocol, "current_size", None) is not None):
-            return False
-        gen = getattr(protocol, "parser", None)
-        for _ in range(4):
-            gen = getattr(gen, "gi_yieldfrom", None)
-            if gen is None:
-                return False
-            if getattr(gen, "gi_code", None) is _AT_EOF:
-                return True
-        return False
-
-    def process_event(self, event: Any) -> None:
-        sink = self.frame_sink
-        if sink is not None and self.response is not None and not self.queued_mode:
-            op = event.opcode
-            if op is Opcode.TEXT or op is Opcode.BINARY:
-                if event.fin:
-                    data = event.data
-                    try:
-                        sink(data if data.__class__ is bytes else bytes(data), op is Opcode.BINARY)
-                    except Exception:  # the connection must outlive a bug downstream
-                        log.exception("frame sink raised; frame dropped")
-                    return
-                self.queued_mode = True
-                log.warning("fragmented message: connection switched to websockets' message queue")
-        super().process_event(event)
 
 
 class _Conn:
@@ -617,7 +125,7 @@ class _Conn:
 class _Group:
     """Streams served by one connection at a time (two during a rotation)."""
 
-    def __init__(self, gid: int, streams: list[str], syms: list[_Sym], backoff: Backoff):
+    def __init__(self, gid: int, streams: list[str], syms: list[SymbolState], backoff: Backoff):
         self.id, self.streams, self.syms, self.backoff = gid, streams, syms, backoff
         self.state = "connecting"
         self.rotate_now = asyncio.Event()
@@ -803,27 +311,26 @@ class BinanceFeed:
         Backoff(**self._backoff_args)  # validate now
         self._max_failures = max_failures
         self._open_timeout, self._ping_interval, self._ping_timeout = open_timeout, ping_interval, ping_timeout
-        self._rest_limit, self._rest_timeout, self._rest_retries = rest_limit, rest_timeout, rest_retries
-        self._rest_backoff = (rest_backoff_initial, rest_backoff_max)
         self._proxy = proxy
-        self._clock, self._random, self._sleep = clock, random, sleep
+        self._clock, self._sleep = clock, sleep
         self._wall_ms = wall_ms or (lambda: time.time_ns() // 1_000_000)
         self.attempts = RateWindow(max_attempts_per_5min, 300.0, clock)
-        self._rest_weight = RateWindow(rest_weight_per_min, 60.0, clock)
         self._ws_not_before = 0.0
-        self._rest_not_before = 0.0
         self._conn_ids = itertools.count(1)
         self._req_ids = itertools.count(1)
         self._out: asyncio.Queue | None = None
         self._consumer: Callable[[MarketData], object] | None = None
         self._asm = BarAssembler(syms, interval, self._put, self.stats, self.health, self._report,
-                                 start_from=backfill_from, on_gap=self._gap)
+                                 start_from=backfill_from, backfill=True)
         self._asm.skew_ms = None if max_clock_skew is None else int(max_clock_skew * 1000)
         self._close_margin_ms = self._asm.skew_ms if self._asm.skew_ms is not None else 5_000
         self._asm.wall_ms = self._wall_ms
+        self._rest = KlineBackfill(self._asm, self.rest_url, self.stats, self._report, limit=rest_limit,
+                                   timeout=rest_timeout, retries=rest_retries,
+                                   backoff=(rest_backoff_initial, rest_backoff_max),
+                                   weight_per_min=rest_weight_per_min, proxy=proxy, clock=clock,
+                                   wall_ms=self._wall_ms, random=random, sleep=sleep)
         self._groups: list[_Group] = []
-        self._http: httpx.AsyncClient | None = None
-        self._rest_sem: asyncio.Semaphore | None = None
         self._tasks: set[asyncio.Task] = set()
         self._started = False
         self._closed = False
@@ -910,7 +417,7 @@ class BinanceFeed:
             task.cancel()
         for g in self._groups:
             for conn in g.conns:
-                _abort(conn.ws)
+                abort(conn.ws)
         if self._out is not None:
             self._out.put_nowait(_END)
         self._report("closed")
@@ -921,9 +428,7 @@ class BinanceFeed:
         tasks = [t for t in self._tasks if t is not asyncio.current_task()]
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
-        if self._http is not None:
-            await self._http.aclose()
-            self._http = None
+        await self._rest.aclose()
 
     def __repr__(self) -> str:
         return f"BinanceFeed(symbols={self.symbols!r}, interval={self.interval!r}, status={self.status!r})"
@@ -961,10 +466,7 @@ class BinanceFeed:
         self._consumer = consumer or self._out.put_nowait
         if self._closed:
             self._out.put_nowait(_END)
-        self._rest_sem = asyncio.Semaphore(4)
-        self._http = httpx.AsyncClient(base_url=self.rest_url, timeout=self._rest_timeout,
-                                       trust_env=self._proxy is True,
-                                       proxy=self._proxy if isinstance(self._proxy, str) else None)
+        self._rest.open()
         by_stream = {st.symbol.lower(): st for st in self._asm.syms.values()}
         for gid, streams in enumerate(self.streams()):
             syms = [by_stream[s.partition("@")[0]] for s in streams if "@kline_" in s]
@@ -1000,7 +502,7 @@ class BinanceFeed:
                         return
                 lived = self._clock() - conn.opened
                 g.conns.discard(conn)
-                _abort(conn.ws)
+                abort(conn.ws)
                 for t in conn.tasks:
                     t.cancel()
                 g.backoff.connection_ended(lived)
@@ -1009,7 +511,7 @@ class BinanceFeed:
                 self._report("disconnected", connection=conn.id, reason=reason, lived=round(lived, 3))
         finally:
             for c in list(g.conns):
-                _abort(c.ws)
+                abort(c.ws)
                 for t in c.tasks:
                     t.cancel()
 
@@ -1044,13 +546,13 @@ class BinanceFeed:
                 break
             # The replacement died before any data: drop it and try again (old still serves).
             g.conns.discard(new)
-            _abort(new.ws)
+            abort(new.ws)
             self._report("disconnected", connection=new.id, reason=new.end_reason, lived=0.0)
         g.conns.discard(old)
         old.end_reason = "rotated"
         for t in old.tasks:
             t.cancel()
-        _abort(old.ws)
+        abort(old.ws)
         self._report("disconnected", connection=old.id, reason="rotated",
                      lived=round(self._clock() - old.opened, 3))
         return new
@@ -1079,7 +581,7 @@ class BinanceFeed:
             self.stats["connection_attempts"] += 1
             cid = f"c{next(self._conn_ids)}"
             url = f"{self.base_url}/stream?streams=" + "/".join(g.streams[:self._url_streams])
-            self._report("connecting", connection=cid, group=g.id, url=url[:_SNIPPET])
+            self._report("connecting", connection=cid, group=g.id, url=url[:SNIPPET])
             # The connection record exists before the handshake: frames that arrive with
             # the handshake's response are handed over at once, in order, like all later ones.
             conn = _Conn(cid, None, g, self._clock(), RateWindow(self._control_rate, 1.0, self._clock))
@@ -1104,7 +606,7 @@ class BinanceFeed:
                     self._report("rate_limited", source="websocket", status=code, retry_after=retry,
                                  connection=cid)
                 elif code in _FATAL_HTTP:
-                    self._fail(f"{reason} for {url[:_SNIPPET]} (not retryable"
+                    self._fail(f"{reason} for {url[:SNIPPET]} (not retryable"
                                f"{'; region-blocked: try region=' + repr('us') if code == 451 else ''})")
                     return None
                 continue
@@ -1112,14 +614,14 @@ class BinanceFeed:
                 self._fail(f"bad WebSocket URL: {exc}")
                 return None
             except (OSError, TimeoutError, InvalidHandshake, ConnectionClosed, EOFError) as exc:
-                reason = f"connect failed: {type(exc).__name__}: {exc}"[:_SNIPPET]
+                reason = f"connect failed: {type(exc).__name__}: {exc}"[:SNIPPET]
                 continue
             except Exception as exc:
-                log.exception("unexpected error connecting to %s", url[:_SNIPPET])
-                reason = f"connect failed: {type(exc).__name__}: {exc}"[:_SNIPPET]
+                log.exception("unexpected error connecting to %s", url[:SNIPPET])
+                reason = f"connect failed: {type(exc).__name__}: {exc}"[:SNIPPET]
                 continue
             if self._closed:
-                _abort(ws)
+                abort(ws)
                 return None
             conn.ws = ws
             conn.opened = self._clock()
@@ -1158,7 +660,7 @@ class BinanceFeed:
             if idle >= limit:
                 conn.end_reason = f"no data for {idle:.1f} s"
                 self.stats["silence_timeouts"] += 1
-                _abort(conn.ws)
+                abort(conn.ws)
                 if conn.reader is not None:
                     conn.reader.cancel()
                 return
@@ -1169,13 +671,16 @@ class BinanceFeed:
         if self._closed:
             return
         kind = self._asm.feed(frame, conn.id, binary)
-        if kind is KLINE or kind is BOOK:
-            conn.last_data = self._clock()
-            if not conn.has_data:
-                conn.has_data = True
-                conn.first_data.set()
-        elif kind is not REJECTED:
-            self._control(conn, kind)
+        if kind is GAP:
+            self._gap(self._asm.last_gap)
+        elif kind is not KLINE and kind is not BOOK:
+            if kind is not REJECTED:
+                self._control(conn, kind)
+            return
+        conn.last_data = self._clock()
+        if not conn.has_data:
+            conn.has_data = True
+            conn.first_data.set()
 
     async def _read(self, conn: _Conn) -> None:
         """Waits for the connection to end; takes only the frames websockets queued (fragmented ones)."""
@@ -1185,13 +690,13 @@ class BinanceFeed:
             while True:
                 self._on_frame(conn, await ws.recv())
         except ConnectionClosed as exc:
-            conn.end_reason = f"{type(exc).__name__}: {exc}"[:_SNIPPET]
+            conn.end_reason = f"{type(exc).__name__}: {exc}"[:SNIPPET]
         except asyncio.CancelledError:
             if conn.end_reason == "closed":
                 conn.end_reason = "cancelled"
         except Exception as exc:
             log.exception("reader of connection %s failed", cid)
-            conn.end_reason = f"reader error: {type(exc).__name__}: {exc}"[:_SNIPPET]
+            conn.end_reason = f"reader error: {type(exc).__name__}: {exc}"[:SNIPPET]
 
     def _control(self, conn: _Conn, kind: str) -> None:
         msg = self._asm.last_msg or {}
@@ -1211,32 +716,29 @@ class BinanceFeed:
             rid = msg.get("id")
             request = conn.pending.pop(rid, None) if rid is not None else None
             self._report("server_error", connection=conn.id, code=msg.get("code"),
-                         msg=str(msg.get("msg"))[:_SNIPPET], request=request)
+                         msg=str(msg.get("msg"))[:SNIPPET], request=request)
         elif kind is SHUTDOWN:
             self.stats["server_shutdowns"] += 1
             self._report("server_shutdown", connection=conn.id)
             if conn in conn.group.conns:
                 conn.group.rotate_now.set()
         else:  # unknown event, stream or symbol (M9): logged and ignored
-            self._asm.reject("unknown", "unrecognized message", orjson.dumps(msg)[:_SNIPPET].decode("utf-8", "replace"),
+            self._asm.reject("unknown", "unrecognized message", orjson.dumps(msg)[:SNIPPET].decode("utf-8", "replace"),
                              conn.id)
 
     # -- gaps and backfill (§2.4) --------------------------------------------------------------------
-    def _gap(self, st: _Sym, k: Kline) -> None:
-        """A kline jumped past the expected open time: buffer it and backfill the hole."""
-        self.stats["gaps"] += 1
-        missing = _missing(st.next_t, k.open_time, self._asm.step)
-        self._report("gap_detected", symbol=st.symbol, **{"from": st.next_t, "to": k.open_time},
-                     missing=missing)
-        self._catch_up(st)
-        self._asm.kline(st, k)  # now buffered
+    def _gap(self, gap: Gap) -> None:
+        """A kline jumped past the expected open time (the assembler holds it): backfill the hole."""
+        self._report("gap_detected", symbol=gap.state.symbol, **{"from": gap.start, "to": gap.stop},
+                     missing=gap.missing)
+        self._catch_up(gap.state)
 
-    def _kline_syms(self, streams: list[str]) -> list[_Sym]:
+    def _kline_syms(self, streams: list[str]) -> list[SymbolState]:
         syms = self._asm.syms
         return [syms[name] for name, _, kind in (s.partition("@") for s in streams)
                 if kind == self._asm.kline_kind and name in syms]
 
-    def _check(self, st: _Sym) -> None:
+    def _check(self, st: SymbolState) -> None:
         """After a (re)connect: hold live bars of `st` until REST says nothing is missing.
 
         No REST request when nothing can be missing: the bar expected next has
@@ -1254,165 +756,15 @@ class BinanceFeed:
             return
         self._catch_up(st)
 
-    def _catch_up(self, st: _Sym) -> None:
-        if not st.catching_up:
-            st.catching_up = True
-            st.newest_open = None
+    def _catch_up(self, st: SymbolState) -> None:
+        self._asm.begin_catch_up(st)
         if st.task is None:
             st.task = self._spawn(self._backfill(st), f"binance-backfill-{st.symbol}")
         else:
             st.recheck = True
 
-    async def _backfill(self, st: _Sym) -> None:
-        step = self._asm.step
-        idle_rounds = 0
+    async def _backfill(self, st: SymbolState) -> None:
         try:
-            while True:
-                st.recheck = False
-                start = st.next_t
-                rows = await self._fetch_klines(st.symbol, start, self._wall_ms())
-                n = 0
-                for k in rows:
-                    if k.open_time >= st.next_t:
-                        if k.open_time > st.next_t and st.last_t is not None:
-                            # REST itself has no bars there (exchange downtime): a real hole.
-                            self.health.record_gaps(st.symbol, [(st.last_t, k.open_time,
-                                                                 _missing(st.next_t, k.open_time, step))])
-                        self._asm.emit_kline(st, k)
-                        n += 1
-                if n:
-                    self.stats["backfilled_bars"] += n
-                    self.stats["backfills"] += 1
-                    self._report("backfilled", symbol=st.symbol, bars=n, **{"from": rows[-n].open_time,
-                                                                              "to": rows[-1].open_time})
-                self._drain(st)
-                pending = bool(st.buffer) or (st.newest_open is not None and st.newest_open > st.next_t)
-                if not pending and not st.recheck:
-                    st.catching_up = False
-                    return
-                if not pending:
-                    continue
-                # REST has not caught up with the live stream yet: wait a little and ask again.
-                idle_rounds = 0 if n else idle_rounds + 1
-                if idle_rounds > self._rest_retries:
-                    first = min(st.buffer) if st.buffer else st.newest_open
-                    raise _BackfillError(f"REST never returned the klines from {st.next_t} to {first}")
-                if idle_rounds:
-                    await self._sleep(self._rest_delay(idle_rounds))
-        except _BackfillError as exc:
-            self.stats["backfill_failures"] += 1
-            first = min(st.buffer) if st.buffer else st.newest_open
-            self._report("backfill_failed", symbol=st.symbol, **{"from": st.next_t, "to": first},
-                         error=str(exc)[:_SNIPPET])
-            log.error("backfill of %s failed: %s", st.symbol, exc)
-            if first is not None and first > st.next_t:
-                before = st.last_t if st.last_t is not None else st.next_t
-                self.health.record_gaps(st.symbol, [(before, first, _missing(st.next_t, first, step))])
-                st.next_t = first
-            self._drain(st)
-            st.buffer.clear()
-            st.catching_up = False
+            await self._rest.catch_up(st)
         finally:
             st.task = None
-
-    def _drain(self, st: _Sym) -> None:
-        """Emit buffered live klines that continue `st` seamlessly; drop the ones already emitted."""
-        buf = st.buffer
-        for t in sorted(buf):
-            if t < st.next_t:
-                del buf[t]
-                self.stats["duplicates"] += 1
-            elif t == st.next_t:
-                self._asm.emit_kline(st, *buf.pop(t))
-            else:
-                break
-
-    async def _fetch_klines(self, symbol: str, start: int, end: int) -> list[Kline]:
-        """Closed klines of `symbol` with open time in [start, end] (ms), oldest first, all pages."""
-        out: list[Kline] = []
-        while start <= end:
-            params = {"symbol": symbol, "interval": self.interval, "startTime": start, "endTime": end,
-                      "limit": self._rest_limit}
-            # `now` is the wall clock when the request went out: a kline closing later may still
-            # have been open when the server answered (it matters for 1s bars), so it is left to
-            # the live stream or the next round.
-            rows, now = await self._rest_get("/api/v3/klines", params, 2)
-            if type(rows) is not list:
-                raise _BackfillError(f"klines response is not an array: {str(rows)[:_SNIPPET]}")
-            last_close = None
-            for row in rows:
-                try:
-                    k = parse_rest_kline(row, symbol, self.interval)
-                except FrameError as exc:
-                    self._asm.reject("invalid_rest_kline", str(exc), orjson.dumps(row).decode(), "rest", symbol)
-                    continue
-                last_close = k.close_time
-                if out and k.open_time <= out[-1].open_time:
-                    self._asm.reject("rest_out_of_order", f"open time {k.open_time} not increasing",
-                                     orjson.dumps(row).decode(), "rest", symbol)
-                    continue
-                if k.close_time >= now:
-                    break  # still open (§2.4)
-                out.append(k)
-            if len(rows) < self._rest_limit or last_close is None or last_close >= now:
-                break
-            start = last_close + 1
-        return out
-
-    def _rest_delay(self, attempt: int) -> float:
-        initial, maximum = self._rest_backoff
-        return min(maximum, initial * 2.0 ** min(attempt - 1, 32)) * (1.0 - 0.5 * self._random())
-
-    async def _rest_get(self, path: str, params: dict, weight: int) -> tuple[Any, int]:
-        """GET with retries: timeouts, transport errors, 5xx and bad JSON back off; 429/418 wait Retry-After.
-
-        Returns the decoded JSON and the wall clock (ms) when the successful request was sent.
-        """
-        failures = 0
-        async with self._rest_sem:
-            while True:
-                while (wait := max(self._rest_not_before - self._clock(), self._rest_weight.wait_time(weight))) > 0:
-                    await self._sleep(wait)
-                self._rest_weight.take(weight)
-                self.stats["rest_requests"] += 1
-                sent = self._wall_ms()
-                try:
-                    r = await self._http.get(path, params=params)
-                except (httpx.TimeoutException, httpx.TransportError) as exc:
-                    error = f"{type(exc).__name__}: {exc}"
-                else:
-                    code = r.status_code
-                    if code == 200:
-                        try:
-                            return orjson.loads(r.content), sent
-                        except orjson.JSONDecodeError as exc:
-                            error = f"malformed JSON: {exc}"
-                    elif code in (429, 418):
-                        retry = parse_retry_after(r.headers.get("Retry-After"))
-                        self._rest_not_before = max(self._rest_not_before, self._clock() + retry)
-                        self.stats["rate_limited"] += 1
-                        self._report("rate_limited", source="rest", status=code, retry_after=retry)
-                        continue
-                    elif code >= 500:
-                        error = f"HTTP {code}"
-                    else:
-                        raise _BackfillError(f"HTTP {code}: {r.text[:_SNIPPET]}")
-                failures += 1
-                self.stats["rest_errors"] += 1
-                if failures > self._rest_retries:
-                    raise _BackfillError(f"{failures} failed requests, last: {error}")
-                delay = self._rest_delay(failures)
-                self._report("rest_error", path=path, error=error[:_SNIPPET], attempt=failures,
-                             delay=round(delay, 3))
-                await self._sleep(delay)
-
-
-class _BackfillError(Exception):
-    pass
-
-
-def _abort(ws: Any) -> None:
-    """Drop a connection at once (no close handshake to wait for)."""
-    transport = getattr(ws, "transport", None)
-    if transport is not None:
-        transport.abort()
