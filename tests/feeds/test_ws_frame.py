@@ -8,12 +8,12 @@ import functools
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tradesim.feeds.binance.ws_frame import scan_data_frame
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import serve
 from websockets.frames import Frame, Opcode
 
-from tradesim.feeds.binance import FrameConnection
+from tradesim.feeds.binance.transport import FrameConnection
+from tradesim.feeds.binance.ws_frame import scan_data_frame
 
 BIG = 1 << 20
 
