@@ -129,8 +129,9 @@ def _load_csv_fast(path: Path, symbol: str | None) -> Bars | None:
     if ts.min() < 10**11 or ts.max() >= 10**14:
         return None
     o, h, lo, c, v = (np.ascontiguousarray(rows[k]) for k in "ohlcv")
+    nan = np.full(len(ts), np.nan)
     steps = np.diff(ts)
-    if first_invalid_row(o, h, lo, c, v) >= 0 or (steps <= 0).any():
+    if first_invalid_row(o, h, lo, c, v, nan, nan) >= 0 or (steps <= 0).any():
         return None
     return Bars(symbol or _symbol_from_name(path), ts, o, h, lo, c, v, str(path),
                 int(np.median(steps)))
@@ -139,7 +140,8 @@ def _load_csv_fast(path: Path, symbol: str | None) -> Bars | None:
 def _first_bad_bar(timestamp: np.ndarray, o: np.ndarray, h: np.ndarray, l: np.ndarray,
                    c: np.ndarray, v: np.ndarray):
     """(row index, the `InvalidMarketData` naming field and value) of the first invalid bar, or None."""
-    bad = first_invalid_row(o, h, l, c, v)
+    nan = np.full(len(timestamp), np.nan)
+    bad = first_invalid_row(o, h, l, c, v, nan, nan)
     if bad < 0:
         return None
     from tradesim._core.market_data import InvalidMarketData, MarketData

@@ -1,4 +1,4 @@
-"""Strict kline/bookTicker message parsing (docs/hostile-inputs.md, M1-M4, M9) on real frames."""
+"""Strict kline/bookTicker message parsing (reliability.md §6.2 M1-M3, M9) on real frames."""
 
 import json
 import math
@@ -7,6 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as hst
 
+from tradesim.feeds.base import DataHealth
+from tradesim.feeds.binance.assembler import BarAssembler, new_stats
 from tradesim.feeds.binance.kline_fast import kline_or_none
 from tradesim.feeds.binance.messages import (
     INTERVAL_MS,
@@ -14,7 +16,6 @@ from tradesim.feeds.binance.messages import (
     Kline,
     _checked_kline,
     decode,
-    kline_frame_to_bar,
     message_kind,
     parse_kline,
 )
@@ -33,9 +34,31 @@ def closed(frame, **k_changes):
     return json.dumps(msg)
 
 
+def live_bar(text, bid=math.nan, ask=math.nan):
+    """The live feed's path for one frame (text as UTF-8 bytes, as the socket hands it over): its bar or None.
+
+    The quote comes first in a bookTicker frame, as on the wire.
+    """
+    out = []
+    asm = BarAssembler(["BTCUSDT"], "1m", out.append, new_stats(), DataHealth(), lambda kind, **f: None)
+    if not math.isnan(bid):
+        asm.feed(json.dumps({"stream": "btcusdt@bookTicker", "data": {"u": 1, "s": "BTCUSDT", "b": repr(bid),
+                                                                        "B": "1", "a": repr(ask), "A": "1"}}))
+    asm.feed(text.encode(), "c1", False)
+    return out[0] if out else None
+
+
+def parsed(text):
+    """The parsing the live feed does on a frame of the kline stream: strict decode, then `parse_kline`."""
+    msg = decode(text)
+    if not isinstance(msg.get("data"), dict):
+        raise FrameError("not a combined-stream message", "stream", msg.get("stream"))
+    return parse_kline(msg["data"], msg["stream"].partition("@kline_")[2] or None)
+
+
 def test_open_kline_gives_no_bar_closed_kline_gives_the_bar(frame):
-    assert kline_frame_to_bar(json.dumps(frame)) is None  # the recording is "x": false
-    bar = kline_frame_to_bar(closed(frame), bid=108473.0, ask=108473.1)
+    assert live_bar(json.dumps(frame)) is None  # the recording is "x": false
+    bar = live_bar(closed(frame), bid=108473.0, ask=108473.1)
     # Values from the frame text (PROVENANCE.md cross-checks this bar against the kline file).
     assert (bar.symbol, bar.timestamp) == ("BTCUSDT", 1751897340000)
     assert (bar.open, bar.high, bar.low, bar.close, bar.volume) == (108521.04, 108521.04, 108473.02, 108473.03, 5.21006)
@@ -43,7 +66,7 @@ def test_open_kline_gives_no_bar_closed_kline_gives_the_bar(frame):
 
 
 def test_crossed_quote_is_not_attached(frame):
-    bar = kline_frame_to_bar(closed(frame), bid=2.0, ask=1.0)
+    bar = live_bar(closed(frame), bid=2.0, ask=1.0)
     assert math.isnan(bar.bid) and math.isnan(bar.ask)
 
 
@@ -54,12 +77,13 @@ def test_crossed_quote_is_not_attached(frame):
 ])
 def test_bad_number_strings_are_rejected(frame, field, text):
     with pytest.raises(FrameError) as err:
-        kline_frame_to_bar(closed(frame, **{field: text}))
+        parsed(closed(frame, **{field: text}))
     assert err.value.value == text
+    assert live_bar(closed(frame, **{field: text})) is None
 
 
 def test_zero_volume_is_valid(frame):
-    assert kline_frame_to_bar(closed(frame, v="0.00000000")).volume == 0.0
+    assert live_bar(closed(frame, v="0.00000000")).volume == 0.0
 
 
 @pytest.mark.parametrize("changes, field", [
@@ -73,23 +97,24 @@ def test_zero_volume_is_valid(frame):
 ])
 def test_inconsistent_klines_are_rejected(frame, changes, field):
     with pytest.raises(FrameError) as err:
-        kline_frame_to_bar(closed(frame, **changes))
+        parsed(closed(frame, **changes))
     assert err.value.field == field
+    assert live_bar(closed(frame, **changes)) is None
 
 
 @pytest.mark.parametrize("text", ["", "{", "[1, 2]", '{"stream": "x", "data": NaN}', "NaN",
                                   '{"a": Infinity}', b"\x00\x01binary"])
 def test_malformed_frames_are_rejected(text):
     with pytest.raises(FrameError):
-        kline_frame_to_bar(text)
+        parsed(text)
 
 
 def test_message_kinds(frame):
     assert message_kind(frame) == "kline"
     assert message_kind(decode('{"result": null, "id": 1}')) == "ack"
     assert message_kind(decode('{"code": 2, "msg": "Invalid request"}')) == "error"
-    shutdown = '{"stream": "!serverShutdown", "data": {"e": "serverShutdown", "E": 1}}'
-    assert message_kind(decode(shutdown)) == "serverShutdown"
+    assert message_kind(decode('{"stream": "!serverShutdown", "data": {"e": "serverShutdown", "E": 1}}')) \
+        == "serverShutdown"
     assert message_kind(decode('{"stream": "btcusdt@bookTicker", "data": {"u": 1, "s": "BTCUSDT", '
                                '"b": "1.0", "B": "2", "a": "1.1", "A": "3"}}')) == "bookTicker"
     assert message_kind(decode('{"stream": "btcusdt@trade", "data": {"e": "trade"}}')) == "unknown"

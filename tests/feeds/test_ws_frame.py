@@ -12,7 +12,7 @@ from websockets.asyncio.client import connect
 from websockets.asyncio.server import serve
 from websockets.frames import Frame, Opcode
 
-from tradesim.feeds.binance import FrameConnection
+from tradesim.feeds.binance.transport import FrameConnection
 from tradesim.feeds.binance.ws_frame import scan_data_frame
 
 BIG = 1 << 20

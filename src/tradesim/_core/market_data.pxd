@@ -9,11 +9,11 @@ cdef class MarketData:
     cdef readonly double bid
     cdef readonly double ask
 
-# The bar rule, in its three forms side by side: `bar_ok` (C, the hot paths),
-# `bar_problem` (which field and why) and `first_invalid_row` (whole columns).
+# The bar rule, in three forms side by side (market_data.pyx has the array form,
+# first_invalid_row): bar_problem says what is wrong, bar_ok below only whether.
 # Returns None when the bar is valid, else (field, value, reason).
 cpdef object bar_problem(double open, double high, double low, double close,
-                         double volume, double bid=*, double ask=*)
+                         double volume, double bid, double ask)
 cdef int raise_if_invalid(str symbol, long long timestamp, double open, double high,
                           double low, double close, double volume,
                           double bid, double ask) except -1

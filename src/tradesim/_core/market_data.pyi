@@ -1,5 +1,8 @@
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 class InvalidMarketData(ValueError):
     field: str | None
     value: Any
@@ -24,18 +27,21 @@ class MarketData:
     def mid_price(self) -> float: ...
     def as_dict(self) -> dict[str, Any]: ...
 
-def bar_problem(open: float, high: float, low: float, close: float, volume: float,
-                bid: float = ..., ask: float = ...) -> tuple[str, float, str] | None:
-    """Why a bar breaks the rule, as ``(field, value, reason)``, or None when it is valid.
+def bar_problem(open: float, high: float, low: float, close: float, volume: float, bid: float,
+                ask: float) -> tuple[str, float, str] | None:
+    """What is wrong with a bar: ``(field, value, reason)``, or None if it is valid.
 
-    Prices (quote currency) finite and > 0 with open and close inside [low, high];
-    volume (base units) finite and >= 0; bid and ask NaN (unknown) or finite
-    prices > 0, not crossed.
+    The rules: open, high, low and close finite and > 0, volume finite and
+    >= 0, low <= open, close <= high, bid and ask each NaN (unknown) or a
+    finite price > 0, and bid <= ask; the first broken rule is named.
     """
 
-def first_invalid_row(open: Any, high: Any, low: Any, close: Any, volume: Any,
-                      bid: Any = ..., ask: Any = ...) -> int:
-    """Index of the first row (float64 columns of one length) breaking the bar rule, or -1.
+def first_invalid_row(open: npt.NDArray[np.float64], high: npt.NDArray[np.float64],
+                      low: npt.NDArray[np.float64], close: npt.NDArray[np.float64],
+                      volume: npt.NDArray[np.float64], bid: npt.NDArray[np.float64],
+                      ask: npt.NDArray[np.float64]) -> int:
+    """Index of the first row that breaks the bar rule (`bar_problem`), or -1 if none does.
 
-    ValueError if the columns differ in length.
+    Columns are float64 arrays of equal length (bid/ask NaN where unknown);
+    raises ValueError if the lengths differ.
     """

@@ -2,8 +2,6 @@
 
 from libc.math cimport isfinite, isnan, NAN
 
-import numpy as np
-
 
 class InvalidMarketData(ValueError):
     """A bar failed validation. `field` and `value` name the offending input.
@@ -23,13 +21,13 @@ class InvalidMarketData(ValueError):
 
 
 cpdef object bar_problem(double open, double high, double low, double close,
-                         double volume, double bid=NAN, double ask=NAN):
-    """Why a bar breaks the rule, as ``(field, value, reason)``, or None when it is valid.
+                         double volume, double bid, double ask):
+    """What is wrong with a bar: ``(field, value, reason)``, or None if it is valid.
 
-    Prices (quote currency) must be finite and > 0 with open and close inside
-    [low, high]; volume (base units) finite and >= 0; bid and ask NaN (unknown)
-    or finite prices > 0, not crossed (bid <= ask). `bar_ok` (C) applies the
-    same rule without saying why; `first_invalid_row` to whole columns.
+    The rules: open, high, low and close finite and > 0, volume finite and
+    >= 0, low <= open, close <= high, bid and ask each NaN (unknown) or a
+    finite price > 0, and bid <= ask. Checked in this order; the first broken
+    rule is named. `bar_ok` (market_data.pxd) is the same rule as a C test.
     """
     for name, v in (("open", open), ("high", high), ("low", low), ("close", close)):
         if not isfinite(v):
@@ -55,41 +53,31 @@ cpdef object bar_problem(double open, double high, double low, double close,
     return None
 
 
-cdef Py_ssize_t _first_bad(const double[:] o, const double[:] h, const double[:] l,
-                           const double[:] c, const double[:] v, const double[:] b,
-                           const double[:] a, bint quotes) noexcept nogil:
-    cdef Py_ssize_t i
-    for i in range(o.shape[0]):
-        if not bar_ok(o[i], h[i], l[i], c[i], v[i], b[i] if quotes else NAN, a[i] if quotes else NAN):
-            return i
-    return -1
-
-
-def first_invalid_row(open, high, low, close, volume, bid=None, ask=None):
-    """Index of the first row that breaks the bar rule (`bar_ok`), or -1.
+def first_invalid_row(const double[:] open, const double[:] high, const double[:] low,
+                      const double[:] close, const double[:] volume, const double[:] bid,
+                      const double[:] ask):
+    """Index of the first row that breaks the bar rule (`bar_problem`), or -1 if none does.
 
     Parameters
     ----------
-    open, high, low, close, volume : ndarray of float64, shape (n,)
-        Bar columns (prices in quote currency, volume in base units).
-    bid, ask : ndarray of float64, shape (n,), optional
-        Quotes (NaN = unknown); None when the bars carry none.
+    open, high, low, close, volume, bid, ask : ndarray of float64
+        Columns of equal length (bid/ask NaN where unknown).
 
     Raises
     ------
     ValueError
-        If the columns differ in length.
+        The columns differ in length.
     """
-    cols = [np.ascontiguousarray(x, dtype=np.float64) for x in (open, high, low, close, volume)]
-    quotes = bid is not None or ask is not None
-    n = cols[0].shape[0]
-    for x in (bid, ask):
-        cols.append(np.full(n, NAN) if x is None else np.ascontiguousarray(x, dtype=np.float64))
-    if any(x.shape != (n,) for x in cols):
-        raise ValueError(f"bar columns must be 1-D of one length, got shapes {[x.shape for x in cols]}")
-    if n == 0:
-        return -1
-    return _first_bad(cols[0], cols[1], cols[2], cols[3], cols[4], cols[5], cols[6], quotes)
+    cdef Py_ssize_t i, n = open.shape[0], bad = -1
+    for length in (high.shape[0], low.shape[0], close.shape[0], volume.shape[0], bid.shape[0], ask.shape[0]):
+        if length != n:
+            raise ValueError(f"columns differ in length: {length} rows, expected {n}")
+    with nogil:
+        for i in range(n):
+            if not bar_ok(open[i], high[i], low[i], close[i], volume[i], bid[i], ask[i]):
+                bad = i
+                break
+    return bad
 
 
 cdef int raise_if_invalid(str symbol, long long timestamp, double open, double high,

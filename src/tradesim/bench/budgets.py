@@ -30,7 +30,7 @@ BUDGETS: dict[str, Budget] = {b.name: b for b in (
     Budget("indicator_set_update", 30.0, "ns", "SMA20+EMA20+RSI14+MACD+BB20 in one call per tick"),
     Budget("batch_all_five", 12.0, "ns", "all five indicators over 1M values, per element"),
     Budget("bar_to_decision", 1000.0, "ns", "window push -> indicators -> state machine -> Lua call (p50)"),
-    Budget("kline_frame_to_bar", 5000.0, "ns", "parse one Binance kline frame into a bar"),
+    Budget("kline_frame_to_bar", 5000.0, "ns", "one closed Binance kline frame into a bar, as the live feed does"),
     Budget("backtest_throughput", 1_000_000.0, "ops/s", "backtest bars per second, EMA crossover"),
     Budget("live_latency_p50", 20_000.0, "ns",
            "Binance kline frame at the client -> runner decision (p50, busy-poll mode)"),

@@ -174,35 +174,39 @@ def _bench_bar_to_decision(quick: bool) -> list[BenchResult]:
 
 
 def _bench_kline_frame(quick: bool) -> list[BenchResult]:
-    """A closed kline frame (bytes, as the transport hands it over) through the live feed's own
-    path: strict decode, the kline accept path in C, the ordering rule, the bar."""
+    """A closed kline frame through what `BinanceFeed` does with each one: bytes -> `MarketData`.
+
+    The payload as the socket hands it over (UTF-8 bytes of a text frame) goes
+    to the feed's `BarAssembler`: strict decode, `parse_kline` (its C path),
+    the clock-skew check on the event time, the ordering rule, the bar and its
+    delivery. Consecutive open times, so every frame gives a bar.
+    """
     from tradesim.feeds.base import DataHealth
     from tradesim.feeds.binance.assembler import BarAssembler, new_stats
 
-    template = ('{"stream":"btcusdt@kline_1m","data":{"e":"kline","E":1751897400015,"s":"BTCUSDT","k":'
-                '{"t":%d,"T":%d,"s":"BTCUSDT","i":"1m","f":5067431062,"L":5067432892,'
-                '"o":"108521.04000000","c":"108473.03000000","h":"108521.04000000","l":"108473.02000000",'
-                '"v":"5.21006000","n":1831,"x":true,"q":"565334.99194810","V":"3.03940000",'
-                '"Q":"329823.87289940","B":"0"}}}')
-    n, batches = 1000, 20 if quick else 100
-    t0 = 1751897340000
-    # Consecutive bars, so that every frame is accepted and emitted (as on a healthy stream).
-    frames = [(template % (t0 + i * 60_000, t0 + i * 60_000 + 59_999)).encode()
-              for i in range(n * (batches + 2))]   # _batched makes 2 warm-up calls
+    n = 1000
+    t0, step = 1751897340000, 60_000
+    now_ms = time.time_ns() // 1_000_000  # event times ("E") within the feed's default 5 s skew allowance
+    frames = [('{"stream":"btcusdt@kline_1m","data":{"e":"kline","E":' f'{now_ms}' ',"s":"BTCUSDT","k":'
+               '{"t":' f'{t},"T":{t + step - 1}' ',"s":"BTCUSDT","i":"1m","f":5067431062,"L":5067432892,'
+               '"o":"108521.04000000","c":"108473.03000000","h":"108521.04000000","l":"108473.02000000",'
+               '"v":"5.21006000","n":1831,"x":true,"q":"565334.99194810","V":"3.03940000",'
+               '"Q":"329823.87289940","B":"0"}}}').encode()
+              for t in range(t0, t0 + n * step, step)]
     bars: list = []
-    asm = BarAssembler(["BTCUSDT"], "1m", bars.append, new_stats(), DataHealth(), lambda *a, **k: None)
-    feed = asm.feed
-    batch = iter(range(batches + 2))
 
     def fn():
-        start = next(batch) * n
-        for frame in frames[start:start + n]:
-            feed(frame, "bench", False)
+        # A fresh assembler per batch: the open times start over.
+        asm = BarAssembler(("BTCUSDT",), "1m", bars.append, new_stats(), DataHealth(),
+                           lambda kind, **fields: None)
+        asm.skew_ms = 5_000  # BinanceFeed's default max_clock_skew
+        feed = asm.feed
+        for frame in frames:
+            feed(frame, "c1", False)
+        if len(bars) != n:
+            raise RuntimeError(f"{len(bars)} bars from {n} closed kline frames")
         bars.clear()
-    results = _batched(fn, n, batches)
-    if asm.stats["bars"] != len(frames):
-        raise RuntimeError(f"kline bench: only {asm.stats['bars']} of the frames became bars")
-    return [_result("binance.kline_frame_to_bar", results, "kline_frame_to_bar")]
+    return [_result("binance.kline_frame_to_bar", _batched(fn, n, 20 if quick else 100), "kline_frame_to_bar")]
 
 
 def _bench_backtest(quick: bool) -> list[BenchResult]:

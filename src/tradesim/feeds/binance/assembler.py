@@ -1,10 +1,12 @@
-"""Combined-stream frames -> closed bars, per symbol in strict open-time order (`BarAssembler`).
+"""Combined-stream frames -> closed bars, per symbol in strict open-time order (reliability.md §2.4).
 
-The pure bar-assembly logic shared by the live feed (`BinanceFeed`) and the
-replay of recordings (`tradesim.feeds.recorded.RecordedFeed`): strict decode,
-routing by stream name, the ordering rule of docs/binance.md, quotes, and the
-counting and reporting of rejected frames. No I/O: when bars are missing it
-asks its owner (`on_gap`), which may backfill them.
+`BarAssembler` is the pure part of the Binance feed, shared by the live
+`BinanceFeed` and the recorded-stream replay (`tradesim.feeds.recorded`): no
+socket, no clock but the optional skew check, no REST. It decides which kline
+becomes the next bar of its symbol, keeps the latest valid quote, counts and
+reports rejects, and says when bars are missing (`Gap`); filling the hole is
+the caller's business, which hands the fetched klines back (`fill`) and ends
+the catch-up (`end_catch_up`).
 
 Units: timestamps in ms since the Unix epoch (UTC, bar open time), prices in
 quote currency, volume in base units.
@@ -17,12 +19,13 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 from tradesim._core import MarketData
 from tradesim.feeds.base import DataHealth
 from tradesim.feeds.binance.messages import (
     INTERVAL_MS,
+    SNIPPET,
     FrameError,
     Kline,
     decode,
@@ -31,17 +34,31 @@ from tradesim.feeds.binance.messages import (
     parse_kline,
 )
 
-__all__ = ["ACK", "BOOK", "ERROR", "KLINE", "OTHER", "REJECTED", "SHUTDOWN", "TRADE", "UNKNOWN",
-           "BarAssembler", "SymbolState", "missing_bars", "new_stats"]
+__all__ = [
+    "ACK",
+    "BOOK",
+    "ERROR",
+    "GAP",
+    "KLINE",
+    "OTHER",
+    "REJECTED",
+    "SHUTDOWN",
+    "TRADE",
+    "UNKNOWN",
+    "BarAssembler",
+    "Gap",
+    "SymbolState",
+    "missing_bars",
+    "new_stats",
+]
 
 log = logging.getLogger(__name__)
-
-#: Longest snippet of a rejected frame kept in reports and logs (characters).
-SNIPPET = 200
 
 # Message kinds returned by BarAssembler.feed (compared by identity on the hot path).
 KLINE, BOOK, TRADE, ACK, ERROR, SHUTDOWN, OTHER, UNKNOWN, REJECTED = (
     "kline", "bookTicker", "trade", "ack", "error", "serverShutdown", "other_stream", "unknown", "rejected")
+#: A kline that showed bars missing before it (only with ``backfill=True``); see `BarAssembler.last_gap`.
+GAP = "gap"
 
 
 class SymbolState:
@@ -71,8 +88,18 @@ class SymbolState:
         self.catching_up = False
         self.buffer: dict[int, tuple[Kline, float, float]] = {}  # open time -> (kline, bid, ask)
         self.newest_open: int | None = None
+        # The live feed's backfill of this symbol: its task, and whether a new hole came up meanwhile.
         self.task: asyncio.Task | None = None
         self.recheck = False
+
+
+class Gap(NamedTuple):
+    """Bars of `state`'s symbol missing: open times from `start` (inclusive) to `stop` (exclusive), ms."""
+
+    state: SymbolState
+    start: int
+    stop: int
+    missing: int
 
 
 class BarAssembler:
@@ -80,11 +107,11 @@ class BarAssembler:
 
     Shared by `BinanceFeed` and `RecordedFeed`. For each frame: strict decode,
     route by stream name (``<sym>@kline_<iv>``, ``<sym>@bookTicker``), then
-    the ordering rule of docs/binance.md per symbol: a closed kline with the expected open time
+    §2.4's ordering rule per symbol: a closed kline with the expected open time
     is emitted (with the symbol's latest non-crossed quote), an earlier one is a
-    duplicate or out of order and dropped, a later one (closed or not) is a gap
-    handed to `on_gap`. While a symbol is catching up, its closed klines are
-    buffered by open time instead.
+    duplicate or out of order and dropped, a later one (closed or not) shows a
+    gap. While a symbol is catching up, its closed klines are buffered by open
+    time instead.
 
     Parameters
     ----------
@@ -102,17 +129,17 @@ class BarAssembler:
         ``report(kind, **fields)`` for status events (``rejected``).
     start_from : int, optional
         First expected open time (ms); None = start at the first closed kline.
-    on_gap : callable, optional
-        ``on_gap(state, kline) -> bool`` when a kline proves bars are missing. True:
-        the owner will backfill them (it set ``state.catching_up``), and the kline is
-        held until then; False: the gap was handled. Default: accept the jump
-        (replays cannot backfill), record it in `health` and return False.
+    backfill : bool, default False
+        What a gap does. False (a replay, which cannot backfill): accept the
+        jump, record the hole in `health` and go on from the later kline. True
+        (the live feed): start catching up (`begin_catch_up`), buffer the kline,
+        and return `GAP` from `feed` with the `Gap` in `last_gap`; the caller
+        fetches the missing klines and hands them to `fill`.
     """
 
     def __init__(self, symbols: Iterable[str], interval: str, emit: Callable[[MarketData], object],
                  stats: dict, health: DataHealth, report: Callable[..., None],
-                 start_from: int | None = None,
-                 on_gap: Callable[[SymbolState, Kline], bool] | None = None):
+                 start_from: int | None = None, backfill: bool = False):
         self.interval = interval
         self.step = INTERVAL_MS[interval]
         self.kline_kind = "kline_" + interval
@@ -123,7 +150,8 @@ class BarAssembler:
         self.rejected: dict[str, int] = stats.setdefault("rejected", {})
         self.health = health
         self.report = report
-        self.on_gap = on_gap or self._accept_gap
+        self.backfill = backfill
+        self.last_gap: Gap | None = None
         self.last_msg: dict | None = None
         self.last_state: SymbolState | None = None
         self.skew_ms: int | None = None  # set with wall_ms to count kline event times off the local clock
@@ -140,7 +168,7 @@ class BarAssembler:
         binary frame otherwise. Never raises for bad input: rejects are counted
         in ``stats["rejected"]`` by reason and reported. For control kinds (ack,
         error, serverShutdown, trade, other_stream, unknown) the decoded message
-        is left in `last_msg`.
+        is left in `last_msg`; for `GAP` (a kline, buffered) the `Gap` in `last_gap`.
         """
         self.stats["frames"] += 1
         if binary if binary is not None else type(frame) is not str:
@@ -170,8 +198,9 @@ class BarAssembler:
                         event = data.get("E")
                         if type(event) is int and abs(event - self.wall_ms()) > self.skew_ms:
                             self._skewed(event, conn)
-                    self.kline(st, k)
-                    return KLINE
+                    if self.kline(st, k) is None:
+                        return KLINE
+                    return GAP
                 if kind == "bookTicker":
                     self.quote(st, data, frame, conn)
                     return BOOK
@@ -181,11 +210,20 @@ class BarAssembler:
         kind = message_kind(msg)
         return kind if kind in (ACK, ERROR, SHUTDOWN) else UNKNOWN
 
-    def kline(self, st: SymbolState, k: Kline) -> None:
-        """Apply the ordering rule (docs/binance.md) to one validated kline of `st`."""
+    def kline(self, st: SymbolState, k: Kline) -> Gap | None:
+        """Apply §2.4's ordering rule to one validated kline of `st`; the `Gap` it shows, if any.
+
+        A gap is returned only with ``backfill=True``: `st` is then catching up
+        and `k` buffered (also left in `last_gap`).
+        """
         t = k.open_time
         if st.catching_up:
-            self._hold(st, k)
+            if k.closed:
+                if t in st.buffer:
+                    self.stats["duplicates"] += 1
+                st.buffer[t] = (k, st.bid, st.ask)
+            elif st.newest_open is None or t > st.newest_open:
+                st.newest_open = t
             return
         nt = st.next_t
         if nt is None or t == nt:
@@ -198,19 +236,20 @@ class BarAssembler:
             elif t != st.last_t:
                 self.stats["out_of_order"] += 1
             return
-        if self.on_gap(st, k):   # the owner backfills the hole: hold this kline until then
-            self._hold(st, k)
-
-    def _hold(self, st: SymbolState, k: Kline) -> None:
-        # While `st` catches up, closed klines wait in its buffer by open time (deduplicated);
-        # an open one only tells how far the live stream has got.
-        t = k.open_time
-        if k.closed:
-            if t in st.buffer:
-                self.stats["duplicates"] += 1
-            st.buffer[t] = (k, st.bid, st.ask)
-        elif st.newest_open is None or t > st.newest_open:
-            st.newest_open = t
+        self.stats["gaps"] += 1
+        missing = missing_bars(nt, t, self.step)
+        if not self.backfill:
+            # Replays cannot backfill: record the hole and go on from the later kline.
+            before = st.last_t if st.last_t is not None else nt
+            self.health.record_gaps(st.symbol, [(before, t, missing)])
+            st.next_t = t
+            if k.closed:
+                self.emit_kline(st, k, st.bid, st.ask)
+            return
+        self.begin_catch_up(st)
+        self.kline(st, k)  # buffered
+        gap = self.last_gap = Gap(st, nt, t, missing)
+        return gap
 
     def emit_kline(self, st: SymbolState, k: Kline, bid: float = math.nan, ask: float = math.nan) -> None:
         """Emit `k` as the next bar of `st` with quote `bid`/`ask` (NaN for bars fetched over REST)."""
@@ -269,19 +308,71 @@ class BarAssembler:
             log.warning("kline event time %d is %+d ms off the local clock (connection %s; %d so far)",
                         event, event - self.wall_ms(), conn, n)
 
-    def _accept_gap(self, st: SymbolState, k: Kline) -> bool:
-        # Replays cannot backfill: record the hole and go on from the later kline.
-        self.stats["gaps"] += 1
-        before = st.last_t if st.last_t is not None else st.next_t
-        self.health.record_gaps(st.symbol, [(before, k.open_time, missing_bars(st.next_t, k.open_time, self.step))])
-        st.next_t = k.open_time
-        if k.closed:
-            self.emit_kline(st, k, st.bid, st.ask)
-        return False
+    # -- catching up after a gap or a reconnect (the caller fetches the klines) ----------------------
+    def begin_catch_up(self, st: SymbolState) -> None:
+        """Hold `st`'s live closed klines back (buffered by open time) until `end_catch_up`."""
+        if not st.catching_up:
+            st.catching_up = True
+            st.newest_open = None
+
+    def fill(self, st: SymbolState, klines: Iterable[Kline]) -> int:
+        """Emit fetched closed klines (oldest first) that continue `st`; `drain` then emits the buffered ones.
+
+        Klines before the expected open time were emitted already and are
+        skipped; a jump between fetched klines is a hole in the exchange's own
+        history, recorded in `health`. Bars filled this way carry no quote
+        (NaN bid/ask). Returns the number of fetched klines emitted.
+        """
+        n = 0
+        for k in klines:
+            if k.open_time >= st.next_t:
+                if k.open_time > st.next_t and st.last_t is not None:
+                    self.health.record_gaps(st.symbol, [(st.last_t, k.open_time,
+                                                         missing_bars(st.next_t, k.open_time, self.step))])
+                self.emit_kline(st, k)
+                n += 1
+        return n
+
+    def drain(self, st: SymbolState) -> None:
+        """Emit buffered live klines that continue `st` seamlessly; drop the ones already emitted."""
+        buf = st.buffer
+        for t in sorted(buf):
+            if t < st.next_t:
+                del buf[t]
+                self.stats["duplicates"] += 1
+            elif t == st.next_t:
+                self.emit_kline(st, *buf.pop(t))
+            else:
+                break
+
+    def behind(self, st: SymbolState) -> bool:
+        """Whether live klines of `st` are held back that the fetched ones have not reached yet."""
+        return bool(st.buffer) or (st.newest_open is not None and st.newest_open > st.next_t)
+
+    def first_held(self, st: SymbolState) -> int | None:
+        """Open time of the earliest live kline held back while catching up (None: none seen)."""
+        return min(st.buffer) if st.buffer else st.newest_open
+
+    def end_catch_up(self, st: SymbolState, give_up: bool = False) -> None:
+        """Stop holding `st`'s live klines back.
+
+        With `give_up` (the missing klines could not be fetched) the bars up to
+        the first held-back kline are recorded as a hole in `health`, and `st`
+        goes on from that kline.
+        """
+        if give_up:
+            first = self.first_held(st)
+            if first is not None and first > st.next_t:
+                before = st.last_t if st.last_t is not None else st.next_t
+                self.health.record_gaps(st.symbol, [(before, first, missing_bars(st.next_t, first, self.step))])
+                st.next_t = first
+            self.drain(st)
+            st.buffer.clear()
+        st.catching_up = False
 
 
 def missing_bars(start: int, stop: int, step: int | None) -> int:
-    """Bars with open time in [start, stop) (estimated by 30.44-day months for "1M")."""
+    """Number of bars with open time in [start, stop) (estimated by 30.44-day months for "1M")."""
     return max(0, (stop - start) // step if step else round((stop - start) / 2_629_800_000))
 
 

@@ -3,7 +3,7 @@
 `BinanceFeed` yields closed bars (kline ``"x": true``) as `MarketData`, per
 symbol strictly in open-time order with none missing and none duplicated, each
 carrying the latest non-crossed book-ticker quote of its symbol. It follows
-the rules in docs/binance.md:
+reliability.md §2:
 
 * streams ``<sym>@kline_<iv>`` and ``<sym>@bookTicker`` on combined-stream
   connections of at most `streams_per_connection` streams; streams beyond the
@@ -15,16 +15,17 @@ the rules in docs/binance.md:
   handshake or on REST is honoured through ``Retry-After``;
 * a silence watchdog, proactive rotation before Binance's 24 h limit and on
   ``serverShutdown`` (the replacement opens first; duplicates are dropped);
-* gap detection and backfill as docs/binance.md describes: per symbol the expected next
+* gap detection and backfill exactly per §2.4: per symbol the expected next
   open time; after every (re)connect, and on any kline that jumps past it, REST
   ``GET /api/v3/klines`` fills the hole (paginated, still-open klines dropped)
   while live klines are buffered and deduplicated by open time;
 * strict parsing (`tradesim.feeds.binance.messages`): every bad frame is counted,
   reported through ``on_status("rejected", ...)`` and dropped; the reader never dies.
 
-The pieces live beside it: `assembler` (frames -> ordered bars, shared with the
-replay of recordings), `transport` (whole frames from the socket's read
-callback), `retry` (backoff and rate windows), `messages` (strict parsing).
+This module manages connections; the other concerns have their own modules:
+`assembler` (frames -> bars, ordering, gaps), `transport` (the WebSocket
+connection's frame fast path), `backfill` (REST), `retry` (backoff and rate
+budgets) and `messages` (strict parsing).
 
 Units: timestamps in ms since the Unix epoch (UTC, bar open time), prices in
 quote currency, volume in base units, durations in seconds.
@@ -42,7 +43,6 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Self
 
-import httpx
 import orjson
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import (
@@ -58,24 +58,19 @@ from tradesim.feeds.binance.assembler import (
     ACK,
     BOOK,
     ERROR,
+    GAP,
     KLINE,
     REJECTED,
     SHUTDOWN,
-    SNIPPET,
     BarAssembler,
+    Gap,
     SymbolState,
-    missing_bars,
     new_stats,
 )
-from tradesim.feeds.binance.messages import (
-    INTERVAL_MS,
-    MAX_FRAME_BYTES,
-    FrameError,
-    Kline,
-    parse_rest_kline,
-)
+from tradesim.feeds.binance.backfill import KlineBackfill
+from tradesim.feeds.binance.messages import INTERVAL_MS, MAX_FRAME_BYTES, SNIPPET
 from tradesim.feeds.binance.retry import Backoff, RateWindow, parse_retry_after
-from tradesim.feeds.binance.transport import FrameConnection
+from tradesim.feeds.binance.transport import FrameConnection, abort
 
 __all__ = ["REGIONS", "BinanceFeed", "BinanceFeedError"]
 
@@ -86,16 +81,16 @@ REGIONS = {"com": ("wss://stream.binance.com:9443", "https://api.binance.com"),
            "us": ("wss://stream.binance.us:9443", "https://api.binance.us")}
 #: Nominal length of "1M" (for `interval_ms` only; gap checks use close time + 1).
 MONTH_MS = 30 * 86_400_000
+# The shortest calendar month (the "1M" interval has no fixed length), ms.
+_SHORTEST_MONTH_MS = 28 * 86_400_000
 _SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,20}$")
 #: Handshake statuses that retrying cannot fix (bad URL, forbidden, region-blocked).
 _FATAL_HTTP = frozenset({400, 401, 403, 404, 451})
 
+
 class BinanceFeedError(RuntimeError):
     """The feed gave up (fatal handshake status or too many failed attempts); raised by iteration."""
 
-
-# The shortest calendar month (the "1M" interval has no fixed length), ms.
-_SHORTEST_MONTH_MS = 28 * 86_400_000
 
 class _Conn:
     """One WebSocket connection of a group."""
@@ -316,27 +311,26 @@ class BinanceFeed:
         Backoff(**self._backoff_args)  # validate now
         self._max_failures = max_failures
         self._open_timeout, self._ping_interval, self._ping_timeout = open_timeout, ping_interval, ping_timeout
-        self._rest_limit, self._rest_timeout, self._rest_retries = rest_limit, rest_timeout, rest_retries
-        self._rest_backoff = (rest_backoff_initial, rest_backoff_max)
         self._proxy = proxy
-        self._clock, self._random, self._sleep = clock, random, sleep
+        self._clock, self._sleep = clock, sleep
         self._wall_ms = wall_ms or (lambda: time.time_ns() // 1_000_000)
         self.attempts = RateWindow(max_attempts_per_5min, 300.0, clock)
-        self._rest_weight = RateWindow(rest_weight_per_min, 60.0, clock)
         self._ws_not_before = 0.0
-        self._rest_not_before = 0.0
         self._conn_ids = itertools.count(1)
         self._req_ids = itertools.count(1)
         self._out: asyncio.Queue | None = None
         self._consumer: Callable[[MarketData], object] | None = None
         self._asm = BarAssembler(syms, interval, self._put, self.stats, self.health, self._report,
-                                 start_from=backfill_from, on_gap=self._gap)
+                                 start_from=backfill_from, backfill=True)
         self._asm.skew_ms = None if max_clock_skew is None else int(max_clock_skew * 1000)
         self._close_margin_ms = self._asm.skew_ms if self._asm.skew_ms is not None else 5_000
         self._asm.wall_ms = self._wall_ms
+        self._rest = KlineBackfill(self._asm, self.rest_url, self.stats, self._report, limit=rest_limit,
+                                   timeout=rest_timeout, retries=rest_retries,
+                                   backoff=(rest_backoff_initial, rest_backoff_max),
+                                   weight_per_min=rest_weight_per_min, proxy=proxy, clock=clock,
+                                   wall_ms=self._wall_ms, random=random, sleep=sleep)
         self._groups: list[_Group] = []
-        self._http: httpx.AsyncClient | None = None
-        self._rest_sem: asyncio.Semaphore | None = None
         self._tasks: set[asyncio.Task] = set()
         self._started = False
         self._closed = False
@@ -423,7 +417,7 @@ class BinanceFeed:
             task.cancel()
         for g in self._groups:
             for conn in g.conns:
-                _abort(conn.ws)
+                abort(conn.ws)
         if self._out is not None:
             self._out.put_nowait(_END)
         self._report("closed")
@@ -434,9 +428,7 @@ class BinanceFeed:
         tasks = [t for t in self._tasks if t is not asyncio.current_task()]
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
-        if self._http is not None:
-            await self._http.aclose()
-            self._http = None
+        await self._rest.aclose()
 
     def __repr__(self) -> str:
         return f"BinanceFeed(symbols={self.symbols!r}, interval={self.interval!r}, status={self.status!r})"
@@ -474,10 +466,7 @@ class BinanceFeed:
         self._consumer = consumer or self._out.put_nowait
         if self._closed:
             self._out.put_nowait(_END)
-        self._rest_sem = asyncio.Semaphore(4)
-        self._http = httpx.AsyncClient(base_url=self.rest_url, timeout=self._rest_timeout,
-                                       trust_env=self._proxy is True,
-                                       proxy=self._proxy if isinstance(self._proxy, str) else None)
+        self._rest.open()
         by_stream = {st.symbol.lower(): st for st in self._asm.syms.values()}
         for gid, streams in enumerate(self.streams()):
             syms = [by_stream[s.partition("@")[0]] for s in streams if "@kline_" in s]
@@ -513,7 +502,7 @@ class BinanceFeed:
                         return
                 lived = self._clock() - conn.opened
                 g.conns.discard(conn)
-                _abort(conn.ws)
+                abort(conn.ws)
                 for t in conn.tasks:
                     t.cancel()
                 g.backoff.connection_ended(lived)
@@ -522,7 +511,7 @@ class BinanceFeed:
                 self._report("disconnected", connection=conn.id, reason=reason, lived=round(lived, 3))
         finally:
             for c in list(g.conns):
-                _abort(c.ws)
+                abort(c.ws)
                 for t in c.tasks:
                     t.cancel()
 
@@ -557,13 +546,13 @@ class BinanceFeed:
                 break
             # The replacement died before any data: drop it and try again (old still serves).
             g.conns.discard(new)
-            _abort(new.ws)
+            abort(new.ws)
             self._report("disconnected", connection=new.id, reason=new.end_reason, lived=0.0)
         g.conns.discard(old)
         old.end_reason = "rotated"
         for t in old.tasks:
             t.cancel()
-        _abort(old.ws)
+        abort(old.ws)
         self._report("disconnected", connection=old.id, reason="rotated",
                      lived=round(self._clock() - old.opened, 3))
         return new
@@ -598,7 +587,7 @@ class BinanceFeed:
             conn = _Conn(cid, None, g, self._clock(), RateWindow(self._control_rate, 1.0, self._clock))
             sink = functools.partial(self._on_frame, conn)
             # Symbols that had bars before this connection are checked for a hole once it is up
-            # (docs/binance.md); a symbol's first bars may come with the handshake and need no check.
+            # (§2.4); a symbol's first bars may come with the handshake and need no check.
             known = [st for st in self._kline_syms(g.streams[:self._url_streams]) if st.next_t is not None]
             try:
                 ws = await ws_connect(url, open_timeout=self._open_timeout, ping_interval=self._ping_interval,
@@ -632,7 +621,7 @@ class BinanceFeed:
                 reason = f"connect failed: {type(exc).__name__}: {exc}"[:SNIPPET]
                 continue
             if self._closed:
-                _abort(ws)
+                abort(ws)
                 return None
             conn.ws = ws
             conn.opened = self._clock()
@@ -671,7 +660,7 @@ class BinanceFeed:
             if idle >= limit:
                 conn.end_reason = f"no data for {idle:.1f} s"
                 self.stats["silence_timeouts"] += 1
-                _abort(conn.ws)
+                abort(conn.ws)
                 if conn.reader is not None:
                     conn.reader.cancel()
                 return
@@ -682,13 +671,16 @@ class BinanceFeed:
         if self._closed:
             return
         kind = self._asm.feed(frame, conn.id, binary)
-        if kind is KLINE or kind is BOOK:
-            conn.last_data = self._clock()
-            if not conn.has_data:
-                conn.has_data = True
-                conn.first_data.set()
-        elif kind is not REJECTED:
-            self._control(conn, kind)
+        if kind is GAP:
+            self._gap(self._asm.last_gap)
+        elif kind is not KLINE and kind is not BOOK:
+            if kind is not REJECTED:
+                self._control(conn, kind)
+            return
+        conn.last_data = self._clock()
+        if not conn.has_data:
+            conn.has_data = True
+            conn.first_data.set()
 
     async def _read(self, conn: _Conn) -> None:
         """Waits for the connection to end; takes only the frames websockets queued (fragmented ones)."""
@@ -713,7 +705,7 @@ class BinanceFeed:
             batch = conn.pending.pop(rid, None)
             if batch is not None:
                 self.stats["acks"] += 1
-                # Streams subscribed now: their backfill check can run (after every resubscribe).
+                # Streams subscribed now: their backfill check can run (§2.4, after every resubscribe).
                 for st in self._kline_syms(batch):
                     self._check(st)
             else:
@@ -734,16 +726,12 @@ class BinanceFeed:
             self._asm.reject("unknown", "unrecognized message", orjson.dumps(msg)[:SNIPPET].decode("utf-8", "replace"),
                              conn.id)
 
-    # -- gaps and backfill (docs/binance.md) ----------------------------------------------------------
-    def _gap(self, st: SymbolState, k: Kline) -> bool:
-        """A kline jumped past the expected open time: backfill the hole (the assembler holds
-        the kline until then)."""
-        self.stats["gaps"] += 1
-        missing = missing_bars(st.next_t, k.open_time, self._asm.step)
-        self._report("gap_detected", symbol=st.symbol, **{"from": st.next_t, "to": k.open_time},
-                     missing=missing)
-        self._catch_up(st)
-        return True
+    # -- gaps and backfill (§2.4) --------------------------------------------------------------------
+    def _gap(self, gap: Gap) -> None:
+        """A kline jumped past the expected open time (the assembler holds it): backfill the hole."""
+        self._report("gap_detected", symbol=gap.state.symbol, **{"from": gap.start, "to": gap.stop},
+                     missing=gap.missing)
+        self._catch_up(gap.state)
 
     def _kline_syms(self, streams: list[str]) -> list[SymbolState]:
         syms = self._asm.syms
@@ -769,164 +757,14 @@ class BinanceFeed:
         self._catch_up(st)
 
     def _catch_up(self, st: SymbolState) -> None:
-        if not st.catching_up:
-            st.catching_up = True
-            st.newest_open = None
+        self._asm.begin_catch_up(st)
         if st.task is None:
             st.task = self._spawn(self._backfill(st), f"binance-backfill-{st.symbol}")
         else:
             st.recheck = True
 
     async def _backfill(self, st: SymbolState) -> None:
-        step = self._asm.step
-        idle_rounds = 0
         try:
-            while True:
-                st.recheck = False
-                start = st.next_t
-                rows = await self._fetch_klines(st.symbol, start, self._wall_ms())
-                n = 0
-                for k in rows:
-                    if k.open_time >= st.next_t:
-                        if k.open_time > st.next_t and st.last_t is not None:
-                            # REST itself has no bars there (exchange downtime): a real hole.
-                            self.health.record_gaps(st.symbol, [(st.last_t, k.open_time,
-                                                                 missing_bars(st.next_t, k.open_time, step))])
-                        self._asm.emit_kline(st, k)
-                        n += 1
-                if n:
-                    self.stats["backfilled_bars"] += n
-                    self.stats["backfills"] += 1
-                    self._report("backfilled", symbol=st.symbol, bars=n, **{"from": rows[-n].open_time,
-                                                                              "to": rows[-1].open_time})
-                self._drain(st)
-                pending = bool(st.buffer) or (st.newest_open is not None and st.newest_open > st.next_t)
-                if not pending and not st.recheck:
-                    st.catching_up = False
-                    return
-                if not pending:
-                    continue
-                # REST has not caught up with the live stream yet: wait a little and ask again.
-                idle_rounds = 0 if n else idle_rounds + 1
-                if idle_rounds > self._rest_retries:
-                    first = min(st.buffer) if st.buffer else st.newest_open
-                    raise _BackfillError(f"REST never returned the klines from {st.next_t} to {first}")
-                if idle_rounds:
-                    await self._sleep(self._rest_delay(idle_rounds))
-        except _BackfillError as exc:
-            self.stats["backfill_failures"] += 1
-            first = min(st.buffer) if st.buffer else st.newest_open
-            self._report("backfill_failed", symbol=st.symbol, **{"from": st.next_t, "to": first},
-                         error=str(exc)[:SNIPPET])
-            log.error("backfill of %s failed: %s", st.symbol, exc)
-            if first is not None and first > st.next_t:
-                before = st.last_t if st.last_t is not None else st.next_t
-                self.health.record_gaps(st.symbol, [(before, first, missing_bars(st.next_t, first, step))])
-                st.next_t = first
-            self._drain(st)
-            st.buffer.clear()
-            st.catching_up = False
+            await self._rest.catch_up(st)
         finally:
             st.task = None
-
-    def _drain(self, st: SymbolState) -> None:
-        """Emit buffered live klines that continue `st` seamlessly; drop the ones already emitted."""
-        buf = st.buffer
-        for t in sorted(buf):
-            if t < st.next_t:
-                del buf[t]
-                self.stats["duplicates"] += 1
-            elif t == st.next_t:
-                self._asm.emit_kline(st, *buf.pop(t))
-            else:
-                break
-
-    async def _fetch_klines(self, symbol: str, start: int, end: int) -> list[Kline]:
-        """Closed klines of `symbol` with open time in [start, end] (ms), oldest first, all pages."""
-        out: list[Kline] = []
-        while start <= end:
-            params = {"symbol": symbol, "interval": self.interval, "startTime": start, "endTime": end,
-                      "limit": self._rest_limit}
-            # `now` is the wall clock when the request went out: a kline closing later may still
-            # have been open when the server answered (it matters for 1s bars), so it is left to
-            # the live stream or the next round.
-            rows, now = await self._rest_get("/api/v3/klines", params, 2)
-            if type(rows) is not list:
-                raise _BackfillError(f"klines response is not an array: {str(rows)[:SNIPPET]}")
-            last_close = None
-            for row in rows:
-                try:
-                    k = parse_rest_kline(row, symbol, self.interval)
-                except FrameError as exc:
-                    self._asm.reject("invalid_rest_kline", str(exc), orjson.dumps(row).decode(), "rest", symbol)
-                    continue
-                last_close = k.close_time
-                if out and k.open_time <= out[-1].open_time:
-                    self._asm.reject("rest_out_of_order", f"open time {k.open_time} not increasing",
-                                     orjson.dumps(row).decode(), "rest", symbol)
-                    continue
-                if k.close_time >= now:
-                    break  # still open
-                out.append(k)
-            if len(rows) < self._rest_limit or last_close is None or last_close >= now:
-                break
-            start = last_close + 1
-        return out
-
-    def _rest_delay(self, attempt: int) -> float:
-        initial, maximum = self._rest_backoff
-        return min(maximum, initial * 2.0 ** min(attempt - 1, 32)) * (1.0 - 0.5 * self._random())
-
-    async def _rest_get(self, path: str, params: dict, weight: int) -> tuple[Any, int]:
-        """GET with retries: timeouts, transport errors, 5xx and bad JSON back off; 429/418 wait Retry-After.
-
-        Returns the decoded JSON and the wall clock (ms) when the successful request was sent.
-        """
-        failures = 0
-        async with self._rest_sem:
-            while True:
-                while (wait := max(self._rest_not_before - self._clock(), self._rest_weight.wait_time(weight))) > 0:
-                    await self._sleep(wait)
-                self._rest_weight.take(weight)
-                self.stats["rest_requests"] += 1
-                sent = self._wall_ms()
-                try:
-                    r = await self._http.get(path, params=params)
-                except (httpx.TimeoutException, httpx.TransportError) as exc:
-                    error = f"{type(exc).__name__}: {exc}"
-                else:
-                    code = r.status_code
-                    if code == 200:
-                        try:
-                            return orjson.loads(r.content), sent
-                        except orjson.JSONDecodeError as exc:
-                            error = f"malformed JSON: {exc}"
-                    elif code in (429, 418):
-                        retry = parse_retry_after(r.headers.get("Retry-After"))
-                        self._rest_not_before = max(self._rest_not_before, self._clock() + retry)
-                        self.stats["rate_limited"] += 1
-                        self._report("rate_limited", source="rest", status=code, retry_after=retry)
-                        continue
-                    elif code >= 500:
-                        error = f"HTTP {code}"
-                    else:
-                        raise _BackfillError(f"HTTP {code}: {r.text[:SNIPPET]}")
-                failures += 1
-                self.stats["rest_errors"] += 1
-                if failures > self._rest_retries:
-                    raise _BackfillError(f"{failures} failed requests, last: {error}")
-                delay = self._rest_delay(failures)
-                self._report("rest_error", path=path, error=error[:SNIPPET], attempt=failures,
-                             delay=round(delay, 3))
-                await self._sleep(delay)
-
-
-class _BackfillError(Exception):
-    pass
-
-
-def _abort(ws: Any) -> None:
-    """Drop a connection at once (no close handshake to wait for)."""
-    transport = getattr(ws, "transport", None)
-    if transport is not None:
-        transport.abort()

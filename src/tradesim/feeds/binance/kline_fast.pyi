@@ -7,13 +7,13 @@ _K = TypeVar("_K")
 
 def kline_or_none(data: object, stream_interval: str | None, interval_ms: dict[str, int | None],
                   kline_type: Callable[..., _K]) -> _K | None:
-    """A `Kline` (built by `kline_type`) from a kline event payload, or None if any rule fails.
+    """A kline built by `kline_type` from a kline event payload, or None if any rule fails.
 
     `data` is the ``data`` object of a combined-stream kline message;
-    `stream_interval` the interval the stream names (the kline's must match);
-    `interval_ms` maps interval names to their length in ms (None for "1M");
-    `kline_type` is called with (symbol, interval, open_time, close_time, open,
-    high, low, close, volume, closed). Prices and volume must be plain decimal
-    strings and pass the bar rule (`tradesim._core.market_data.bar_ok`).
+    `stream_interval` the interval the stream names (the kline's must match;
+    None: any); `interval_ms` maps interval names to lengths in ms (None for
+    "1M"). `kline_type` is called with (symbol, interval, open_time,
+    close_time, open, high, low, close, volume, closed). On None the caller
+    runs the Python parser, which names the field and value at fault.
     """
 

@@ -9,10 +9,12 @@ test checks that it does, field by field).
 
 Decimal strings must be plain: ASCII digits with at most one '.', at least
 one digit, at most 41 characters; converted by CPython's own
-``PyOS_string_to_double``, so values equal ``float(text)`` bit for bit.
+``PyOS_string_to_double``, so values equal ``float(text)`` bit for bit. The
+values then pass the bar rule of `tradesim._core.market_data` (`bar_ok`):
+prices > 0, volume >= 0, open and close within [low, high].
 """
 
-from libc.math cimport isfinite, NAN
+from libc.math cimport NAN
 
 from tradesim._core.market_data cimport bar_ok
 
@@ -22,14 +24,13 @@ cdef extern from "Python.h":
     bint PyUnicode_IS_ASCII(object text)
 
 
-cdef double _plain(object text, bint positive):
-    """The value of a plain decimal string, or NaN if it is not one (or breaks the sign rule)."""
+cdef double _plain(object text):
+    """The value of a plain decimal string (finite, >= 0), or NaN if it is not one."""
     cdef Py_ssize_t n, i
     cdef const char *p
     cdef int dots = 0
     cdef int digits = 0
     cdef char c
-    cdef double value
     if type(text) is not str or not PyUnicode_IS_ASCII(text):
         return NAN
     p = PyUnicode_AsUTF8AndSize(text, &n)
@@ -45,10 +46,7 @@ cdef double _plain(object text, bint positive):
             return NAN
     if dots > 1 or digits == 0:
         return NAN
-    value = PyOS_string_to_double(p, NULL, None)
-    if not isfinite(value) or value < 0 or (positive and value == 0):
-        return NAN
-    return value
+    return PyOS_string_to_double(p, NULL, None)
 
 
 def kline_or_none(object data, object stream_interval, dict interval_ms, object kline_type):
@@ -87,12 +85,12 @@ def kline_or_none(object data, object stream_interval, dict interval_ms, object 
     step = interval_ms[interval]
     if (step is not None and close_time != t + step - 1) or close_time <= t:
         return None
-    cdef double o = _plain(kd.get("o"), True)
-    cdef double h = _plain(kd.get("h"), True)
-    cdef double l = _plain(kd.get("l"), True)
-    cdef double c = _plain(kd.get("c"), True)
-    cdef double v = _plain(kd.get("v"), False)
-    # The bar rule (NaN, a rejected field, fails it; there is no quote yet)
+    cdef double o = _plain(kd.get("o"))
+    cdef double h = _plain(kd.get("h"))
+    cdef double l = _plain(kd.get("l"))
+    cdef double c = _plain(kd.get("c"))
+    cdef double v = _plain(kd.get("v"))
+    # A rejected field is NaN, which the bar rule refuses; no quote here (NaN bid/ask).
     if not bar_ok(o, h, l, c, v, NAN, NAN):
         return None
     closed = kd.get("x")

@@ -3,10 +3,11 @@
 Only closed klines (``"x": true``) become bars. Numbers arrive as decimal
 strings and are accepted only in Binance's plain form (digits with an optional
 fraction): ``"NaN"``, ``"inf"``, ``"1e999"``, ``"1_000"`` or ``" 12 "`` are
-rejected, as are the JSON literals NaN/Infinity (docs/hostile-inputs.md, M1),
-prices <= 0 and negative volume (M2), and inconsistent klines: high < low,
-open/close outside [low, high], close time != open time + interval - 1, or an
-interval that differs from the stream name's (M3). A rejected message raises
+rejected, as are the JSON literals NaN/Infinity (reliability.md §6.2 M1),
+prices <= 0 and negative volume (M2), and inconsistent klines: OHLCV breaking
+the bar rule of `tradesim._core.market_data` (high < low, open/close outside
+[low, high]), close time != open time + interval - 1, or an interval that
+differs from the stream name's (M3). A rejected message raises
 `FrameError` naming the field and value; the caller counts it and keeps the
 stream up.
 """
@@ -18,19 +19,19 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from tradesim._core import MarketData
 from tradesim._core.market_data import bar_problem
 from tradesim.feeds.binance.kline_fast import kline_or_none
 from tradesim.timeframes import BINANCE_INTERVAL_MS
 
 __all__ = [
     "INTERVAL_MS",
+    "MAX_FRAME_BYTES",
+    "SNIPPET",
     "BookTicker",
     "FrameError",
     "Kline",
     "Trade",
     "decode",
-    "kline_frame_to_bar",
     "message_kind",
     "parse_book_ticker",
     "parse_kline",
@@ -42,6 +43,8 @@ __all__ = [
 INTERVAL_MS = BINANCE_INTERVAL_MS
 
 MAX_FRAME_BYTES = 1 << 20
+#: Longest excerpt of a message or error quoted in logs and status events (characters).
+SNIPPET = 200
 
 
 class FrameError(ValueError):
@@ -117,8 +120,8 @@ def _decimal(obj: dict, key: str, name: str, positive: bool) -> float:
     digits = text.replace(".", "", 1) if type(text) is str else ""
     if not (digits.isascii() and digits.isdigit() and len(text) <= 41):
         raise FrameError(f"{name} = {text!r}: not a plain decimal string", name, text)
-    value = float(text)
-    if not math.isfinite(value) or (positive and value <= 0):
+    value = float(text)  # finite: at most 41 plain digits
+    if positive and value <= 0:
         raise FrameError(f"{name} = {text!r}: must be {'> 0' if positive else '>= 0'}", name, text)
     return value
 
@@ -170,10 +173,10 @@ def _checked_kline(data: dict, stream_interval: str | None = None) -> Kline:
     l = _decimal(k, "l", "low", True)
     c = _decimal(k, "c", "close", True)
     v = _decimal(k, "v", "volume", False)
-    problem = bar_problem(o, h, l, c, v)   # the one bar rule
+    problem = bar_problem(o, h, l, c, v, math.nan, math.nan)  # the bar rule (tradesim._core.market_data)
     if problem is not None:
         field, value, reason = problem
-        raise FrameError(f"{field} {value!r} {reason}", field, value)
+        raise FrameError(f"{field} = {value!r} {reason}", field, value)
     closed = k.get("x")
     if type(closed) is not bool:
         raise FrameError(f"closed flag = {closed!r}: expected true/false", "x", closed)
@@ -205,7 +208,7 @@ def parse_book_ticker(data: dict) -> BookTicker:
 
     Prices must be plain decimals > 0 and quantities >= 0. A crossed quote
     (bid > ask) or an empty side (quantity 0) parses; the feed decides what to
-    do with it (docs/hostile-inputs.md, M4).
+    do with it (reliability.md §6.2 M4).
 
     Raises
     ------
@@ -254,28 +257,3 @@ def message_kind(msg: dict) -> str:
     if event is None and {"u", "s", "b", "a"} <= data.keys():
         return "bookTicker"
     return "unknown"
-
-
-def kline_frame_to_bar(frame: str | bytes, bid: float = math.nan, ask: float = math.nan) -> MarketData | None:
-    """Parse one combined-stream kline frame; return its bar when closed, else None.
-
-    `bid`/`ask` are the latest book-ticker quote to attach (NaN when unknown).
-
-    Raises
-    ------
-    FrameError
-        The frame is not a valid kline message (see the module docstring).
-    """
-    msg = decode(frame)
-    stream = msg.get("stream")
-    data = msg.get("data")
-    if not isinstance(stream, str) or not isinstance(data, dict):
-        raise FrameError("not a combined-stream message (needs 'stream' and an object 'data')", "stream", stream)
-    _, _, kind = stream.partition("@kline_")
-    kline = parse_kline(data, kind or None)
-    if not kline.closed:
-        return None
-    if not (math.isnan(bid) or math.isnan(ask)) and bid > ask:
-        bid = ask = math.nan  # a crossed quote is not attached (M4)
-    return MarketData(kline.symbol, kline.open_time, kline.open, kline.high, kline.low, kline.close,
-                      kline.volume, bid, ask, validate=False)

@@ -1,8 +1,10 @@
-"""Waiting politely: ``Retry-After``, jittered exponential backoff and sliding-window rate limits.
+"""When to try again: ``Retry-After``, jittered exponential backoff and sliding-window budgets.
 
-Binance counts connection attempts, messages and REST weight per window and
-bans clients that ignore 429/418 (docs/binance.md, REST klines and rate limits;
-Reconnects). Times are in seconds.
+Binance limits connection attempts (300 per 5 minutes per IP), messages per
+connection (5 per second) and REST request weight (per minute), and answers
+429/418 with a ``Retry-After`` header (reliability.md §2.2). These helpers hold
+no connection: the feed and the REST backfill own one of each they need.
+Durations in seconds.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 
-__all__ = ["Backoff", "RateWindow", "parse_retry_after"]
+__all__ = ["Backoff", "RateWindow", "backoff_delay", "parse_retry_after"]
 
 
 def parse_retry_after(value: str | None, default: float = 60.0) -> float:
@@ -31,6 +33,16 @@ def parse_retry_after(value: str | None, default: float = 60.0) -> float:
     return default
 
 
+def backoff_delay(attempt: int, initial: float, maximum: float, factor: float, jitter: float,
+                  random: Callable[[], float]) -> float:
+    """Seconds before retry number `attempt` (1 = the first retry): exponential, capped, jittered.
+
+    ``min(maximum, initial * factor**(attempt-1)) * (1 - jitter * U)`` with
+    ``U = random()`` in [0, 1): the jitter spreads clients that failed together.
+    """
+    return min(maximum, initial * factor ** min(attempt - 1, 64)) * (1.0 - jitter * random())
+
+
 class Backoff:
     """Jittered exponential delays between connection attempts.
 
@@ -39,7 +51,7 @@ class Backoff:
     uniform in [0, 1). A failure is any attempt that does not end in a
     connection that lived at least `stable_after` seconds; only such a stable
     connection resets the count (websockets resets on every open, which turns
-    an accept-then-close server into a tight loop: docs/binance.md, Reconnects).
+    an accept-then-close server into a tight loop: reliability.md §2.2).
 
     Parameters
     ----------
@@ -71,8 +83,7 @@ class Backoff:
         self.failures += 1
         if n == 0:
             return 0.0
-        base = min(self.maximum, self.initial * self.factor ** min(n - 1, 64))
-        return base * (1.0 - self.jitter * self.random())
+        return backoff_delay(n, self.initial, self.maximum, self.factor, self.jitter, self.random)
 
     def connection_ended(self, lived: float) -> None:
         """Record that a connection closed after `lived` seconds; a stable one resets the backoff."""

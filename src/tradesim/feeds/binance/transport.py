@@ -1,8 +1,9 @@
-"""The WebSocket transport: whole data frames handed over from the socket's read callback.
+"""The WebSocket transport of the Binance feed: whole data frames handed over as they arrive.
 
-`FrameConnection` recognises ordinary data frames from their header in C
-(`tradesim.feeds.binance.ws_frame`) and passes their payload on at once;
-everything else goes through websockets unchanged.
+`FrameConnection` is websockets' asyncio client connection with a fast path:
+the header of an ordinary data frame is read in C (`tradesim.feeds.binance.ws_frame`)
+and its payload handed to the feed straight from ``data_received``; anything
+else is left to websockets.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from websockets.streams import StreamReader
 
 from tradesim.feeds.binance.ws_frame import scan_data_frame
 
-__all__ = ["FrameConnection"]
+__all__ = ["FrameConnection", "abort"]
 
 log = logging.getLogger(__name__)
 
@@ -128,3 +129,10 @@ class FrameConnection(ClientConnection):
                 self.queued_mode = True
                 log.warning("fragmented message: connection switched to websockets' message queue")
         super().process_event(event)
+
+
+def abort(ws: Any) -> None:
+    """Drop a connection at once (no close handshake to wait for)."""
+    transport = getattr(ws, "transport", None)
+    if transport is not None:
+        transport.abort()

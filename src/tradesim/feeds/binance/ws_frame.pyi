@@ -1,11 +1,11 @@
-"""WebSocket data-frame header scan in C (the live feed's fast path, `FrameConnection`)."""
+"""WebSocket frame headers (RFC 6455 §5.2) for the Binance feed's fast path."""
 
 def scan_data_frame(buf: bytes, pos: int, max_size: int) -> tuple[int, int, int]:
     """The ordinary data frame that starts at ``buf[pos]``, if there is a whole one.
 
-    An ordinary frame is final, unmasked, with no reserved bits, a text (1) or
-    binary (2) opcode and a payload of at most `max_size` bytes. Returns
-    ``(opcode, payload start, payload end)``, offsets into `buf`; opcode 0 when
-    the bytes at `pos` are not a whole ordinary frame (then websockets parses
-    them).
+    Returns ``(opcode, start, end)``: opcode 1 (text) or 2 (binary) for a
+    complete, final, unmasked frame with no reserved bits and a payload of at
+    most `max_size` bytes, whose payload is ``buf[start:end]`` (the next frame
+    starts at `end`); ``(0, 0, 0)`` for anything else (incomplete, control or
+    continuation frame, not final, masked, reserved bits set, or too big).
     """
