@@ -338,6 +338,8 @@ def test_chromium_renders_all_charts(big_report, tmp_path):
     assert int(attrs["data-points"]) == expected
     # ~1,000 markers over the whole range would bury the candles: hidden until zoomed in.
     assert attrs.get("data-markers-0") == "hidden"
+    # the 500-row trades table and the ledger fit the window (they scroll or wrap)
+    assert attrs.get("data-page-overflow") == "false"
 
 
 @needs_chromium

@@ -135,6 +135,8 @@
         root.setAttribute("data-canvases", String(canvases.length));
         root.setAttribute("data-painted", String(count));
         root.setAttribute("data-points", String(points));
+        // Nothing wider than the window (a wide table scrolls inside its own box).
+        root.setAttribute("data-page-overflow", String(root.scrollWidth > root.clientWidth));
         root.setAttribute("data-rendered", "ok");
       }, 50);
     });
