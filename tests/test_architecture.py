@@ -129,3 +129,11 @@ def test_every_compiled_module_is_listed_in_cmake():
         "set(CYTHON_MODULES", 1)[1].split(")", 1)[0], re.MULTILINE))
     found = {str(p.relative_to(SRC / "tradesim").with_suffix("")) for p in SRC.glob("tradesim/**/*.pyx")}
     assert found == listed
+
+
+def test_code_cites_docs_in_this_repository_only():
+    # The facts the code relies on live in docs/; a note outside the repository is no citation.
+    citing = [str(p.relative_to(ROOT)) for base in ("src", "tests", "benches", "lua-strategies")
+              for p in (ROOT / base).rglob("*") if p.is_file() and p.suffix in (".py", ".pyx", ".pxd", ".pyi", ".lua")
+              and "reliability.md" in p.read_text(errors="replace") and p.name != "test_architecture.py"]
+    assert not citing, f"cite docs/ instead of reliability.md in: {citing}"

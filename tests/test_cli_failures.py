@@ -139,3 +139,13 @@ def test_replay_of_a_recording_with_nothing_to_build_bars_from_is_refused(tmp_pa
     r = run("run", "--strategy", example_path(), "--feed", "replay", "--data", rec)
     assert r.exit_code == 1
     assert "nothing to build 1m bars from" in r.output and "bookTicker" in r.output
+
+
+def test_recorded_streams_reads_lines_as_the_replay_does(tmp_path):
+    from tradesim.feeds.recorded import recorded_streams
+
+    rec = tmp_path / "r.txt"
+    rec.write_text('1 {"data": {"e": "trade"}, "stream": "btcusdt@trade"}\n'      # data before stream
+                   '2 {"stream" : "btcusdt@bookTicker", "data": {}}\n'           # a space before ':'
+                   '3 not json\n')
+    assert recorded_streams(rec) == {"trade", "bookTicker"}

@@ -15,9 +15,17 @@ REPO = Path(__file__).resolve().parents[2]
 EMA = REPO / "lua-strategies" / "examples" / "ema_crossover.lua"
 
 
+class _LiveFeed:
+    live = True
+
+    def __init__(self):
+        self.status = "connecting"
+
+
 class _Engine:
     def __init__(self):
-        self.feeds = {"live": type("F", (), {"live": True})(), "sim": object()}
+        self.feed = _LiveFeed()
+        self.feeds = {"live": self.feed, "sim": object()}
         self.stopped = 0
 
     def stop(self):
@@ -57,14 +65,31 @@ def test_gives_up_after_max_offline_without_a_connection():
     watch.observe(_event("reconnecting", reason="ConnectionRefusedError: [Errno 111]"))
     clock.t += 119
     assert not watch.check()
-    watch.observe(_event("connected"))       # a connection resets the offline time
+    engine.feed.status = "connected"         # a connection resets the offline time
+    assert not watch.check()
     clock.t += 500
     assert not watch.check()
+    engine.feed.status = "reconnecting"
     watch.observe(_event("disconnected", reason="timeout"))
+    assert not watch.check()
     clock.t += 121
     assert watch.check() and engine.stopped == 1
     assert "no connection for 121 s" in watch.gave_up and "last error: timeout" in watch.gave_up
     assert said[-1].startswith("giving up: feed live")
+
+
+def test_a_rotation_is_neither_trouble_nor_offline():
+    # A rotation opens the new connection, then closes the old one ("disconnected", "rotated"):
+    # the feed stays connected throughout.
+    said, clock, engine = [], _Clock(), _Engine()
+    watch = FeedWatch(engine, said.append, max_offline=120, clock=clock)
+    engine.feed.status = "connected"
+    assert not watch.check()
+    watch.observe(_event("rotating"))
+    watch.observe(_event("connected"))
+    watch.observe(_event("disconnected", reason="rotated", lived=82_800.0))
+    clock.t += 10_000
+    assert not watch.check() and engine.stopped == 0 and said == []
 
 
 def test_run_with_no_network_says_why_and_exits_1(tmp_path):

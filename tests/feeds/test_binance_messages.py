@@ -1,4 +1,4 @@
-"""Strict kline/bookTicker message parsing (reliability.md §6.2 M1-M3, M9) on real frames."""
+"""Strict kline/bookTicker message parsing (docs/hostile-inputs.md, M1-M3, M9) on real frames."""
 
 import json
 import math

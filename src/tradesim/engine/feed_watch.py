@@ -24,6 +24,9 @@ __all__ = ["FeedOffline", "FeedWatch", "DEFAULT_MAX_OFFLINE_S"]
 #: Seconds a live feed may go without a connection before `tradesim run` gives up.
 DEFAULT_MAX_OFFLINE_S = 120.0
 
+#: A live feed's own status values that mean it is serving data.
+_ONLINE = ("connected", "backfilling", "closed", "ended")
+
 #: Feed statuses that mean an attempt failed or the connection went away.
 _TROUBLE = ("disconnected", "reconnecting", "rate_limited", "rest_error", "server_error",
             "backfill_failed", "failed")
@@ -69,19 +72,12 @@ class FeedWatch:
         self.gave_up: str | None = None
 
     def observe(self, event: FeedStatus) -> None:
-        """Take one feed_status event."""
+        """Take one feed_status event: say why an attempt failed (rate-limited)."""
         name, status = event.feed, event.status
-        if status == "connected":
-            if name in self.offline_since:
-                self.offline_since[name] = None
-            return
-        if status not in _TROUBLE:
-            return
+        if status not in _TROUBLE or event.detail.get("reason") == "rotated":
+            return   # a rotation's old connection closing is planned, not trouble
         reason = str(event.detail.get("reason") or event.detail.get("error") or status)
         self.last_reason[name] = reason
-        if status in ("disconnected", "reconnecting", "failed") and self.offline_since.get(name) is None \
-                and name in self.offline_since:
-            self.offline_since[name] = self.clock()
         now = self.clock()
         if now - self._last_said.get(name, -1e18) >= self.report_every:
             repeats = self._unsaid.pop(name, 0)
@@ -94,10 +90,23 @@ class FeedWatch:
             self._unsaid[name] = self._unsaid.get(name, 0) + 1
 
     def check(self) -> bool:
-        """Stop the engine if a live feed is offline too long; True when it gave up."""
-        if not self.max_offline or self.gave_up:
-            return bool(self.gave_up)
+        """Stop the engine if a live feed is offline too long; True when it gave up.
+
+        Online or not is the feed's own ``status`` (BinanceFeed: connected or
+        backfilling means at least one connection serves every stream group; a
+        rotation keeps it connected), read at each check.
+        """
+        if self.gave_up:
+            return True
         now = self.clock()
+        for name in self.live:
+            status = getattr(self.engine.feeds[name], "status", "connected")
+            if status in _ONLINE:
+                self.offline_since[name] = None
+            elif self.offline_since.get(name) is None:
+                self.offline_since[name] = now
+        if not self.max_offline:
+            return False
         for name, since in self.offline_since.items():
             if since is not None and now - since > self.max_offline:
                 reason = self.last_reason.get(name, "no connection yet")
@@ -122,7 +131,7 @@ class FeedWatch:
         try:
             async for event in sub:
                 self.observe(event)
-                self.check()
         finally:
             tick.cancel()
             sub.close()
+            await asyncio.gather(tick, return_exceptions=True)

@@ -71,7 +71,7 @@ def _bars_from_trades(recordings: list[str], interval: str, bars_from: str) -> b
     """
     from tradesim.feeds.recorded import recorded_streams
 
-    kinds = recorded_streams(recordings)
+    kinds = recorded_streams(recordings, stop_when={f"kline_{interval}", "trade"})
     has_klines, has_trades = f"kline_{interval}" in kinds, "trade" in kinds
     names = ", ".join(Path(r).name for r in recordings)
     found = ", ".join(sorted(kinds)) or "no streams"
@@ -159,10 +159,12 @@ def run_engine(engine: TradingEngine, *, console=None, duration: float | None = 
         finally:
             # Close positions and stop the runners while the event writer still listens,
             # so the last position_closed and every runner_status reach --events.
-            engine.close("end of run")
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            try:
+                engine.close("end of run")
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
             for sig in (signal.SIGINT, signal.SIGTERM):
                 try:
                     loop.remove_signal_handler(sig)

@@ -25,6 +25,7 @@ from typing import Any
 from tradesim.engine.events import BarReceived, EventBus, FeedStatus, Subscription
 from tradesim.engine.handle import RunnerHandle, price_history, snapshot
 from tradesim.engine.workers import WorkerPool
+from tradesim.jsonable import finite_or_none
 from tradesim.runner import RunnerStatus, SymbolRunner
 from tradesim.runner.execution import ExecutionConfig
 from tradesim.runner.symbol_runner import check_history_limit
@@ -391,7 +392,7 @@ class TradingEngine:
             if bus.active:
                 bus.publish(BarReceived, feed=name, symbol=bar.symbol, timestamp=bar.timestamp,
                             open=bar.open, high=bar.high, low=bar.low, close=bar.close,
-                            volume=bar.volume, bid=_opt(bar.bid), ask=_opt(bar.ask))
+                            volume=bar.volume, bid=finite_or_none(bar.bid), ask=finite_or_none(bar.ask))
             handles = routes.get((name, bar.symbol), ())
             for handle in handles:
                 handle.offer(bar, arrived)
@@ -437,8 +438,6 @@ def _plain(detail: dict[str, Any]) -> dict[str, Any]:
             for k, v in detail.items()}
 
 
-def _opt(x: float) -> float | None:
-    return None if x != x else x
 
 
 async def _close_feed(feed: Any) -> None:

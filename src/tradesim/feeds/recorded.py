@@ -39,7 +39,7 @@ from typing import Any, Self
 from tradesim._core import MarketData
 from tradesim.feeds.base import DataHealth
 from tradesim.feeds.binance.assembler import BOOK, KLINE, REJECTED, TRADE, BarAssembler
-from tradesim.feeds.binance.messages import INTERVAL_MS, FrameError, Kline, parse_trade
+from tradesim.feeds.binance.messages import INTERVAL_MS, FrameError, Kline, decode, parse_trade
 from tradesim.feeds.pacing import Pacer, check_speed
 
 __all__ = ["RecordedFeed", "TradeBarBuilder", "read_recording", "recorded_streams"]
@@ -78,19 +78,24 @@ def read_recording(path: str | os.PathLike) -> Iterator[tuple[int | None, str, i
             yield None, line, number
 
 
-def recorded_streams(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> set[str]:
+def recorded_streams(paths: str | os.PathLike | Sequence[str | os.PathLike],
+                     stop_when: set[str] | None = None) -> set[str]:
     """The kinds of stream a recording holds, without the symbol: ``{"kline_1m", "trade", "bookTicker"}``.
 
-    Reads every line's ``"stream"`` name (the first 80 characters of each message).
+    Each line is decoded as the replay decodes it (`messages.decode`; lines it rejects are
+    skipped). Reading stops early once every kind in `stop_when` has been seen.
     """
     kinds: set[str] = set()
     for path in [paths] if isinstance(paths, (str, os.PathLike)) else paths:
         for _, message, _ in read_recording(path):
-            head = message[:80]
-            start = head.find('"stream":"')
-            if start >= 0:
-                kinds.add(head[start + 10:head.find('"', start + 10)].partition("@")[2])
-    kinds.discard("")
+            try:
+                stream = decode(message).get("stream")
+            except FrameError:
+                continue
+            if type(stream) is str and "@" in stream:
+                kinds.add(stream.partition("@")[2])
+                if stop_when and stop_when <= kinds:
+                    return kinds
     return kinds
 
 

@@ -25,8 +25,8 @@ Costs
 Sizing
 ------
 An action's ``quantity`` (base units) is used as given. Without one, the
-order uses ``size_fraction`` of current equity at the fill price, net of the
-commission.
+order uses ``size_fraction`` of the runner's cash at the fill price, net of the
+commission (entries happen when flat, where cash is the equity).
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ class ExecutionConfig:
     starting_cash : float
         Cash at the start, quote currency (> 0).
     size_fraction : float
-        Fraction of equity used by an order without a quantity (0 < f <= 1).
+        Fraction of the cash used by an order without a quantity (0 < f <= 1).
     allow_short : bool
         Accept enter_short actions.
 

@@ -128,6 +128,8 @@ cdef int decode_result(object result, Decoded out, str script) except -1:
         out.ready = True
         return 0
     if code == ResultCode.STARTED_ACTION:
+        if n < 3:   # api.lua never sends this; a malformed result is the strategy's error, not ours
+            raise StrategyError(f"malformed decision {r!r}", script=script)
         _decode_action(r[2:], out, script)
         out.started, out.start_reason = True, _text(r[1])
     else:
@@ -144,6 +146,8 @@ cdef int _decode_action(tuple r, Decoded out, str script) except -1:
     cdef const char* utf8
     cdef Py_ssize_t length
     if _code(r[0]) == ResultCode.INVALID_TABLE:
+        if len(r) < 4:
+            raise StrategyError(f"malformed decision {r!r}", script=script)
         fname, name, what = r[1], r[2], r[3]
         raise StrategyError(f"invalid action table: field {name!r}: {what}", script=script,
                             function=fname, field=str(name), value=what)

@@ -1,4 +1,7 @@
-"""Combined-stream frames -> closed bars, per symbol in strict open-time order (reliability.md §2.4).
+"""Combined-stream frames -> closed bars, per symbol in strict open-time order.
+
+The ordering rule and the gap protocol are those of docs/binance.md (Ordering rule; Gap
+detection and backfill).
 
 `BarAssembler` is the pure part of the Binance feed, shared by the live
 `BinanceFeed` and the recorded-stream replay (`tradesim.feeds.recorded`): no
@@ -107,7 +110,7 @@ class BarAssembler:
 
     Shared by `BinanceFeed` and `RecordedFeed`. For each frame: strict decode,
     route by stream name (``<sym>@kline_<iv>``, ``<sym>@bookTicker``), then
-    §2.4's ordering rule per symbol: a closed kline with the expected open time
+    the ordering rule of docs/binance.md per symbol: a closed kline with the expected open time
     is emitted (with the symbol's latest non-crossed quote), an earlier one is a
     duplicate or out of order and dropped, a later one (closed or not) shows a
     gap. While a symbol is catching up, its closed klines are buffered by open
@@ -211,7 +214,7 @@ class BarAssembler:
         return kind if kind in (ACK, ERROR, SHUTDOWN) else UNKNOWN
 
     def kline(self, st: SymbolState, k: Kline) -> Gap | None:
-        """Apply §2.4's ordering rule to one validated kline of `st`; the `Gap` it shows, if any.
+        """Apply the ordering rule of docs/binance.md to one validated kline of `st`; the `Gap` it shows, if any.
 
         A gap is returned only with ``backfill=True``: `st` is then catching up
         and `k` buffered (also left in `last_gap`).

@@ -1,4 +1,6 @@
-"""REST backfill for the live Binance feed: missing klines from ``GET /api/v3/klines`` (reliability.md §2.4).
+"""REST backfill for the live Binance feed: missing klines from ``GET /api/v3/klines``.
+
+See docs/binance.md (Gap detection and backfill; REST klines and rate limits).
 
 `KlineBackfill.catch_up` fills one symbol's hole while the `BarAssembler`
 holds that symbol's live klines back: it pages through the REST klines from
@@ -166,7 +168,7 @@ class KlineBackfill:
                                     orjson.dumps(row).decode(), "rest", symbol)
                     continue
                 if k.close_time >= now:
-                    break  # still open (§2.4)
+                    break  # still open (docs/binance.md, Gap detection and backfill)
                 out.append(k)
             if len(rows) < self.limit or last_close is None or last_close >= now:
                 break

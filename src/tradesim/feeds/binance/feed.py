@@ -3,7 +3,7 @@
 `BinanceFeed` yields closed bars (kline ``"x": true``) as `MarketData`, per
 symbol strictly in open-time order with none missing and none duplicated, each
 carrying the latest non-crossed book-ticker quote of its symbol. It follows
-reliability.md §2:
+docs/binance.md:
 
 * streams ``<sym>@kline_<iv>`` and ``<sym>@bookTicker`` on combined-stream
   connections of at most `streams_per_connection` streams; streams beyond the
@@ -15,7 +15,7 @@ reliability.md §2:
   handshake or on REST is honoured through ``Retry-After``;
 * a silence watchdog, proactive rotation before Binance's 24 h limit and on
   ``serverShutdown`` (the replacement opens first; duplicates are dropped);
-* gap detection and backfill exactly per §2.4: per symbol the expected next
+* gap detection and backfill exactly per docs/binance.md (Gap detection and backfill): per symbol the expected next
   open time; after every (re)connect, and on any kline that jumps past it, REST
   ``GET /api/v3/klines`` fills the hole (paginated, still-open klines dropped)
   while live klines are buffered and deduplicated by open time;
@@ -587,7 +587,8 @@ class BinanceFeed:
             conn = _Conn(cid, None, g, self._clock(), RateWindow(self._control_rate, 1.0, self._clock))
             sink = functools.partial(self._on_frame, conn)
             # Symbols that had bars before this connection are checked for a hole once it is up
-            # (§2.4); a symbol's first bars may come with the handshake and need no check.
+            # (docs/binance.md, Gap detection and backfill); a symbol's first bars may come with
+            # the handshake and need no check.
             known = [st for st in self._kline_syms(g.streams[:self._url_streams]) if st.next_t is not None]
             try:
                 ws = await ws_connect(url, open_timeout=self._open_timeout, ping_interval=self._ping_interval,
@@ -705,7 +706,8 @@ class BinanceFeed:
             batch = conn.pending.pop(rid, None)
             if batch is not None:
                 self.stats["acks"] += 1
-                # Streams subscribed now: their backfill check can run (§2.4, after every resubscribe).
+                # Streams subscribed now: their backfill check can run (docs/binance.md, Gap
+                # detection and backfill: after every resubscribe).
                 for st in self._kline_syms(batch):
                     self._check(st)
             else:
@@ -726,7 +728,7 @@ class BinanceFeed:
             self._asm.reject("unknown", "unrecognized message", orjson.dumps(msg)[:SNIPPET].decode("utf-8", "replace"),
                              conn.id)
 
-    # -- gaps and backfill (§2.4) --------------------------------------------------------------------
+    # -- gaps and backfill (docs/binance.md, Gap detection and backfill) ----------------------
     def _gap(self, gap: Gap) -> None:
         """A kline jumped past the expected open time (the assembler holds it): backfill the hole."""
         self._report("gap_detected", symbol=gap.state.symbol, **{"from": gap.start, "to": gap.stop},

@@ -3,7 +3,7 @@
 Only closed klines (``"x": true``) become bars. Numbers arrive as decimal
 strings and are accepted only in Binance's plain form (digits with an optional
 fraction): ``"NaN"``, ``"inf"``, ``"1e999"``, ``"1_000"`` or ``" 12 "`` are
-rejected, as are the JSON literals NaN/Infinity (reliability.md §6.2 M1),
+rejected, as are the JSON literals NaN/Infinity (docs/hostile-inputs.md, M1),
 prices <= 0 and negative volume (M2), and inconsistent klines: OHLCV breaking
 the bar rule of `tradesim._core.market_data` (high < low, open/close outside
 [low, high]), close time != open time + interval - 1, or an interval that
@@ -208,7 +208,7 @@ def parse_book_ticker(data: dict) -> BookTicker:
 
     Prices must be plain decimals > 0 and quantities >= 0. A crossed quote
     (bid > ask) or an empty side (quantity 0) parses; the feed decides what to
-    do with it (reliability.md §6.2 M4).
+    do with it (docs/hostile-inputs.md, M4).
 
     Raises
     ------

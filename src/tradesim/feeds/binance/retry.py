@@ -2,7 +2,7 @@
 
 Binance limits connection attempts (300 per 5 minutes per IP), messages per
 connection (5 per second) and REST request weight (per minute), and answers
-429/418 with a ``Retry-After`` header (reliability.md §2.2). These helpers hold
+429/418 with a ``Retry-After`` header (docs/binance.md, Reconnects). These helpers hold
 no connection: the feed and the REST backfill own one of each they need.
 Durations in seconds.
 """
@@ -51,7 +51,7 @@ class Backoff:
     uniform in [0, 1). A failure is any attempt that does not end in a
     connection that lived at least `stable_after` seconds; only such a stable
     connection resets the count (websockets resets on every open, which turns
-    an accept-then-close server into a tight loop: reliability.md §2.2).
+    an accept-then-close server into a tight loop: docs/binance.md, Reconnects).
 
     Parameters
     ----------
