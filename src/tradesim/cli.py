@@ -247,9 +247,12 @@ def validate_command(strategy, params, bars, strict):
 @click.option("--busy-poll-us", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="Low-latency mode: µs the event loop and idle workers spin before sleeping "
                    "(each spinning thread keeps a core busy; 0 = sleep at once).")
+@click.option("--record", "record_dir", type=click.Path(file_okay=False), default=None,
+              help="Record the run as a session in this sessions folder (see `tradesim sessions`).")
+@click.option("--session-name", default=None, help="The recorded session's id (default: UTC time and kind).")
 def run_command(strategy, config_path, symbols, feed, data, speed, bars_from, bars, interval, seed, cash, fill,
                 slippage_bps, commission_bps, params, region, base_url, rest_url, duration, events_path,
-                max_offline, busy_poll_us):
+                max_offline, busy_poll_us, record_dir, session_name):
     """Run strategies on a feed with paper trading; Ctrl-C or SIGTERM stops with a summary.
 
     \b
@@ -258,10 +261,12 @@ def run_command(strategy, config_path, symbols, feed, data, speed, bars_from, ba
       tradesim run --strategy s.lua --feed replay --data BTCUSDT-1m.csv.gz --speed 60
       tradesim run --strategy s.lua --feed binance --symbol BTCUSDT --symbol ETHUSDT --interval 1m
       tradesim run --config runners.toml
+      tradesim run --strategy s.lua --record sessions    # then: tradesim sessions list
     """
     from tradesim.data import DataFileError
     from tradesim.engine.config import ConfigError
     from tradesim.engine.feed_watch import FeedOffline
+    from tradesim.recording import RecordingError
     from tradesim.strategy import StrategyError
 
     if config_path is None and strategy is None:
@@ -276,13 +281,23 @@ def run_command(strategy, config_path, symbols, feed, data, speed, bars_from, ba
             from tradesim.engine.config import load_config
             from tradesim.engine.run import build_engine, run_engine
 
+            from tradesim.engine.run import record_session
+
             config = load_config(config_path)
             if busy_poll_us:  # the command line wins over [engine] busy_poll_us
                 config = config.model_copy(update={
                     "engine": config.engine.model_copy(update={"busy_poll_us": busy_poll_us})})
-            engine = run_engine(build_engine(config), duration=duration, events_file=events_file,
+            sessions = config.sessions
+            engine = build_engine(config)
+            recorder = None
+            if record_dir is not None or sessions.record:
+                recorder = _recorder(record_dir or sessions.folder, session_name, "run",
+                                     fsync=sessions.fsync, flush_interval=sessions.flush_interval,
+                                     on_full=sessions.on_full)
+                record_session(engine, recorder, config)
+            engine = run_engine(engine, duration=duration, events_file=events_file,
                                 max_offline=max_offline, console=_console(),
-                                err_console=_console(stderr=True))
+                                err_console=_console(stderr=True), recorder=recorder)
             runners = [engine.runner(rid) for rid in engine.runner_ids]
         else:
             from tradesim.engine.run import run_paper
@@ -294,14 +309,22 @@ def run_command(strategy, config_path, symbols, feed, data, speed, bars_from, ba
                       execution={"fill": fill, "slippage_bps": slippage_bps,
                                  "commission_bps": commission_bps},
                       busy_poll_us=busy_poll_us, bars_from=bars_from, max_offline=max_offline,
-                      console=_console(), err_console=_console(stderr=True))
-    except (StrategyError, DataFileError, ConfigError, FeedOffline, ValueError) as exc:
+                      console=_console(), err_console=_console(stderr=True),
+                      recorder=_recorder(record_dir, session_name, "run") if record_dir else None)
+    except (StrategyError, DataFileError, ConfigError, FeedOffline, ValueError, RecordingError) as exc:
         raise click.ClickException(str(exc)) from None
     finally:
         if events_file is not None:
             events_file.close()
     if any(r.status.value == "failed" for r in runners):
         raise SystemExit(EXIT_FAILED)
+
+
+def _recorder(folder, name, kind, **options):
+    """A `SessionRecorder` for this command (its command line kept in the manifest)."""
+    from tradesim.recording import SessionRecorder
+
+    return SessionRecorder(folder, kind=kind, name=name, command=["tradesim", *sys.argv[1:]], **options)
 
 
 @main.command("backtest")
@@ -322,8 +345,11 @@ def run_command(strategy, config_path, symbols, feed, data, speed, bars_from, ba
 @click.option("--report", type=click.Path(dir_okay=False), help="Write a self-contained HTML report here.")
 @click.option("--trades", "trades_path", type=click.Path(dir_okay=False), help="Write the trade list CSV here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON instead of tables.")
+@click.option("--record", "record_dir", type=click.Path(file_okay=False), default=None,
+              help="Record the backtest as a session in this sessions folder (see `tradesim sessions`).")
+@click.option("--session-name", default=None, help="The recorded session's id (default: UTC time and kind).")
 def backtest_command(strategies, data, start, end, fill, slippage_bps, commission_bps, fee, cash,
-                     risk_free, params, report, trades_path, as_json):
+                     risk_free, params, report, trades_path, as_json, record_dir, session_name):
     """Backtest strategies over bar files with simulated execution.
 
     \b
@@ -336,10 +362,12 @@ def backtest_command(strategies, data, start, end, fill, slippage_bps, commissio
 
     from tradesim.backtest import Backtest
     from tradesim.data import DataFileError
+    from tradesim.recording import RecordingError
     from tradesim.strategy import StrategyError
 
     console = Console(stderr=True)
     try:
+        recorder = _recorder(record_dir, session_name, "backtest") if record_dir else None
         bt = Backtest(list(strategies), list(data), params=_parse_params(params), start=start, end=end,
                       fill=fill, slippage_bps=slippage_bps, commission_bps=commission_bps,
                       fixed_fee=fee, starting_cash=cash, risk_free_rate=risk_free)
@@ -348,8 +376,8 @@ def backtest_command(strategies, data, start, end, fill, slippage_bps, commissio
                       disable=as_json or not console.is_terminal) as progress:
             task = progress.add_task("run", total=sum(len(b) for _, b in bt.runners))
             bt.progress = lambda done, total: progress.update(task, completed=done)
-            result = bt.run()
-    except (StrategyError, DataFileError, ValueError) as exc:
+            result = bt.run(recorder)
+    except (StrategyError, DataFileError, ValueError, RecordingError) as exc:
         raise click.ClickException(str(exc)) from None
     if trades_path:
         from tradesim.backtest import trades_to_csv
@@ -404,6 +432,12 @@ def _print_backtest(result, report, trades_path) -> None:
                   f"strategy errors {ledger['strategy_errors']}, rejected actions {ledger['rejected_actions']}[/dim]",
                   soft_wrap=True)
     _print_problems(console, result.runs)
+    session = ledger.get("session")
+    if session:
+        if session["error"]:
+            console.print(f"[red]session {session['path']}: {session['error']}[/red]", soft_wrap=True)
+        else:
+            console.print(f"session recorded: {session['path']}", soft_wrap=True)
     if report:
         console.print(f"report: {report}")
     if trades_path:

@@ -1,4 +1,4 @@
-"""The one conversion of tradesim values into plain JSON values."""
+"""The one conversion of tradesim values into plain JSON (or MessagePack) values."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["finite_or_none", "jsonable"]
+__all__ = ["finite_or_none", "jsonable", "plain"]
 
 
 def finite_or_none(x: Any) -> Any:
@@ -25,19 +25,28 @@ def jsonable(value: Any) -> Any:
     keys become strings, an enum with a str/int ``value`` becomes that value;
     anything else becomes its ``str``.
     """
+    return _convert(value, True)
+
+
+def plain(value: Any) -> Any:
+    """`jsonable`, but NaN and infinities stay floats (MessagePack carries them; a session log)."""
+    return _convert(value, False)
+
+
+def _convert(value: Any, finite: bool) -> Any:
     if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
+        return {str(k): _convert(v, finite) for k, v in value.items()}
     if isinstance(value, (list, tuple, set)):
-        return [jsonable(v) for v in value]
+        return [_convert(v, finite) for v in value]
     if isinstance(value, np.ndarray):
-        return jsonable(value.tolist())
+        return _convert(value.tolist(), finite)
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
     if isinstance(value, (int, np.integer)):
         return int(value)
     if isinstance(value, (float, np.floating)):
         v = float(value)
-        return v if math.isfinite(v) else None
+        return v if math.isfinite(v) or not finite else None
     if value is None or isinstance(value, str):
         return value
     inner = getattr(value, "value", None)

@@ -23,6 +23,7 @@ import numpy as np
 from tradesim.backtest.metrics import Metrics, compute_metrics
 from tradesim.data import Bars, find_gaps
 from tradesim.jsonable import jsonable
+from tradesim.recording import SessionRecorder
 from tradesim.runner.execution import ExecutionConfig
 from tradesim.runner.symbol_runner import RunnerError, SymbolRunner
 from tradesim.runner.trades import Trade
@@ -33,6 +34,9 @@ _NUMBER = re.compile(r"[-+]?\d[\d.,e+-]*")
 
 #: Bars per call into the runner between progress reports.
 CHUNK = 1 << 16
+
+#: Bars per call while recording a session: one ``bars`` event and one ``snapshot`` per runner each.
+RECORD_CHUNK = 1 << 12
 
 
 @dataclass
@@ -127,6 +131,18 @@ class BacktestResult:
                 "trades": [t.to_dict() for t in self.trades]})
 
 
+def session_result(result: BacktestResult) -> dict[str, Any]:
+    """The summary a recorded session's manifest keeps: bars, trades, P&L, return, per runner."""
+    m = result.metrics
+    return {
+        "bars": int(result.ledger.get("bars_processed", 0)), "trades": len(result.trades),
+        "net_profit": float(sum(t.pnl for t in result.trades)),
+        "total_return": float(m.total_return),
+        "runners": {f"{r.symbol}:{r.strategy}": {"status": r.status, "trades": len(r.trades),
+                                                  "bars": r.bars_processed} for r in result.runs},
+    }
+
+
 def _final_status(runner: SymbolRunner) -> str:
     """A runner still running when its data ran out has "finished"; else its status (failed, ...)."""
     return "finished" if runner.status.value == "running" else runner.status.value
@@ -189,6 +205,8 @@ class Backtest:
         self.strategies = [Path(s) for s in (strategy if isinstance(strategy, (list, tuple)) else [strategy])]
         t0 = time.perf_counter()
         self.bars = _as_bars(data, start, end)
+        self.files = [Path(d) for d in (data if isinstance(data, (list, tuple)) else [data])
+                      if isinstance(d, (str, Path))]
         self.load_seconds = time.perf_counter() - t0
         self.params = dict(params or {})
         self.execution = execution or ExecutionConfig(**execution_fields)
@@ -227,37 +245,89 @@ class Backtest:
                                     field=unknown[0])
         return {k: v for k, v in self.params.items() if k in self._declared[path]}
 
-    def run(self) -> BacktestResult:
-        """Process every bar of every runner and return the result."""
+    def run(self, recorder: SessionRecorder | None = None) -> BacktestResult:
+        """Process every bar of every runner and return the result.
+
+        Parameters
+        ----------
+        recorder : SessionRecorder, optional
+            Record the run as a session (started here if it is not yet, and
+            finished with the result's summary): every input bar, decision,
+            fill, rejection and error, in order. A recording that fails stops;
+            the backtest goes on (``recorder.error`` says why).
+        """
         total = sum(len(b) for _, b in self.runners)
         done = 0
         runs: list[RunResult] = []
+        chunk = CHUNK
+        if recorder is not None:
+            self._describe(recorder)
+            chunk = RECORD_CHUNK
         t0 = time.perf_counter()
-        for runner, bars in self.runners:
-            n = len(bars)
-            equity = np.empty(n)
-            in_pos = np.zeros(n, dtype=np.uint8)
-            no_quote = np.full(n, np.nan)  # klines carry no bid/ask
-            i = 0
-            while i < n:
-                stop = min(n, i + CHUNK)
-                nxt = runner.core.run(bars.timestamp, bars.open, bars.high, bars.low, bars.close,
-                                      bars.volume, no_quote, no_quote, equity, in_pos, i, stop)
-                done += nxt - i
-                if self.progress is not None:
-                    self.progress(done, total)
-                if nxt < stop:  # the runner stopped itself
-                    equity[nxt:] = runner.equity
-                    in_pos[nxt:] = runner.core.quantity != 0
-                    break
-                i = nxt
-            if self.close_at_end and n:
-                runner.close_position()
-                equity[-1] = runner.equity
-                in_pos[-1] = 0
-            runs.append(self._run_result(runner, bars, equity, in_pos))
+        try:
+            for runner, bars in self.runners:
+                key = f"{bars.symbol}:{runner.strategy.name}"
+                n = len(bars)
+                equity = np.empty(n)
+                in_pos = np.zeros(n, dtype=np.uint8)
+                no_quote = np.full(n, np.nan)  # klines carry no bid/ask
+                i = 0
+                while i < n:
+                    stop = min(n, i + chunk)
+                    if recorder is not None:
+                        recorder.bars(key, bars, i, stop)
+                    nxt = runner.core.run(bars.timestamp, bars.open, bars.high, bars.low, bars.close,
+                                          bars.volume, no_quote, no_quote, equity, in_pos, i, stop)
+                    if recorder is not None:
+                        recorder.snapshot(key)
+                    done += nxt - i
+                    if self.progress is not None:
+                        self.progress(done, total)
+                    if nxt < stop:  # the runner stopped itself
+                        equity[nxt:] = runner.equity
+                        in_pos[nxt:] = runner.core.quantity != 0
+                        break
+                    i = nxt
+                if recorder is not None:
+                    recorder.append({"type": "shutdown", "runner": key, "reason": "end_of_data"})
+                if self.close_at_end and n:
+                    runner.close_position()
+                    equity[-1] = runner.equity
+                    in_pos[-1] = 0
+                runs.append(self._run_result(runner, bars, equity, in_pos))
+        except BaseException as exc:
+            if recorder is not None:
+                recorder.finish("interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
+                                {"error": f"{type(exc).__name__}: {exc}"})
+            raise
         elapsed = time.perf_counter() - t0
-        return self._combine(runs, elapsed, total)
+        result = self._combine(runs, elapsed, total)
+        if recorder is not None:
+            recorder.finish("completed", session_result(result))
+            result.ledger["session"] = {"id": recorder.id, "path": str(recorder.path),
+                                        "error": recorder.error}
+        return result
+
+    def _describe(self, recorder: SessionRecorder) -> None:
+        # What the session's manifest says this backtest is.
+        recorder.manifest["config"] = jsonable({
+            "execution": self.execution.as_dict(), "window_size": self.window_size,
+            "risk_free_rate": self.risk_free_rate, "close_at_end": self.close_at_end,
+            "max_consecutive_errors": self.max_consecutive_errors,
+            "ambiguity_policy": self.ambiguity_policy, "params": self.params,
+            "chunk": RECORD_CHUNK})
+        for path in self.files:
+            if path.is_file():
+                recorder.add_file(path)
+        for bars in self.bars:
+            recorder.add_data(bars)
+        for runner, bars in self.runners:
+            recorder.add_runner(f"{bars.symbol}:{runner.strategy.name}", runner,
+                                window_size=self.window_size,
+                                options={"max_consecutive_errors": self.max_consecutive_errors,
+                                         "ambiguity_policy": self.ambiguity_policy})
+        if not recorder.recording:
+            recorder.start()
 
     def _run_result(self, runner: SymbolRunner, bars: Bars, equity, in_pos) -> RunResult:
         metrics = compute_metrics(equity, bars.timestamp, runner.trades,

@@ -7,6 +7,12 @@ Example::
     queue_size = 1024      # bars a runner may fall behind on a live feed
     history_limit = 10000  # newest trades / errors / rejections each runner keeps
 
+    [sessions]             # record runs (docs/sessions.md); `tradesim run --record DIR` too
+    record = true
+    folder = "sessions"    # default: $TRADESIM_SESSIONS or ./sessions
+    fsync = "interval"     # never | interval | block
+    flush_interval = 0.2   # s
+
     [feeds.sim]            # named feeds; a runner may also just say feed = "simulated"
     type = "simulated"     # simulated | replay | binance
     interval = "1m"
@@ -44,7 +50,8 @@ from tradesim.engine.trading_engine import DEFAULT_HISTORY_LIMIT
 from tradesim.runner.execution import ExecutionConfig
 from tradesim.timeframes import parse_interval
 
-__all__ = ["ConfigError", "EngineConfig", "FeedConfig", "RunnerConfig", "load_config", "parse_config"]
+__all__ = ["ConfigError", "EngineConfig", "FeedConfig", "RunnerConfig", "SessionsSection", "load_config",
+           "parse_config"]
 
 FEED_TYPES = ("simulated", "replay", "binance")
 
@@ -126,10 +133,26 @@ class RunnerConfig(_Strict):
         return v.strip().upper()
 
 
+class SessionsSection(_Strict):
+    """``[sessions]``: recording runs as sessions (docs/sessions.md)."""
+
+    #: record every run (``tradesim run --config``) without ``--record``
+    record: bool = False
+    #: the sessions folder (relative to the TOML file); $TRADESIM_SESSIONS or ./sessions if unset
+    folder: str | None = None
+    #: the log's fsync policy: never | interval | block
+    fsync: Literal["never", "interval", "block"] = "interval"
+    #: seconds between the log writer's timed flushes (what a power loss can cost)
+    flush_interval: float = Field(0.2, gt=0, le=60)
+    #: when the writer's queue is full: block (wait for the disk) | drop (count and report)
+    on_full: Literal["block", "drop"] = "block"
+
+
 class EngineConfig(_Strict):
     """The whole file."""
 
     engine: EngineSection = Field(default_factory=EngineSection)
+    sessions: SessionsSection = Field(default_factory=SessionsSection)
     feeds: dict[str, FeedConfig] = Field(default_factory=dict)
     runners: list[RunnerConfig] = Field(min_length=1)
 
@@ -205,7 +228,8 @@ def _resolve_paths(config: EngineConfig, base: Path) -> EngineConfig:
     runners = [r.model_copy(update={"strategy": fix(r.strategy), "data": fix(r.data)})
                for r in config.runners]
     feeds = {n: f.model_copy(update={"data": [fix(d) for d in f.data]}) for n, f in config.feeds.items()}
-    return config.model_copy(update={"runners": runners, "feeds": feeds})
+    sessions = config.sessions.model_copy(update={"folder": fix(config.sessions.folder)})
+    return config.model_copy(update={"runners": runners, "feeds": feeds, "sessions": sessions})
 
 
 def load_config(path: str | Path) -> EngineConfig:

@@ -126,22 +126,14 @@ class RunnerHandle(RunnerInbox):
 
 def snapshot(handle: RunnerHandle, runner: SymbolRunner) -> dict[str, Any]:
     """State, position, context, indicator values and stats (JSON-ready); runs on the worker."""
-    machine = runner.machine
-    pos = machine.position
-    indicators = {}
-    for key in runner.bank.keys():
-        ind = runner.bank.indicator(key)
-        values = ind.values
-        indicators[str(key)] = finite_or_none(values[0]) if len(values) == 1 else dict(
-            zip(ind.output_names, map(finite_or_none, values)))
+    state = runner.state()
     return {
         "id": handle.id, "symbol": handle.symbol, "strategy": handle.strategy,
-        "status": runner.status.value, "reason": runner.status_reason,
-        "state": machine.state.name,
-        "position": jsonable(pos.to_dict()) if pos is not None else None,
-        "context": jsonable(runner.strategy.context()),
-        "indicators": indicators,
-        "equity": finite_or_none(runner.equity), "cash": finite_or_none(runner.core.cash),
+        "status": state["status"], "reason": state["reason"], "state": state["state"],
+        "position": jsonable(state["position"]),
+        "context": jsonable(state["context"]),
+        "indicators": jsonable(state["indicators"]),
+        "equity": finite_or_none(state["equity"]), "cash": finite_or_none(state["cash"]),
         "pnl": finite_or_none(runner.equity - runner.execution.starting_cash),
         "stats": handle.health(),
     }

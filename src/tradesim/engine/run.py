@@ -19,9 +19,11 @@ from typing import IO, Any
 from tradesim.engine import TradingEngine
 from tradesim.engine.config import EngineConfig, FeedConfig, RunnerConfig
 from tradesim.engine.feed_watch import DEFAULT_MAX_OFFLINE_S, FeedOffline, FeedWatch
+from tradesim.jsonable import jsonable
+from tradesim.recording import SessionRecorder
 from tradesim.runner import SymbolRunner
 
-__all__ = ["build_engine", "make_feed", "run_engine", "run_paper"]
+__all__ = ["build_engine", "make_feed", "record_session", "run_engine", "run_paper"]
 
 log = logging.getLogger(__name__)
 
@@ -120,13 +122,25 @@ def _add_runner(engine: TradingEngine, r: RunnerConfig) -> str:
         analysis_timeout_bars=r.analysis_timeout_bars)
 
 
+def record_session(engine: TradingEngine, recorder: SessionRecorder, config: EngineConfig | None) -> None:
+    """Record `engine`'s run with `recorder`; the manifest keeps `config` and the simulated feeds' seeds."""
+    if config is not None:
+        recorder.manifest["config"] = jsonable(config.model_dump())
+        recorder.manifest["seeds"] = {name: f.seed for name, f in config.resolved_feeds().items()
+                                      if f.type == "simulated"}
+    engine.record(recorder)
+
+
 def run_engine(engine: TradingEngine, *, console=None, duration: float | None = None,
                events_file: IO[bytes] | None = None,
-               max_offline: float = DEFAULT_MAX_OFFLINE_S, err_console=None) -> TradingEngine:
+               max_offline: float = DEFAULT_MAX_OFFLINE_S, err_console=None,
+               recorder: SessionRecorder | None = None) -> TradingEngine:
     """Run `engine` until its feeds end, `duration` s pass, or SIGINT/SIGTERM; print a summary.
 
     `events_file` receives every event as one JSON line. The cause of each failed
     connection attempt of a live feed goes to `err_console` (stderr), rate-limited.
+    `recorder` (already attached with `record_session`, or attached here) records
+    the session; it is finished after the summary, which names it.
 
     Raises
     ------
@@ -140,7 +154,10 @@ def run_engine(engine: TradingEngine, *, console=None, duration: float | None = 
 
     console = console or Console()
     err_console = err_console or Console(stderr=True)
+    if recorder is not None and engine.recorder is not recorder:
+        engine.record(recorder)
     started = time.monotonic()
+    interrupted = False
     watch = FeedWatch(engine, lambda text: err_console.print(escape(text), soft_wrap=True),
                       max_offline=max_offline)
 
@@ -178,8 +195,15 @@ def run_engine(engine: TradingEngine, *, console=None, duration: float | None = 
                 runner.run(main(live))
         except KeyboardInterrupt:  # a second Ctrl-C while shutting down
             console.print("[yellow]interrupted[/yellow]")
+            interrupted = True
     engine.close("end of run")  # a no-op unless the run was interrupted before its own close
     console.print(_summary(engine, time.monotonic() - started))
+    if recorder is not None:
+        recorder.finish("interrupted" if interrupted else "completed", _session_result(engine))
+        if recorder.error:
+            console.print(f"[red]session {recorder.path}: {recorder.error}[/red]")
+        else:
+            console.print(f"session recorded: {recorder.path}")
     if watch.gave_up:
         raise FeedOffline(watch.gave_up)
     return engine
@@ -249,6 +273,17 @@ def _summary(engine: TradingEngine, elapsed: float):
     return table
 
 
+def _session_result(engine: TradingEngine) -> dict[str, Any]:
+    runners = {}
+    for rid in engine.runner_ids:
+        r = engine.runner(rid)
+        runners[rid] = {"status": r.status.value, "bars": int(r.core.bars), "trades": r.trade_count,
+                        "pnl": r.equity - r.execution.starting_cash}
+    return {"bars": sum(v["bars"] for v in runners.values()),
+            "trades": sum(v["trades"] for v in runners.values()),
+            "net_profit": sum(v["pnl"] for v in runners.values()), "runners": runners}
+
+
 def run_paper(strategy: str | Path, *, symbols: list[str] | None = None, feed: str = "simulated",
               data: list[str] | None = None, speed: float = 0.0, bars: int = 5000,
               interval: str = "1m", seed: int = 0, cash: float = 10_000.0,
@@ -257,8 +292,11 @@ def run_paper(strategy: str | Path, *, symbols: list[str] | None = None, feed: s
               duration: float | None = None, events_file: IO[bytes] | None = None,
               execution: dict[str, Any] | None = None,
               busy_poll_us: float = 0.0, bars_from: str = "auto",
-              max_offline: float = DEFAULT_MAX_OFFLINE_S, err_console=None) -> list[SymbolRunner]:
+              max_offline: float = DEFAULT_MAX_OFFLINE_S, err_console=None,
+              recorder: SessionRecorder | None = None) -> list[SymbolRunner]:
     """Run one strategy on each symbol of one feed (``tradesim run`` without ``--config``).
+
+    `recorder` records the run as a session (see `run_engine`).
 
     Returns the runners after the run (positions closed, status STOPPED or FAILED).
     """
@@ -283,7 +321,9 @@ def run_paper(strategy: str | Path, *, symbols: list[str] | None = None, feed: s
     config = parse_config({"engine": {"busy_poll_us": busy_poll_us}, "feeds": {"main": feed_cfg},
                            "runners": runners}, "tradesim run")
     engine = build_engine(config, prebuilt)
+    if recorder is not None:
+        record_session(engine, recorder, config)
     run_engine(engine, console=console, duration=duration, events_file=events_file,
-               max_offline=max_offline, err_console=err_console)
+               max_offline=max_offline, err_console=err_console, recorder=recorder)
     return [engine.runner(rid) for rid in engine.runner_ids]
 

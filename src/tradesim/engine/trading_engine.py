@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections import Counter
@@ -26,6 +27,7 @@ from tradesim.engine.events import BarReceived, EventBus, FeedStatus, Subscripti
 from tradesim.engine.handle import RunnerHandle, price_history, snapshot
 from tradesim.engine.workers import WorkerPool
 from tradesim.jsonable import finite_or_none
+from tradesim.recording import SessionRecorder
 from tradesim.runner import RunnerStatus, SymbolRunner
 from tradesim.runner.execution import ExecutionConfig
 from tradesim.runner.symbol_runner import check_history_limit
@@ -42,6 +44,10 @@ HANDOFF_MAX_S = 50e-6
 
 #: Trades, errors, rejections and closed positions each runner keeps by default (see `TradingEngine`).
 DEFAULT_HISTORY_LIMIT = 10_000
+
+#: A recorded session logs each runner's state every this many bars of its feed and symbol
+#: (taken by the runner's worker between two bars), where `tradesim inspect` starts from.
+SNAPSHOT_EVERY_BARS = 1000
 
 
 class UnknownRunner(KeyError):
@@ -98,6 +104,22 @@ class TradingEngine:
         self._stopping: asyncio.Event | None = None
         self._started: float | None = None
         self._ids = Counter()
+        self.recorder: SessionRecorder | None = None
+
+    def record(self, recorder: SessionRecorder) -> None:
+        """Record this engine's session: every bar (with its receive time), feed status change,
+        runner added, control command, decision and fill, in order (see `SessionRecorder`).
+
+        Call before `run`; runners added so far and later are recorded. The
+        recorder is started here if it is not yet; the caller finishes it
+        (`tradesim.engine.run.run_engine` does).
+        """
+        self.recorder = recorder
+        for runner_id, handle in self._runners.items():
+            recorder.add_runner(runner_id, handle.runner, feed=handle.feed,
+                                window_size=handle.runner.window.capacity)
+        if not recorder.recording:
+            recorder.start()
 
     def new_event_loop(self) -> asyncio.AbstractEventLoop:
         """An event loop suited to this engine (an ``asyncio.Runner`` ``loop_factory``).
@@ -140,6 +162,8 @@ class TradingEngine:
         def on_status(status: str, **detail: Any) -> None:
             if not hasattr(self._feeds[name], "status"):
                 self._feed_state[name] = status
+            if self.recorder is not None:
+                self.recorder.feed_status(name, status, detail)
             self.bus.publish(FeedStatus, feed=name, status=status, detail=_plain(detail))
         return on_status
 
@@ -184,6 +208,9 @@ class TradingEngine:
         handle = RunnerHandle(runner_id, runner, feed_name, self.pool, self.bus,
                               queue_size or self.queue_size)
         self._runners[runner_id] = handle
+        if self.recorder is not None:
+            self.recorder.add_runner(runner_id, runner, feed=feed_name, window_size=window_size,
+                                     options=_recordable(runner_options))
         self._routes.setdefault((feed_name, symbol), []).append(handle)
         return runner_id
 
@@ -205,6 +232,7 @@ class TradingEngine:
         UnknownRunner
         """
         handle = self._handle(runner_id)
+        self._control("remove", runner_id)
         handle.runner.stop("removed")
         del self._runners[runner_id]
         route = self._routes.get((handle.feed, handle.symbol), [])
@@ -221,15 +249,40 @@ class TradingEngine:
 
     def pause(self, runner_id: str) -> None:
         """Stop deciding; the window and indicators stay warm, state is kept."""
-        self._handle(runner_id).runner.pause()
+        runner = self._handle(runner_id).runner
+        self._control("pause", runner_id)
+        runner.pause()
 
     def resume(self, runner_id: str) -> None:
         """Decide again after `pause`."""
-        self._handle(runner_id).runner.resume()
+        runner = self._handle(runner_id).runner
+        self._control("resume", runner_id)
+        runner.resume()
 
     def stop_runner(self, runner_id: str, reason: str = "stopped by request") -> None:
         """Stop one runner for good (it stays listed with status STOPPED)."""
-        self._handle(runner_id).runner.stop(reason)
+        runner = self._handle(runner_id).runner
+        self._control("stop", runner_id, reason=reason)
+        runner.stop(reason)
+
+    def reload(self, runner_id: str) -> None:
+        """Hot-reload a runner's strategy file (position, window and context kept).
+
+        Raises
+        ------
+        UnknownRunner
+        StrategyLoadError, StrategyError
+            The new version failed to load; the old one keeps running.
+        """
+        runner = self._handle(runner_id).runner
+        source = runner.strategy.path.read_text(encoding="utf-8", errors="replace")
+        runner.reload()
+        self._control("reload", runner_id, source=source)
+
+    def _control(self, command: str, runner_id: str | None, **fields: Any) -> None:
+        # A recorded session keeps every control command where it was applied.
+        if self.recorder is not None:
+            self.recorder.control(command, runner_id, **fields)
 
     def runner(self, runner_id: str) -> SymbolRunner:
         """The `SymbolRunner` behind an id (read it only while the engine is idle)."""
@@ -371,10 +424,14 @@ class TradingEngine:
         except Exception as exc:  # a broken feed ends itself, not the engine
             log.exception("feed %s failed", name)
             self._feed_state[name] = "failed"
-            bus.publish(FeedStatus, feed=name, status="failed",
-                        detail={"error": type(exc).__name__, "message": str(exc)[:1024]})
+            detail = {"error": type(exc).__name__, "message": str(exc)[:1024]}
+            if self.recorder is not None:
+                self.recorder.feed_status(name, "failed", detail)
+            bus.publish(FeedStatus, feed=name, status="failed", detail=detail)
             return
         self._feed_state[name] = "ended"
+        if self.recorder is not None:
+            self.recorder.feed_status(name, "ended", {"bars": counts[name]})
         bus.publish(FeedStatus, feed=name, status="ended", detail={"bars": counts[name]})
 
     def _dispatcher(self, name: str):
@@ -385,10 +442,17 @@ class TradingEngine:
         # with its own bookkeeping; bounded, so a slow strategy can't hold the loop.
         handoff = HANDOFF_MAX_S if self.busy_poll_us > 0 else 0.0
         wait_quiet = self.pool.wait_quiet
+        recorder = self.recorder
+        wall_ns = time.time_ns
 
         def dispatch(bar: Any) -> None:
             arrived = clock()
             counts[name] += 1
+            if recorder is not None:   # before any runner sees it: the log keeps inputs first
+                recorder.bar(name, bar, wall_ns() // 1_000_000)
+                if counts[name] % SNAPSHOT_EVERY_BARS == 0:
+                    for handle in routes.get((name, bar.symbol), ()):
+                        handle.request(functools.partial(_snapshot, recorder, handle.id))
             if bus.active:
                 bus.publish(BarReceived, feed=name, symbol=bar.symbol, timestamp=bar.timestamp,
                             open=bar.open, high=bar.high, low=bar.low, close=bar.close,
@@ -417,6 +481,8 @@ class TradingEngine:
 
     def close(self, reason: str = "engine shut down") -> None:
         """Close open positions at the last close and stop every runner (after `run`)."""
+        if self.recorder is not None:
+            self.recorder.shutdown(reason)
         for handle in self._runners.values():
             runner = handle.runner
             if runner.status in (RunnerStatus.RUNNING, RunnerStatus.PAUSED):
@@ -430,6 +496,15 @@ def _is_realtime(feed: Any) -> bool:
     if live is not None:
         return bool(live)
     return (getattr(feed, "speed", 0) or 0) > 0
+
+
+def _snapshot(recorder: SessionRecorder, runner_id: str, runner: SymbolRunner) -> None:
+    recorder.snapshot(runner_id)
+
+
+def _recordable(options: dict[str, Any]) -> dict[str, Any]:
+    """The runner options a session manifest keeps (plain values only)."""
+    return {k: v for k, v in options.items() if isinstance(v, (str, int, float, bool, type(None)))}
 
 
 def _plain(detail: dict[str, Any]) -> dict[str, Any]:

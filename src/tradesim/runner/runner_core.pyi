@@ -40,6 +40,8 @@ class RunnerCore:
     bars: int
     decisions: int
     """Strategy calls that returned something (a setup, an action, or an invalid result)."""
+    recording: bool
+    """Report every valid decision to ``handler.on_decision`` (a recorded session)."""
     script: str
     """The strategy's file name, named by the errors of invalid decisions."""
     dispatch: Any

@@ -78,7 +78,10 @@ cdef class RunnerCore:
         ``on_error(exc, ts)`` (a failed call, or a `StrategyError` for an
         invalid decision), ``on_timeout(ts)``, ``reject(ts, action, reason)``,
         ``listening()``, ``on_opened(ts, side, quantity, price, fee, reason)``,
-        ``on_closed(ts)``, ``on_position_updated(ts, field, price)`` and
+        ``on_closed(ts)``, ``on_position_updated(ts, field, price)``,
+        ``on_decision(ts, state, started, start_reason, action, quantity,
+        stop_loss, take_profit, price, reason)`` (only while `recording`; `state`
+        a `State` value, `action` an `ActionType` value or -1) and
         ``sync_lua(code, entry_time, quantity, entry_price, stop_loss, take_profit)``
         (used when `sync` is None).
     cash : float
@@ -111,6 +114,9 @@ cdef class RunnerCore:
         Call the strategy (False while paused: indicators stay warm).
     errors_in_row : int
         Consecutive failed strategy calls (reset by a successful call).
+    recording : bool
+        Report every valid decision to ``handler.on_decision`` before it is
+        carried out (a recorded session); off by default.
     bars : int
         Bars processed.
     """
@@ -144,6 +150,7 @@ cdef class RunnerCore:
     cdef public long long errors_in_row
     cdef public long long bars
     cdef public long long decisions
+    cdef public bint recording      # report every decision to handler.on_decision (a session log)
     cdef public str script          # named by invalid-decision errors
     cdef Decoded _decided           # this bar's decision (reused)
 
@@ -173,6 +180,7 @@ cdef class RunnerCore:
         self.errors_in_row = 0
         self.bars = 0
         self.decisions = 0
+        self.recording = False
         self.script = script
         self._decided = Decoded()
 
@@ -254,6 +262,8 @@ cdef class RunnerCore:
                     elif decided.ready:
                         self.decisions += 1
                     if decided.ready:
+                        if self.recording:
+                            self._record(decided, ts)
                         self._carry_out(decided, ts, c)
                     if self.errors_in_row == errors:
                         self.errors_in_row = 0
@@ -262,6 +272,13 @@ cdef class RunnerCore:
         return STEP_OK
 
     # -- decisions ---------------------------------------------------------------
+
+    cdef int _record(self, Decoded d, long long ts) except -1:
+        # The decision as the strategy returned it, before it is carried out (or rejected).
+        self.handler.on_decision(ts, self.machine.state_c, d.started, d.start_reason, d.action,
+                                 d.amounts[AMOUNT_QUANTITY], d.amounts[AMOUNT_STOP_LOSS],
+                                 d.amounts[AMOUNT_TAKE_PROFIT], d.amounts[AMOUNT_PRICE], d.reason)
+        return 0
 
     cdef int _carry_out(self, Decoded d, long long ts, double close) except -1:
         # A valid decision: an analysis started, an action (d.action >= 0), or both.

@@ -110,6 +110,9 @@ class SymbolRunner:
         event bus have subscribers?"). While it returns False no event is
         built at all: events cost Lua calls (context snapshots) and dicts on
         the bars where the strategy trades.
+    on_record : callable or None
+        Set by `record_to`: ``on_record(dict)`` receives every event and every
+        decision, whoever else listens (a recorded session).
 
     Raises
     ------
@@ -144,6 +147,7 @@ class SymbolRunner:
                                script=self.strategy.path.name)
         self.on_event = on_event
         self.events_wanted: Callable[[], bool] | None = None
+        self.on_record: Callable[[dict], Any] | None = None
         self.history_limit = history_limit
         # deque(maxlen=None) grows without bound; a backtest keeps plain lists
         self._trades: list[Trade] | deque[Trade] = _history(history_limit)
@@ -234,9 +238,36 @@ class SymbolRunner:
         self.strategy.sync(code, entry_time, quantity, entry_price, stop_loss, take_profit)
 
     def listening(self) -> bool:
-        """True while events are wanted (an `on_event` hook and, if set, `events_wanted`)."""
+        """True while events are wanted: recorded, or an `on_event` hook and, if set, `events_wanted`."""
+        if self.on_record is not None:
+            return True
         wanted = self.events_wanted
         return self.on_event is not None and (wanted is None or wanted())
+
+    def record_to(self, sink: Callable[[dict], Any] | None) -> None:
+        """Send every event and every decision to ``sink(dict)`` (None: stop recording).
+
+        Decisions (``{"type": "decision", "timestamp", "state", "started",
+        "start_reason", "action", "quantity", "stop_loss", "take_profit",
+        "price", "reason", "context", "indicators"}``, amounts NaN when not
+        given, context as the strategy saw it) are
+        reported before they are carried out, in the state the strategy was
+        called in; they go to the sink only, never to `on_event`.
+        """
+        self.on_record = sink
+        self.core.recording = sink is not None
+
+    def on_decision(self, ts: int, state: int, started: bool, start_reason: str, action: int,
+                    quantity: float, stop_loss: float, take_profit: float, price: float,
+                    reason: str) -> None:
+        sink = self.on_record
+        if sink is not None:
+            sink({"type": "decision", "symbol": self.symbol, "strategy": self.strategy.name,
+                  "timestamp": ts, "state": State(state).name, "started": bool(started),
+                  "start_reason": start_reason,
+                  "action": ActionType(action).name.lower() if action >= 0 else None, "quantity": quantity, "stop_loss": stop_loss,
+                  "take_profit": take_profit, "price": price, "reason": reason,
+                  "context": self.strategy.context(), "indicators": self.indicator_values()})
 
     def on_opened(self, ts: int, side: int, quantity: float, price: float, fee: float,
                   reason: str) -> None:
@@ -368,9 +399,44 @@ class SymbolRunner:
         outside its step through this too (the engine's inbox: a bar it
         refused, as ``"runner_error"``).
         """
-        if self.listening():
-            self.on_event({"type": kind, "symbol": self.symbol, "strategy": self.strategy.name,
-                           **fields})
+        if not self.listening():
+            return
+        event = {"type": kind, "symbol": self.symbol, "strategy": self.strategy.name, **fields}
+        if self.on_record is not None:
+            self.on_record(event)
+        wanted = self.events_wanted
+        if self.on_event is not None and (wanted is None or wanted()):
+            self.on_event(event)
+
+    def indicator_values(self) -> dict[str, Any]:
+        """The strategy's indicators' newest values by key (a number, or a dict for multi-output ones; NaN before warm-up)."""
+        out: dict[str, Any] = {}
+        for key in self.bank.keys():
+            ind = self.bank.indicator(key)
+            values = ind.values
+            out[str(key)] = float(values[0]) if len(values) == 1 else dict(
+                zip(ind.output_names, map(float, values)))
+        return out
+
+    def state(self) -> dict[str, Any]:
+        """Status, state machine state, position, pending order, context, indicators, cash and equity.
+
+        Prices and money in quote currency, times in ms since epoch UTC; NaN
+        where a value is not known yet (JSON-ready callers pass it through
+        `tradesim.jsonable.jsonable`).
+        """
+        pos = self.machine.position
+        return {
+            "status": self.status.value, "reason": self.status_reason,
+            "state": self.machine.state.name,
+            "position": pos.to_dict() if pos is not None else None,
+            "pending_order": self.core.pending,
+            "context": self.strategy.context(),
+            "indicators": self.indicator_values(),
+            "bars": int(self.core.bars), "decisions": int(self.core.decisions),
+            "trades": self.trade_count,
+            "cash": float(self.core.cash), "equity": float(self.equity),
+        }
 
 
 def check_history_limit(limit: int | None) -> None:

@@ -1,0 +1,86 @@
+"""A session's manifest: what the run was (version, config, strategies, data, seeds) and how it ended.
+
+The manifest is ``manifest.json`` beside the event log (``log/``) in the
+session's folder. It is the only place, with the live feeds' receive times,
+that holds wall-clock times, so that two runs of one backtest write
+byte-identical logs (docs/sessions.md).
+
+Layout (format 1)::
+
+    {"format": 1, "kind": "backtest" | "run", "id": ..., "tradesim": "0.1.0",
+     "created": "2026-12-04T06:35:00Z", "command": [...argv...],
+     "config": {...},                           # execution, window size, feeds ...
+     "runners": [{"key", "symbol", "strategy", "script", "sha256", "params",
+                  "execution", "window_size", "feed", "options"}],
+     "strategies": {sha256: source text},       # every script any runner ran
+     "data": [{"symbol", "bars", "first", "last"}],   # a backtest's bars per symbol
+     "files": [{"path", "sha256"}],                   # input files
+     "seeds": {...},
+     "status": "recording" | "completed" | "failed" | "interrupted",
+     "ended": "...", "result": {...}, "log": {...writer stats...}, "error": "..."}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+__all__ = ["FORMAT", "LOG_DIR", "MANIFEST_NAME", "ManifestError", "file_sha256", "load_manifest",
+           "write_manifest"]
+
+FORMAT = 1
+MANIFEST_NAME = "manifest.json"
+LOG_DIR = "log"
+
+
+class ManifestError(ValueError):
+    """A session folder has no readable manifest."""
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
+    """Write ``manifest.json`` atomically (temporary file, fsync, rename, fsync of the folder)."""
+    tmp = folder / (MANIFEST_NAME + ".tmp")
+    data = json.dumps(manifest, indent=1, sort_keys=False, allow_nan=False, default=str).encode()
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, folder / MANIFEST_NAME)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def load_manifest(folder: str | Path) -> dict[str, Any]:
+    """The manifest of the session in `folder`.
+
+    Raises
+    ------
+    ManifestError
+        No ``manifest.json``, or it is not a format this version reads.
+    """
+    path = Path(folder) / MANIFEST_NAME
+    try:
+        manifest = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise ManifestError(f"{folder}: not a recorded session (no {MANIFEST_NAME})") from None
+    except (OSError, ValueError) as exc:
+        raise ManifestError(f"{path}: unreadable manifest ({exc})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise ManifestError(f"{path}: format {manifest.get('format') if isinstance(manifest, dict) else '?'!r}"
+                            f" is not {FORMAT}")
+    return manifest

@@ -1,0 +1,332 @@
+"""`SessionRecorder`: a run's inputs and outcomes, in order, into a session folder.
+
+A session folder holds ``manifest.json`` (see `tradesim.recording.manifest`)
+and ``log/``, a `tradesim.eventlog` log of MessagePack events, each with the
+log's ``seq``. What a run's outcome depends on is recorded, in the order it
+happened (docs/sessions.md has every event type and its fields):
+
+- inputs: ``bars`` (a backtest's bars, one event per chunk, as little-endian
+  int64/float64 columns), ``bar`` (one live or replayed bar, with ``recv``,
+  its receive time), ``feed_status`` (connection changes, gaps, backfills),
+  ``runner_added`` and ``control`` (pause, resume, stop, reload, remove, with
+  ``bars``: how many bars the runner had processed when it was applied);
+- outcomes, per runner (``runner``: its key): ``decision`` (what the strategy
+  returned, before it is carried out), ``opportunity_detected``,
+  ``position_opened`` / ``position_closed`` (fills), ``position_updated``,
+  ``action_rejected``, ``analysis_timeout``, ``runner_error``,
+  ``runner_status``, ``strategy_reloaded``;
+- ``snapshot``: a runner's state (position, context, indicators, cash) at a
+  chunk boundary of a backtest, so `tradesim inspect` finds the state near any
+  ``seq`` without replaying;
+- ``shutdown`` (the run stops taking bars; later events close positions) and
+  ``session_end``.
+
+Backtest events hold no wall-clock time, so two runs of the same backtest
+write byte-identical logs. A recording that fails (disk full, EIO) stops; the
+run goes on, and `error` (and the manifest, and the run's summary) says why.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from tradesim.eventlog import LogWriteError, LogWriter
+from tradesim.jsonable import jsonable, plain
+from tradesim.recording.manifest import FORMAT, LOG_DIR, file_sha256, write_manifest
+
+if TYPE_CHECKING:
+    from tradesim.data import Bars
+    from tradesim.runner import SymbolRunner
+
+__all__ = ["RecordingError", "SessionRecorder", "default_sessions_folder"]
+
+log = logging.getLogger(__name__)
+
+#: Environment variable naming the default sessions folder (else ``./sessions``).
+SESSIONS_ENV = "TRADESIM_SESSIONS"
+
+#: The bar columns of a ``bars`` event, with their dtypes (little-endian).
+BAR_COLUMNS = (("timestamp", "<i8"), ("open", "<f8"), ("high", "<f8"), ("low", "<f8"),
+               ("close", "<f8"), ("volume", "<f8"))
+
+
+class RecordingError(RuntimeError):
+    """The session could not be created (its folder exists, or cannot be written)."""
+
+
+def default_sessions_folder() -> Path:
+    """``$TRADESIM_SESSIONS``, else ``./sessions``."""
+    return Path(os.environ.get(SESSIONS_ENV) or "sessions")
+
+
+def _utc(ms: float) -> str:
+    return _dt.datetime.fromtimestamp(ms / 1000, _dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
+
+
+class SessionRecorder:
+    """Record one run into a new session folder under `folder`.
+
+    Parameters
+    ----------
+    folder : path, optional
+        The sessions folder (created if missing); `default_sessions_folder()` if None.
+    kind : {"backtest", "run", "replay"}
+        What is recorded (shown by ``tradesim sessions list``).
+    name : str, optional
+        The session's id (its folder name); default ``YYYYmmdd-HHMMSS-<kind>`` (UTC),
+        with ``-2``, ``-3`` ... appended when taken.
+    command : list of str, optional
+        The command line, kept in the manifest.
+    config : dict, optional
+        Run settings kept in the manifest (execution, feeds, window size ...).
+    seeds : dict, optional
+        Seeds the run used (e.g. the simulated feed's), kept in the manifest.
+    fsync : {"never", "interval", "block"}
+        The log's fsync policy (see `tradesim.eventlog.LogWriter`).
+    flush_interval : float
+        Seconds between the log writer's timed flushes.
+    on_full : {"block", "drop", "raise"}
+        What `append` does when the writer's queue is full. A backtest blocks
+        (nothing may be lost); a live run may prefer ``"drop"`` (counted and
+        reported) so the feed never waits on the disk.
+    wall_clock : callable
+        Seconds since the epoch (``time.time``), for receive and control times.
+
+    Raises
+    ------
+    RecordingError
+        The session folder exists already (`name` given) or cannot be created.
+    """
+
+    def __init__(self, folder: str | Path | None = None, *, kind: str = "backtest",
+                 name: str | None = None, command: list[str] | None = None,
+                 config: dict[str, Any] | None = None, seeds: dict[str, Any] | None = None,
+                 fsync: str = "interval", flush_interval: float = 0.2, on_full: str = "block",
+                 wall_clock: Callable[[], float] = time.time) -> None:
+        if kind not in ("backtest", "run", "replay"):
+            raise ValueError(f"kind = {kind!r}: must be 'backtest', 'run' or 'replay'")
+        self.folder = Path(folder) if folder is not None else default_sessions_folder()
+        self.wall_clock = wall_clock
+        now = wall_clock()
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self.path = self._new_folder(name, kind, now)
+        except OSError as exc:
+            raise RecordingError(f"cannot create a session in {self.folder}: {exc}") from None
+        self.id = self.path.name
+        self.manifest: dict[str, Any] = {
+            "format": FORMAT, "kind": kind, "id": self.id, "tradesim": _version(),
+            "created": _utc(now * 1000), "command": list(command or []),
+            "config": jsonable(config or {}), "runners": [], "strategies": {}, "data": [],
+            "seeds": jsonable(seeds or {}), "status": "recording",
+        }
+        self._writer_options = {"fsync": fsync, "flush_interval": flush_interval, "on_full": on_full}
+        self._writer: LogWriter | None = None
+        self._runners: dict[str, SymbolRunner] = {}
+        self._lock = threading.Lock()
+        self.error: str | None = None
+        self.finished = False
+        self._shut = False
+
+    def _new_folder(self, name: str | None, kind: str, now: float) -> Path:
+        if name is not None:
+            if not name or "/" in name or name in (".", "..") or name.startswith("."):
+                raise RecordingError(f"session name {name!r}: must be a plain folder name")
+            path = self.folder / name
+            try:
+                path.mkdir()
+            except FileExistsError:
+                raise RecordingError(f"session {path} exists already") from None
+            return path
+        base = _dt.datetime.fromtimestamp(now, _dt.UTC).strftime("%Y%m%d-%H%M%S") + f"-{kind}"
+        for n in range(1, 10_000):
+            path = self.folder / (base if n == 1 else f"{base}-{n}")
+            try:
+                path.mkdir()
+                return path
+            except FileExistsError:
+                continue
+        raise RecordingError(f"no free session name like {base!r} in {self.folder}")
+
+    # -- what the run is ------------------------------------------------------------
+
+    def add_data(self, bars: Bars) -> None:
+        """Name a symbol's bars (count and open-time range) in the manifest."""
+        self.manifest["data"].append({"symbol": bars.symbol, "bars": len(bars),
+                                      "first": int(bars.timestamp[0]) if len(bars) else None,
+                                      "last": int(bars.timestamp[-1]) if len(bars) else None})
+
+    def add_file(self, path: str | Path) -> None:
+        """Name an input file (path and SHA-256) in the manifest."""
+        self.manifest.setdefault("files", []).append({"path": str(path), "sha256": file_sha256(path)})
+
+    def add_runner(self, key: str, runner: SymbolRunner, *, feed: str | None = None,
+                   window_size: int | None = None, options: dict[str, Any] | None = None) -> None:
+        """Record `runner` under `key`: its strategy (source kept), parameters and execution; every
+        event and decision it makes from now on is logged. After `start` it is logged as
+        ``runner_added`` at this point of the input stream too.
+        """
+        strategy = runner.strategy
+        source = strategy.path.read_text(encoding="utf-8", errors="replace")
+        sha = strategy_sha256(source)
+        entry = {"key": key, "symbol": runner.symbol, "strategy": strategy.name,
+                 "script": str(strategy.path), "sha256": sha, "params": jsonable(strategy.params),
+                 "execution": jsonable(runner.execution.as_dict()),
+                 "window_size": window_size if window_size is not None else runner.window.capacity,
+                 "feed": feed, "options": jsonable(options or {})}
+        with self._lock:
+            self.manifest["strategies"][sha] = source
+            self.manifest["runners"].append(entry)
+            self._runners[key] = runner
+        runner.record_to(self._runner_sink(key))
+        if self._writer is not None:
+            self.append({"type": "runner_added", "runner": key, "source": source, **entry})
+
+    def _runner_sink(self, key: str) -> Callable[[dict], None]:
+        append = self.append
+
+        def sink(event: dict) -> None:
+            if event["type"] == "strategy_reloaded":   # a replay needs the new version's source
+                source = self._runners[key].strategy.path.read_text(encoding="utf-8", errors="replace")
+                sha = strategy_sha256(source)
+                with self._lock:
+                    self.manifest["strategies"][sha] = source
+                event = {**event, "sha256": sha, "source": source}
+            append({"runner": key, **plain(event)})
+        return sink
+
+    # -- writing ------------------------------------------------------------------------
+
+    def start(self) -> SessionRecorder:
+        """Write the manifest and open the log; returns self."""
+        write_manifest(self.path, self.manifest)
+        self._writer = LogWriter(self.path / LOG_DIR, **self._writer_options)
+        return self
+
+    @property
+    def recording(self) -> bool:
+        """True between `start` and `finish` while nothing has failed."""
+        return self._writer is not None and self.error is None and not self.finished
+
+    def append(self, event: dict[str, Any]) -> None:
+        """Log one event (msgpack-able values); a failed log stops recording, never the run."""
+        writer = self._writer
+        if writer is None or self.error is not None:
+            return
+        try:
+            writer.append(event)
+        except LogWriteError as exc:
+            self._failed(exc)
+
+    def _failed(self, exc: BaseException) -> None:
+        if self.error is None:
+            self.error = f"recording stopped: {exc}"
+            log.error("session %s: %s", self.id, self.error)
+            for runner in self._runners.values():
+                runner.record_to(None)
+
+    def bars(self, key: str, bars: Bars, start: int, stop: int) -> None:
+        """Log bars ``start .. stop-1`` of `bars`, the input of runner `key` (a backtest chunk)."""
+        event: dict[str, Any] = {"type": "bars", "runner": key, "symbol": bars.symbol,
+                                 "start": int(start), "count": int(stop - start)}
+        for name, dtype in BAR_COLUMNS:
+            event[name] = np.ascontiguousarray(getattr(bars, name)[start:stop], dtype=dtype).tobytes()
+        self.append(event)
+
+    def bar(self, feed: str, bar: Any, recv_ms: int | None = None) -> None:
+        """Log one bar a feed delivered (`recv_ms`: its receive time, ms UTC; now if None)."""
+        self.append({"type": "bar", "feed": feed, "symbol": bar.symbol, "timestamp": bar.timestamp,
+                     "open": bar.open, "high": bar.high, "low": bar.low, "close": bar.close,
+                     "volume": bar.volume, "bid": bar.bid, "ask": bar.ask,
+                     "recv": recv_ms if recv_ms is not None else int(self.wall_clock() * 1000)})
+
+    def feed_status(self, feed: str, status: str, detail: dict[str, Any] | None = None) -> None:
+        """Log a feed's status change (connected, gap, backfilled, ended ...)."""
+        self.append({"type": "feed_status", "feed": feed, "status": status,
+                     "detail": plain(detail or {}), "recv": int(self.wall_clock() * 1000)})
+
+    def control(self, command: str, runner: str | None = None, **fields: Any) -> None:
+        """Log a control command (pause, resume, stop, reload, remove, exit ...) with its wall time
+        and, for a runner, the bars it had processed (where a replay applies it)."""
+        event: dict[str, Any] = {"type": "control", "command": command, "runner": runner,
+                                 "wall": int(self.wall_clock() * 1000), **plain(fields)}
+        target = self._runners.get(runner) if runner is not None else None
+        if target is not None:
+            event["bars"] = int(target.core.bars)
+        self.append(event)
+
+    def snapshot(self, key: str) -> None:
+        """Log runner `key`'s state (what `tradesim inspect` starts from)."""
+        runner = self._runners[key]
+        last = runner.window.latest().timestamp if len(runner.window) else None
+        self.append({"type": "snapshot", "runner": key, "timestamp": last, **plain(runner.state())})
+
+    def shutdown(self, reason: str) -> None:
+        """Mark the end of the input (once): what follows (closing positions) is the shutdown's doing."""
+        if not self._shut:
+            self._shut = True
+            self.append({"type": "shutdown", "reason": reason})
+
+    def finish(self, status: str = "completed", result: dict[str, Any] | None = None) -> None:
+        """Close the log and complete the manifest (status, end time, result, log stats, error).
+
+        Idempotent. `status`: ``"completed"``, ``"failed"`` or ``"interrupted"``.
+        """
+        if self.finished:
+            return
+        self.finished = True
+        writer = self._writer
+        stats: dict[str, Any] = {}
+        if writer is not None:
+            if self.error is None:
+                try:
+                    writer.append({"type": "session_end", "status": status})
+                except LogWriteError as exc:
+                    self._failed(exc)
+            try:
+                writer.close()
+            except LogWriteError as exc:
+                self._failed(exc)
+            stats = dict(writer.stats)
+        for runner in self._runners.values():
+            runner.record_to(None)
+        self.manifest.update(status=status, ended=_utc(self.wall_clock() * 1000),
+                             result=jsonable(result or {}), log=jsonable(stats))
+        if self.error is not None:
+            self.manifest["error"] = self.error
+        try:
+            write_manifest(self.path, self.manifest)
+        except OSError as exc:
+            self.error = self.error or f"manifest not completed: {exc}"
+
+    def __enter__(self) -> SessionRecorder:
+        return self if self._writer is not None else self.start()
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.finish("completed")
+        else:
+            self.finish("interrupted" if issubclass(exc_type, KeyboardInterrupt) else "failed",
+                        {"error": f"{exc_type.__name__}: {exc}"})
+
+
+def strategy_sha256(source: str) -> str:
+    """Hex SHA-256 of a strategy's source text (UTF-8)."""
+    import hashlib
+
+    return hashlib.sha256(source.encode("utf-8")).hexdigest()
+
+
+def _version() -> str:
+    from tradesim import __version__
+
+    return __version__
