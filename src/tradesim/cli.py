@@ -13,23 +13,11 @@ import sys
 import click
 
 from tradesim import __version__
+from tradesim.cli_support import console as _console
+from tradesim.cli_support import parse_params as _parse_params
 
 #: Exit status when the command ran but a runner FAILED (or the input was bad).
 EXIT_FAILED = 1
-
-
-def _console(stderr: bool = False):
-    """A rich console; when output is not a terminal, wide enough that tables are not
-    truncated (rich would fall back to 80 columns) and with no colour codes."""
-    import shutil
-
-    from rich.console import Console
-
-    stream = sys.stderr if stderr else sys.stdout
-    if stream.isatty():
-        return Console(stderr=stderr)
-    return Console(stderr=stderr, width=max(shutil.get_terminal_size((200, 24)).columns, 200),
-                   no_color=True, highlight=False)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -140,16 +128,6 @@ def indicators_compute(data_path, specs, out_path, tail):
         table.add_row(format_time(int(bars.timestamp[i]), "%Y-%m-%d %H:%M"), f"{bars.close[i]:.8g}",
                       *(("" if np.isnan(v := col[i]) else f"{v:.6f}") for col in columns.values()))
     _console().print(table)
-
-
-def _parse_params(values: tuple[str, ...]) -> dict[str, str]:
-    params: dict[str, str] = {}
-    for item in values:
-        name, sep, value = item.partition("=")
-        if not sep or not name.strip():
-            raise click.BadParameter(f"{item!r}: expected name=value", param_hint="--param")
-        params[name.strip()] = value.strip()
-    return params
 
 
 def _strategy_error(exc: Exception) -> click.ClickException:
@@ -279,9 +257,7 @@ def run_command(strategy, config_path, symbols, feed, data, speed, bars_from, ba
     try:
         if config_path is not None:
             from tradesim.engine.config import load_config
-            from tradesim.engine.run import build_engine, run_engine
-
-            from tradesim.engine.run import record_session
+            from tradesim.engine.run import build_engine, record_session, run_engine
 
             config = load_config(config_path)
             if busy_poll_us:  # the command line wins over [engine] busy_poll_us
@@ -529,9 +505,12 @@ def bench_command(filters, quick, as_json):
 
 def _register_optional_commands() -> None:
     # `verify` lives beside its bridge code; importing it is cheap (no OCaml run).
+    from tradesim.sessions.commands import COMMANDS as session_commands
     from tradesim.verify import verify
 
     main.add_command(verify)
+    for command in session_commands:
+        main.add_command(command)
 
 
 _register_optional_commands()

@@ -265,8 +265,8 @@ class SymbolRunner:
             sink({"type": "decision", "symbol": self.symbol, "strategy": self.strategy.name,
                   "timestamp": ts, "state": State(state).name, "started": bool(started),
                   "start_reason": start_reason,
-                  "action": ActionType(action).name.lower() if action >= 0 else None, "quantity": quantity, "stop_loss": stop_loss,
-                  "take_profit": take_profit, "price": price, "reason": reason,
+                  "action": ActionType(action).name.lower() if action >= 0 else None,
+                  "quantity": quantity, "stop_loss": stop_loss, "take_profit": take_profit, "price": price, "reason": reason,
                   "context": self.strategy.context(), "indicators": self.indicator_values()})
 
     def on_opened(self, ts: int, side: int, quantity: float, price: float, fee: float,
@@ -409,7 +409,10 @@ class SymbolRunner:
             self.on_event(event)
 
     def indicator_values(self) -> dict[str, Any]:
-        """The strategy's indicators' newest values by key (a number, or a dict for multi-output ones; NaN before warm-up)."""
+        """The strategy's indicators' newest values by key.
+
+        A number, or a dict of outputs for multi-output indicators (MACD ...); NaN before warm-up.
+        """
         out: dict[str, Any] = {}
         for key in self.bank.keys():
             ind = self.bank.indicator(key)

@@ -1,0 +1,163 @@
+"""The state of a recorded session at one point (``tradesim inspect``), without replaying it.
+
+The log holds each runner's state (``snapshot`` events) every chunk of a
+backtest and every 1,000 bars of a live feed. `state_at` seeks (through the
+log's sparse index) a window before the point, starting with 8,192 events
+and widening it until every runner's latest snapshot is inside it, then
+rolls each runner's snapshot forward over the events up to the point:
+decisions (context, indicator values), fills (position), status changes.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from tradesim.sessions.session import Session
+
+__all__ = ["resolve_point", "state_at"]
+
+#: Events scanned back from the point at first (widened x8 until every runner's snapshot is found).
+FIRST_WINDOW = 8192
+
+
+def resolve_point(session: Session, seq: int | None = None, time_ms: int | None = None) -> int:
+    """The seq a ``--seq`` / ``--time`` names: `seq` itself, or the last event at or before `time_ms`.
+
+    Raises
+    ------
+    ValueError
+        Neither or both given, `seq` outside the log, or `time_ms` before its first event.
+    """
+    log = session.log
+    if (seq is None) == (time_ms is None):
+        raise ValueError("give exactly one of seq and time")
+    last = log.last_seq
+    if seq is not None:
+        if not 1 <= seq <= last:
+            raise ValueError(f"seq = {seq}: the log holds seq 1 .. {last}")
+        return seq
+    after = next(iter(log.seek_time(time_ms)), None)   # the first event at or after the time
+    if after is None:
+        return last
+    if _event_time(after) == time_ms:
+        return after["seq"]
+    if after["seq"] <= 1:
+        raise ValueError(f"time = {time_ms}: before the session's first event")
+    return after["seq"] - 1
+
+
+def _event_time(event: dict[str, Any]) -> int | None:
+    t = event.get("timestamp")
+    return t if isinstance(t, int) else None
+
+
+def state_at(session: Session, seq: int) -> dict[str, Any]:
+    """Each runner's state just after event `seq`: status, state, position, working order,
+    context, indicator values, last decision, last bar, trades and realised P&L since the snapshot.
+
+    Returns ``{"seq": seq, "event": the event, "runners": {key: state}}``.
+    """
+    log = session.log
+    keys = [r["key"] for r in session.manifest.get("runners", [])]
+    window = FIRST_WINDOW
+    while True:
+        start = max(1, seq - window)
+        events = list(log.events(from_seq=start, to_seq=seq))
+        snapped = {e["runner"] for e in events if e["type"] == "snapshot"}
+        if start == 1 or all(k in snapped for k in keys):
+            break
+        window *= 8
+    states: dict[str, dict[str, Any]] = {}
+    for event in events:
+        key = event.get("runner")
+        kind = event["type"]
+        if kind == "snapshot":
+            states[key] = _from_snapshot(event)
+            continue
+        if key is None or kind in ("bars", "control", "shutdown"):
+            if kind == "bars":   # a backtest's chunk: logged before its bars are run
+                _state(states, key)["last_bar"] = {"chunk_last": _last_ts(event)}
+            elif kind == "control" and key is not None:
+                _state(states, key)["last_control"] = {k: event.get(k) for k in ("command", "wall", "bars")}
+            elif kind == "bar":
+                for st in states.values():
+                    if st.get("symbol") == event["symbol"]:
+                        st["last_bar"] = {k: event[k] for k in ("timestamp", "open", "high", "low", "close",
+                                                                 "volume")}
+            continue
+        st = _state(states, key)
+        _apply(st, event)
+        if isinstance(event.get("timestamp"), int):
+            st["at_bar"] = event["timestamp"]
+    target = events[-1] if events and events[-1]["seq"] == seq else log.event(seq)
+    return {"seq": seq, "event": target, "runners": states}
+
+
+def _state(states: dict[str, dict[str, Any]], key: str) -> dict[str, Any]:
+    if key not in states:   # no snapshot yet: the state a new runner starts in
+        states[key] = {"status": "running", "state": "IDLE", "position": None, "working_order": None,
+                       "context": {}, "indicators": {}, "last_decision": None, "last_bar": None,
+                       "trades_since_snapshot": 0, "realized_pnl_since_snapshot": 0.0, "from_seq": None}
+    return states[key]
+
+
+def _from_snapshot(event: dict[str, Any]) -> dict[str, Any]:
+    st = _state({}, event["runner"])
+    st.update(status=event.get("status"), state=event.get("state"), position=copy.deepcopy(event.get("position")),
+              working_order="pending order" if event.get("pending_order") else None,
+              context=event.get("context") or {}, indicators=event.get("indicators") or {},
+              cash=event.get("cash"), equity=event.get("equity"), bars=event.get("bars"),
+              trades=event.get("trades"), from_seq=event["seq"],
+              last_bar={"timestamp": event.get("timestamp")}, at_bar=event.get("timestamp"))
+    return st
+
+
+def _last_ts(event: dict[str, Any]) -> int | None:
+    raw = event.get("timestamp")
+    if isinstance(raw, bytes) and len(raw) >= 8:
+        return int.from_bytes(raw[-8:], "little", signed=True)
+    return None
+
+
+def _apply(st: dict[str, Any], event: dict[str, Any]) -> None:
+    kind = event["type"]
+    st["symbol"] = event.get("symbol", st.get("symbol"))
+    if kind == "decision":
+        st["last_decision"] = {k: event.get(k) for k in ("seq", "timestamp", "state", "started", "start_reason",
+                                                         "action", "quantity", "stop_loss", "take_profit",
+                                                         "price", "reason")}
+        st["indicators"] = event.get("indicators") or st["indicators"]
+        st["context"] = event.get("context") if event.get("context") is not None else st["context"]
+        if event.get("action") in ("enter_long", "enter_short", "exit"):
+            st["working_order"] = {"action": event["action"], "since": event.get("timestamp"),
+                                   "reason": event.get("reason")}
+        if event.get("started") and st["state"] == "IDLE":
+            st["state"] = "ANALYZING"
+        if event.get("action") == "cancel_analysis":
+            st["state"], st["context"] = "IDLE", {}
+    elif kind == "opportunity_detected":
+        st["state"], st["context"] = "ANALYZING", event.get("context") or {}
+    elif kind == "analysis_timeout":
+        st["state"], st["context"] = "IDLE", {}
+    elif kind == "position_opened":
+        st["state"], st["working_order"] = "IN_POSITION", None
+        st["position"] = {"side": event.get("side"), "quantity": event.get("quantity"),
+                          "entry_price": event.get("price"), "entry_time": event.get("timestamp"),
+                          "entry_reason": event.get("reason")}
+    elif kind == "position_updated":
+        if st["position"] is not None:
+            st["position"].update({k: v for k, v in event.items() if k in ("stop_loss", "take_profit")})
+    elif kind == "position_closed":
+        trade = event.get("trade") or {}
+        st["state"], st["position"], st["working_order"], st["context"] = "IDLE", None, None, {}
+        st["trades_since_snapshot"] += 1
+        st["realized_pnl_since_snapshot"] += float(trade.get("pnl", 0.0) or 0.0)
+        st["last_trade"] = trade
+    elif kind == "action_rejected":
+        st["working_order"] = None
+        st["last_rejection"] = {k: event.get(k) for k in ("timestamp", "action", "reason")}
+    elif kind == "runner_error":
+        st["last_error"] = {k: event.get(k) for k in ("timestamp", "error", "message")}
+    elif kind == "runner_status":
+        st["status"] = event.get("status")
