@@ -29,13 +29,17 @@ def jsonable(value: Any) -> Any:
 
 
 def plain(value: Any) -> Any:
-    """`jsonable`, but NaN and infinities stay floats (MessagePack carries them; a session log)."""
+    """`jsonable`, but NaN and infinities stay floats (MessagePack carries them) and dict keys are
+    sorted (a Lua table's order changes from one process to the next): the same values always
+    serialize to the same bytes, as a session log needs."""
     return _convert(value, False)
 
 
 def _convert(value: Any, finite: bool) -> Any:
     if isinstance(value, dict):
-        return {str(k): _convert(v, finite) for k, v in value.items()}
+        if finite:
+            return {str(k): _convert(v, finite) for k, v in value.items()}
+        return {k: _convert(value[k0], finite) for k, k0 in sorted((str(k), k) for k in value)}
     if isinstance(value, (list, tuple, set)):
         return [_convert(v, finite) for v in value]
     if isinstance(value, np.ndarray):

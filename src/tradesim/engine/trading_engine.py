@@ -248,36 +248,62 @@ class TradingEngine:
     # -- control -----------------------------------------------------------------------
 
     def pause(self, runner_id: str) -> None:
-        """Stop deciding; the window and indicators stay warm, state is kept."""
-        runner = self._handle(runner_id).runner
-        self._control("pause", runner_id)
-        runner.pause()
+        """Stop deciding; the window and indicators stay warm, state is kept.
+
+        Like every control command, applied by the runner's worker between two
+        bars (at once when the engine is not running), so that a recorded session
+        knows exactly after which bar it took effect.
+        """
+        self._command(runner_id, "pause", SymbolRunner.pause)
 
     def resume(self, runner_id: str) -> None:
-        """Decide again after `pause`."""
-        runner = self._handle(runner_id).runner
-        self._control("resume", runner_id)
-        runner.resume()
+        """Decide again after `pause` (between two bars, as `pause`)."""
+        self._command(runner_id, "resume", SymbolRunner.resume)
 
     def stop_runner(self, runner_id: str, reason: str = "stopped by request") -> None:
-        """Stop one runner for good (it stays listed with status STOPPED)."""
-        runner = self._handle(runner_id).runner
-        self._control("stop", runner_id, reason=reason)
-        runner.stop(reason)
+        """Stop one runner for good (it stays listed with status STOPPED; between two bars, as `pause`)."""
+        self._command(runner_id, "stop", lambda r: r.stop(reason), reason=reason)
 
     def reload(self, runner_id: str) -> None:
         """Hot-reload a runner's strategy file (position, window and context kept).
+
+        The new version is loaded between two bars (as `pause`); a version that
+        fails to load is reported as a ``runner_error`` event and the old one
+        keeps running. Called while the engine is not running, it raises instead.
 
         Raises
         ------
         UnknownRunner
         StrategyLoadError, StrategyError
-            The new version failed to load; the old one keeps running.
+            (engine not running) The new version failed to load.
         """
-        runner = self._handle(runner_id).runner
-        source = runner.strategy.path.read_text(encoding="utf-8", errors="replace")
-        runner.reload()
-        self._control("reload", runner_id, source=source)
+        def reload(runner: SymbolRunner) -> None:
+            source = runner.strategy.path.read_text(encoding="utf-8", errors="replace")
+            runner.reload()
+            self._control("reload", runner_id, source=source)
+        handle = self._handle(runner_id)
+        if self._stopping is None:
+            reload(handle.runner)
+            return
+
+        def guarded(runner: SymbolRunner) -> None:
+            try:
+                reload(runner)
+            except Exception as exc:   # the old version keeps running; say why
+                runner.emit("runner_error", timestamp=None, error=type(exc).__name__,
+                            message=f"reload failed: {exc}"[:1024])
+        handle.request(guarded)
+
+    def _command(self, runner_id: str, command: str, fn, **fields: Any) -> None:
+        handle = self._handle(runner_id)
+
+        def apply(runner: SymbolRunner) -> None:
+            self._control(command, runner_id, **fields)
+            fn(runner)
+        if self._stopping is None:
+            apply(handle.runner)
+        else:
+            handle.request(apply)
 
     def _control(self, command: str, runner_id: str | None, **fields: Any) -> None:
         # A recorded session keeps every control command where it was applied.

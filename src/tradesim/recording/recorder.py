@@ -218,10 +218,16 @@ class SessionRecorder:
         return self._writer is not None and self.error is None and not self.finished
 
     def append(self, event: dict[str, Any]) -> None:
-        """Log one event (msgpack-able values); a failed log stops recording, never the run."""
+        """Log one event (msgpack-able values); a failed log stops recording, never the run.
+
+        An event with an int ``timestamp`` (a bar's open time) gets it as ``time`` too, the
+        key the log's time index (`LogReader.seek_time`) reads.
+        """
         writer = self._writer
         if writer is None or self.error is not None:
             return
+        if "time" not in event and type(event.get("timestamp")) is int:
+            event["time"] = event["timestamp"]
         try:
             writer.append(event)
         except LogWriteError as exc:
@@ -237,7 +243,8 @@ class SessionRecorder:
     def bars(self, key: str, bars: Bars, start: int, stop: int) -> None:
         """Log bars ``start .. stop-1`` of `bars`, the input of runner `key` (a backtest chunk)."""
         event: dict[str, Any] = {"type": "bars", "runner": key, "symbol": bars.symbol,
-                                 "start": int(start), "count": int(stop - start)}
+                                 "start": int(start), "count": int(stop - start),
+                                 "time": int(bars.timestamp[start]) if stop > start else None}
         for name, dtype in BAR_COLUMNS:
             event[name] = np.ascontiguousarray(getattr(bars, name)[start:stop], dtype=dtype).tobytes()
         self.append(event)

@@ -266,7 +266,8 @@ class SymbolRunner:
                   "timestamp": ts, "state": State(state).name, "started": bool(started),
                   "start_reason": start_reason,
                   "action": ActionType(action).name.lower() if action >= 0 else None,
-                  "quantity": quantity, "stop_loss": stop_loss, "take_profit": take_profit, "price": price, "reason": reason,
+                  "quantity": quantity, "stop_loss": stop_loss, "take_profit": take_profit,
+                  "price": price, "reason": reason,
                   "context": self.strategy.context(), "indicators": self.indicator_values()})
 
     def on_opened(self, ts: int, side: int, quantity: float, price: float, fee: float,

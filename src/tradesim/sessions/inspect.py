@@ -48,7 +48,7 @@ def resolve_point(session: Session, seq: int | None = None, time_ms: int | None 
 
 
 def _event_time(event: dict[str, Any]) -> int | None:
-    t = event.get("timestamp")
+    t = event.get("time")
     return t if isinstance(t, int) else None
 
 

@@ -32,7 +32,7 @@ OUTCOME_TYPES = frozenset({"decision", "opportunity_detected", "position_opened"
                            "runner_status", "strategy_reloaded"})
 
 #: Fields that differ between two runs of the same decisions without meaning anything.
-_IGNORED_FIELDS = frozenset({"seq", "runner", "strategy", "source", "sha256", "path"})
+_IGNORED_FIELDS = frozenset({"seq", "time", "runner", "strategy", "source", "sha256", "path"})
 
 
 class SessionNotFound(LookupError):

@@ -1,0 +1,131 @@
+"""Recording sessions: what a backtest and a live engine write, byte-identical logs, a failing disk.
+
+References are independent of the log: the input `Bars`, the backtest's own
+trades, hashlib over the files, and a second process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tradesim.backtest import Backtest
+from tradesim.eventlog import LogReader, LogWriteError
+from tradesim.recording import SessionRecorder, load_manifest
+from tradesim.recording.recorder import BAR_COLUMNS, RecordingError
+
+REPO = Path(__file__).resolve().parents[2]
+EMA = REPO / "lua-strategies" / "examples" / "ema_crossover.lua"
+RSI = REPO / "lua-strategies" / "examples" / "rsi_mean_reversion.lua"
+START, END = "2025-06-01", "2025-06-08"   # 10,080 real 1m bars
+
+
+def _events(path: Path) -> list[dict]:
+    return list(LogReader(path / "log").events())
+
+
+def test_a_recorded_backtest_holds_every_bar_decision_and_fill(btc_path, tmp_path):
+    bt = Backtest([EMA, RSI], btc_path, start=START, end=END, commission_bps=10)
+    rec = SessionRecorder(tmp_path, kind="backtest", name="s1")
+    result = bt.run(rec)
+    assert rec.error is None and result.ledger["session"]["path"] == str(rec.path)
+
+    manifest = load_manifest(rec.path)
+    assert manifest["status"] == "completed" and manifest["kind"] == "backtest"
+    scripts = {Path(r["script"]).name: r for r in manifest["runners"]}
+    for path in (EMA, RSI):
+        source = path.read_text()
+        sha = hashlib.sha256(source.encode()).hexdigest()
+        assert scripts[path.name]["sha256"] == sha and manifest["strategies"][sha] == source
+    assert manifest["files"] == [{"path": str(btc_path), "sha256": hashlib.sha256(btc_path.read_bytes()).hexdigest()}]
+    assert manifest["result"]["trades"] == len(result.trades)
+
+    events = _events(rec.path)
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    bars = bt.bars[0]
+    for run in result.runs:
+        key = f"{run.symbol}:{run.strategy}"
+        chunks = [e for e in events if e["type"] == "bars" and e["runner"] == key]
+        for name, dtype in BAR_COLUMNS:   # every input bar, in order, bit for bit
+            got = np.concatenate([np.frombuffer(c[name], dtype=dtype) for c in chunks])
+            np.testing.assert_array_equal(got, getattr(bars, name))
+        mine = [e for e in events if e.get("runner") == key]
+        runner = next(r for r, _ in bt.runners if r.strategy.name == run.strategy)
+        assert sum(e["type"] == "decision" for e in mine) == runner.decisions > 0
+        closed = [e["trade"] for e in mine if e["type"] == "position_closed"]
+        assert [(t["entry_time"], t["entry_price"], t["exit_time"], t["exit_price"], t["pnl"]) for t in closed] == \
+            [(t.entry_time, t.entry_price, t.exit_time, t.exit_price, t.pnl) for t in run.trades]
+        opened = [e for e in mine if e["type"] == "position_opened"]
+        assert [(e["timestamp"], e["price"]) for e in opened] == [(t.entry_time, t.entry_price) for t in run.trades]
+    assert events[-1]["type"] == "session_end"
+
+
+RECORD = """
+import sys
+from tradesim.backtest import Backtest
+from tradesim.recording import SessionRecorder
+bt = Backtest([sys.argv[1], sys.argv[2]], sys.argv[3], start=sys.argv[4], end=sys.argv[5], commission_bps=10)
+bt.run(SessionRecorder(sys.argv[6], kind="backtest", name=sys.argv[7]))
+"""
+
+
+def _log_bytes(session: Path) -> dict[str, bytes]:
+    log = session / "log"
+    return {str(p.relative_to(log)): p.read_bytes() for p in sorted(log.rglob("*")) if p.is_file()}
+
+
+def test_two_runs_of_one_backtest_write_byte_identical_logs_across_processes(btc_path, tmp_path):
+    logs = []
+    for i, seed in enumerate(("0", "12345")):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        subprocess.run([sys.executable, "-c", RECORD, str(EMA), str(RSI), str(btc_path), START, END,
+                        str(tmp_path), f"run{i}"], check=True, env=env, timeout=300)
+        logs.append(_log_bytes(tmp_path / f"run{i}"))
+    bt = Backtest([EMA, RSI], btc_path, start=START, end=END, commission_bps=10)
+    bt.run(SessionRecorder(tmp_path, kind="backtest", name="here"))
+    logs.append(_log_bytes(tmp_path / "here"))
+    assert logs[0] and logs[0] == logs[1] == logs[2]
+    # the manifests differ only in wall-clock fields
+    m = [load_manifest(tmp_path / n) for n in ("run0", "run1")]
+    for manifest in m:
+        for key in ("created", "ended", "id", "command"):
+            manifest.pop(key, None)
+    assert m[0] == m[1]
+
+
+def test_a_failing_log_stops_the_recording_not_the_backtest(btc_path, tmp_path, monkeypatch):
+    from tradesim.eventlog import LogWriter
+
+    real_append = LogWriter.append
+    calls = {"n": 0}
+
+    def failing_append(self, event):
+        calls["n"] += 1
+        if calls["n"] > 50:
+            raise LogWriteError("No space left on device (errno 28) writing the test log")
+        return real_append(self, event)
+    monkeypatch.setattr(LogWriter, "append", failing_append)
+    reference = Backtest(EMA, btc_path, start=START, end=END).run()
+    rec = SessionRecorder(tmp_path, kind="backtest", name="full")
+    result = Backtest(EMA, btc_path, start=START, end=END).run(rec)
+    assert [t.pnl for t in result.trades] == [t.pnl for t in reference.trades]   # the run went on
+    assert "No space left" in rec.error and "No space left" in result.ledger["session"]["error"]
+    manifest = load_manifest(rec.path)
+    assert manifest["status"] == "completed" and "No space left" in manifest["error"]
+
+
+def test_session_names_are_checked_and_never_reused(tmp_path):
+    SessionRecorder(tmp_path, name="a")
+    with pytest.raises(RecordingError, match="exists already"):
+        SessionRecorder(tmp_path, name="a")
+    with pytest.raises(RecordingError, match="plain folder name"):
+        SessionRecorder(tmp_path, name="../escape")
+    first = SessionRecorder(tmp_path, kind="run", wall_clock=lambda: 1_700_000_000.0)
+    second = SessionRecorder(tmp_path, kind="run", wall_clock=lambda: 1_700_000_000.0)
+    assert first.path != second.path and second.path.name == first.path.name + "-2"

@@ -1,0 +1,133 @@
+"""`tradesim inspect`, `sessions list|show|verify`, `replay`, `compare`, `diff-live` on real sessions.
+
+Inspect's state is checked against the backtest's own trade list (not the
+log); verify against a log with a flipped byte; exit codes as documented.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from tradesim.backtest import Backtest
+from tradesim.cli import main
+from tradesim.recording import SessionRecorder
+from tradesim.sessions import open_session
+from tradesim.sessions.inspect import resolve_point, state_at
+
+REPO = Path(__file__).resolve().parents[2]
+EMA = REPO / "lua-strategies" / "examples" / "ema_crossover.lua"
+START, END = "2025-06-01", "2025-06-15"   # 20,160 real 1m bars: 5 chunks of 4,096
+
+
+@pytest.fixture(scope="module")
+def recorded(btc_path, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("sessions")
+    result = Backtest(EMA, btc_path, start=START, end=END, commission_bps=10).run(
+        SessionRecorder(folder, kind="backtest", name="ema"))
+    return folder, result
+
+
+def _cli(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_inspect_at_each_fill_shows_the_backtests_position(recorded):
+    folder, result = recorded
+    session = open_session(folder / "ema")
+    key = "BTCUSDT:ema_crossover"
+    opened = [e for e in session.log.events(types={"position_opened"})]
+    closed = [e for e in session.log.events(types={"position_closed"})]
+    trades = result.trades
+    assert len(opened) == len(trades) > 10
+    for k in (0, 1, len(trades) // 2, len(trades) - 2):
+        st = state_at(session, opened[k]["seq"])["runners"][key]
+        assert st["state"] == "IN_POSITION"
+        assert st["position"]["entry_price"] == trades[k].entry_price
+        assert st["position"]["entry_time"] == trades[k].entry_time
+        assert st["position"]["quantity"] == pytest.approx(trades[k].quantity, rel=1e-12)
+        after = state_at(session, closed[k]["seq"])["runners"][key]
+        assert after["state"] == "IDLE" and after["position"] is None
+        assert after["last_trade"]["exit_time"] == trades[k].exit_time
+    # --time names the last event at or before that time
+    decision = next(iter(session.log.events(types={"decision"})))
+    assert resolve_point(session, time_ms=decision["timestamp"]) >= decision["seq"]
+    with pytest.raises(ValueError, match="seq"):
+        resolve_point(session, seq=10**9)
+
+
+def test_inspect_command_formats(recorded):
+    folder, result = recorded
+    session = open_session(folder / "ema")
+    seq = next(iter(session.log.events(types={"position_opened"})))["seq"]
+    out = _cli("inspect", "ema", "--sessions", folder, "--seq", seq, "--format", "json",
+               "--events", "decision,position_opened")
+    assert out.exit_code == 0, out.output
+    data = json.loads(out.output)
+    assert data["seq"] == seq and data["runners"]["BTCUSDT:ema_crossover"]["state"] == "IN_POSITION"
+    assert data["events"] and {e["type"] for e in data["events"]} <= {"decision", "position_opened"}
+    out = _cli("inspect", "ema", "--sessions", folder, "--seq", seq, "--format", "csv")
+    assert out.exit_code == 0 and out.output.splitlines()[0] == "runner,field,value"
+    assert _cli("inspect", "ema", "--sessions", folder).exit_code == 2            # neither --seq nor --time
+    bad = _cli("inspect", "nope", "--sessions", folder, "--seq", 1)
+    assert bad.exit_code == 1 and "no session 'nope'" in bad.output and "ema" in bad.output
+
+
+def test_list_show_verify_replay(recorded):
+    folder, result = recorded
+    out = _cli("sessions", "list", "--sessions", folder, "--json")
+    rows = json.loads(out.output)
+    assert [r["id"] for r in rows] == ["ema"] and rows[0]["trades"] == len(result.trades)
+    out = _cli("sessions", "show", "ema", "--sessions", folder, "--json")
+    shown = json.loads(out.output)
+    assert shown["event_counts"]["position_closed"] == len(result.trades)
+    assert shown["event_counts"]["bars"] == 5
+    out = _cli("sessions", "verify", "ema", "--sessions", folder)
+    assert out.exit_code == 0 and "ok" in out.output
+    out = _cli("replay", "ema", "--sessions", folder)
+    assert out.exit_code == 0 and "identical" in out.output
+    out = _cli("replay", "ema", "--sessions", folder, "--param", "fast=12", "--json")
+    data = json.loads(out.output)
+    assert out.exit_code == 0 and data["what_if"] and not data["identical"]
+    out = _cli("diff-live", "ema", "--sessions", folder)
+    assert out.exit_code == 0 and "identical" in out.output
+
+
+def test_verify_and_readers_refuse_a_flipped_byte(btc_path, tmp_path):
+    Backtest(EMA, btc_path, start=START, end=END).run(SessionRecorder(tmp_path, kind="backtest", name="bad"))
+    segments = sorted(p for p in (tmp_path / "bad" / "log").rglob("*") if p.is_file() and p.stat().st_size > 10_000)
+    data = bytearray(segments[0].read_bytes())
+    data[len(data) // 2] ^= 0x10
+    segments[0].write_bytes(bytes(data))
+    out = _cli("sessions", "verify", "bad", "--sessions", tmp_path)
+    assert out.exit_code == 1 and "CORRUPT" in out.output
+    out = _cli("replay", "bad", "--sessions", tmp_path)
+    assert out.exit_code == 1 and "corrupt session log" in out.output
+
+
+def test_compare_exit_codes(btc_path, tmp_path):
+    for name, fast in (("a", 10), ("b", 10), ("c", 14)):
+        Backtest(EMA, btc_path, start=START, end="2025-06-03", params={"fast": fast}).run(
+            SessionRecorder(tmp_path, kind="backtest", name=name))
+    same = _cli("compare", "a", "b", "--sessions", tmp_path)
+    assert same.exit_code == 0 and "identical" in same.output
+    differ = _cli("compare", "a", "c", "--sessions", tmp_path, "--json")
+    assert differ.exit_code == 1
+    data = json.loads(differ.output)
+    assert data["first"]["runner"] == "BTCUSDT:ema_crossover" and data["first"]["timestamp"] > 0
+
+
+def test_backtest_and_run_commands_record(btc_path, tmp_path):
+    out = _cli("backtest", "--strategy", EMA, "--data", btc_path, "--from", START, "--to", "2025-06-02",
+               "--record", tmp_path, "--session-name", "cli-bt")
+    assert out.exit_code == 0 and "session recorded" in out.output
+    out = _cli("run", "--strategy", EMA, "--bars", 600, "--record", tmp_path, "--session-name", "cli-run")
+    assert out.exit_code == 0 and "session recorded" in out.output
+    run = open_session(tmp_path / "cli-run")
+    assert run.kind == "run" and run.manifest["seeds"] == {"main": 0}
+    assert len(run.bars_for("BTCUSDT:ema_crossover")) == 600
+    out = _cli("diff-live", "cli-run", "--sessions", tmp_path)
+    assert out.exit_code == 0 and "identical" in out.output
