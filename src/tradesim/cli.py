@@ -488,7 +488,7 @@ def bench_command(filters, quick, as_json):
         def fmt(value, unit):
             if unit == "bars/s":
                 return f"{value:,.0f} bars/s"
-            if unit in ("% core", "KB", "ms"):
+            if unit in ("% core", "%", "KB", "ms"):
                 return f"{value:,.1f} {unit}"
             return f"{value / 1000:,.2f} µs" if value >= 1000 else f"{value:,.1f} ns"
 

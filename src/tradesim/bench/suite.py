@@ -226,6 +226,52 @@ def _bench_backtest(quick: bool) -> list[BenchResult]:
                         float(rates.min()), p50, "bars/s", budget.limit, budget.passes(p50), len(rates))]
 
 
+def _real_btc():
+    """The real BTCUSDT 1m klines beside the repository (../shared/data), else None."""
+    from pathlib import Path
+
+    from tradesim.data import load_bars
+
+    here = Path(__file__).resolve()
+    for root in here.parents:
+        path = (root.parent / "shared" / "data" / "binance" / "klines" / "1m"
+                / "BTCUSDT-1m-2025-05-20_2025-08-18.csv.gz")
+        if path.is_file():
+            return load_bars(path)
+    return None
+
+
+def _bench_recording(quick: bool) -> list[BenchResult]:
+    """Recorded vs plain backtests, interleaved (the same bars, strategy and process): the share
+    of throughput recording costs."""
+    import tempfile
+
+    from tradesim.backtest import Backtest
+    from tradesim.feeds.simulated import SimulatedFeed
+    from tradesim.recording import SessionRecorder
+
+    bars = _real_btc()
+    if bars is None:   # no real data here: the same size of simulated bars
+        bars = SimulatedFeed(("BTCUSDT",), seed=1).bars("BTCUSDT", 130_000)
+    if quick:
+        bars = bars.slice(None, int(bars.timestamp[min(len(bars) - 1, 40_000)]))
+    plain, recorded = [], []
+    with tempfile.TemporaryDirectory(prefix="tradesim-bench-") as tmp:
+        for i in range(2 if quick else 5):
+            t0 = time.perf_counter()
+            Backtest(str(example_path()), bars).run()
+            plain.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            Backtest(str(example_path()), bars).run(SessionRecorder(tmp, kind="backtest", name=f"r{i}"))
+            recorded.append(time.perf_counter() - t0)
+    cost = (1.0 - float(np.median(plain)) / float(np.median(recorded))) * 100.0
+    ratios = [(1.0 - p / r) * 100.0 for p, r in zip(plain, recorded)]
+    budget = BUDGETS["recording_cost"]
+    return [BenchResult(f"session.recording_cost.{len(bars) // 1000}k_bars", cost, max(ratios), max(ratios),
+                        len(bars) / float(np.median(recorded)), "%", budget.limit, budget.passes(cost),
+                        len(ratios))]
+
+
 def _bench_engine_scale(quick: bool) -> list[BenchResult]:
     from tradesim.bench.live import engine_scale
 
@@ -281,6 +327,7 @@ OPERATIONS: dict[str, Callable[[bool], list[BenchResult]]] = {
     "bar_to_decision": _bench_bar_to_decision,
     "kline": _bench_kline_frame,
     "backtest": _bench_backtest,
+    "recording": _bench_recording,
     "live_latency": _bench_live_latency,
     "engine_scale": _bench_engine_scale,
     "runner_memory": _bench_runner_memory,

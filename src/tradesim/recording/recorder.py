@@ -201,7 +201,9 @@ class SessionRecorder:
                 with self._lock:
                     self.manifest["strategies"][sha] = source
                 event = {**event, "sha256": sha, "source": source}
-            append({"runner": key, **plain(event)})
+            # A runner's events hold plain values already (str, int, float, bool, None, and
+            # dicts of those with sorted or fixed key order): no conversion on this path.
+            append({"runner": key, **event})
         return sink
 
     # -- writing ------------------------------------------------------------------------

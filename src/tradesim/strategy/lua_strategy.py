@@ -147,7 +147,8 @@ class LuaStrategy:
             return {}
         if not isinstance(flat, tuple):
             flat = (flat,)
-        return {flat[i]: flat[i + 1] for i in range(0, len(flat) - 1, 2)}
+        # sorted: a Lua table's order changes from one process to the next (a session log must not)
+        return dict(sorted((flat[i], flat[i + 1]) for i in range(0, len(flat) - 1, 2)))
 
     def reload(self) -> None:
         """Re-read the script (hot reload), keeping context, position and indicators.
@@ -288,7 +289,7 @@ class LuaStrategy:
         self._fns["clear_context"]()
 
     def context(self) -> dict[str, Any]:
-        """The script's context as a dict of scalars (str keys; number, str or bool values)."""
+        """The script's context as a dict of scalars (str keys, sorted; number, str or bool values)."""
         return self._pairs(self._fns["context_snapshot"]())
 
     def set_context(self, key: str, value: float | int | str | bool) -> None:
