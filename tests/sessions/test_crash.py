@@ -1,0 +1,73 @@
+"""A recording killed with SIGKILL at random moments: every log opens, verifies up to its last
+complete block, and holds a prefix of the uninterrupted run's events (docs/sessions.md)."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tradesim.eventlog import LogReader, verify_log
+
+REPO = Path(__file__).resolve().parents[2]
+EMA = REPO / "lua-strategies" / "examples" / "ema_crossover.lua"
+RSI = REPO / "lua-strategies" / "examples" / "rsi_mean_reversion.lua"
+
+# One long recorded backtest: both strategies over the whole real file, the log's writer set to
+# fsync nothing (a process crash keeps what reached the kernel) and flush often.
+RECORD = """
+import sys
+from tradesim.backtest import Backtest
+from tradesim.recording import SessionRecorder
+rec = SessionRecorder(sys.argv[4], kind="backtest", name=sys.argv[5], fsync="never", flush_interval=0.01)
+print("started", flush=True)
+Backtest([sys.argv[1], sys.argv[2]], sys.argv[3]).run(rec)
+"""
+
+
+def _start(btc_path, folder: Path, name: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", RECORD, str(EMA), str(RSI), str(btc_path), str(folder), name],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_sigkill_at_random_moments_leaves_a_verifiable_prefix(btc_path, tmp_path):
+    full = _start(btc_path, tmp_path, "full")
+    out, err = full.communicate(timeout=300)
+    assert full.returncode == 0, err
+    reference = list(LogReader(tmp_path / "full" / "log").events())
+    assert len(reference) > 1000
+    proc = _start(btc_path, tmp_path, "timing")
+    proc.stdout.readline()   # "started": the interpreter and imports are up
+    started = time.monotonic()
+    proc.wait(timeout=300)
+    run_time = max(0.05, time.monotonic() - started)
+
+    rng = random.Random(20261204)
+    lengths = []
+    for k in range(20):
+        name = f"killed{k}"
+        proc = _start(btc_path, tmp_path, name)
+        proc.stdout.readline()
+        time.sleep(rng.uniform(0.0, run_time * 1.1))
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+        log = tmp_path / name / "log"
+        if not log.exists():          # killed before the log was created: nothing to read
+            lengths.append(0)
+            continue
+        report = verify_log(log)
+        assert report.ok, (name, report.problems)
+        events = list(LogReader(log).events())
+        assert report.events == len(events)
+        assert events == reference[:len(events)], name           # a prefix, event for event
+        lengths.append(len(events))
+    # the kills landed at different points of the run (not all before or all after it)
+    assert len(set(lengths)) >= 5, lengths
+    if all(n in (0, len(reference)) for n in lengths):
+        pytest.fail(f"no kill landed mid-recording: {lengths}")
