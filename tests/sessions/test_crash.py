@@ -71,3 +71,30 @@ def test_sigkill_at_random_moments_leaves_a_verifiable_prefix(btc_path, tmp_path
     assert len(set(lengths)) >= 5, lengths
     if all(n in (0, len(reference)) for n in lengths):
         pytest.fail(f"no kill landed mid-recording: {lengths}")
+
+
+def _limit_file_size():
+    import resource
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)      # write() then fails with EFBIG instead
+    resource.setrlimit(resource.RLIMIT_FSIZE, (256 * 1024, 256 * 1024))
+
+
+def test_a_full_disk_fails_the_recording_cleanly_and_the_backtest_goes_on(btc_path, tmp_path):
+    cmd = [sys.executable, "-m", "tradesim.cli", "backtest", "--strategy", str(EMA), "--data", str(btc_path),
+           "--record", str(tmp_path), "--session-name", "full", "--json"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, preexec_fn=_limit_file_size)
+    assert done.returncode == 0, done.stderr
+    import json
+
+    result = json.loads(done.stdout)
+    session = result["ledger"]["session"]
+    assert session["error"] and "recording stopped" in session["error"], session
+    assert "File too large" in session["error"] or "EFBIG" in session["error"] or "27" in session["error"]
+    assert result["metrics"]["n_trades"] > 100                # the backtest itself completed
+    # what was written before the failure is still readable and verifies
+    report = verify_log(tmp_path / "full" / "log")
+    assert report.ok, report.problems
+    from tradesim.recording import load_manifest
+
+    assert "recording stopped" in load_manifest(tmp_path / "full")["error"]
