@@ -337,7 +337,9 @@ def test_dashboard_files_and_vendored_chart(live):
         js = c.get("/static/vendor/lightweight-charts.js")
         assert js.status_code == 200 and "LightweightCharts" in js.text[:2000] + js.text[-2000:]
         assert "Apache" in c.get("/static/vendor/LICENSE").text
-        assert c.get("/static/../serve/app.py").status_code == 404
+        for path in ("/static/../app.py", "/static/%2e%2e/app.py", "/static/..%2fapp.py"):
+            resp = c.get(path)
+            assert resp.status_code in (401, 404) and "create_app" not in resp.text
 
 
 def test_tokens_compare_and_derive():
