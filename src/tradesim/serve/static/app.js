@@ -295,10 +295,12 @@ async function addRunnerForm(wrap, refresh) {
 // -- charts -------------------------------------------------------------------------------------------
 
 function makeChart(el) {
+  // The chart's own attribution logo brings a <style> element the CSP refuses; the page footer
+  // carries the attribution link the library's NOTICE asks for instead.
   const LWC = window.LightweightCharts;
   return LWC.createChart(el, {
     autoSize: true,
-    layout: { background: { type: "solid", color: "#ffffff" }, textColor: "#333", attributionLogo: true },
+    layout: { background: { type: "solid", color: "#ffffff" }, textColor: "#333", attributionLogo: false },
     grid: { vertLines: { color: "#eef0f3" }, horzLines: { color: "#eef0f3" } },
     timeScale: { timeVisible: true, secondsVisible: false, minBarSpacing: 0.01 },
     rightPriceScale: { borderVisible: false },
