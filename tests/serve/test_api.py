@@ -350,3 +350,18 @@ def test_tokens_compare_and_derive():
     assert view_token_for(TOKEN) != view_token_for(TOKEN + "x")
     with pytest.raises(ValueError, match="16"):
         Tokens("short")
+
+
+def test_listening_socket_disables_nagle():
+    """Responses go out in two writes (headers, body): without TCP_NODELAY every keep-alive request
+    would wait for a delayed ACK. asyncio sets it on accepted sockets only when the socket says TCP."""
+    import socket
+
+    from tradesim.serve.server import _bind
+
+    sock = _bind("127.0.0.1", 0)
+    try:
+        assert sock.proto == socket.IPPROTO_TCP
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+    finally:
+        sock.close()

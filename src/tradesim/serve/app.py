@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import math
 import re
+import time
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -32,6 +33,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tradesim.engine import TradingEngine, UnknownRunner
 from tradesim.engine.events import EVENT_TYPES
+from tradesim.engine.handle import snapshot
 from tradesim.jsonable import jsonable
 from tradesim.recording.recorder import BAR_COLUMNS, default_sessions_folder
 from tradesim.runner.execution import ExecutionConfig
@@ -106,6 +108,48 @@ class Login(BaseModel):
     token: str = Field(min_length=1, max_length=256)
 
 
+#: A WebSocket client gets at most one message (a JSON array of events) per this many s.
+BATCH_S = 0.025
+
+#: Longest a runner table row's position and P&L may be cached (s); a control action refreshes at once.
+ROWS_MAX_AGE_S = 0.5
+
+
+class RowCache:
+    """The runners' position / P&L details, refreshed in the background while someone looks."""
+
+    def __init__(self) -> None:
+        self.details: dict[str, dict[str, Any]] = {}
+        self.at = 0.0
+        self.stale = True
+        self.wanted = 0.0
+        self._refreshing: asyncio.Task | None = None
+
+    def fresh(self, ids: list[str]) -> bool:
+        return (not self.stale and time.monotonic() - self.at <= ROWS_MAX_AGE_S
+                and all(rid in self.details for rid in ids))
+
+    async def refresh(self, ids: list[str], detail) -> None:
+        if self._refreshing is None or self._refreshing.done():
+            self.stale = False
+
+            async def run() -> None:
+                started = time.monotonic()
+                values = await asyncio.gather(*(detail(rid) for rid in ids), return_exceptions=True)
+                self.details = {rid: v for rid, v in zip(ids, values) if isinstance(v, dict)}
+                self.at = started
+            self._refreshing = asyncio.get_running_loop().create_task(run())
+        await asyncio.shield(self._refreshing)
+
+    async def keep_fresh(self, engine: TradingEngine, detail, period: float = ROWS_MAX_AGE_S / 2) -> None:
+        """Refresh every `period` s while rows were asked for in the last 10 s."""
+        while True:
+            await asyncio.sleep(period)
+            if time.monotonic() - self.wanted < 10.0:
+                with contextlib.suppress(Exception):
+                    await self.refresh(engine.runner_ids, detail)
+
+
 @dataclass
 class ServeState:
     """What the routes work on (one per server)."""
@@ -118,6 +162,8 @@ class ServeState:
     session_id: str | None = None
     client_queue: int = 2000
     info: dict[str, Any] = field(default_factory=dict)
+    rows: RowCache = field(default_factory=RowCache)
+    background: list[Any] = field(default_factory=list)
 
 
 def _row(runner) -> dict[str, Any]:
@@ -219,19 +265,35 @@ def create_app(state: ServeState, *, hosts: frozenset[str], origins: frozenset[s
             raise ApiError(404, "not_found", f"no runner {runner_id!r}", "id")
         return runner_id
 
-    async def row(runner_id: str) -> dict[str, Any]:
-        health = engine.runner_health(runner_id)
+    async def detail(runner_id: str) -> dict[str, Any]:
         try:
-            detail = await engine.query(runner_id, _row)
+            return await engine.query(runner_id, _row)
         except TimeoutError:
-            detail = {"state": "?", "busy": True}
+            return {"state": "?", "busy": True}
+
+    def assemble(runner_id: str, extra: dict[str, Any]) -> dict[str, Any]:
+        health = engine.runner_health(runner_id)   # counters: read live on the loop
         last = state.broadcaster.last_bar_wall.get(health["symbol"]) if state.broadcaster else None
-        return {**health, **detail, "last_bar_wall": int(last * 1000) if last else None}
+        return {**health, **extra, "last_bar_wall": int(last * 1000) if last else None}
+
+    async def row(runner_id: str) -> dict[str, Any]:
+        return assemble(runner_id, await detail(runner_id))
 
     async def rows() -> list[dict[str, Any]]:
+        # Positions and P&L come from each runner's worker (a round trip per runner); a table of
+        # hundreds is kept fresh by `RowCache` (at most ROWS_MAX_AGE_S old) so a request does not
+        # wait for them; status and counters are always read live.
+        cache = state.rows
+        cache.wanted = time.monotonic()
+        if not state.background:
+            state.background.append(asyncio.get_running_loop().create_task(cache.keep_fresh(engine, detail)))
         ids = engine.runner_ids
-        out = await asyncio.gather(*(row(rid) for rid in ids), return_exceptions=True)
-        return [r for r in out if isinstance(r, dict)]
+        if not cache.fresh(ids):
+            await cache.refresh(ids, detail)
+        return [assemble(rid, cache.details[rid]) for rid in ids if rid in cache.details and rid in engine.runner_ids]
+
+    def changed() -> None:
+        state.rows.stale = True
 
     # -- public ---------------------------------------------------------------------------
 
@@ -344,12 +406,14 @@ def create_app(state: ServeState, *, hosts: frozenset[str], origins: frozenset[s
             raise ApiError(422, "invalid", str(exc)[:500], None) from None
         engine.audit("add", rid, record=False, symbol=body.symbol, strategy=body.strategy, feed=feed,
                      **audit_fields(request))
+        changed()
         return jsonable(await row(rid))
 
     @app.delete("/api/runners/{runner_id}", tags=["runners"])
     async def remove_runner(runner_id: str, request: Request) -> dict[str, Any]:
         """Stop a runner and forget it."""
         engine.remove_runner(handle_of(runner_id), **audit_fields(request))
+        changed()
         return {"id": runner_id, "removed": True}
 
     def command(name: str, doc: str):
@@ -371,6 +435,7 @@ def create_app(state: ServeState, *, hosts: frozenset[str], origins: frozenset[s
                 raise ApiError(404, "not_found", f"no runner {runner_id!r}", "id") from None
             except (StrategyError, StrategyLoadError) as exc:
                 raise ApiError(422, "invalid", str(exc)[:500], None) from None
+            changed()
             return ORJSONResponse({"id": rid, "command": name, "accepted": True}, status_code=202)
         run.__doc__ = doc
         run.__name__ = f"runner_{name}"
@@ -385,11 +450,12 @@ def create_app(state: ServeState, *, hosts: frozenset[str], origins: frozenset[s
     @app.get("/api/runners/{runner_id}/snapshot", tags=["runners"])
     async def runner_snapshot(runner_id: str) -> dict[str, Any]:
         """State, position, context, indicator values, equity and stats of one runner."""
-        try:
-            snap = await engine.get_runner_snapshot(handle_of(runner_id))
+        rid = handle_of(runner_id)
+        handle = engine._handle(rid)
+        try:   # one round trip to the runner's worker
+            snap = await engine.query(rid, lambda r: {**snapshot(handle, r), **_row(r)})
         except TimeoutError:
             raise ApiError(503, "busy", "the runner is busy in a strategy call; try again") from None
-        snap.update(await engine.query(runner_id, _row))
         return jsonable(snap)
 
     @app.get("/api/runners/{runner_id}/history", tags=["runners"])
@@ -528,6 +594,8 @@ def create_app(state: ServeState, *, hosts: frozenset[str], origins: frozenset[s
                         waiter.cancel()
                         continue
                     if client.queue:
+                        if len(client.queue) < 500:   # gather a batch: one message per 25 ms at most
+                            await asyncio.sleep(BATCH_S)
                         await ws.send_text(Broadcaster.batch(client).decode())
                     elif client.dropped is not None:
                         await ws.send_text(Broadcaster.notice("subscriber_dropped", reason=client.dropped).decode())

@@ -166,6 +166,8 @@ class Server:
             server.should_exit = True
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(http_task, 10)
+            for task in self.state.background:
+                task.cancel()
             await broadcaster.stop()
             sock.close()
             for sig in signals:
@@ -201,8 +203,11 @@ def _bind(host: str, port: int):
     import socket
 
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto=IPPROTO_TCP: asyncio sets TCP_NODELAY only on sockets that say so; without it a
+    # response written in two parts (headers, body) waits for a delayed ACK (~40 ms) on keep-alive.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind((host.strip("[]"), port))
     sock.listen(2048)
     sock.setblocking(False)
