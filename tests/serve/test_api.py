@@ -365,3 +365,28 @@ def test_listening_socket_disables_nagle():
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
     finally:
         sock.close()
+
+
+def test_state_changing_requests_are_rate_limited():
+    import asyncio
+
+    import httpx
+
+    from tradesim.serve.security import Guard, allowed_hosts
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    guard = Guard(app, Tokens(TOKEN), allowed_hosts("127.0.0.1", 8000), rate=0.001, burst=3)
+
+    async def main():
+        transport = httpx.ASGITransport(app=guard, client=("10.0.0.1", 1234))
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8000",
+                                     headers={"Authorization": f"Bearer {TOKEN}"}) as c:
+            posts = [(await c.post("/api/x")).status_code for _ in range(5)]
+            reads = [(await c.get("/api/x")).status_code for _ in range(5)]
+        return posts, reads
+    posts, reads = asyncio.run(main())
+    assert posts == [204, 204, 204, 429, 429]   # burst of 3, then (at 0.001/s) nothing refills
+    assert reads == [204] * 5                   # reads are not limited

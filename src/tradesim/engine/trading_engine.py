@@ -354,10 +354,13 @@ class TradingEngine:
 
     # -- introspection --------------------------------------------------------------------
 
-    async def get_runner_snapshot(self, runner_id: str, timeout: float = 2.0) -> dict[str, Any]:
+    async def get_runner_snapshot(self, runner_id: str, timeout: float = 2.0,
+                                  extra=None) -> dict[str, Any]:
         """State, position, context, indicator values and stats of a runner (JSON-serializable).
 
         Answered by the runner's worker between two bars, without stopping it.
+        `extra`, a function of the `SymbolRunner` returning a dict, adds fields in the same
+        round trip (a front end's own view of the runner).
 
         Raises
         ------
@@ -366,7 +369,9 @@ class TradingEngine:
             The runner is stuck in a strategy call for longer than `timeout` s.
         """
         handle = self._handle(runner_id)
-        return await self._ask(handle, lambda r: snapshot(handle, r), timeout)
+        if extra is None:
+            return await self._ask(handle, lambda r: snapshot(handle, r), timeout)
+        return await self._ask(handle, lambda r: {**snapshot(handle, r), **extra(r)}, timeout)
 
     async def get_price_history(self, runner_id: str, n: int = 100,
                                 timeout: float = 2.0) -> dict[str, Any]:

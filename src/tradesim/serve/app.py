@@ -33,7 +33,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tradesim.engine import TradingEngine, UnknownRunner
 from tradesim.engine.events import EVENT_TYPES
-from tradesim.engine.handle import snapshot
 from tradesim.jsonable import jsonable
 from tradesim.recording.recorder import BAR_COLUMNS, default_sessions_folder
 from tradesim.runner.execution import ExecutionConfig
@@ -127,6 +126,11 @@ class RowCache:
 
     def fresh(self, ids: list[str]) -> bool:
         return (not self.stale and time.monotonic() - self.at <= ROWS_MAX_AGE_S
+                and all(rid in self.details for rid in ids))
+
+    def usable(self, ids: list[str]) -> bool:
+        """Good enough to answer while a refresh runs: no control action since, under 2 s old."""
+        return (not self.stale and time.monotonic() - self.at <= 4 * ROWS_MAX_AGE_S
                 and all(rid in self.details for rid in ids))
 
     async def refresh(self, ids: list[str], detail) -> None:
@@ -289,7 +293,10 @@ def create_app(state: ServeState, *, hosts: frozenset[str], origins: frozenset[s
             state.background.append(asyncio.get_running_loop().create_task(cache.keep_fresh(engine, detail)))
         ids = engine.runner_ids
         if not cache.fresh(ids):
-            await cache.refresh(ids, detail)
+            if cache.usable(ids):   # a little old: answer now, refresh behind
+                asyncio.get_running_loop().create_task(cache.refresh(ids, detail))
+            else:
+                await cache.refresh(ids, detail)
         return [assemble(rid, cache.details[rid]) for rid in ids if rid in cache.details and rid in engine.runner_ids]
 
     def changed() -> None:
@@ -450,10 +457,8 @@ def create_app(state: ServeState, *, hosts: frozenset[str], origins: frozenset[s
     @app.get("/api/runners/{runner_id}/snapshot", tags=["runners"])
     async def runner_snapshot(runner_id: str) -> dict[str, Any]:
         """State, position, context, indicator values, equity and stats of one runner."""
-        rid = handle_of(runner_id)
-        handle = engine._handle(rid)
         try:   # one round trip to the runner's worker
-            snap = await engine.query(rid, lambda r: {**snapshot(handle, r), **_row(r)})
+            snap = await engine.get_runner_snapshot(handle_of(runner_id), extra=_row)
         except TimeoutError:
             raise ApiError(503, "busy", "the runner is busy in a strategy call; try again") from None
         return jsonable(snap)

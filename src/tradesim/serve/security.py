@@ -12,8 +12,8 @@ The rules are those of docs/dashboard-security.md; docs/serve.md describes them 
   a URL. Compared with `hmac.compare_digest`.
 * `Guard` (pure ASGI middleware, so it covers WebSockets too): Host allow-list (421), Origin
   check on state-changing requests and WebSocket upgrades (403), JSON-only bodies (415),
-  body limit (413), authentication (401) and scope (403), security headers and CSP on every
-  response. No CORS headers are ever sent.
+  body limit (413), authentication (401) and scope (403), a rate limit on state-changing
+  requests (429), security headers and CSP on every response. No CORS headers are ever sent.
 """
 
 from __future__ import annotations
@@ -165,10 +165,13 @@ class Guard:
         (default: ``http://`` + each host).
     max_body : int
         Largest request body in bytes (413 above).
+    rate, burst : float
+        State-changing requests allowed per client address: `rate` per second on average,
+        `burst` at once (429 above).
     """
 
     def __init__(self, app: Any, tokens: Tokens, hosts: frozenset[str], origins: frozenset[str] | None = None,
-                 max_body: int = 64 * 1024, audit: Any = None) -> None:
+                 max_body: int = 64 * 1024, audit: Any = None, rate: float = 20.0, burst: float = 60.0) -> None:
         self.app = app
         self.tokens = tokens
         self.hosts = hosts
@@ -176,6 +179,8 @@ class Guard:
         self.max_body = max_body
         self.audit = audit   # audit(kind, detail): refused requests (rate-limited by the caller)
         self.refused = 0
+        self.rate, self.burst = rate, burst
+        self._buckets: dict[str, tuple[float, float]] = {}   # client address -> (tokens, monotonic time)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         kind = scope["type"]
@@ -215,10 +220,28 @@ class Guard:
                 return await self._refuse(kind, send, 403, "forbidden",
                                           "this action needs the control token (the view token is read-only)",
                                           None)
+        if kind == "http" and method in UNSAFE_METHODS and not self._allow(scope):
+            return await self._refuse(kind, send, 429, "rate_limited",
+                                      f"more than {self.rate:g} state-changing requests per second", None)
         scope.setdefault("state", {})["auth"] = auth
         if kind == "http" and method in UNSAFE_METHODS:
             receive = self._limited(receive, send)
         await self.app(scope, receive, self._with_headers(send))
+
+    def _allow(self, scope: dict[str, Any]) -> bool:
+        """Token bucket per client address for state-changing requests (`rate` per s, `burst`)."""
+        client = (scope.get("client") or ("?",))[0]
+        now = time.monotonic()
+        tokens, then = self._buckets.get(client, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - then) * self.rate)
+        if tokens < 1.0:
+            self._buckets[client] = (tokens, now)
+            return False
+        self._buckets[client] = (tokens - 1.0, now)
+        if len(self._buckets) > 10_000:   # bounded: forget the oldest clients
+            for key in list(self._buckets)[:5_000]:
+                del self._buckets[key]
+        return True
 
     def _scope(self, headers: dict[bytes, bytes]) -> str | None:
         bearer = headers.get(b"authorization", b"").decode("latin-1")
