@@ -67,6 +67,44 @@ def test_runner_rows_snapshot_history_trades(live):
     assert snap["realized_pnl"] + snap["unrealized_pnl"] == pytest.approx(snap["equity"] - snap["starting_cash"])
 
 
+def test_indicator_series_match_a_batch_computation(live):
+    import numpy as np
+
+    from tradesim.indicators import compute
+
+    with live.client() as c:
+        wait_for(lambda: c.get(f"/api/runners/{BTC}/history?n=30").json()["bars"] == 30, what="30 bars")
+        body = c.get(f"/api/runners/{BTC}/indicators", params={"n": 30}).json()
+    assert body["overlay"] == {"ema:2": True, "ema:4": True}
+    # the same window's closes through the registry's batch EMA (hand-checked against TA-Lib in
+    # tests/test_registry.py) give the same series; the first bars are the warm-up (null)
+    closes = np.array(_closes(live, body["timestamp"]))
+    want = compute("ema:4", {"close": closes})["ema:4"]
+    got = np.array([np.nan if v is None else v for v in body["series"]["ema:4"]])
+    np.testing.assert_allclose(got, want, equal_nan=True)
+    assert np.isnan(got[:3]).all() and np.isfinite(got[3:]).all()
+
+
+def _closes(live, timestamps):
+    """The closes of these bars, from the recorded session's bar events (an independent source)."""
+    wanted = set(timestamps)
+
+    def read():
+        out = {}
+        with live.client() as c:
+            sid = c.get("/api/engine/health").json()["session"]
+            seq = 1
+            while seq is not None:
+                page = c.get(f"/api/sessions/{sid}/events", params={"types": "bar", "from_seq": seq,
+                                                                  "limit": 10_000}).json()
+                out.update({e["timestamp"]: e["close"] for e in page["events"]
+                            if e["symbol"] == "BTCUSDT" and e["timestamp"] in wanted})
+                seq = page["next_seq"]
+        return out if len(out) == len(wanted) else None
+    out = wait_for(read, what="the bars in the session log")   # (the log writer flushes every 0.2 s)
+    return [out[t] for t in timestamps]
+
+
 def test_trades_appear_with_their_fields(live):
     with live.client() as c:
         trades = wait_for(lambda: c.get(f"/api/runners/{BTC}/trades").json(), 120, "a closed trade")
@@ -142,8 +180,19 @@ def test_add_pause_resume_stop_remove(live):
 def test_force_exit_closes_the_open_position(live):
     with live.client() as c:
         assert add(c, symbol="BTCUSDT", id="BTC-exit", params={"fast": 2, "slow": 3}).status_code == 201
-        wait_for(lambda: c.get("/api/runners/BTC-exit/snapshot").json()["position"], 120, "an open position")
-        assert c.post("/api/runners/BTC-exit/pause").status_code == 202   # stay out after the exit
+        # pause (so none opens after the exit) while a position is open; the strategy may close it
+        # itself before the pause takes effect: then resume and try again
+        for _ in range(20):
+            wait_for(lambda: c.get("/api/runners/BTC-exit/snapshot").json()["position"], 120, "an open position")
+            assert c.post("/api/runners/BTC-exit/pause").status_code == 202
+            snap = wait_for(lambda: (s := c.get("/api/runners/BTC-exit/snapshot").json())["status"] == "paused"
+                            and s, what="paused")
+            if snap["position"] and not snap["pending_order"]:   # (a pending exit would fill at the next bar)
+                break
+            assert c.post("/api/runners/BTC-exit/resume").status_code == 202
+            wait_for(lambda: c.get("/api/runners/BTC-exit/snapshot").json()["status"] == "running", what="running")
+        else:
+            pytest.fail("never paused with an open position")
         assert c.post("/api/runners/BTC-exit/exit").status_code == 202
         snap = wait_for(lambda: (s := c.get("/api/runners/BTC-exit/snapshot").json())["position"] is None and s,
                         what="position closed")

@@ -33,6 +33,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tradesim.engine import TradingEngine, UnknownRunner
 from tradesim.engine.events import EVENT_TYPES
+from tradesim.engine.handle import price_history
 from tradesim.jsonable import jsonable
 from tradesim.recording.recorder import BAR_COLUMNS, default_sessions_folder
 from tradesim.runner.execution import ExecutionConfig
@@ -180,6 +181,7 @@ def _row(runner) -> dict[str, Any]:
     return {
         "state": runner.machine.state.name,
         "position": jsonable(pos.to_dict()) if pos is not None else None,
+        "pending_order": jsonable(runner.core.pending),
         "equity": _num(equity), "starting_cash": runner.execution.starting_cash,
         "unrealized_pnl": _num(unrealized),
         "realized_pnl": _num(equity - runner.execution.starting_cash - unrealized),
@@ -191,6 +193,27 @@ def _row(runner) -> dict[str, Any]:
 
 def _trades(runner, limit: int) -> list[dict[str, Any]]:
     return [jsonable(t.to_dict()) for t in list(runner.trades)[-limit:]]
+
+
+#: Indicators drawn on the price scale (the others get their own pane).
+PRICE_SCALE = frozenset({"sma", "ema", "bollinger", "vwap"})
+
+
+def _indicator_series(data: dict[str, Any]) -> dict[str, Any]:
+    from tradesim.indicators import compute, parse_spec
+
+    cols = {k: np.asarray(data[k], dtype=np.float64) for k in ("open", "high", "low", "close", "volume")}
+    series, overlay = {}, {}
+    for key in data["keys"]:
+        try:
+            info, _ = parse_spec(key)
+            values = compute(key, cols) if len(cols["close"]) else {}
+        except (KeyError, ValueError):   # window statistics (high, low, ...) are not registry specs
+            continue
+        for label, arr in values.items():
+            series[label] = arr
+            overlay[label] = info.name in PRICE_SCALE
+    return {"timestamp": data["timestamp"], "series": series, "overlay": overlay}
 
 
 def _num(x: float) -> float | None:
@@ -473,6 +496,17 @@ def create_app(state: ServeState, *, hosts: frozenset[str], origins: frozenset[s
                             limit: Annotated[int, Query(ge=1, le=100_000)] = 1000) -> list[dict[str, Any]]:
         """The runner's closed trades, oldest first (at most `limit`, the newest)."""
         return await engine.query(handle_of(runner_id), lambda r: _trades(r, limit))
+
+    @app.get("/api/runners/{runner_id}/indicators", tags=["runners"])
+    async def runner_indicators(runner_id: str,
+                                n: Annotated[int, Query(ge=1, le=100_000)] = 500) -> dict[str, Any]:
+        """The strategy's indicators as series over the newest `n` bars of the runner's window
+        (batch-computed from those bars, so the first values warm up from the window's start;
+        the runner's own values are in the snapshot). ``overlay`` marks those on the price scale."""
+        def take(r) -> dict[str, Any]:
+            return {"keys": [str(k) for k in r.bank.keys()], **price_history(r, n)}
+        data = await engine.query(handle_of(runner_id), take)
+        return jsonable(await asyncio.to_thread(_indicator_series, data))
 
     # -- catalog -------------------------------------------------------------------------------
 

@@ -421,6 +421,24 @@ async function runnerPage(id) {
       h("h2", {}, "Parameters"), kv(s.params), h("h2", {}, "Indicators"), kv(s.indicators),
       h("h2", {}, "Context"), kv(s.context));
   }
+  // The strategy's indicators: price-scale ones over the candles, the others in a pane below.
+  const palette = ["#f59e0b", "#8b5cf6", "#0ea5e9", "#ec4899", "#14b8a6", "#64748b"];
+  const indicatorSeries = new Map();
+  async function drawIndicators() {
+    const ind = await api(`/api/runners/${enc}/indicators?n=10000`);
+    for (const [label, values] of Object.entries(ind.series)) {
+      let line = indicatorSeries.get(label);
+      if (!line) {
+        line = chart.addSeries(LWC.LineSeries, { color: palette[indicatorSeries.size % palette.length], lineWidth: 1,
+          title: label, priceLineVisible: false, lastValueVisible: false }, ind.overlay[label] ? 0 : 1);
+        indicatorSeries.set(label, line);
+      }
+      line.setData(ind.timestamp.map((t, i) => values[i] === null ? { time: t / 1000 } : { time: t / 1000, value: values[i] }));
+    }
+    chartEl.dataset.indicators = String(indicatorSeries.size);
+  }
+  drawIndicators().catch(() => {});
+  every(5000, () => drawIndicators().catch(() => {}));
   renderInfo(snap);
   renderTrades();
   const refreshSnap = () => api(`/api/runners/${enc}/snapshot`).then(renderInfo).catch(() => {});
