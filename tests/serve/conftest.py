@@ -78,6 +78,14 @@ def strategies_folder(tmp: Path) -> Path:
     outside = tmp / "outside.lua"
     outside.write_text(example_path("ema_crossover").read_text())
     (folder / "escape.lua").symlink_to(outside)
+    # a strategy whose error text is markup (D9: shown escaped)
+    (folder / "hostile_error.lua").write_text(
+        '-- fails on every other bar (so it never stops) with an HTML error text\nname = "hostile_error"\n'
+        'function detect_opportunity(md, ctx, ind)\n'
+        '  if md.timestamp % 120000 == 0 then error("<img src=x id=pwned onerror=alert(1)>") end\n'
+        'end\n'
+        'function filter_commitment(md, ctx, ind) return nil end\n'
+        'function manage_position(md, ctx, ind) return nil end\n')
     return folder
 
 

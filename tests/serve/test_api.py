@@ -439,3 +439,13 @@ def test_state_changing_requests_are_rate_limited():
     posts, reads = asyncio.run(main())
     assert posts == [204, 204, 204, 429, 429]   # burst of 3, then (at 0.001/s) nothing refills
     assert reads == [204] * 5                   # reads are not limited
+
+
+def test_cross_origin_preflight_gets_no_cors_headers(live):
+    """D5: a preflight from a foreign page is not answered with any Access-Control-* header."""
+    with live.client(token=None) as c:
+        resp = c.options("/api/runners", headers={"Origin": "https://evil.example",
+                                                  "Access-Control-Request-Method": "POST",
+                                                  "Access-Control-Request-Headers": "authorization,content-type"})
+    assert resp.status_code in (401, 405)
+    assert not [h for h in resp.headers if h.lower().startswith("access-control-")]

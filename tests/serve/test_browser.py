@@ -161,6 +161,25 @@ def test_login_form_and_phone_width(page, browser_server, tmp_path):
     assert [p for p in page.problems if not p.startswith(expected)] == [], page.problems
 
 
+def test_strategy_error_text_is_shown_escaped(page, browser_server, tmp_path):
+    """D9: an error message holding markup appears as text; no element is created from it."""
+    srv = browser_server
+    with srv.client() as api:
+        resp = api.post("/api/runners", json={"symbol": "ETHUSDT", "strategy": "hostile_error", "id": "hostile"})
+        assert resp.status_code == 201, resp.text
+    login(page, srv)
+    page.goto(f"{srv.url}/#/runner/hostile")
+    page.wait_for_selector("#event-log div[data-type=runner_error]")
+    text = page.inner_text("#event-log div[data-type=runner_error]")
+    assert "<img src=x id=pwned" in text
+    assert page.locator("#pwned").count() == 0 and page.locator("#event-log img").count() == 0
+    page.goto(f"{srv.url}/#/")
+    page.wait_for_selector("tr[data-runner-id=hostile]")
+    assert page.locator("#pwned").count() == 0
+    shot(page, tmp_path, "hostile")
+    assert page.problems == [], page.problems
+
+
 def test_reconnect_is_shown(page, browser_server, tmp_path):
     srv = browser_server
     login(page, srv)
