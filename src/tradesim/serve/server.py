@@ -134,7 +134,7 @@ class Server:
         app = create_app(self.state, hosts=hosts, docs=self.docs)
         config = uvicorn.Config(app, log_level="warning", lifespan="off", ws="websockets-sansio",
                                 access_log=False, timeout_graceful_shutdown=3, ws_max_size=64 * 1024)
-        self.uvicorn = server = _Uvicorn(config)
+        self.uvicorn = server = _uvicorn_server(config)
         http_task = loop.create_task(server.serve(sockets=[sock]))
         signals = []
         if install_signals:
@@ -185,18 +185,16 @@ class Server:
         return f"http://{host}:{self.port}"
 
 
-class _Uvicorn:
-    """uvicorn's server without its own signal handling (the `Server` owns SIGINT/SIGTERM)."""
+def _uvicorn_server(config: Any) -> Any:
+    """A uvicorn server without its own signal handling (the `Server` owns SIGINT/SIGTERM)."""
+    import uvicorn
 
-    def __new__(cls, config: Any) -> Any:
-        import uvicorn
+    class NoSignals(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self):
+            yield
 
-        class Quiet(uvicorn.Server):
-            @contextlib.contextmanager
-            def capture_signals(self):   # type: ignore[override]
-                yield
-
-        return Quiet(config)
+    return NoSignals(config)
 
 
 def _bind(host: str, port: int):
