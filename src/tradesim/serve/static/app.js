@@ -24,6 +24,9 @@ function h(tag, attrs, ...kids) {
   return el;
 }
 
+// replaceChildren() would insert null as the text "null": drop empty slots first.
+function fill(el, ...kids) { el.replaceChildren(...kids.flat().filter((k) => k !== null && k !== undefined && k !== false)); }
+
 class ApiError extends Error {
   constructor(status, body) {
     const e = (body && body.error) || {};
@@ -48,7 +51,10 @@ async function api(path, opts = {}) {
 
 const fmt = (x, d = 2) => (x === null || x === undefined || Number.isNaN(x)) ? "—" :
   Number(x).toLocaleString("en", { minimumFractionDigits: d, maximumFractionDigits: d });
-const signed = (x) => h("span", { class: x > 0 ? "pos" : x < 0 ? "neg" : "" }, x > 0 ? "+" + fmt(x) : fmt(x));
+const signed = (x) => {
+  const v = Math.abs(x) < 0.005 ? 0 : x;   // no "-0.00"
+  return h("span", { class: v > 0 ? "pos" : v < 0 ? "neg" : "" }, v > 0 ? "+" + fmt(v) : fmt(v));
+};
 const pct = (x) => (x === null || x === undefined) ? "—" : (100 * x).toFixed(1) + " %";
 const utc = (ms) => ms ? new Date(ms).toISOString().replace("T", " ").slice(0, 19) : "—";
 function age(ms) {
@@ -107,7 +113,7 @@ function leave() {
 async function route() {
   leave();
   const hash = location.hash || "#/";
-  main.replaceChildren(h("p", { class: "muted" }, "Loading…"));
+  fill(main, h("p", { class: "muted" }, "Loading…"));
   try {
     if (hash.startsWith("#/runner/")) await runnerPage(decodeURIComponent(hash.slice(9)));
     else if (hash.startsWith("#/sessions/")) await sessionPage(decodeURIComponent(hash.slice(11)));
@@ -115,7 +121,7 @@ async function route() {
     else await overview();
   } catch (err) {
     if (err instanceof ApiError && err.status === 401) { loginPage(); return; }
-    main.replaceChildren(notice(`Error: ${err.message}`));
+    fill(main, notice(`Error: ${err.message}`));
   }
 }
 
@@ -133,7 +139,7 @@ function loginPage() {
       await boot();
     } catch (ex) { err.textContent = ex.message; }
   });
-  main.replaceChildren(form);
+  fill(main, form);
   setConn("offline", "signed out");
 }
 
@@ -147,13 +153,13 @@ async function overview() {
       "Win rate", "Last bar", "Errors", ""].map((t, i) => h("th", { class: i >= 4 && i <= 9 ? "num" : "" }, t)))),
     tbody));
   const formWrap = h("div", { id: "add-runner-wrap" });
-  main.replaceChildren(h("h1", {}, "Engine"), summaryEl, h("h2", {}, "Runners"), table,
+  fill(main, h("h1", {}, "Engine"), summaryEl, h("h2", {}, "Runners"), table,
     state.scope === "control" ? h("h2", {}, "Add a runner") : null, formWrap);
 
   async function refresh() {
     const [summary, runners] = await Promise.all([api("/api/engine/summary"), api("/api/runners")]);
     renderSummary(summaryEl, summary);
-    tbody.replaceChildren(...runners.map(runnerRow));
+    fill(tbody, ...runners.map(runnerRow));
     main.dataset.runners = String(runners.length);
     document.body.dataset.ready = "overview";
     if (!performance.getEntriesByName("runners-rendered").length) performance.mark("runners-rendered");
@@ -179,7 +185,7 @@ function renderSummary(el, s) {
     return `${n}: ${f.status}, ${f.bars.toLocaleString("en")} bars${extra ? ", " + extra : ""}`;
   }).join("; ");
   const t = s.totals;
-  el.replaceChildren(
+  fill(el, 
     card("Runners", `${s.runners}` + (byStatus ? ` (${byStatus})` : ""), "sum-runners"),
     card("Symbols", s.symbols.join(", ") || "—"),
     card("Feeds", feeds || "—", "sum-feeds"),
@@ -231,7 +237,7 @@ async function addRunnerForm(wrap, refresh) {
   const symSel = h("select", { name: "symbol", "data-field": "symbol" });
   const stratSel = h("select", { name: "strategy", "data-field": "strategy" },
     ...state.strategies.map((s) => h("option", { value: s.id }, s.id)));
-  const params = h("div", { class: "actions", id: "params" });
+  const params = h("div", { class: "params", id: "params" });
   const doc = h("p", { class: "doc", id: "strategy-doc" });
   const num = (name, value, step) => h("input", { type: "number", name, value, step: step || "any", "data-field": name });
   const form = h("form", { class: "add", id: "add-runner", novalidate: true },
@@ -243,12 +249,12 @@ async function addRunnerForm(wrap, refresh) {
     doc, params,
     h("div", { class: "actions" }, h("button", { class: "primary", type: "submit" }, "Add runner"),
       h("span", { class: "err", "data-error": "_" })));
-  const fillSymbols = () => symSel.replaceChildren(...(symbols.feeds[feedSel.value] || { symbols: [] }).symbols
+  const fillSymbols = () => fill(symSel, ...(symbols.feeds[feedSel.value] || { symbols: [] }).symbols
     .map((s) => h("option", { value: s }, s)));
   const fillParams = () => {
     const s = state.strategies.find((x) => x.id === stratSel.value) || { params: {}, doc: "" };
     doc.textContent = s.error ? `This strategy does not load: ${s.error}` : s.doc;
-    params.replaceChildren(...Object.entries(s.params).map(([k, v]) =>
+    fill(params, ...Object.entries(s.params).map(([k, v]) =>
       field(`params.${k}`, `param ${k}`, typeof v === "boolean"
         ? h("select", { name: `params.${k}`, "data-field": `params.${k}`, "data-kind": "bool" },
           h("option", { value: "true", selected: v }, "true"), h("option", { value: "false", selected: !v }, "false"))
@@ -261,7 +267,7 @@ async function addRunnerForm(wrap, refresh) {
   fillSymbols(); fillParams();
   form.addEventListener("submit", async (e) => {
     e.preventDefault();
-    for (const el of form.querySelectorAll(".err")) el.textContent = "";
+    for (const el of form.querySelectorAll(".err")) { el.textContent = ""; el.classList.remove("ok"); }
     for (const el of form.querySelectorAll(".bad")) el.classList.remove("bad");
     const body = { feed: feedSel.value, symbol: symSel.value, strategy: stratSel.value, params: {}, execution: {} };
     for (const input of form.querySelectorAll("[data-field]")) {
@@ -277,7 +283,9 @@ async function addRunnerForm(wrap, refresh) {
     }
     try {
       const r = await api("/api/runners", { method: "POST", body });
-      form.querySelector('[data-error="_"]').textContent = `added ${r.id}`;
+      const note = form.querySelector('[data-error="_"]');
+      note.textContent = `added ${r.id}`;
+      note.classList.add("ok");
       await refresh();
     } catch (err) {
       const errors = err.errors && err.errors.length ? err.errors : [{ field: err.field, message: err.message }];
@@ -289,7 +297,7 @@ async function addRunnerForm(wrap, refresh) {
       }
     }
   });
-  wrap.replaceChildren(form);
+  fill(wrap, form);
 }
 
 // -- charts -------------------------------------------------------------------------------------------
@@ -341,7 +349,7 @@ function kv(obj) {
   if (!entries.length) dl.append(h("dt", {}, "—"), h("dd", {}, ""));
   for (const [k, v] of entries) {
     dl.append(h("dt", {}, k), h("dd", {}, typeof v === "object" && v !== null ? JSON.stringify(v)
-      : typeof v === "number" ? fmt(v, 4) : String(v)));
+      : typeof v === "number" ? (Number.isInteger(v) ? String(v) : fmt(v, 4)) : v === null ? "—" : String(v)));
   }
   return dl;
 }
@@ -364,7 +372,7 @@ async function runnerPage(id) {
     msg.textContent = "";
     try { await control(id, command); msg.textContent = `${command}: sent`; } catch (err) { msg.textContent = err.message; }
   } }, label);
-  main.replaceChildren(
+  fill(main, 
     h("h1", {}, id, " ", h("span", { class: `status ${snap.status}`, id: "runner-status" }, snap.status)),
     can ? h("div", { id: "runner-actions" }, act("Pause", "pause"), act("Resume", "resume"),
       act("Force exit", "exit", "danger"), act("Reload strategy", "reload"), act("Stop", "stop", "danger"), msg) : null,
@@ -395,7 +403,7 @@ async function runnerPage(id) {
   let lines = [];
 
   function renderTrades() {
-    tradesBody.replaceChildren(...tradeList.slice().reverse().slice(0, 200).map((t) => h("tr", {},
+    fill(tradesBody, ...tradeList.slice().reverse().slice(0, 200).map((t) => h("tr", {},
       h("td", {}, t.side), h("td", { class: "num" }, fmt(t.quantity, 4)), h("td", {}, utc(t.entry_time)),
       h("td", { class: "num" }, fmt(t.entry_price)), h("td", {}, utc(t.exit_time)), h("td", { class: "num" }, fmt(t.exit_price)),
       h("td", { class: "num" }, signed(t.pnl)), h("td", { class: "num" }, fmt(t.fees)), h("td", {}, t.exit_reason))));
@@ -410,7 +418,7 @@ async function runnerPage(id) {
     if (p) lines.push(series.createPriceLine({ price: p.entry_price, color: "#6b7280", title: "entry", lineStyle: 1 }));
     document.getElementById("runner-status").textContent = s.status;
     document.getElementById("runner-status").className = `status ${s.status}`;
-    info.replaceChildren(
+    fill(info, 
       h("h2", {}, "Position"), h("div", { id: "position", "data-open": p ? "yes" : "no" }, p ? kv({ side: p.side,
         quantity: p.quantity, entry: p.entry_price, "stop-loss": p.stop_loss, "take-profit": p.take_profit,
         mark: p.mark_price, unrealised: p.unrealized_pnl, since: utc(p.entry_time) }) : h("p", {}, "flat")),
@@ -486,7 +494,7 @@ async function sessionsPage() {
     h("td", { class: "num" }, s.bars === null || s.bars === undefined ? "—" : String(s.bars)),
     h("td", { class: "num" }, s.trades === null || s.trades === undefined ? "—" : String(s.trades)),
     h("td", { class: "num" }, signed(s.net_profit))));
-  main.replaceChildren(h("h1", {}, "Recorded sessions"), list.length ? h("div", { class: "scroll" },
+  fill(main, h("h1", {}, "Recorded sessions"), list.length ? h("div", { class: "scroll" },
     h("table", { id: "sessions" }, h("thead", {}, h("tr", {}, ...["Session", "Kind", "Status", "Created", "Runners",
       "Bars", "Trades", "P&L"].map((t) => h("th", {}, t)))), h("tbody", {}, ...rows)))
     : h("p", { class: "muted" }, "No recorded sessions (start with --record DIR to record one)."));
@@ -498,7 +506,7 @@ async function sessionPage(sid) {
   const chartEl = h("div", { class: "chart", id: "session-chart" });
   const slider = h("input", { type: "range", min: "1", max: "1", value: "1", id: "scrub" });
   const at = h("div", { class: "muted", id: "scrub-at" });
-  main.replaceChildren(h("h1", {}, `Session ${s.id}`), kv({ kind: s.kind, status: s.status, created: s.created,
+  fill(main, h("h1", {}, `Session ${s.id}`), kv({ kind: s.kind, status: s.status, created: s.created,
     bars: s.bars, trades: s.trades, "net P&L": s.net_profit, live: s.live ? "yes (being recorded)" : "no" }),
   h("h2", {}, "Replay"), h("label", {}, "Runner ", sel), chartEl, slider, at);
   if (!s.runners.length) return;
@@ -515,6 +523,8 @@ async function sessionPage(sid) {
       .filter((m) => m.time <= t));
     at.textContent = i ? `bar ${i} of ${candles.length}: ${utc(t * 1000)}, close ${fmt(candles[i - 1].close)}` : "no bars";
     chartEl.dataset.shown = String(i);
+    // keep the whole session's time span in view while scrubbing
+    chart.timeScale().setVisibleLogicalRange({ from: -1, to: Math.max(candles.length, 10) });
   }
   async function load() {
     data = await api(`/api/sessions/${encodeURIComponent(sid)}/bars?runner=${encodeURIComponent(sel.value)}`);
@@ -522,7 +532,6 @@ async function sessionPage(sid) {
     slider.max = String(Math.max(1, candles.length));
     slider.value = slider.max;
     show(candles.length);
-    chart.timeScale().fitContent();
   }
   slider.addEventListener("input", () => show(Number(slider.value)));
   sel.addEventListener("change", () => load().catch((e) => at.textContent = e.message));
@@ -538,7 +547,7 @@ async function boot() {
     state.scope = me.scope;
   } catch (err) {
     if (err instanceof ApiError && err.status === 401) { loginPage(); return; }
-    main.replaceChildren(notice(`Cannot reach the server: ${err.message}`));
+    fill(main, notice(`Cannot reach the server: ${err.message}`));
     return;
   }
   document.body.dataset.scope = state.scope;
