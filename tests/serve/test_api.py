@@ -449,3 +449,39 @@ def test_cross_origin_preflight_gets_no_cors_headers(live):
                                                   "Access-Control-Request-Headers": "authorization,content-type"})
     assert resp.status_code in (401, 405)
     assert not [h for h in resp.headers if h.lower().startswith("access-control-")]
+
+
+def test_docs_only_when_enabled_and_an_idle_engine_answers():
+    """``--docs`` serves Swagger UI; the app also works over an engine that is not running
+    (snapshots then come straight from the runner)."""
+    import asyncio
+
+    import httpx
+
+    from tradesim.engine import TradingEngine
+    from tradesim.feeds.simulated import SimulatedFeed
+    from tradesim.serve.app import ServeState, create_app
+    from tradesim.serve.security import allowed_hosts
+    from tradesim.serve.strategies import StrategyCatalog
+    from tradesim.strategy.examples import example_path
+
+    engine = TradingEngine()
+    engine.add_feed(SimulatedFeed("BTCUSDT", bars=10), "sim")
+    rid = engine.add_runner("BTCUSDT", example_path("ema_crossover"))
+    app = create_app(ServeState(engine, Tokens(TOKEN), StrategyCatalog()), hosts=allowed_hosts("127.0.0.1", 8000),
+                     docs=True)
+
+    async def main():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8000",
+                                     headers={"Authorization": f"Bearer {TOKEN}"}) as c:
+            docs = await c.get("/docs")
+            snap = await c.get(f"/api/runners/{rid}/snapshot")
+            rows = await c.get("/api/runners")
+        return docs, snap, rows
+    docs, snap, rows = asyncio.run(main())
+    assert docs.status_code == 200 and "swagger" in docs.text.lower()
+    assert "cdn.jsdelivr.net" in docs.headers["content-security-policy"]       # only on /docs
+    assert "cdn.jsdelivr.net" not in snap.headers["content-security-policy"]
+    assert snap.status_code == 200 and snap.json()["stats"]["bars"] == 0 and snap.json()["position"] is None
+    assert [r["id"] for r in rows.json()] == [rid]
