@@ -10,6 +10,8 @@ there, is a torn tail: reading stops before it and `stopped_at` says where.
 from __future__ import annotations
 
 import bisect
+import io
+import struct
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -26,6 +28,7 @@ from tradesim.eventlog.format import (
     NO_TIME,
     SEGMENT_MAGIC,
     SEGMENT_SUFFIX,
+    TAIL_NAMES,
     BlockHeader,
     LogCorrupt,
     unpack_header,
@@ -61,9 +64,11 @@ class LogReader:
         self.stopped_at: str | None = None
         self.indexed = False
         self._files: dict[str, Any] = {}
+        self._tail: tuple[str, bytes] | None = None   # a tail file's snapshot block in use: (name, its bytes)
         blocks = self._from_index()
         if blocks is None:
             blocks = self._scan()
+            self._recover_tail(blocks)
         else:
             self.indexed = True
         self._blocks = blocks
@@ -138,6 +143,30 @@ class LogReader:
                 break
         return blocks
 
+    def _recover_tail(self, blocks: list[BlockHeader]) -> None:
+        # A log not closed cleanly: the writer's last flushed snapshot of its open block (tail0/1.blk), if
+        # it continues the segments, holds events flushed but not yet in a segment. Of the two files the
+        # valid one with the most events is used; an invalid one (a crash mid-write) is skipped.
+        expected = blocks[-1].last_seq + 1 if blocks else 1
+        best: tuple[BlockHeader, bytes] | None = None
+        for name in TAIL_NAMES:
+            try:
+                data = (self.directory / name).read_bytes()
+                hdr = unpack_header(data[:HEADER_SIZE], name, 0)
+            except (OSError, LogCorrupt, struct.error):
+                continue
+            block = data[:hdr.end]
+            if len(block) < hdr.end or zlib.crc32(block[HEADER_SIZE:]) != hdr.payload_crc:
+                continue
+            if hdr.first_seq == expected and (best is None or hdr.count > best[0].count):
+                best = (hdr, block)
+        if best is not None:
+            blocks.append(best[0])
+            self._tail = (best[0].segment, best[1])
+            self.stopped_at = (f"{self.stopped_at}; " if self.stopped_at else "") + \
+                f"{best[0].segment}: the last flushed snapshot of the open block (seq {best[0].first_seq}.." \
+                f"{best[0].last_seq}) read; the log was not closed"
+
     # -- reading ------------------------------------------------------------------------------
 
     def __len__(self) -> int:
@@ -172,7 +201,10 @@ class LogReader:
         ------
         LogCorrupt
         """
-        fh = self._file(block.segment)
+        if self._tail is not None and block.segment == self._tail[0]:
+            fh: Any = io.BytesIO(self._tail[1])   # read once at open: the writer may be rewriting the file
+        else:
+            fh = self._file(block.segment)
         fh.seek(block.offset)
         head = fh.read(HEADER_SIZE)
         if len(head) < HEADER_SIZE:

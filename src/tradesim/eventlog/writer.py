@@ -1,11 +1,14 @@
 """`LogWriter`: events in from any thread, blocks out on a writer thread of its own.
 
 The caller's cost per event is a lock, a MessagePack encoding and a copy into
-the open block (about a microsecond); compression (LZ4 releases the GIL),
-``write`` and ``fsync`` happen on the writer thread. Blocks are cut when they
-reach `block_bytes` (and, when `flush_interval` is set, when their first event
-has waited that long), so with ``flush_interval=None`` the bytes written
-depend only on the events: two runs of one backtest write identical logs.
+the open block; compression (LZ4 releases the GIL), ``write`` and ``fsync``
+happen on the writer thread. Blocks are cut only when they reach
+`block_bytes` (and at close), so the segment files depend only on the events:
+two runs of one backtest write identical logs. A timed flush (`flush_interval`)
+or `LogWriter.flush` does not cut the open block: it writes a snapshot of it
+to one of two tail files (``tail0.blk`` / ``tail1.blk``, alternately, so a
+crash in the middle of one leaves the other), which a reader after a crash
+uses to recover what was flushed; close removes them (docs/event-log.md).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from tradesim.eventlog.format import (
     NO_TIME,
     SEGMENT_MAGIC,
     SEGMENT_SUFFIX,
+    TAIL_NAMES,
     LogWriteError,
     fsync_dir,
     pack_header,
@@ -52,10 +56,11 @@ class LogWriter:
     block_bytes : int
         Encoded bytes at which a block is cut (a larger event makes a block of its own).
     flush_interval : float or None
-        Seconds a block may stay open before the writer thread cuts and writes it
-        (bounds what a process crash can lose of a quiet stream), and the group
-        fsync period of ``fsync="interval"``. None: blocks are cut by size only
-        (byte-identical logs for identical events; a backtest's choice).
+        Seconds an appended event may wait before the writer thread writes it
+        (as a snapshot of the open block to a tail file: block boundaries, hence
+        the segment files, do not depend on timing), and the group fsync period
+        of ``fsync="interval"``. This bounds what a crash can lose of a quiet
+        stream. None: no timed writes (only full blocks, `flush` and `close`).
     fsync : {"never", "interval", "block"}
         ``never``: the OS decides (a process crash loses nothing written; a power
         loss may lose recent blocks); ``interval``: fsync at most every
@@ -72,7 +77,8 @@ class LogWriter:
         What stopped the writer thread (disk full, EIO ...); every later
         `append`, `flush` and `close` raises it.
     stats : dict
-        events, blocks, bytes (written, compressed), raw_bytes, dropped, segments.
+        events, blocks, bytes (written to segments, compressed), raw_bytes, dropped, segments,
+        tail_writes (snapshots of the open block written by flushes).
 
     Raises
     ------
@@ -94,7 +100,8 @@ class LogWriter:
         self.directory = Path(directory)
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            if any(self.directory.glob("*" + SEGMENT_SUFFIX)):
+            if any(self.directory.glob("*" + SEGMENT_SUFFIX)) or any(
+                    (self.directory / t).exists() for t in TAIL_NAMES):
                 raise LogWriteError(_errno.EEXIST, f"{self.directory}: holds a log already")
         except OSError as exc:
             raise _write_error(exc, self.directory) from None
@@ -102,7 +109,7 @@ class LogWriter:
         self.flush_interval, self.fsync, self.queue_size, self.on_full = flush_interval, fsync, queue_size, on_full
         self.error: LogWriteError | None = None
         self.stats: dict[str, int] = {"events": 0, "blocks": 0, "bytes": 0, "raw_bytes": 0, "dropped": 0,
-                                      "segments": 0}
+                                      "segments": 0, "tail_writes": 0}
         self._cond = threading.Condition(threading.Lock())
         self._packer = msgpack.Packer()
         self._buf = bytearray()
@@ -110,8 +117,10 @@ class LogWriter:
         self._first_seq = 1
         self._first_time = self._last_time = NO_TIME
         self._opened_at = 0.0
+        self._dirty = 0              # events appended since the open block was last written (cut or snapshot)
         self._seq = 0
-        self._pending: deque[tuple[bytes, int, int, int, int]] = deque()
+        # (raw, count, first_seq, first_time, last_time, tail): blocks to write, in order; tail: a snapshot
+        self._pending: deque[tuple[bytes, int, int, int, int, bool]] = deque()
         self._unwritten = 0          # events accepted, not yet written (open block included)
         self._written_seq = 0
         self._closing = False
@@ -119,7 +128,10 @@ class LogWriter:
         self._fsync_wanted = False           # flush() asks the writer thread for an fsync
         # writer-thread state
         self._fh = None
+        self._tail_fds: list[int] = []
+        self._tail_next = 0
         self._segment: Path | None = None
+        self._errpath: Path | None = None   # the file being written (named by an error)
         self._segment_size = 0
         self._segments: list[list] = []      # [name, size]
         self._blocks: list[list[int]] = []   # [segment no, offset, first_seq, count, first/last time, stored]
@@ -171,9 +183,11 @@ class LogWriter:
             self._seq = seq
             if not self._count:
                 self._first_seq = seq
+            if not self._dirty:
                 self._opened_at = time.monotonic()
                 if not self._pending:
-                    self._cond.notify_all()   # the writer thread times the open block
+                    self._cond.notify_all()   # the writer thread times the unwritten events
+            self._dirty += 1
             t = event.get("time")
             if type(t) is int:
                 if self._first_time == NO_TIME:
@@ -190,18 +204,37 @@ class LogWriter:
     def _cut(self) -> None:
         # (lock held) The open block goes to the writer thread.
         if self._count:
-            self._pending.append((bytes(self._buf), self._count, self._first_seq, self._first_time, self._last_time))
+            self._pending.append((bytes(self._buf), self._count, self._first_seq, self._first_time, self._last_time,
+                                  False))
             self._buf.clear()
             self._count = 0
+            self._dirty = 0
             self._first_time = self._last_time = NO_TIME
             self._cond.notify_all()
 
+    def _snapshot(self) -> None:
+        # (lock held) A copy of the open block goes to the writer thread for a tail file; the block stays open.
+        if self._count and self._dirty:
+            self._pending.append((bytes(self._buf), self._count, self._first_seq, self._first_time, self._last_time,
+                                  True))
+            self._dirty = 0
+            self._cond.notify_all()
+
     def flush(self) -> None:
-        """Write everything appended so far (cutting the open block), fsynced unless ``fsync="never"``."""
+        """Write everything appended so far, fsynced unless ``fsync="never"``.
+
+        The open block is not cut (the segments stay independent of when flush
+        is called): a snapshot of it goes to a tail file.
+
+        Raises
+        ------
+        LogWriteError
+            The writer failed (now or before).
+        """
         with self._cond:
             if self.error is not None:
                 raise self.error
-            self._cut()
+            self._snapshot()
             target = self._seq
             self._fsync_wanted = self.fsync != "never"
             self._cond.notify_all()
@@ -254,16 +287,22 @@ class LogWriter:
                     if block is None:
                         break
                 if block is not False:
-                    self._write_block(*block)
+                    *fields, tail = block
+                    if tail:
+                        self._write_tail(*fields)
+                    else:
+                        self._write_block(*fields)
                     with self._cond:
-                        self._unwritten -= block[1]
-                        self._written_seq = block[2] + block[1] - 1
+                        if not tail:
+                            self._unwritten -= block[1]
+                        self._written_seq = max(self._written_seq, block[2] + block[1] - 1)
                         self._cond.notify_all()
                 self._maybe_fsync()
             self._finish_segment()
+            self._remove_tails()
         except OSError as exc:
             with self._cond:
-                self.error = _write_error(exc, self._segment or self.directory)
+                self.error = _write_error(exc, self._errpath or self.directory)
                 self._cond.notify_all()
         finally:
             if self._fh is not None:
@@ -271,6 +310,12 @@ class LogWriter:
                     self._fh.close()
                 except OSError:
                     pass
+            for fd in self._tail_fds:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            self._tail_fds = []
 
     def _next_block(self):
         # (lock held) The next block to write; False: nothing yet (timed wake-up); None: done.
@@ -281,10 +326,10 @@ class LogWriter:
                 return None
             if self._fsync_wanted:
                 return False
-            if self._count and self.flush_interval is not None:
+            if self._count and self._dirty and self.flush_interval is not None:
                 due = self._opened_at + self.flush_interval - time.monotonic()
                 if due <= 0:
-                    self._cut()
+                    self._snapshot()
                     continue
                 self._cond.wait(due)
             else:
@@ -304,6 +349,7 @@ class LogWriter:
         if self._fh is None or (self._segment_size + size > self.segment_bytes
                                 and self._segment_size > len(SEGMENT_MAGIC)):
             self._new_segment(first_seq)
+        self._errpath = self._segment
         offset = self._segment_size
         self._fh.write(header + payload)   # one write(2): unbuffered file
         self._segment_size += size
@@ -317,10 +363,44 @@ class LogWriter:
         if self.fsync == "block":
             os.fsync(self._fh.fileno())
 
+    def _write_tail(self, raw: bytes, count: int, first_seq: int, first_time: int, last_time: int) -> None:
+        # The open block's snapshot, as a block at offset 0 of the tail file not written last time: a crash
+        # in the middle of this write leaves the other one (an older snapshot) intact.
+        payload = lz4.block.compress(raw, store_size=False)
+        header = pack_header(len(payload), len(raw), count, first_seq, first_time, last_time, zlib.crc32(payload))
+        if not self._tail_fds:
+            for name in TAIL_NAMES:
+                self._errpath = self.directory / name
+                self._tail_fds.append(os.open(self._errpath, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644))
+            if self.fsync != "never":
+                fsync_dir(self.directory)
+        path = self.directory / TAIL_NAMES[self._tail_next]
+        self._errpath = path   # named by an error
+        fd = self._tail_fds[self._tail_next]
+        data = header + payload
+        if os.pwrite(fd, data, 0) != len(data):
+            raise OSError(_errno.EIO, "short write")
+        if self.fsync != "never":
+            os.fsync(fd)
+        self._tail_next ^= 1
+        self.stats["tail_writes"] += 1
+
+    def _remove_tails(self) -> None:
+        # At close, after the last block is in its segment (and fsynced): the snapshots are obsolete.
+        if self._tail_fds:
+            self._errpath = self.directory
+            for fd in self._tail_fds:
+                os.close(fd)
+            self._tail_fds = []
+            for name in TAIL_NAMES:
+                (self.directory / name).unlink(missing_ok=True)
+            if self.fsync != "never":
+                fsync_dir(self.directory)
+
     def _new_segment(self, first_seq: int) -> None:
         self._finish_segment()
         path = self.directory / segment_name(first_seq)
-        self._segment = path
+        self._segment = self._errpath = path
         self._fh = open(path, "xb", buffering=0)  # noqa: SIM115 (closed by _finish_segment / _run)
         self._fh.write(SEGMENT_MAGIC)
         if self.fsync != "never":   # the new file and its directory entry survive a power loss
@@ -332,6 +412,7 @@ class LogWriter:
 
     def _finish_segment(self) -> None:
         if self._fh is not None:
+            self._errpath = self._segment
             if self.fsync != "never":
                 os.fsync(self._fh.fileno())
             self._fh.close()
