@@ -110,7 +110,9 @@ class LogWriter:
         self.error: LogWriteError | None = None
         self.stats: dict[str, int] = {"events": 0, "blocks": 0, "bytes": 0, "raw_bytes": 0, "dropped": 0,
                                       "segments": 0, "tail_writes": 0}
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._limit = queue_size     # append's fast-path bound: queue_size, or -1 once failed or closing
         self._packer = msgpack.Packer()
         self._buf = bytearray()
         self._count = 0
@@ -156,22 +158,10 @@ class LogWriter:
         ValueError
             The writer is closed.
         """
-        with self._cond:
-            if self.error is not None:
-                raise self.error
-            if self._closing:
-                raise ValueError(f"{self.directory}: the log writer is closed")
-            if self._unwritten >= self.queue_size:
-                if self.on_full == "drop":
-                    self.stats["dropped"] += 1
+        with self._lock:   # the Condition's own lock: a plain `with` is cheaper than the Condition's
+            if self._unwritten >= self._limit:   # full, failed or closed (_limit -1): the slow path
+                if not self._admit():
                     return 0
-                if self.on_full == "raise":
-                    raise LogWriteError(_errno.ENOBUFS, f"{self.directory}: {self._unwritten} events wait for "
-                                                        f"the disk (queue_size {self.queue_size})")
-                while self._unwritten >= self.queue_size and self.error is None:
-                    self._cond.wait()
-                if self.error is not None:
-                    raise self.error
             seq = self._seq + 1
             event["seq"] = seq
             try:
@@ -200,6 +190,23 @@ class LogWriter:
             if len(self._buf) >= self.block_bytes:
                 self._cut()
             return seq
+
+    def _admit(self) -> bool:
+        # (lock held) May an event go in? False: drop it; raises when it may not.
+        while True:
+            if self.error is not None:
+                raise self.error
+            if self._closing:
+                raise ValueError(f"{self.directory}: the log writer is closed")
+            if self._unwritten < self.queue_size:
+                return True
+            if self.on_full == "drop":
+                self.stats["dropped"] += 1
+                return False
+            if self.on_full == "raise":
+                raise LogWriteError(_errno.ENOBUFS, f"{self.directory}: {self._unwritten} events wait for "
+                                                    f"the disk (queue_size {self.queue_size})")
+            self._cond.wait()
 
     def _cut(self) -> None:
         # (lock held) The open block goes to the writer thread.
@@ -261,6 +268,7 @@ class LogWriter:
             self._closed = True
             self._cut()
             self._closing = True
+            self._limit = -1
             self._cond.notify_all()
         self._thread.join()
         if self.error is not None:
@@ -269,6 +277,7 @@ class LogWriter:
             self._write_index()
         except OSError as exc:
             self.error = _write_error(exc, self.directory / INDEX_NAME)
+            self._limit = -1
             raise self.error from None
 
     def __enter__(self) -> LogWriter:
@@ -303,6 +312,7 @@ class LogWriter:
         except OSError as exc:
             with self._cond:
                 self.error = _write_error(exc, self._errpath or self.directory)
+                self._limit = -1
                 self._cond.notify_all()
         finally:
             if self._fh is not None:
