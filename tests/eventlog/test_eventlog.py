@@ -347,3 +347,29 @@ def test_logs_are_byte_identical_across_processes_and_hash_seeds(tmp_path):
         assert sorted(p.name for p in (tmp_path / seed).iterdir()) == names
         for name in names:
             assert (tmp_path / seed / name).read_bytes() == (tmp_path / "0" / name).read_bytes(), (seed, name)
+
+
+def test_an_fsync_error_stops_the_writer_for_good(tmp_path, monkeypatch):
+    def eio(fd):
+        raise OSError(5, "Input/output error")
+    w = LogWriter(tmp_path / "log", flush_interval=None, block_bytes=512, fsync="block")
+    monkeypatch.setattr(writer_module.os, "fsync", eio)
+    with pytest.raises(LogWriteError, match=r"\.seg.*errno 5 EIO"):
+        for i in range(10_000):                 # the first block's fsync fails; appends then raise
+            w.append({"type": "x", "i": i, "pad": "z" * 50})
+        w.flush()
+    assert isinstance(w.error, LogWriteError) and w.error.errno == 5
+    for call in (lambda: w.append({"type": "x"}), w.flush, w.close):   # no retry-and-continue (E7)
+        with pytest.raises(LogWriteError, match="EIO"):
+            call()
+
+
+def test_a_missing_segment_is_a_seq_gap(tmp_path):
+    _write(tmp_path / "log", [_event(i) for i in range(3000)], block_bytes=2048, segment_bytes=20_000)
+    segments = sorted((tmp_path / "log").glob("*.seg"))
+    assert len(segments) >= 3
+    segments[1].unlink()                                  # the index no longer matches: a scan finds the gap
+    with pytest.raises(LogCorrupt, match=rf"{segments[2].name}: block at byte offset 8 starts at seq \d+, expected"):
+        LogReader(tmp_path / "log")
+    report = verify_log(tmp_path / "log")
+    assert not report.ok and "expected" in report.problems[0]
