@@ -12,8 +12,10 @@ from __future__ import annotations
 import bisect
 import io
 import struct
+import sys
 import zlib
-from collections.abc import Iterable, Iterator
+from array import array
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import accumulate
 from pathlib import Path
@@ -71,14 +73,20 @@ class LogReader:
             self._recover_tail(blocks)
         else:
             self.indexed = True
-        self._blocks = blocks
-        self._first_seqs = [b.first_seq for b in blocks]
-        # the largest time so far, per block: non-decreasing, so a bisect finds a time
-        self._max_times = list(accumulate((b.last_time for b in blocks), max))
+        self._blocks: Sequence[BlockHeader] = blocks
+        # first seqs, and the largest time so far (non-decreasing, so a bisect finds a time), per block
+        if isinstance(blocks, _IndexedBlocks):
+            self._first_seqs: Sequence[int] = blocks.columns["first_seq"]
+            self._max_times: Sequence[int] = blocks.columns["max_time"]
+            self._first_times: Iterable[int] = blocks.columns["first_time"]
+        else:
+            self._first_seqs = [b.first_seq for b in blocks]
+            self._max_times = list(accumulate((b.last_time for b in blocks), max))
+            self._first_times = [b.first_time for b in blocks]
 
     # -- opening ---------------------------------------------------------------------------
 
-    def _from_index(self) -> list[BlockHeader] | None:
+    def _from_index(self) -> _IndexedBlocks | None:
         path = self.directory / INDEX_NAME
         try:
             data = path.read_bytes()
@@ -89,18 +97,18 @@ class LogReader:
             return None   # a damaged index is rebuilt from the segments
         try:
             index = msgpack.unpackb(body, strict_map_key=False)
+            if index.get("format") != 2:
+                return None   # an older index: rebuilt from the segments
             segments = [(name, size) for name, size in index["segments"]]
+            columns = {name: _int64s(data) for name, data in index["columns"].items()}
+            if any(len(c) != index["blocks"] for c in columns.values()):
+                return None
         except Exception:
             return None
         actual = [(name, (self.directory / name).stat().st_size) for name in self.segments]
         if segments != actual:
             return None
-        out = []
-        for seg, offset, first_seq, count, first_time, last_time, stored in index["blocks"]:
-            out.append(BlockHeader(stored, None, count, first_seq, first_time, last_time, None,
-                                   segments[seg][0], offset))
-        return out
-
+        return _IndexedBlocks(columns, [name for name, _ in segments])
     def _scan(self) -> list[BlockHeader]:
         blocks: list[BlockHeader] = []
         expected = None
@@ -180,7 +188,7 @@ class LogReader:
     @property
     def first_time(self) -> int | None:
         """The first ``time`` in the log (ms UTC), or None."""
-        return next((b.first_time for b in self._blocks if b.first_time != NO_TIME), None)
+        return next((t for t in self._first_times if t != NO_TIME), None)
 
     @property
     def last_time(self) -> int | None:
@@ -240,7 +248,9 @@ class LogReader:
         """
         wanted = frozenset(types) if types is not None else None
         i = max(0, bisect.bisect_right(self._first_seqs, from_seq) - 1)
-        for block in self._blocks[i:]:
+        blocks = self._blocks
+        for k in range(i, len(blocks)):
+            block = blocks[k]
             if to_seq is not None and block.first_seq > to_seq:
                 return
             events = self.block_events(block)
@@ -295,6 +305,34 @@ class LogReader:
     def __del__(self) -> None:
         for fh in self._files.values():
             fh.close()
+
+
+class _IndexedBlocks(Sequence[BlockHeader]):
+    """The blocks of an index file: columns of int64, a `BlockHeader` made when one is asked for."""
+
+    def __init__(self, columns: dict[str, array], segments: list[str]) -> None:
+        self.columns, self.segments = columns, segments
+        self._n = len(columns["first_seq"])
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(self._n))]
+        c = self.columns
+        if i < 0:
+            i += self._n
+        return BlockHeader(c["stored"][i], None, c["count"][i], c["first_seq"][i], c["first_time"][i],
+                           c["last_time"][i], None, self.segments[c["segment"][i]], c["offset"][i])
+
+
+def _int64s(data: bytes) -> array:
+    a = array("q")
+    a.frombytes(data)
+    if sys.byteorder == "big":
+        a.byteswap()
+    return a
 
 
 def _unpack_all(raw: bytes) -> list[dict[str, Any]]:

@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import errno as _errno
 import os
+import sys
 import threading
 import time
 import zlib
+from array import array
 from collections import deque
+from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
@@ -442,9 +445,13 @@ class LogWriter:
                 self._cond.notify_all()
 
     def _write_index(self) -> None:
-        # The sparse index: one entry per block (docs/event-log.md, Index); atomically replaced.
-        body = msgpack.packb({"format": 1, "segments": self._segments, "blocks": self._blocks,
-                              "events": self._seq})
+        # The sparse index (docs/event-log.md, Format): per block, in columns of little-endian int64 (an
+        # open reads them with array.frombytes, no per-block objects); written to a temp file and replaced.
+        names = ("segment", "offset", "first_seq", "count", "first_time", "last_time", "stored")
+        columns = {name: _int64s(b[k] for b in self._blocks) for k, name in enumerate(names)}
+        columns["max_time"] = _int64s(accumulate((b[5] for b in self._blocks), max))
+        body = msgpack.packb({"format": 2, "segments": self._segments, "blocks": len(self._blocks),
+                              "columns": columns, "events": self._seq})
         tmp = self.directory / (INDEX_NAME + ".tmp")
         with open(tmp, "wb") as fh:
             fh.write(body + zlib.crc32(body).to_bytes(4, "little"))
@@ -454,6 +461,13 @@ class LogWriter:
         os.replace(tmp, self.directory / INDEX_NAME)
         if self.fsync != "never":
             fsync_dir(self.directory)
+
+
+def _int64s(values) -> bytes:
+    a = array("q", values)
+    if sys.byteorder == "big":
+        a.byteswap()
+    return a.tobytes()
 
 
 def _write_error(exc: OSError, path: Path) -> LogWriteError:
