@@ -118,15 +118,14 @@ class LogWriter:
         self._limit = queue_size     # append's fast-path bound: queue_size, or -1 once failed or closing
         self._packer = msgpack.Packer()
         self._buf = bytearray()
-        self._count = 0
         self._first_seq = 1
         self._first_time = self._last_time = NO_TIME
         self._opened_at = 0.0
-        self._dirty = 0              # events appended since the open block was last written (cut or snapshot)
+        self._dirty = False          # events appended since the open block was last written (cut or snapshot)
         self._seq = 0
         # (raw, count, first_seq, first_time, last_time, tail): blocks to write, in order; tail: a snapshot
         self._pending: deque[tuple[bytes, int, int, int, int, bool]] = deque()
-        self._unwritten = 0          # events accepted, not yet written (open block included)
+        self._done_seq = 0           # the last seq written to a segment: seq - done_seq events wait (queue_size)
         self._written_seq = 0
         self._closing = False
         self._closed = False
@@ -162,7 +161,7 @@ class LogWriter:
             The writer is closed.
         """
         with self._lock:   # the Condition's own lock: a plain `with` is cheaper than the Condition's
-            if self._unwritten >= self._limit:   # full, failed or closed (_limit -1): the slow path
+            if self._seq - self._done_seq >= self._limit:   # full, failed or closed (_limit -1): the slow path
                 if not self._admit():
                     return 0
             seq = self._seq + 1
@@ -174,13 +173,13 @@ class LogWriter:
                 del event["seq"]
                 raise
             self._seq = seq
-            if not self._count:
+            if not self._buf:
                 self._first_seq = seq
             if not self._dirty:
+                self._dirty = True
                 self._opened_at = time.monotonic()
                 if not self._pending:
                     self._cond.notify_all()   # the writer thread times the unwritten events
-            self._dirty += 1
             t = event.get("time")
             if type(t) is int:
                 if self._first_time == NO_TIME:
@@ -188,8 +187,6 @@ class LogWriter:
                 if t > self._last_time:
                     self._last_time = t
             self._buf += data
-            self._count += 1
-            self._unwritten += 1
             if len(self._buf) >= self.block_bytes:
                 self._cut()
             return seq
@@ -201,33 +198,32 @@ class LogWriter:
                 raise self.error
             if self._closing:
                 raise ValueError(f"{self.directory}: the log writer is closed")
-            if self._unwritten < self.queue_size:
+            if self._seq - self._done_seq < self.queue_size:
                 return True
             if self.on_full == "drop":
                 self.stats["dropped"] += 1
                 return False
             if self.on_full == "raise":
-                raise LogWriteError(_errno.ENOBUFS, f"{self.directory}: {self._unwritten} events wait for "
+                raise LogWriteError(_errno.ENOBUFS, f"{self.directory}: {self._seq - self._done_seq} events wait for "
                                                     f"the disk (queue_size {self.queue_size})")
             self._cond.wait()
 
     def _cut(self) -> None:
         # (lock held) The open block goes to the writer thread.
-        if self._count:
-            self._pending.append((bytes(self._buf), self._count, self._first_seq, self._first_time, self._last_time,
-                                  False))
+        if self._buf:
+            self._pending.append((bytes(self._buf), self._seq - self._first_seq + 1, self._first_seq,
+                                  self._first_time, self._last_time, False))
             self._buf.clear()
-            self._count = 0
-            self._dirty = 0
+            self._dirty = False
             self._first_time = self._last_time = NO_TIME
             self._cond.notify_all()
 
     def _snapshot(self) -> None:
         # (lock held) A copy of the open block goes to the writer thread for a tail file; the block stays open.
-        if self._count and self._dirty:
-            self._pending.append((bytes(self._buf), self._count, self._first_seq, self._first_time, self._last_time,
-                                  True))
-            self._dirty = 0
+        if self._buf and self._dirty:
+            self._pending.append((bytes(self._buf), self._seq - self._first_seq + 1, self._first_seq,
+                                  self._first_time, self._last_time, True))
+            self._dirty = False
             self._cond.notify_all()
 
     def flush(self) -> None:
@@ -306,7 +302,7 @@ class LogWriter:
                         self._write_block(*fields)
                     with self._cond:
                         if not tail:
-                            self._unwritten -= block[1]
+                            self._done_seq = block[2] + block[1] - 1
                         self._written_seq = max(self._written_seq, block[2] + block[1] - 1)
                         self._cond.notify_all()
                 self._maybe_fsync()
@@ -339,7 +335,7 @@ class LogWriter:
                 return None
             if self._fsync_wanted:
                 return False
-            if self._count and self._dirty and self.flush_interval is not None:
+            if self._buf and self._dirty and self.flush_interval is not None:
                 due = self._opened_at + self.flush_interval - time.monotonic()
                 if due <= 0:
                     self._snapshot()
