@@ -67,13 +67,18 @@ class LogReader:
         else:
             self.indexed = True
         self._blocks = blocks
-        self._first_seqs = [b.first_seq for b in blocks]
+        if isinstance(blocks, _IndexedBlocks):
+            self._first_seqs = [row[2] for row in blocks.rows]
+            last_times = (row[5] for row in blocks.rows)
+        else:
+            self._first_seqs = [b.first_seq for b in blocks]
+            last_times = (b.last_time for b in blocks)
         # the largest time so far, per block: non-decreasing, so a bisect finds a time
-        self._max_times = list(accumulate((b.last_time for b in blocks), max))
+        self._max_times = list(accumulate(last_times, max))
 
     # -- opening ---------------------------------------------------------------------------
 
-    def _from_index(self) -> list[BlockHeader] | None:
+    def _from_index(self) -> _IndexedBlocks | None:
         path = self.directory / INDEX_NAME
         try:
             data = path.read_bytes()
@@ -90,11 +95,7 @@ class LogReader:
         actual = [(name, (self.directory / name).stat().st_size) for name in self.segments]
         if segments != actual:
             return None
-        out = []
-        for seg, offset, first_seq, count, first_time, last_time, stored in index["blocks"]:
-            out.append(BlockHeader(stored, None, count, first_seq, first_time, last_time, None,
-                                   segments[seg][0], offset))
-        return out
+        return _IndexedBlocks(index["blocks"], [name for name, _ in segments])
 
     def _scan(self) -> list[BlockHeader]:
         blocks: list[BlockHeader] = []
@@ -208,7 +209,8 @@ class LogReader:
         """
         wanted = frozenset(types) if types is not None else None
         i = max(0, bisect.bisect_right(self._first_seqs, from_seq) - 1)
-        for block in self._blocks[i:]:
+        for k in range(i, len(self._blocks)):
+            block = self._blocks[k]
             if to_seq is not None and block.first_seq > to_seq:
                 return
             events = self.block_events(block)
@@ -249,6 +251,18 @@ class LogReader:
         """The blocks' headers (sparse index), in order."""
         return list(self._blocks)
 
+    @property
+    def n_blocks(self) -> int:
+        return len(self._blocks)
+
+    def block(self, i: int) -> BlockHeader:
+        """Block `i` (0-based) of the sparse index."""
+        return self._blocks[i]
+
+    def block_for(self, seq: int) -> int:
+        """The number of the block holding `seq` (the last block for a seq past the end)."""
+        return max(0, bisect.bisect_right(self._first_seqs, seq) - 1)
+
     def close(self) -> None:
         for fh in self._files.values():
             fh.close()
@@ -263,6 +277,34 @@ class LogReader:
     def __del__(self) -> None:
         for fh in self._files.values():
             fh.close()
+
+
+class _IndexedBlocks:
+    """The index's rows, turned into `BlockHeader` objects only when asked for (a 10-million-event
+    log has some 25,000 blocks; opening it to read a few must not build them all)."""
+
+    def __init__(self, rows: list[list[int]], segments: list[str]) -> None:
+        self.rows = rows
+        self.segments = segments
+        self._made: dict[int, BlockHeader] = {}
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self.rows)))]
+        if i < 0:
+            i += len(self.rows)
+        block = self._made.get(i)
+        if block is None:
+            seg, offset, first_seq, count, first_time, last_time, stored = self.rows[i]
+            block = self._made[i] = BlockHeader(stored, None, count, first_seq, first_time, last_time, None,
+                                                self.segments[seg], offset)
+        return block
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self.rows)))
 
 
 def _unpack_all(raw: bytes) -> list[dict[str, Any]]:
