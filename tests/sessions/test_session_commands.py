@@ -54,7 +54,10 @@ def test_inspect_at_each_fill_shows_the_backtests_position(recorded):
         assert after["last_trade"]["exit_time"] == trades[k].exit_time
     # --time names the last event at or before that time
     decision = next(iter(session.log.events(types={"decision"})))
-    assert resolve_point(session, time_ms=decision["timestamp"]) >= decision["seq"]
+    point = resolve_point(session, time_ms=decision["timestamp"])
+    assert point >= decision["seq"] and session.log.event(point)["time"] <= decision["timestamp"]
+    later = session.log.event(point + 1)
+    assert later["time"] > decision["timestamp"]              # the last event at or before the time
     with pytest.raises(ValueError, match="seq"):
         resolve_point(session, seq=10**9)
 

@@ -188,14 +188,20 @@ def run_engine(engine: TradingEngine, *, console=None, duration: float | None = 
                 except (NotImplementedError, RuntimeError):
                     pass
 
-    with Live(_status_line(engine, 0.0), console=console, refresh_per_second=5,
-              transient=True) as live:
-        try:
-            with asyncio.Runner(loop_factory=engine.new_event_loop) as runner:  # busy-polls if asked
-                runner.run(main(live))
-        except KeyboardInterrupt:  # a second Ctrl-C while shutting down
-            console.print("[yellow]interrupted[/yellow]")
-            interrupted = True
+    try:
+        with Live(_status_line(engine, 0.0), console=console, refresh_per_second=5,
+                  transient=True) as live:
+            try:
+                with asyncio.Runner(loop_factory=engine.new_event_loop) as runner:  # busy-polls if asked
+                    runner.run(main(live))
+            except KeyboardInterrupt:  # a second Ctrl-C while shutting down
+                console.print("[yellow]interrupted[/yellow]")
+                interrupted = True
+    except BaseException as exc:   # the session still gets its end, and says why
+        if recorder is not None:
+            engine.close("end of run")
+            recorder.finish("failed", {"error": f"{type(exc).__name__}: {exc}"[:1024]})
+        raise
     engine.close("end of run")  # a no-op unless the run was interrupted before its own close
     console.print(_summary(engine, time.monotonic() - started))
     if recorder is not None:

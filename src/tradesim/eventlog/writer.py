@@ -116,7 +116,8 @@ class LogWriter:
         self._written_seq = 0
         self._closing = False
         self._closed = False
-        self._fsync_wanted = False           # flush() asks the writer thread for an fsync
+        self._fsync_target = 0               # flush(): fsync once everything up to this seq is written
+        self._synced_seq = 0                 # ... and the last seq an fsync covered
         # writer-thread state
         self._fh = None
         self._segment: Path | None = None
@@ -156,10 +157,13 @@ class LogWriter:
                 if self.on_full == "raise":
                     raise LogWriteError(_errno.ENOBUFS, f"{self.directory}: {self._unwritten} events wait for "
                                                         f"the disk (queue_size {self.queue_size})")
-                while self._unwritten >= self.queue_size and self.error is None:
+                self._cut()   # the open block counts too: hand it over, or nothing would drain
+                while self._unwritten >= self.queue_size and self.error is None and not self._closing:
                     self._cond.wait()
                 if self.error is not None:
                     raise self.error
+                if self._closing:
+                    raise ValueError(f"{self.directory}: the log writer was closed while this event waited")
             seq = self._seq + 1
             event["seq"] = seq
             try:
@@ -201,13 +205,15 @@ class LogWriter:
         with self._cond:
             if self.error is not None:
                 raise self.error
+            if self._closing:   # close() writes (and fsyncs) everything itself
+                return
             self._cut()
             target = self._seq
-            self._fsync_wanted = self.fsync != "never"
+            if self.fsync != "never":
+                self._fsync_target = max(self._fsync_target, target)
             self._cond.notify_all()
-            while self._written_seq < target and self.error is None:
-                self._cond.wait()
-            while self._fsync_wanted and self.error is None:
+            while (self._written_seq < target or self._synced_seq < self._fsync_target) \
+                    and self.error is None and not self._closing:
                 self._cond.wait()
             if self.error is not None:
                 raise self.error
@@ -265,6 +271,11 @@ class LogWriter:
             with self._cond:
                 self.error = _write_error(exc, self._segment or self.directory)
                 self._cond.notify_all()
+        except BaseException as exc:   # a bug: still never leave appenders or flush() waiting
+            with self._cond:
+                self.error = LogWriteError(_errno.EIO, f"{self.directory}: log writer failed: {exc!r}")
+                self._cond.notify_all()
+            raise
         finally:
             if self._fh is not None:
                 try:
@@ -279,7 +290,7 @@ class LogWriter:
                 return self._pending.popleft()
             if self._closing:
                 return None
-            if self._fsync_wanted:
+            if self._fsync_target > self._synced_seq and self._written_seq >= self._fsync_target:
                 return False
             if self._count and self.flush_interval is not None:
                 due = self._opened_at + self.flush_interval - time.monotonic()
@@ -305,7 +316,7 @@ class LogWriter:
                                 and self._segment_size > len(SEGMENT_MAGIC)):
             self._new_segment(first_seq)
         offset = self._segment_size
-        self._fh.write(header + payload)   # one write(2): unbuffered file
+        _write_all(self._fh, header + payload)   # one write(2) unless the disk takes less
         self._segment_size += size
         self._segments[-1][1] = self._segment_size
         self._blocks.append([len(self._segments) - 1, offset, first_seq, count, first_time, last_time,
@@ -338,16 +349,21 @@ class LogWriter:
             self._fh = None
 
     def _maybe_fsync(self) -> None:
-        wanted = self._fsync_wanted
+        with self._cond:
+            written = self._written_seq
+            wanted = self._fsync_target > self._synced_seq and written >= self._fsync_target
         if self._fh is not None and self.fsync != "never":
             due = self.fsync == "interval" and \
                 time.monotonic() - self._last_fsync >= (self.flush_interval or 1.0)
             if wanted or due:
                 os.fsync(self._fh.fileno())
                 self._last_fsync = time.monotonic()
-        if wanted:
+                with self._cond:
+                    self._synced_seq = max(self._synced_seq, written)
+                    self._cond.notify_all()
+        elif wanted:   # nothing to fsync (no segment yet)
             with self._cond:
-                self._fsync_wanted = False
+                self._synced_seq = max(self._synced_seq, written)
                 self._cond.notify_all()
 
     def _write_index(self) -> None:
@@ -363,6 +379,17 @@ class LogWriter:
         os.replace(tmp, self.directory / INDEX_NAME)
         if self.fsync != "never":
             fsync_dir(self.directory)
+
+
+def _write_all(fh, data: bytes) -> None:
+    """Write all of `data` to an unbuffered file: a short write (a disk filling up, a file-size
+    limit) is followed by another, which then fails with the reason (ENOSPC, EFBIG)."""
+    view = memoryview(data)
+    while view:
+        n = fh.write(view)
+        if not n:
+            raise OSError(_errno.EIO, "write wrote nothing")
+        view = view[n:]
 
 
 def _write_error(exc: OSError, path: Path) -> LogWriteError:
