@@ -235,7 +235,8 @@ def validate_command(strategy, params, bars, strict):
 @click.option("--record", "record_dir", type=click.Path(file_okay=False), default=None,
               help="Record the run as a session in this sessions folder (see `tradesim sessions`).")
 @click.option("--session-name", default=None, help="The recorded session's id (default: UTC time and kind).")
-def run_command(strategy, config_path, symbols, feed, data, start, end, catalog_dir, speed, bars_from, bars, interval, seed, cash, fill,
+def run_command(strategy, config_path, symbols, feed, data, start, end, catalog_dir, speed, bars_from, bars,
+                interval, seed, cash, fill,
                 slippage_bps, commission_bps, params, region, base_url, rest_url, duration, events_path,
                 max_offline, busy_poll_us, record_dir, session_name):
     """Run strategies on a feed with paper trading; Ctrl-C or SIGTERM stops with a summary.
@@ -339,7 +340,8 @@ def _recorder(folder, name, kind, **options):
 @click.option("--record", "record_dir", type=click.Path(file_okay=False), default=None,
               help="Record the backtest as a session in this sessions folder (see `tradesim sessions`).")
 @click.option("--session-name", default=None, help="The recorded session's id (default: UTC time and kind).")
-def backtest_command(strategies, data, symbols, interval, catalog_dir, start, end, fill, slippage_bps, commission_bps, fee, cash,
+def backtest_command(strategies, data, symbols, interval, catalog_dir, start, end, fill, slippage_bps,
+                     commission_bps, fee, cash,
                      risk_free, params, report, trades_path, as_json, record_dir, session_name):
     """Backtest strategies over bar files with simulated execution.
 

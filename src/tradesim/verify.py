@@ -561,7 +561,8 @@ def verify(data_path: Path | None, symbol: str | None, interval: str | None, sta
             rows.append(row)
         click.echo(
             json.dumps(
-                {"data": str(data_path) if data_path else bars.source, "tolerance": tolerance, "ok": all_ok, "results": rows},
+                {"data": str(data_path) if data_path else bars.source, "tolerance": tolerance, "ok": all_ok,
+                 "results": rows},
                 indent=2,
             )
         )
