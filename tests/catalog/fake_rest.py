@@ -7,7 +7,8 @@ Binance published them. Faults are queued per test in `faults` and consumed
 one per request: ``("429", retry_after)``, ``("418", retry_after)``,
 ``"500"``, ``"503"``, ``"timeout"`` (no answer until `release` is set),
 ``"truncated"`` (a JSON body cut in half), ``"weight"`` (an answer saying the
-IP's used weight is near the limit). `drop` removes open times (a gap the
+IP's used weight is near the limit), ``"dup"`` (the second row repeated),
+``"badohlc"`` (the first row's high below its low). `drop` removes open times (a gap the
 exchange "never published"). `block_at` holds the first request whose
 startTime is >= it until `release` is set and sets `blocked` (used to kill a
 downloader mid-run deterministically). Every request is logged in `log`.
@@ -132,6 +133,14 @@ class FakeRest:
         times, rows = self.data[symbol]
         i, j = np.searchsorted(times, start), np.searchsorted(times, end, "right")
         picked = [rows[k] for k in range(i, j) if not self.drop or int(times[k]) not in self.drop][:limit]
+        if fault == "dup" and len(picked) > 1:
+            picked.insert(1, picked[1])
+        if fault == "badohlc" and picked:
+            row = orjson.loads(picked[0])
+            row[2], row[3] = row[3], row[2]
+            if row[2] == row[3]:
+                row[2] = "0.5"  # high below low even for a flat bar
+            picked[0] = orjson.dumps(row)
         body = b"[" + b",".join(picked) + b"]"
         if fault == "truncated":
             body = body[: len(body) // 2]
