@@ -17,6 +17,7 @@ downloader mid-run deterministically). Every request is logged in `log`.
 from __future__ import annotations
 
 import csv
+import functools
 import gzip
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -32,6 +33,7 @@ BTC_FILE = KLINES_1M / "BTCUSDT-1m-2025-05-20_2025-08-18.csv.gz"
 ETH_FILE = KLINES_1M / "ETHUSDT-1m-2025-05-20_2025-08-18.csv.gz"
 
 
+@functools.cache
 def read_rows(path: Path) -> tuple[np.ndarray, list[bytes]]:
     """(open times, JSON of each REST row) from a Binance kline CSV, strings kept verbatim."""
     times, rows = [], []

@@ -401,7 +401,7 @@ class Catalog:
                     if len(bad):
                         k = int(bad[0])
                         raise CatalogError(f"{folder.parent.name} {folder.name} open_time {int(allts[k])}: {name} "
-                                           f"{col[k]!r} stored, {col[k + 1]!r} new")
+                                           f"{float(col[k])!r} stored, {float(col[k + 1])!r} new")
                 keep = np.ones(len(allts), dtype=bool)
                 keep[dup + 1] = False
                 allts = allts[keep]
