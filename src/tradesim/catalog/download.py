@@ -28,7 +28,7 @@ import orjson
 import tenacity
 
 from tradesim.catalog.store import Catalog, interval_ms, month_bounds, months_between
-from tradesim.feeds.binance.messages import FrameError, parse_rest_kline
+from tradesim.feeds.binance.messages import FrameError, parse_rest_klines
 from tradesim.feeds.binance.retry import parse_retry_after
 
 __all__ = ["REST_URLS", "DownloadError", "DownloadResult", "Downloader"]
@@ -217,13 +217,11 @@ class Downloader:
                   "limit": PAGE_LIMIT}
         rows = self._get_page(params)
         try:
-            ks = [parse_rest_kline(row, symbol, interval) for row in rows]
+            arr = parse_rest_klines(rows, symbol, interval)
         except FrameError as exc:
             raise _Transient(f"invalid kline: {exc}") from None
-        if not ks:
-            return np.empty((0, 6))
-        cols = list(zip(*ks))  # Kline fields: open_time is 2, open..volume are 4..8
-        arr = np.array([cols[2], *cols[4:9]], dtype=np.float64).T
+        if not len(arr):
+            return arr
         ts = arr[:, 0]
         if ts[0] < start or ts[-1] >= end:
             raise _Transient(f"open times {int(ts[0])}..{int(ts[-1])} outside the asked [{start}, {end})")
