@@ -1,10 +1,11 @@
 """Download klines from Binance's REST ``GET /api/v3/klines`` into the catalog.
 
-See docs/catalog.md (Download, Resume, Rate limits). Per month of the asked
-range, only what the catalog does not cover is requested, 1000 klines a
-request; every page is checked (each row by `parse_rest_kline`, the same rules
-as live klines; open times strictly increasing, on the interval grid and
-inside the asked range) and a month is written only once all its pages are in.
+See docs/catalog.md (Download; Resume and atomicity; Rate limits). Per month of
+the asked range, only what the catalog does not cover is requested, in windows
+of 1000 intervals (one request each, `workers` in flight); every page is
+checked (rows by `parse_rest_klines`, the rules of `parse_rest_kline`; open
+times strictly increasing, inside the window and on the interval grid) and a
+month is written only once all its windows are in.
 
 Requests stay under the request-weight limit (the ``X-MBX-USED-WEIGHT-1M``
 header says what this IP has used in the current minute), wait ``Retry-After``
