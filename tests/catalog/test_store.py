@@ -217,3 +217,29 @@ def test_run_replay_from_catalog_sees_exactly_the_source_bars(imported, tmp_path
     assert [e["timestamp"] for e in seen] == want.timestamp.tolist()
     assert [e["close"] for e in seen] == want.close.tolist()
     assert [e["volume"] for e in seen] == want.volume.tolist()
+
+
+def test_verify_command_takes_bars_from_the_catalog(imported, monkeypatch):
+    from tradesim import verify as verify_module
+
+    seen = []
+    monkeypatch.setattr(verify_module, "compare", lambda bars, specs: seen.append(bars) or [])
+    r = CliRunner().invoke(main, ["verify", "--symbol", "BTCUSDT", "--from", "2025-06-01", "--to", "2025-06-02",
+                                  "--catalog", str(imported), "--json"])
+    assert r.exit_code == 0, r.output
+    want = load_bars(BTC_FILE).slice(parse_time("2025-06-01"), parse_time("2025-06-02"))
+    [bars] = seen
+    assert np.array_equal(bars.timestamp, want.timestamp) and np.array_equal(bars.close, want.close)
+    assert json.loads(r.output)["data"].startswith("catalog:")
+
+
+def test_weekly_bars_open_on_mondays_and_gaps_follow_that_grid(tmp_path):
+    cat = Catalog(tmp_path)
+    monday = parse_time("2024-01-01")  # a Monday
+    week = 7 * 86_400_000
+    ts = np.array([monday, monday + 2 * week], dtype=np.int64)  # the week of 2024-01-08 is missing
+    ones = np.ones(2)
+    cat.write("BTCUSDT", "1w", ts, ones, ones, ones, ones, ones, monday, monday + 3 * week)
+    [gap] = cat.gaps()
+    assert (gap.start, gap.end, gap.bars) == (monday + week, monday + 2 * week, 1)
+    assert cat.verify() == []

@@ -28,7 +28,7 @@ import numpy as np
 import orjson
 import tenacity
 
-from tradesim.catalog.store import Catalog, interval_ms, month_bounds, months_between
+from tradesim.catalog.store import Catalog, grid_ceil, interval_ms, month_bounds, months_between
 from tradesim.feeds.binance.messages import FrameError, parse_rest_klines
 from tradesim.feeds.binance.retry import parse_retry_after
 
@@ -36,8 +36,8 @@ __all__ = ["REST_URLS", "DownloadError", "DownloadResult", "Downloader"]
 
 #: REST base URL per ``--region``.
 REST_URLS = {"com": "https://api.binance.com", "us": "https://api.binance.us"}
-#: Request weight per minute allowed per IP (Binance ``exchangeInfo`` rateLimits REQUEST_WEIGHT).
-WEIGHT_LIMITS = {"com": 6000, "us": 6000}
+#: Request weight per minute allowed per IP (``exchangeInfo`` rateLimits REQUEST_WEIGHT; .us kept low, to be safe).
+WEIGHT_LIMITS = {"com": 6000, "us": 1200}
 #: Weight of one klines request (docs/binance.md, REST klines and rate limits).
 KLINES_WEIGHT = 2
 PAGE_LIMIT = 1000
@@ -230,8 +230,8 @@ class Downloader:
         if (d <= 0).any():
             i = int(np.argmax(d <= 0)) + 1
             raise _Transient(f"open_time {int(ts[i])} not after {int(ts[i - 1])} (duplicate or out of order)")
-        if ((ts - start) % step).any():
-            raise _Transient(f"open times not on the {interval} grid from {start}")
+        if ((ts - grid_ceil(start, step)) % step).any():
+            raise _Transient(f"open times not on the {interval} grid")
         return arr
 
     # -- a range -------------------------------------------------------------------------
@@ -298,9 +298,9 @@ class Downloader:
         symbol = symbol.strip().upper()
         step = interval_ms(interval)
         now_ms = int(self.clock() * 1000)
-        closed_end = (now_ms // step) * step  # bars opening before this have closed
+        closed_end = now_ms - step + 1  # a bar opening before this has closed (open + step <= now)
         end = closed_end if end_ms is None else min(int(end_ms), closed_end)
-        start = -(-int(start_ms) // step) * step
+        start = grid_ceil(start_ms, step)
         result = self._result = DownloadResult(symbol, interval)
         if start >= end:
             return result
@@ -315,7 +315,7 @@ class Downloader:
             cover_end = b
             if b > now_ms - RECENT_MS:
                 tail = int(arr[-1, 0]) + step if len(arr) else a
-                cover_end = max(tail, min(b, (now_ms - RECENT_MS) // step * step))
+                cover_end = max(tail, min(b, now_ms - RECENT_MS))
             if cover_end <= a:
                 continue
             ts = arr[:, 0].astype(np.int64)

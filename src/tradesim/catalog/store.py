@@ -159,6 +159,7 @@ def _atomic_write(path: Path, write) -> None:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; catalog files are plain data
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -173,8 +174,21 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+_WEEK_MS = 7 * 86_400_000
+#: Binance weeks open on Monday 00:00 UTC; 1970-01-01 was a Thursday.
+_WEEK_OFFSET_MS = 4 * 86_400_000
+
+
+def grid_ceil(t: int, step: int) -> int:
+    """The first open time on the interval grid at or after `t` (ms): multiples of `step` from the
+    epoch, except weeks, which open on Mondays."""
+    off = _WEEK_OFFSET_MS if step == _WEEK_MS else 0
+    return off + -(-(int(t) - off) // step) * step
+
+
 def _gaps_in(ts: np.ndarray, start: int, end: int, step: int) -> list[tuple[int, int]]:
-    """``[from, to)`` stretches of the grid ``start + k*step`` in ``[start, end)`` with no bar in `ts`."""
+    """``[from, to)`` stretches of grid open times in ``[start, end)`` with no bar in `ts`."""
+    start, end = grid_ceil(start, step), grid_ceil(end, step)
     edges = np.concatenate(([start - step], ts, [end]))
     d = np.diff(edges)
     idx = np.flatnonzero(d > step)
