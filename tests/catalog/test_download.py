@@ -255,3 +255,20 @@ def test_cli_download_then_backtest_from_catalog_equals_backtest_from_file(tmp_p
     a, b = json.loads(from_file.output), json.loads(from_cat.output)
     assert a["metrics"] == b["metrics"] and a["trades"] == b["trades"]
     assert a["ledger"]["bars_processed"] == b["ledger"]["bars_processed"] == 4 * 1440
+
+
+def test_retry_after_is_waited_once_on_a_moving_clock(tmp_path, server, source):
+    """A clock that moves only when the downloader sleeps: Retry-After 5 costs exactly one 5 s wait."""
+    now = [NOW]
+    slept: list[float] = []
+
+    def sleep(s):
+        slept.append(s)
+        now[0] += s
+
+    server.faults = [("429", "5")]
+    cat = Catalog(tmp_path)
+    with Downloader(cat, rest_url=server.url, sleep=sleep, clock=lambda: now[0], workers=1) as dl:
+        result = dl.download("BTCUSDT", "1m", START, AUG)
+    assert slept == [5.0] and result.rate_limited == 1
+    _assert_same(cat.load("BTCUSDT", "1m"), source.slice(START, AUG))

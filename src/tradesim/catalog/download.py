@@ -124,6 +124,7 @@ class Downloader:
         self.workers = workers
         self._lock = threading.Lock()
         self._weight_minute = -1
+        self._not_before = 0.0  # clock time before which no request may go out (Retry-After)
         self._result = DownloadResult("", "")
         self._retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception_type((_Transient, _RateLimited)),
@@ -166,13 +167,18 @@ class Downloader:
     # -- one request ---------------------------------------------------------------------
 
     def _respect_weight(self) -> None:
-        """Take this request's weight; first sleep to the next minute if it would pass 90 % of the limit.
+        """Take this request's weight; first wait out any ``Retry-After`` another request received,
+        and sleep to the next minute if this request would pass 90 % of the weight limit.
 
         Binance counts weight per IP per clock minute and reports it in
         ``X-MBX-USED-WEIGHT-1M`` (which may include other programs' requests).
         """
         with self._lock:
             now = self.clock()
+            if self._not_before > now:  # a 429/418 answered another request: everyone waits
+                self.sleep(self._not_before - now)
+                self._not_before = 0.0
+                now = self.clock()
             if int(now // 60) != self._weight_minute:
                 self._weight_minute, self._used_weight = int(now // 60), 0
             if self._used_weight + KLINES_WEIGHT > self.weight_limit * 0.9:
@@ -198,6 +204,8 @@ class Downloader:
             if wait > self.max_retry_after:
                 raise DownloadError(f"HTTP {code} from {self.base_url}: Retry-After {wait:g} s exceeds "
                                     f"{self.max_retry_after:g} s (IP banned?): {r.text[:200]}")
+            with self._lock:
+                self._not_before = max(self._not_before, self.clock() + wait)
             raise _RateLimited(code, wait)
         if code >= 500:
             raise _Transient(f"HTTP {code}")
