@@ -297,7 +297,7 @@ def run_command(strategy, config_path, symbols, feed, data, start, end, catalog_
                                  "commission_bps": commission_bps},
                       busy_poll_us=busy_poll_us, bars_from=bars_from, max_offline=max_offline,
                       console=_console(), err_console=_console(stderr=True),
-                      recorder=_recorder(record_dir, session_name, "run") if record_dir else None)
+                      recorder=_recorder(record_dir, session_name, "run", on_full="drop") if record_dir else None)
     except (StrategyError, DataFileError, ConfigError, FeedOffline, ValueError, RecordingError) as exc:
         raise click.ClickException(str(exc)) from None
     finally:

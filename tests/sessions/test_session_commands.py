@@ -20,7 +20,7 @@ from tradesim.sessions.inspect import resolve_point, state_at
 
 REPO = Path(__file__).resolve().parents[2]
 EMA = REPO / "lua-strategies" / "examples" / "ema_crossover.lua"
-START, END = "2025-06-01", "2025-06-15"   # 20,160 real 1m bars: 5 chunks of 4,096
+START, END = "2025-06-01", "2025-06-15"   # 20,160 real 1m bars: 2 chunks of 16,384
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +84,7 @@ def test_list_show_verify_replay(recorded):
     out = _cli("sessions", "show", "ema", "--sessions", folder, "--json")
     shown = json.loads(out.output)
     assert shown["event_counts"]["position_closed"] == len(result.trades)
-    assert shown["event_counts"]["bars"] == 5
+    assert shown["event_counts"]["bars"] == 2
     out = _cli("sessions", "verify", "ema", "--sessions", folder)
     assert out.exit_code == 0 and "ok" in out.output
     out = _cli("replay", "ema", "--sessions", folder)

@@ -36,7 +36,7 @@ _NUMBER = re.compile(r"[-+]?\d[\d.,e+-]*")
 CHUNK = 1 << 16
 
 #: Bars per call while recording a session: one ``bars`` event and one ``snapshot`` per runner each.
-RECORD_CHUNK = 1 << 12
+RECORD_CHUNK = 1 << 14
 
 
 @dataclass

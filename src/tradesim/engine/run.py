@@ -201,8 +201,12 @@ def run_engine(engine: TradingEngine, *, console=None, duration: float | None = 
     console.print(_summary(engine, time.monotonic() - started))
     if recorder is not None:
         recorder.finish("interrupted" if interrupted else "completed", _session_result(engine))
+        dropped = (recorder.manifest.get("log") or {}).get("dropped") or 0
         if recorder.error:
             console.print(f"[red]session {recorder.path}: {recorder.error}[/red]")
+        elif dropped:
+            console.print(f"[yellow]session recorded: {recorder.path}, but {dropped:,} events did not fit in "
+                          f"the log writer's queue and were dropped (the disk was too slow)[/yellow]")
         else:
             console.print(f"session recorded: {recorder.path}")
     if watch.gave_up:

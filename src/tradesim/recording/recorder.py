@@ -90,10 +90,15 @@ class SessionRecorder:
         Run settings kept in the manifest (execution, feeds, window size ...).
     seeds : dict, optional
         Seeds the run used (e.g. the simulated feed's), kept in the manifest.
-    fsync : {"never", "interval", "block"}
-        The log's fsync policy (see `tradesim.eventlog.LogWriter`).
-    flush_interval : float
-        Seconds between the log writer's timed flushes.
+    fsync : {"auto", "never", "interval", "block"}
+        The log's fsync policy (see `tradesim.eventlog.LogWriter`). "auto":
+        "never" for a backtest (a process crash loses nothing written, and a
+        backtest can be run again after a power loss), "interval" for a live run.
+    flush_interval : float, None or "auto"
+        Seconds an open block of the log may wait before it is written (what a
+        crash of a quiet run can lose). None: blocks are cut by size only, so
+        the log's bytes depend only on the events. "auto": None for a
+        backtest (byte-identical logs), 0.2 s for a live run.
     on_full : {"block", "drop", "raise"}
         What `append` does when the writer's queue is full. A backtest blocks
         (nothing may be lost); a live run may prefer ``"drop"`` (counted and
@@ -110,7 +115,7 @@ class SessionRecorder:
     def __init__(self, folder: str | Path | None = None, *, kind: str = "backtest",
                  name: str | None = None, command: list[str] | None = None,
                  config: dict[str, Any] | None = None, seeds: dict[str, Any] | None = None,
-                 fsync: str = "interval", flush_interval: float = 0.2, on_full: str = "block",
+                 fsync: str = "auto", flush_interval: float | None | str = "auto", on_full: str = "block",
                  wall_clock: Callable[[], float] = time.time) -> None:
         if kind not in ("backtest", "run", "replay"):
             raise ValueError(f"kind = {kind!r}: must be 'backtest', 'run' or 'replay'")
@@ -129,6 +134,10 @@ class SessionRecorder:
             "config": jsonable(config or {}), "runners": [], "strategies": {}, "data": [],
             "seeds": jsonable(seeds or {}), "status": "recording",
         }
+        if flush_interval == "auto":
+            flush_interval = None if kind == "backtest" else 0.2
+        if fsync == "auto":
+            fsync = "never" if kind == "backtest" else "interval"
         self._writer_options = {"fsync": fsync, "flush_interval": flush_interval, "on_full": on_full}
         self._writer: LogWriter | None = None
         self._runners: dict[str, SymbolRunner] = {}

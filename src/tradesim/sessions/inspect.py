@@ -1,11 +1,11 @@
 """The state of a recorded session at one point (``tradesim inspect``), without replaying it.
 
 The log holds each runner's state (``snapshot`` events) every chunk of a
-backtest and every 1,000 bars of a live feed. `state_at` seeks (through the
-log's sparse index) a window before the point, starting with 8,192 events
-and widening it until every runner's latest snapshot is inside it, then
-rolls each runner's snapshot forward over the events up to the point:
-decisions (context, indicator values), fills (position), status changes.
+backtest and every 1,000 bars of a live feed. `state_at` finds (through the
+log's sparse index) the block holding the point, reads blocks backwards until
+every runner's latest snapshot is found, then rolls each runner's snapshot
+forward over the events up to the point: decisions (indicator values),
+analyses (context), fills (position), status changes.
 """
 
 from __future__ import annotations
@@ -16,10 +16,6 @@ from typing import Any
 from tradesim.sessions.session import Session
 
 __all__ = ["resolve_point", "state_at"]
-
-#: Events scanned back from the point at first (widened x8 until every runner's snapshot is found).
-FIRST_WINDOW = 8192
-
 
 def resolve_point(session: Session, seq: int | None = None, time_ms: int | None = None) -> int:
     """The seq a ``--seq`` / ``--time`` names: `seq` itself, or the last event at or before `time_ms`.
@@ -59,15 +55,8 @@ def state_at(session: Session, seq: int) -> dict[str, Any]:
     Returns ``{"seq": seq, "event": the event, "runners": {key: state}}``.
     """
     log = session.log
-    keys = [r["key"] for r in session.manifest.get("runners", [])]
-    window = FIRST_WINDOW
-    while True:
-        start = max(1, seq - window)
-        events = list(log.events(from_seq=start, to_seq=seq))
-        snapped = {e["runner"] for e in events if e["type"] == "snapshot"}
-        if start == 1 or all(k in snapped for k in keys):
-            break
-        window *= 8
+    keys = {r["key"] for r in session.manifest.get("runners", [])}
+    events = _back_to_snapshots(log, seq, keys)
     states: dict[str, dict[str, Any]] = {}
     for event in events:
         key = event.get("runner")
@@ -92,6 +81,22 @@ def state_at(session: Session, seq: int) -> dict[str, Any]:
             st["at_bar"] = event["timestamp"]
     target = events[-1] if events and events[-1]["seq"] == seq else log.event(seq)
     return {"seq": seq, "event": target, "runners": states}
+
+
+def _back_to_snapshots(log, seq: int, keys: set[str]) -> list[dict[str, Any]]:
+    """The events from the latest snapshot of every runner in `keys` (or the log's start) up to `seq`,
+    read block by block backwards from the block holding `seq` (the sparse index finds it)."""
+    i = log.block_for(seq) if log.n_blocks else -1
+    chunks: list[list[dict[str, Any]]] = []
+    missing = set(keys)
+    while i >= 0:
+        got = [e for e in log.block_events(log.block(i)) if e["seq"] <= seq]
+        chunks.append(got)
+        missing -= {e.get("runner") for e in got if e["type"] == "snapshot"}
+        if not missing:
+            break
+        i -= 1
+    return [e for chunk in reversed(chunks) for e in chunk]
 
 
 def _state(states: dict[str, dict[str, Any]], key: str) -> dict[str, Any]:
