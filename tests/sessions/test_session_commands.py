@@ -131,3 +131,34 @@ def test_backtest_and_run_commands_record(btc_path, tmp_path):
     assert len(run.bars_for("BTCUSDT:ema_crossover")) == 600
     out = _cli("diff-live", "cli-run", "--sessions", tmp_path)
     assert out.exit_code == 0 and "identical" in out.output
+
+
+def test_runners_toml_sessions_section_records_every_run(tmp_path):
+    (tmp_path / "runners.toml").write_text(f"""
+[sessions]
+record = true
+folder = "recorded"
+flush_interval = 0.05
+
+[feeds.sim]
+type = "simulated"
+bars = 400
+seed = 5
+
+[[runners]]
+symbol = "ETHUSDT"
+strategy = "{EMA}"
+feed = "sim"
+params = {{ fast = 8 }}
+""")
+    out = _cli("run", "--config", tmp_path / "runners.toml")
+    assert out.exit_code == 0, out.output
+    sessions = list((tmp_path / "recorded").iterdir())
+    assert len(sessions) == 1
+    session = open_session(sessions[0])
+    assert session.manifest["seeds"] == {"sim": 5}
+    assert session.manifest["runners"][0]["params"]["fast"] == 8
+    assert len(session.bars_for("ETHUSDT:ema_crossover")) == 400
+    bad = _cli("run", "--config", tmp_path / "runners.toml", "--record", tmp_path / "recorded",
+               "--session-name", sessions[0].name)
+    assert bad.exit_code == 1 and "exists already" in bad.output
