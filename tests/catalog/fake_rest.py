@@ -65,6 +65,7 @@ class FakeRest:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body are two writes: no 40 ms delayed-ACK stalls
 
             def log_message(self, *args):
                 pass
