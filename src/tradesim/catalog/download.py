@@ -53,6 +53,10 @@ class _Transient(Exception):
     """A failure worth retrying after a backoff (5xx, timeout, bad page)."""
 
 
+class _Stopped(Exception):
+    """Another window failed or the user interrupted: this one gives up without retrying."""
+
+
 class _RateLimited(Exception):
     """429/418: wait `retry_after` seconds."""
 
@@ -123,6 +127,7 @@ class Downloader:
         self._used_weight = 0
         self.workers = workers
         self._lock = threading.Lock()
+        self._stop = threading.Event()
         self._weight_minute = -1
         self._not_before = 0.0  # clock time before which no request may go out (Retry-After)
         self._result = DownloadResult("", "")
@@ -154,6 +159,8 @@ class Downloader:
         return wait
 
     def _sleep_between(self, seconds: float) -> None:
+        if self._stop.is_set():
+            raise _Stopped("stopped")
         self.sleep(seconds)
 
     def _count_retry(self, state: tenacity.RetryCallState) -> None:
@@ -255,6 +262,8 @@ class Downloader:
         windows = [(w, min(w + span, end)) for w in range(start, end, span)]
 
         def one(window: tuple[int, int]) -> np.ndarray:
+            if self._stop.is_set():
+                raise _Stopped("stopped")
             page = self._retrying.copy()(self._page, symbol, interval, *window)
             with self._lock:
                 self._result.bars += len(page)
@@ -263,8 +272,17 @@ class Downloader:
             return page
 
         if self.workers > 1 and len(windows) > 1:
-            with ThreadPoolExecutor(self.workers) as pool:
+            pool = ThreadPoolExecutor(self.workers)
+            try:
                 pages = list(pool.map(one, windows))
+            except BaseException:
+                # Ctrl-C or a failed window: no new request or retry starts; requests in flight
+                # end by their timeout. Nothing of this month has been written.
+                self._stop.set()
+                raise
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)
+                self._stop.clear()
         else:
             pages = [one(w) for w in windows]
         return np.concatenate(pages) if pages else np.empty((0, 6))
