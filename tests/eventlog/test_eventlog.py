@@ -373,3 +373,63 @@ def test_a_missing_segment_is_a_seq_gap(tmp_path):
         LogReader(tmp_path / "log")
     report = verify_log(tmp_path / "log")
     assert not report.ok and "expected" in report.problems[0]
+
+
+SHORT = """
+import os, resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+from tradesim.eventlog import LogWriter, LogWriteError
+w = LogWriter(sys.argv[1], fsync="never", flush_interval=None, block_bytes=4096)
+w.append({"type": "a", "blob": os.urandom(3000)})
+w.flush()
+size = os.path.getsize(os.path.join(sys.argv[1], sorted(os.listdir(sys.argv[1]))[0]))
+resource.setrlimit(resource.RLIMIT_FSIZE, (size + 1000, resource.RLIM_INFINITY))   # the next block half fits
+w.append({"type": "b", "blob": os.urandom(3000)})
+try:
+    w.close()
+except LogWriteError as exc:
+    print("ERROR", exc)
+    sys.exit(3)
+"""
+
+
+def test_a_short_write_is_an_error_not_a_silent_loss(tmp_path):
+    done = subprocess.run([sys.executable, "-c", SHORT, str(tmp_path / "log")], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 3 and "errno 27" in done.stdout, (done.stdout, done.stderr)
+    report = verify_log(tmp_path / "log")
+    assert report.ok and report.events == 1 and report.stopped_at      # the half block is a torn tail
+
+
+def test_close_while_an_append_waits_on_a_full_queue_and_flush_after_close(tmp_path, monkeypatch):
+    gate = threading.Event()
+    real = writer_module.LogWriter._write_block
+
+    def slow(self, *args):
+        gate.wait(10)
+        return real(self, *args)
+    monkeypatch.setattr(writer_module.LogWriter, "_write_block", slow)
+    w = LogWriter(tmp_path / "log", flush_interval=None, block_bytes=10**6, queue_size=3, on_full="block",
+                  fsync="interval")
+    for i in range(3):
+        w.append({"i": i})                      # the open block holds the queue's 3 events
+    outcome = []
+    waiter = threading.Thread(target=lambda: outcome.append(_try(w.append, {"i": 3})))
+    waiter.start()
+    closer = threading.Thread(target=w.close)
+    closer.start()
+    gate.set()
+    closer.join(10)
+    waiter.join(10)
+    assert not closer.is_alive() and not waiter.is_alive()
+    got = [e["i"] for e in LogReader(tmp_path / "log").events()]
+    # the waiting event was either written with its seq, or refused: never a seq that is not in the log
+    assert (outcome == [4] and got == [0, 1, 2, 3]) or (isinstance(outcome[0], ValueError) and got == [0, 1, 2])
+    w.flush()                                   # after close: returns at once, never hangs
+
+
+def _try(fn, *args):
+    try:
+        return fn(*args)
+    except Exception as exc:
+        return exc

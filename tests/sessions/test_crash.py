@@ -26,9 +26,10 @@ RECORD = """
 import sys
 from tradesim.backtest import Backtest
 from tradesim.recording import SessionRecorder
+bt = Backtest([sys.argv[1], sys.argv[2]], sys.argv[3])      # the data loads before the clock starts
 rec = SessionRecorder(sys.argv[4], kind="backtest", name=sys.argv[5], fsync="never", flush_interval=0.01)
 print("started", flush=True)
-Backtest([sys.argv[1], sys.argv[2]], sys.argv[3]).run(rec)
+bt.run(rec)
 """
 
 

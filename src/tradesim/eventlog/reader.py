@@ -291,6 +291,18 @@ class LogReader:
         """The blocks' headers (sparse index), in order."""
         return list(self._blocks)
 
+    @property
+    def n_blocks(self) -> int:
+        return len(self._blocks)
+
+    def block(self, i: int) -> BlockHeader:
+        """Block `i` (0-based) of the sparse index."""
+        return self._blocks[i]
+
+    def block_for(self, seq: int) -> int:
+        """The number of the block holding `seq` (the last block for a seq past the end)."""
+        return max(0, bisect.bisect_right(self._first_seqs, seq) - 1)
+
     def close(self) -> None:
         for fh in self._files.values():
             fh.close()

@@ -129,7 +129,8 @@ class LogWriter:
         self._written_seq = 0
         self._closing = False
         self._closed = False
-        self._fsync_wanted = False           # flush() asks the writer thread for an fsync
+        self._fsync_target = 0               # flush(): fsync once everything up to this seq is written
+        self._synced_seq = 0                 # ... and the last seq an fsync covered
         # writer-thread state
         self._fh = None
         self._tail_fds: list[int] = []
@@ -193,13 +194,20 @@ class LogWriter:
 
     def _admit(self) -> bool:
         # (lock held) May an event go in? False: drop it; raises when it may not.
+        waited = False
         while True:
             if self.error is not None:
                 raise self.error
             if self._closing:
-                raise ValueError(f"{self.directory}: the log writer is closed")
+                raise ValueError(f"{self.directory}: the log writer "
+                                 f"{'was closed while this event waited' if waited else 'is closed'}")
             if self._seq - self._done_seq < self.queue_size:
                 return True
+            if self._buf and self._seq - self._first_seq + 1 >= self.queue_size:
+                # The open block alone fills the queue: hand it over, or nothing would drain. Its size
+                # depends only on the events (a full queue always gets here), so logs stay identical.
+                self._cut()
+                continue
             if self.on_full == "drop":
                 self.stats["dropped"] += 1
                 return False
@@ -207,6 +215,7 @@ class LogWriter:
                 raise LogWriteError(_errno.ENOBUFS, f"{self.directory}: {self._seq - self._done_seq} events wait for "
                                                     f"the disk (queue_size {self.queue_size})")
             self._cond.wait()
+            waited = True
 
     def _cut(self) -> None:
         # (lock held) The open block goes to the writer thread.
@@ -240,13 +249,15 @@ class LogWriter:
         with self._cond:
             if self.error is not None:
                 raise self.error
+            if self._closing:   # close() writes (and fsyncs) everything itself
+                return
             self._snapshot()
             target = self._seq
-            self._fsync_wanted = self.fsync != "never"
+            if self.fsync != "never":
+                self._fsync_target = max(self._fsync_target, target)
             self._cond.notify_all()
-            while self._written_seq < target and self.error is None:
-                self._cond.wait()
-            while self._fsync_wanted and self.error is None:
+            while (self._written_seq < target or self._synced_seq < self._fsync_target) \
+                    and self.error is None and not self._closing:
                 self._cond.wait()
             if self.error is not None:
                 raise self.error
@@ -313,6 +324,12 @@ class LogWriter:
                 self.error = _write_error(exc, self._errpath or self.directory)
                 self._limit = -1
                 self._cond.notify_all()
+        except BaseException as exc:   # a bug: still never leave appenders or flush() waiting
+            with self._cond:
+                self.error = LogWriteError(_errno.EIO, f"{self.directory}: log writer failed: {exc!r}")
+                self._limit = -1
+                self._cond.notify_all()
+            raise
         finally:
             if self._fh is not None:
                 try:
@@ -333,7 +350,7 @@ class LogWriter:
                 return self._pending.popleft()
             if self._closing:
                 return None
-            if self._fsync_wanted:
+            if self._fsync_target > self._synced_seq and self._written_seq >= self._fsync_target:
                 return False
             if self._buf and self._dirty and self.flush_interval is not None:
                 due = self._opened_at + self.flush_interval - time.monotonic()
@@ -360,7 +377,7 @@ class LogWriter:
             self._new_segment(first_seq)
         self._errpath = self._segment
         offset = self._segment_size
-        self._fh.write(header + payload)   # one write(2): unbuffered file
+        _write_all(self._fh, header + payload)   # one write(2) unless the disk takes less
         self._segment_size += size
         self._segments[-1][1] = self._segment_size
         self._blocks.append([len(self._segments) - 1, offset, first_seq, count, first_time, last_time,
@@ -428,16 +445,21 @@ class LogWriter:
             self._fh = None
 
     def _maybe_fsync(self) -> None:
-        wanted = self._fsync_wanted
+        with self._cond:
+            written = self._written_seq
+            wanted = self._fsync_target > self._synced_seq and written >= self._fsync_target
         if self._fh is not None and self.fsync != "never":
             due = self.fsync == "interval" and \
                 time.monotonic() - self._last_fsync >= (self.flush_interval or 1.0)
             if wanted or due:
                 os.fsync(self._fh.fileno())
                 self._last_fsync = time.monotonic()
-        if wanted:
+                with self._cond:
+                    self._synced_seq = max(self._synced_seq, written)
+                    self._cond.notify_all()
+        elif wanted:   # nothing to fsync (no segment yet)
             with self._cond:
-                self._fsync_wanted = False
+                self._synced_seq = max(self._synced_seq, written)
                 self._cond.notify_all()
 
     def _write_index(self) -> None:
@@ -464,6 +486,17 @@ def _int64s(values) -> bytes:
     if sys.byteorder == "big":
         a.byteswap()
     return a.tobytes()
+
+
+def _write_all(fh, data: bytes) -> None:
+    """Write all of `data` to an unbuffered file: a short write (a disk filling up, a file-size
+    limit) is followed by another, which then fails with the reason (ENOSPC, EFBIG)."""
+    view = memoryview(data)
+    while view:
+        n = fh.write(view)
+        if not n:
+            raise OSError(_errno.EIO, "write wrote nothing")
+        view = view[n:]
 
 
 def _write_error(exc: OSError, path: Path) -> LogWriteError:
