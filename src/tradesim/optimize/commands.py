@@ -21,8 +21,14 @@ def load_command_data(data, start=None, end=None):
 
 
 def _progress(con, enabled):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
-        TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     progress = Progress(TextColumn("optimize"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[best]}"),
@@ -96,7 +102,8 @@ def optimize_command(strategies, data, start, end, params, constraints, objectiv
             task = progress.add_task("optimize", total=None, best="")
 
             def on_trial(done, total, trial, best):
-                text = "" if best is None else f"best {best.objective:.4g} ({', '.join(f'{k}={v}' for k, v in best.params.items())})"
+                text = "" if best is None else (
+                    f"best {best.objective:.4g} ({', '.join(f'{k}={v}' for k, v in best.params.items())})")
                 progress.update(task, completed=done, total=total, best=text)
 
             result = optimize(list(strategies), bars, list(params), constraints=list(constraints), objective=objective,

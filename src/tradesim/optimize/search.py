@@ -22,8 +22,15 @@ from tradesim.data import Bars
 from tradesim.jsonable import jsonable
 from tradesim.optimize.backends import Task, TrialSetup, make_backend, run_backtest
 from tradesim.optimize.space import Objective, OptimizeInputError, ParamSpec, SearchSpace, parse_param_spec
-from tradesim.optimize.walkforward import (Fold, WalkForwardSpec, bootstrap_trades, make_folds,
-                                           parameter_stability, parse_walk_forward, stitch_equity)
+from tradesim.optimize.walkforward import (
+    Fold,
+    WalkForwardSpec,
+    bootstrap_trades,
+    make_folds,
+    parameter_stability,
+    parse_walk_forward,
+    stitch_equity,
+)
 
 __all__ = ["optimize", "OptimizeResult", "Trial", "load_data", "METHODS", "OPTUNA_BATCH"]
 
