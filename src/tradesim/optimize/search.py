@@ -248,12 +248,12 @@ def _key(params: Mapping[str, Any]) -> tuple:
 def _optuna_distributions(space: SearchSpace) -> dict:
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-    dists = {}
+    dists: dict[str, Any] = {}
     for s in space.specs:
         if s.kind == "range" and s.is_int:
-            dists[s.name] = IntDistribution(int(s.low), int(s.values[-1]), step=int(s.step))
+            dists[s.name] = IntDistribution(s.values[0], s.values[-1], step=int(s.step or 1))
         elif s.kind == "range":
-            dists[s.name] = FloatDistribution(float(s.low), float(s.values[-1]), step=float(s.step))
+            dists[s.name] = FloatDistribution(float(s.values[0]), float(s.values[-1]), step=float(s.step or 1))
         else:
             dists[s.name] = CategoricalDistribution(list(s.values))
     return dists
@@ -265,7 +265,7 @@ def _snap(space: SearchSpace, params: Mapping[str, Any]) -> dict[str, Any]:
     for s in space.specs:
         v = params[s.name]
         if s.kind == "range" and not s.is_int:
-            i = int(round((float(v) - float(s.low)) / float(s.step)))
+            i = int(round((float(v) - float(s.values[0])) / float(s.step or 1)))
             v = s.values[min(max(i, 0), len(s.values) - 1)]
         out[s.name] = v
     return out
@@ -320,10 +320,11 @@ def _optuna_search(sweep: _Sweep, space: SearchSpace, n_trials: int, seed: int, 
                 if first + i in by_number:
                     results[ot.number] = by_number[first + i]
             for ot, _ in proposals:
-                t = results.get(ot.number)
-                if t is None:  # interrupted before it finished
+                told = results.get(ot.number)
+                if told is None:  # interrupted before it finished
                     study.tell(ot, state=TrialState.FAIL)
                     continue
+                t = told
                 for name, value in (("status", t.status), ("reason", t.reason), ("errors", t.errors),
                                     ("seconds", t.seconds), ("metrics", jsonable(t.metrics))):
                     ot.set_user_attr(name, value)
@@ -447,7 +448,7 @@ def optimize(strategy: str | Path | Sequence[str | Path], data: Any, params: Any
         raise OptimizeInputError(f"--min-trades must be >= 0, got {min_trades}", "--min-trades")
     if backend not in ("local", "ray"):
         raise OptimizeInputError(f"--backend must be local or ray, got {backend!r}", "--backend")
-    paths = [Path(s).resolve() for s in (strategy if isinstance(strategy, (list, tuple)) else [strategy])]
+    paths = [Path(str(s)).resolve() for s in (strategy if isinstance(strategy, (list, tuple)) else [strategy])]
     declared: dict[str, Any] = {}
     for p in paths:
         declared.update(LuaStrategy(p).default_params)
@@ -498,6 +499,7 @@ def optimize(strategy: str | Path | Sequence[str | Path], data: Any, params: Any
                 result.monte_carlo = bootstrap_trades(result.best_curve["pnls"], best_run.metrics.starting_cash,
                                                       monte_carlo, seed)
     elif not result.interrupted:
+        assert wf_spec is not None
         result.walk_forward = _walk_forward_summary(bars, setup, obj, wf_spec, fold_rows)
         if monte_carlo:
             wf = result.walk_forward
@@ -511,7 +513,11 @@ _SUMMARY = ("total_return", "sharpe", "sortino", "calmar", "max_drawdown", "prof
 
 def _walk_forward_summary(bars: list[Bars], setup: TrialSetup, obj: Objective, spec: WalkForwardSpec,
                           rows: list[tuple[Fold, Trial | None]]) -> dict[str, Any]:
-    folds, curves, pnls, in_pos, chosen = [], [], [], [], []
+    folds: list[dict] = []
+    curves: list = []
+    pnls: list[float] = []
+    in_pos: list = []
+    chosen: list[dict] = []
     cash = None
     for fold, best in rows:
         entry: dict[str, Any] = {**fold.to_dict(), "params": None, "is_objective": None, "oos_objective": None,

@@ -248,7 +248,7 @@ class Objective:
     def __call__(self, metrics: Mapping[str, Any]) -> float:
         """The objective's value for one trial's metrics; NaN when undefined (e.g. a 0/0 ratio)."""
         if self._eval is None:
-            value = metrics[self.metric]
+            value = metrics[str(self.metric)]
         else:
             self._eval.names = dict(metrics)
             try:

@@ -100,7 +100,7 @@ def make_folds(first_ms: int, end_ms: int, spec: WalkForwardSpec) -> list[Fold]:
         raise OptimizeInputError(
             f"--walk-forward {spec.describe()}: the data spans {format_duration(end_ms - first_ms)}, "
             "not longer than one train window; no fold fits", "--walk-forward")
-    folds = []
+    folds: list[Fold] = []
     start = first_test
     while start < end_ms:
         stop = min(start + spec.test_ms, end_ms)
