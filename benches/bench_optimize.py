@@ -60,12 +60,19 @@ class _MemorySampler(threading.Thread):
         super().__init__(daemon=True)
         self.stop = threading.Event()
         self.peak = {"Rss": 0, "Pss": 0, "Private": 0, "workers": 0}
+        self.cpu_ticks: dict[int, int] = {}  # per worker: utime + stime last seen
 
     def run(self) -> None:
         while not self.stop.wait(0.05):
             kids = [p.pid for p in multiprocessing.active_children()]
             tot = {"Rss": 0, "Pss": 0, "Private": 0}
             for pid in kids:
+                try:
+                    with open(f"/proc/{pid}/stat") as fh:
+                        fields = fh.read().rsplit(")", 1)[1].split()
+                    self.cpu_ticks[pid] = int(fields[11]) + int(fields[12])
+                except (OSError, IndexError, ValueError):
+                    pass
                 m = _smaps(pid)
                 tot["Rss"] += m.get("Rss", 0)
                 tot["Pss"] += m.get("Pss", 0)
@@ -113,6 +120,7 @@ def measure(trials: int, n_bars: int, rounds: int, use_ray: bool, standalone_tri
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     runs: dict[str, list[float]] = {"standalone_per_trial": [], "sample_jobs1_per_trial": [], "jobs1": [],
                                     "jobs2": [], "ray": []}
+    cores_used: list[float] = []  # jobs 2: the workers' CPU seconds / wall seconds
     memory = None
     load = []
     n = None
@@ -134,6 +142,7 @@ def measure(trials: int, n_bars: int, rounds: int, use_ray: bool, standalone_tri
         runs["jobs2"].append(time.perf_counter() - t0)
         sampler.stop.set()
         sampler.join()
+        cores_used.append(sum(sampler.cpu_ticks.values()) / os.sysconf("SC_CLK_TCK") / runs["jobs2"][-1])
         memory = sampler.peak if memory is None else {k: max(v, sampler.peak[k]) for k, v in memory.items()}
         assert [t.params for t in r1.trials] == [t.params for t in r2.trials]
         if use_ray:
@@ -162,6 +171,7 @@ def measure(trials: int, n_bars: int, rounds: int, use_ray: bool, standalone_tri
         "jobs1_vs_standalone_same_combos": round(best["sample_jobs1_per_trial"] / best["standalone_per_trial"], 3),
         "jobs1_vs_standalone_per_round": [round(a / b, 3) for a, b in zip(runs["sample_jobs1_per_trial"],
                                                                           runs["standalone_per_trial"])],
+        "jobs2_cores_obtained_per_round": [round(x, 3) for x in cores_used],
         "memory_2_workers_peak_bytes": memory,
         "bars_bytes": bars_bytes,
         "runner_plus_result_bytes": trial_bytes,

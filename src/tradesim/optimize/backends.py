@@ -16,6 +16,7 @@ See docs/optimize.md.
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import signal
@@ -199,6 +200,7 @@ def _init_worker(handle: list[dict[str, Any]], setup: TrialSetup, crash: str | N
     _WORKER["bars"] = SharedBars.attach(handle)
     _WORKER["setup"] = setup
     _WORKER["crash"] = crash
+    gc.freeze()  # what the worker has imported stays put: collections below only scan the trials' objects
 
 
 def _worker_task(task: Task) -> dict[str, Any]:
@@ -207,7 +209,11 @@ def _worker_task(task: Task) -> dict[str, Any]:
         name, _, value = crash.partition("=")
         if str(task.params.get(name)) == value:
             os._exit(70)
-    return run_trial(_WORKER["bars"], _WORKER["setup"], task)
+    result = run_trial(_WORKER["bars"], _WORKER["setup"], task)
+    # A finished backtest's Lua runtime and runner sit in reference cycles: free them now, so a
+    # worker's memory stays that of one trial instead of creeping with every trial it has run.
+    gc.collect()
+    return result
 
 
 class LocalBackend:

@@ -101,24 +101,36 @@ leading comment).</footer>
 <script type="application/json" id="report-data">$data_json</script>
 <script>$lwc_js</script>
 <script>
+// Sets data-rendered="ok" and data-charts=N on <html> once the charts are drawn, or data-error
+// (the headless render test in tests/optimize/test_report.py reads them).
 (function () {
   "use strict";
-  var data = JSON.parse(document.getElementById("report-data").textContent);
-  var LWC = window.LightweightCharts;
-  function chart(id, series, kind) {
-    var el = document.getElementById(id);
-    if (!el || !series || !series.time || !series.time.length) { if (el) el.style.display = "none"; return; }
-    var c = LWC.createChart(el, {autoSize: true, timeScale: {timeVisible: kind !== "trial",
-      tickMarkFormatter: kind === "trial" ? function (t) { return String(t); } : undefined},
-      localization: kind === "trial" ? {timeFormatter: function (t) { return "trial " + t; }} : {}});
-    var s = c.addSeries(kind === "trial" ? LWC.LineSeries : LWC.AreaSeries,
-      kind === "trial" ? {lineVisible: false, pointMarkersVisible: true, color: "#2962ff"} : {lineWidth: 2});
-    s.setData(series.time.map(function (t, i) { return {time: t, value: series.value[i]}; }));
-    c.timeScale().fitContent();
+  var root = document.documentElement;
+  window.addEventListener("error", function (e) { root.setAttribute("data-error", String(e.message)); });
+  try {
+    var data = JSON.parse(document.getElementById("report-data").textContent);
+    var LWC = window.LightweightCharts;
+    var drawn = 0;
+    var chart = function (id, series, kind) {
+      var el = document.getElementById(id);
+      if (!el || !series || !series.time || !series.time.length) { if (el) el.style.display = "none"; return; }
+      var c = LWC.createChart(el, {autoSize: true, timeScale: {timeVisible: kind !== "trial",
+        tickMarkFormatter: kind === "trial" ? function (t) { return String(t); } : undefined},
+        localization: kind === "trial" ? {timeFormatter: function (t) { return "trial " + t; }} : {}});
+      var s = c.addSeries(kind === "trial" ? LWC.LineSeries : LWC.AreaSeries,
+        kind === "trial" ? {lineVisible: false, pointMarkersVisible: true, color: "#2962ff"} : {lineWidth: 2});
+      s.setData(series.time.map(function (t, i) { return {time: t, value: series.value[i]}; }));
+      c.timeScale().fitContent();
+      drawn += 1;
+    };
+    chart("objective", data.objective, "trial");
+    chart("best", data.best, "time");
+    chart("oos", data.oos, "time");
+    root.setAttribute("data-charts", String(drawn));
+    root.setAttribute("data-rendered", "ok");
+  } catch (e) {
+    root.setAttribute("data-error", String(e && e.message || e));
   }
-  chart("objective", data.objective, "trial");
-  chart("best", data.best, "time");
-  chart("oos", data.oos, "time");
 })();
 </script>
 </body>
