@@ -121,6 +121,8 @@ def measure(trials: int, n_bars: int, rounds: int, use_ray: bool, standalone_tri
     runs: dict[str, list[float]] = {"standalone_per_trial": [], "sample_jobs1_per_trial": [], "jobs1": [],
                                     "jobs2": [], "ray": []}
     cores_used: list[float] = []  # jobs 2: the workers' CPU seconds / wall seconds
+    cpu_jobs1: list[float] = []  # jobs 1: this process's CPU seconds
+    cpu_jobs2: list[float] = []  # jobs 2: the workers' CPU seconds
     memory = None
     load = []
     n = None
@@ -131,9 +133,10 @@ def measure(trials: int, n_bars: int, rounds: int, use_ray: bool, standalone_tri
         t0 = time.perf_counter()
         optimize(EMA, bars, params, jobs=1, method="random", trials=standalone_trials, seed=1)
         runs["sample_jobs1_per_trial"].append((time.perf_counter() - t0) / len(combos))
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         r1 = optimize(EMA, bars, params, jobs=1)
         runs["jobs1"].append(time.perf_counter() - t0)
+        cpu_jobs1.append(time.process_time() - c0)
         n = len(r1.trials)
         sampler = _MemorySampler()
         sampler.start()
@@ -142,7 +145,8 @@ def measure(trials: int, n_bars: int, rounds: int, use_ray: bool, standalone_tri
         runs["jobs2"].append(time.perf_counter() - t0)
         sampler.stop.set()
         sampler.join()
-        cores_used.append(sum(sampler.cpu_ticks.values()) / os.sysconf("SC_CLK_TCK") / runs["jobs2"][-1])
+        cpu_jobs2.append(sum(sampler.cpu_ticks.values()) / os.sysconf("SC_CLK_TCK"))
+        cores_used.append(cpu_jobs2[-1] / runs["jobs2"][-1])
         memory = sampler.peak if memory is None else {k: max(v, sampler.peak[k]) for k, v in memory.items()}
         assert [t.params for t in r1.trials] == [t.params for t in r2.trials]
         if use_ray:
@@ -172,6 +176,11 @@ def measure(trials: int, n_bars: int, rounds: int, use_ray: bool, standalone_tri
         "jobs1_vs_standalone_per_round": [round(a / b, 3) for a, b in zip(runs["sample_jobs1_per_trial"],
                                                                           runs["standalone_per_trial"])],
         "jobs2_cores_obtained_per_round": [round(x, 3) for x in cores_used],
+        # CPU per trial does not depend on how many cores the machine gives us: with 2 free cores the
+        # speed-up would be about 2 x (jobs 1 CPU per trial) / (jobs 2 workers' CPU per trial).
+        "cpu_ms_per_trial_jobs1": [round(1000 * x / n, 3) for x in cpu_jobs1],
+        "cpu_ms_per_trial_jobs2_workers": [round(1000 * x / n, 3) for x in cpu_jobs2],
+        "projected_speedup_with_2_free_cores": round(2 * min(cpu_jobs1) / min(cpu_jobs2), 3),
         "memory_2_workers_peak_bytes": memory,
         "bars_bytes": bars_bytes,
         "runner_plus_result_bytes": trial_bytes,
