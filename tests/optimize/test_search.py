@@ -145,8 +145,9 @@ def test_a_worker_killed_mid_sweep_loses_no_trial(bars):
             os.kill(workers[0].pid, signal.SIGKILL)
             killed.append(workers[0].pid)
 
-    result = optimize(EMA, bars, ["fast=4:12", "slow=30"], jobs=2, progress=kill_one, **COSTS)
-    reference = optimize(EMA, bars, ["fast=4:12", "slow=30"], jobs=1, **COSTS)
+    # 20 trials: after the first result at most 4 are in flight, so the pool is still working when it breaks.
+    result = optimize(EMA, bars, ["fast=4:23", "slow=30"], jobs=2, progress=kill_one, **COSTS)
+    reference = optimize(EMA, bars, ["fast=4:23", "slow=30"], jobs=1, **COSTS)
     assert killed and result.worker_restarts >= 1
     assert_same_trials(result, reference)
     assert all(t.status == "ok" for t in result.trials)
