@@ -217,3 +217,11 @@ def test_cli_optimize_writes_results_and_report(btc_path, tmp_path):
     assert "<script src" not in page
     bad = CliRunner().invoke(main, [*args[:9], "fats=1,2"])
     assert bad.exit_code == 2 and "fats" in bad.output
+
+
+def test_python_api_takes_a_mapping_of_values(bars):
+    by_text = optimize(EMA, bars, ["fast=5:15:5", "slow=30"], **COSTS)
+    by_map = optimize(EMA, bars, {"fast": range(5, 16, 5), "slow": 30}, **COSTS)
+    assert_same_trials(by_text, by_map)
+    with pytest.raises(OptimizeInputError, match="empty range"):
+        optimize(EMA, bars, {"fast": range(5, 5)})
