@@ -226,6 +226,122 @@ def _bench_backtest(quick: bool) -> list[BenchResult]:
                         float(rates.min()), p50, "bars/s", budget.limit, budget.passes(p50), len(rates))]
 
 
+def _real_btc():
+    """The real BTCUSDT 1m klines beside the repository (../shared/data), else None."""
+    from pathlib import Path
+
+    from tradesim.data import load_bars
+
+    here = Path(__file__).resolve()
+    for root in here.parents:
+        path = (root.parent / "shared" / "data" / "binance" / "klines" / "1m"
+                / "BTCUSDT-1m-2025-05-20_2025-08-18.csv.gz")
+        if path.is_file():
+            return load_bars(path)
+    return None
+
+
+def _bench_recording(quick: bool) -> list[BenchResult]:
+    """Recorded vs plain backtests, interleaved (the same bars, strategy and process): the share
+    of throughput recording costs."""
+    import tempfile
+
+    from tradesim.backtest import Backtest
+    from tradesim.feeds.simulated import SimulatedFeed
+    from tradesim.recording import SessionRecorder
+
+    bars = _real_btc()
+    if bars is None:   # no real data here: the same size of simulated bars
+        bars = SimulatedFeed(("BTCUSDT",), seed=1).bars("BTCUSDT", 130_000)
+    if quick:
+        bars = bars.slice(None, int(bars.timestamp[min(len(bars) - 1, 40_000)]))
+    plain, recorded = [], []
+    with tempfile.TemporaryDirectory(prefix="tradesim-bench-") as tmp:
+        for i in range(2 if quick else 5):
+            t0 = time.perf_counter()
+            Backtest(str(example_path()), bars).run()
+            plain.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            Backtest(str(example_path()), bars).run(SessionRecorder(tmp, kind="backtest", name=f"r{i}"))
+            recorded.append(time.perf_counter() - t0)
+    cost = (1.0 - float(np.median(plain)) / float(np.median(recorded))) * 100.0
+    ratios = [(1.0 - p / r) * 100.0 for p, r in zip(plain, recorded)]
+    budget = BUDGETS["recording_cost"]
+    return [BenchResult(f"session.recording_cost.{len(bars) // 1000}k_bars", cost, max(ratios), max(ratios),
+                        len(bars) / float(np.median(recorded)), "%", budget.limit, budget.passes(cost),
+                        len(ratios))]
+
+
+def synthetic_session(folder, n_events: int, runner: str = "BTCUSDT:ema_crossover"):
+    """A session folder with `n_events` events shaped like a recorded backtest's (a snapshot every
+    4,096 events, decisions with indicator values, fills), written through `SessionRecorder`."""
+    from tradesim.recording import SessionRecorder
+
+    rec = SessionRecorder(folder, kind="backtest", name="synthetic", fsync="never")
+    rec.manifest["runners"] = [{"key": runner, "symbol": "BTCUSDT", "strategy": "ema_crossover",
+                                "script": "ema_crossover.lua", "sha256": "", "params": {}, "execution": {},
+                                "window_size": 500, "feed": None, "options": {}}]
+    rec.start()
+    ts = 1_700_000_000_000
+    for i in range(n_events):
+        ts += 60_000
+        k = i % 4096
+        if k == 0:
+            rec.append({"type": "snapshot", "runner": runner, "timestamp": ts, "status": "running",
+                        "state": "IDLE", "position": None, "pending_order": False, "context": {},
+                        "indicators": {"ema:10": 100.0 + k, "ema:20": 100.5}, "bars": i, "decisions": i // 2,
+                        "trades": i // 4, "cash": 10_000.0, "equity": 10_000.0})
+        elif k % 3 == 1:
+            rec.append({"runner": runner, "type": "decision", "symbol": "BTCUSDT", "strategy": "ema_crossover",
+                        "timestamp": ts, "state": "IDLE", "started": True, "start_reason": "ema_cross_up",
+                        "action": "enter_long", "quantity": math.nan, "stop_loss": math.nan,
+                        "take_profit": math.nan, "price": math.nan, "reason": "ema_cross_up",
+                        "indicators": {"ema:10": 100.0 + k, "ema:20": 100.5}})
+        elif k % 3 == 2:
+            rec.append({"runner": runner, "type": "position_opened", "symbol": "BTCUSDT",
+                        "strategy": "ema_crossover", "timestamp": ts, "side": "long", "quantity": 0.1,
+                        "price": 100.0 + k, "fee": 0.0, "reason": "ema_cross_up"})
+        else:
+            rec.append({"runner": runner, "type": "position_closed", "symbol": "BTCUSDT",
+                        "strategy": "ema_crossover", "timestamp": ts,
+                        "trade": {"side": "long", "quantity": 0.1, "entry_time": ts - 60_000,
+                                  "entry_price": 100.0, "exit_time": ts, "exit_price": 101.0, "pnl": 0.1,
+                                  "fees": 0.0, "exit_reason": "ema_cross_down"}})
+    rec.finish()
+    return rec.path
+
+
+def _bench_session_log(quick: bool) -> list[BenchResult]:
+    """Reading a session's log back, and `inspect --seq` (open, seek, state) on a long one."""
+    import tempfile
+
+    from tradesim.sessions import open_session
+    from tradesim.sessions.inspect import state_at
+
+    n = 1_000_000 if quick else 10_000_000
+    with tempfile.TemporaryDirectory(prefix="tradesim-bench-") as tmp:
+        path = synthetic_session(tmp, n)
+        rates = []
+        for _ in range(2 if quick else 3):
+            t0 = time.perf_counter()
+            count = sum(1 for _ in open_session(path).log.events())
+            rates.append(count / (time.perf_counter() - t0))
+        rng = np.random.default_rng(7)
+        times = []
+        for seq in rng.integers(1, n, 10 if quick else 30):
+            t0 = time.perf_counter_ns()
+            state_at(open_session(path), int(seq))   # a fresh open each time, as the command does
+            times.append(time.perf_counter_ns() - t0)
+    read, inspect = BUDGETS["session_log_read"], BUDGETS["inspect_seq"]
+    p50r = float(np.median(rates))
+    ns = np.array(times, dtype=float)
+    return [BenchResult(f"session.read_events.{n // 1_000_000}M", 1e9 / p50r, 1e9 / min(rates), 1e9 / min(rates),
+                        p50r, "ns", None, read.passes(p50r), len(rates)),
+            BenchResult(f"session.inspect_seq.{n // 1_000_000}M_events", float(np.median(ns)),
+                        float(np.percentile(ns, 99)), float(ns.max()), 1e9 / float(np.median(ns)), "ns",
+                        inspect.limit, inspect.passes(float(np.percentile(ns, 99))), len(ns))]
+
+
 def _bench_engine_scale(quick: bool) -> list[BenchResult]:
     from tradesim.bench.live import engine_scale
 
@@ -281,6 +397,8 @@ OPERATIONS: dict[str, Callable[[bool], list[BenchResult]]] = {
     "bar_to_decision": _bench_bar_to_decision,
     "kline": _bench_kline_frame,
     "backtest": _bench_backtest,
+    "recording": _bench_recording,
+    "session_log": _bench_session_log,
     "live_latency": _bench_live_latency,
     "engine_scale": _bench_engine_scale,
     "runner_memory": _bench_runner_memory,

@@ -144,8 +144,9 @@ class SessionsSection(_Strict):
     fsync: Literal["never", "interval", "block"] = "interval"
     #: seconds between the log writer's timed flushes (what a power loss can cost)
     flush_interval: float = Field(0.2, gt=0, le=60)
-    #: when the writer's queue is full: block (wait for the disk) | drop (count and report)
-    on_full: Literal["block", "drop"] = "block"
+    #: when the writer's queue is full: drop (count and report; the live path never waits on
+    #: the disk) | block (wait for the disk: nothing lost, the feed may stall)
+    on_full: Literal["block", "drop"] = "drop"
 
 
 class EngineConfig(_Strict):

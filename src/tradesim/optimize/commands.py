@@ -13,11 +13,14 @@ from tradesim.cli_support import console
 __all__ = ["optimize_command", "load_command_data"]
 
 
-def load_command_data(data, start=None, end=None):
-    """The bars the command optimises on: every data option goes through here (one place to add more)."""
+def load_command_data(data, symbols=(), interval=None, start=None, end=None, catalog=None):
+    """The bars the command optimises on: ``--data FILE...`` or ``--symbol S [--interval --from --to
+    --catalog]`` from the local catalog (`tradesim.catalog.commands.bars_option_values`); every data
+    option goes through here."""
+    from tradesim.catalog.commands import bars_option_values
     from tradesim.optimize.search import load_data
 
-    return load_data(list(data), start, end)
+    return load_data(list(bars_option_values(data, symbols, interval, start, end, catalog)), start, end)
 
 
 def _progress(con, enabled):
@@ -47,8 +50,13 @@ def _fmt(v):
 @click.command("optimize")
 @click.option("--strategy", "strategies", multiple=True, required=True, type=click.Path(dir_okay=False),
               help="Lua strategy script (repeatable, as for backtest).")
-@click.option("--data", "data", multiple=True, required=True, type=click.Path(dir_okay=False),
+@click.option("--data", "data", multiple=True, type=click.Path(dir_okay=False),
               help="Bar file: Binance kline CSV(.gz), OHLCV CSV or Parquet (repeatable: one per symbol).")
+@click.option("--symbol", "symbols", multiple=True,
+              help="Instead of --data: this symbol's bars from the catalog (repeatable; see `tradesim download`).")
+@click.option("--interval", default=None, help="With --symbol: bar interval in the catalog (default 1m).")
+@click.option("--catalog", "catalog_dir", default=None, type=click.Path(file_okay=False),
+              help="With --symbol: catalog folder (default $TRADESIM_CATALOG or ~/.local/share/tradesim).")
 @click.option("--from", "start", default=None, help="First bar open time to include (ISO date/time UTC or ms).")
 @click.option("--to", "end", default=None, help="Exclude bars opening at or after this time (ISO or ms).")
 @click.option("--param", "params", multiple=True, required=True, metavar="NAME=SPEC",
@@ -77,9 +85,9 @@ def _fmt(v):
               help="Folder for trials.csv, results.json (and the Optuna journal, to resume).")
 @click.option("--report", type=click.Path(dir_okay=False), default=None, help="Write an offline HTML report here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def optimize_command(strategies, data, start, end, params, constraints, objective, method, trials, seed, min_trades,
-                     jobs, backend, ray_address, walk_forward, monte_carlo, fill, slippage_bps, commission_bps, cash,
-                     top, out_dir, report, as_json):
+def optimize_command(strategies, data, symbols, interval, catalog_dir, start, end, params, constraints, objective,
+                     method, trials, seed, min_trades, jobs, backend, ray_address, walk_forward, monte_carlo, fill,
+                     slippage_bps, commission_bps, cash, top, out_dir, report, as_json):
     """Search strategy parameters (grid, random, Optuna), optionally walk-forward, in parallel.
 
     \b
@@ -97,7 +105,7 @@ def optimize_command(strategies, data, start, end, params, constraints, objectiv
     err = console(stderr=True)
     jobs = jobs or os.cpu_count() or 1
     try:
-        bars = load_command_data(data, start, end)
+        bars = load_command_data(data, symbols, interval, start, end, catalog_dir)
         with _progress(err, not as_json and err.is_terminal) as progress:
             task = progress.add_task("optimize", total=None, best="")
 

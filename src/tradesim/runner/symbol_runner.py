@@ -36,6 +36,11 @@ __all__ = ["FINAL_STATUSES", "RunnerStatus", "RunnerError", "Rejection", "Symbol
 
 log = logging.getLogger(__name__)
 
+#: `State` / `ActionType` values -> the names events use (a lookup, not an enum call, per decision).
+_STATE_NAMES = {s.value: s.name for s in State}
+_ACTION_NAMES = {a.value: a.name.lower() for a in ActionType}
+
+
 class RunnerStatus(str, enum.Enum):
     """Lifecycle of a runner."""
 
@@ -148,6 +153,8 @@ class SymbolRunner:
         self.on_event = on_event
         self.events_wanted: Callable[[], bool] | None = None
         self.on_record: Callable[[dict], Any] | None = None
+        self._layout: list[tuple[str, int, int, tuple[str, ...]]] = []   # indicator_values' slots
+        self._layout_size = 0
         self.history_limit = history_limit
         # deque(maxlen=None) grows without bound; a backtest keeps plain lists
         self._trades: list[Trade] | deque[Trade] = _history(history_limit)
@@ -249,8 +256,9 @@ class SymbolRunner:
 
         Decisions (``{"type": "decision", "timestamp", "state", "started",
         "start_reason", "action", "quantity", "stop_loss", "take_profit",
-        "price", "reason", "context", "indicators"}``, amounts NaN when not
-        given, context as the strategy saw it) are
+        "price", "reason", "indicators"}``, amounts NaN when not given; the
+        context is in ``opportunity_detected`` events, not repeated here: a
+        Lua call per decision would cost a recorded backtest 2 µs each) are
         reported before they are carried out, in the state the strategy was
         called in; they go to the sink only, never to `on_event`.
         """
@@ -263,12 +271,10 @@ class SymbolRunner:
         sink = self.on_record
         if sink is not None:
             sink({"type": "decision", "symbol": self.symbol, "strategy": self.strategy.name,
-                  "timestamp": ts, "state": State(state).name, "started": bool(started),
-                  "start_reason": start_reason,
-                  "action": ActionType(action).name.lower() if action >= 0 else None,
+                  "timestamp": ts, "state": _STATE_NAMES[state], "started": bool(started),
+                  "start_reason": start_reason, "action": _ACTION_NAMES[action] if action >= 0 else None,
                   "quantity": quantity, "stop_loss": stop_loss, "take_profit": take_profit,
-                  "price": price, "reason": reason,
-                  "context": self.strategy.context(), "indicators": self.indicator_values()})
+                  "price": price, "reason": reason, "indicators": self.indicator_values()})
 
     def on_opened(self, ts: int, side: int, quantity: float, price: float, fee: float,
                   reason: str) -> None:
@@ -414,13 +420,13 @@ class SymbolRunner:
 
         A number, or a dict of outputs for multi-output indicators (MACD ...); NaN before warm-up.
         """
-        out: dict[str, Any] = {}
-        for key in self.bank.keys():
-            ind = self.bank.indicator(key)
-            values = ind.values
-            out[str(key)] = float(values[0]) if len(values) == 1 else dict(
-                zip(ind.output_names, map(float, values)))
-        return out
+        bank = self.bank
+        if self._layout_size != len(bank):   # indicators are added as the strategy asks for them
+            self._layout = [(str(k), *bank.slot(k), bank.indicator(k).output_names) for k in bank.keys()]
+            self._layout_size = len(bank)
+        values = bank.values_view().tolist()
+        return {key: values[slot] if n == 1 else dict(zip(names, values[slot:slot + n]))
+                for key, slot, n, names in self._layout}
 
     def state(self) -> dict[str, Any]:
         """Status, state machine state, position, pending order, context, indicators, cash and equity.

@@ -1,7 +1,7 @@
 """Where two runs first part: aligning runners' outcome events and finding the first difference.
 
-Two runs are compared runner by runner (paired by key, else by symbol, else
-in order). A runner's outcomes (`tradesim.sessions.session.OUTCOME_TYPES`:
+Two runs are compared runner by runner (paired by key, else by symbol; the
+rest are listed as unpaired). A runner's outcomes (`tradesim.sessions.session.OUTCOME_TYPES`:
 decisions, fills, rejections, errors ...) are compared event by event, in
 order; the first pair that differs (`same_event`: NaN equals NaN, the seq,
 runner key and strategy name do not count) is the runner's divergence, at
@@ -168,12 +168,22 @@ def _divergence(key_a: str, key_b: str, i: int, ea: list, eb: list, sa: Session 
 
 
 def _state(events: list[dict[str, Any]]) -> dict[str, Any]:
+    # The last decision (with the indicator values then) and the context the strategy had:
+    # set by the analysis that started (opportunity_detected), cleared when a position closes.
     last = next((e for e in reversed(events) if e["type"] == "decision"), None)
+    context: dict[str, Any] | None = None
+    for e in reversed(events):
+        if e["type"] == "opportunity_detected":
+            context = e.get("context") or {}
+            break
+        if e["type"] in ("position_closed", "analysis_timeout"):
+            context = {}
+            break
     if last is None:
-        return {"decision": None, "context": None, "indicators": None}
+        return {"decision": None, "context": context, "indicators": None}
     decision = {k: last.get(k) for k in ("timestamp", "state", "started", "start_reason", "action",
                                         "quantity", "stop_loss", "take_profit", "price", "reason")}
-    return {"decision": decision, "context": last.get("context"), "indicators": last.get("indicators")}
+    return {"decision": decision, "context": context, "indicators": last.get("indicators")}
 
 
 def _after(events: list[dict[str, Any]]) -> dict[str, Any]:

@@ -118,6 +118,7 @@ class LuaStrategy:
                 built["set_param"](key, value)
         built["defaults"] = defaults
         built["params"] = effective
+        built["source"] = source.decode("utf-8", errors="replace")
         built["name"] = self._explicit_name or built["strategy_name"]() or self.path.stem
         if self._symbol:
             built["set_symbol"](self._symbol)
@@ -126,6 +127,8 @@ class LuaStrategy:
     def _install(self, built: dict[str, Any]) -> None:
         self._sandbox: LuaSandbox = built["sandbox"]
         self._fns = built
+        #: the script's text as loaded (a reload replaces it): what a recorded session keeps
+        self.source: str = built["source"]
         self._script_name = self.path.name      # named by decode's errors: not looked up per decision
         # The raw guarded dispatcher, for the runner's hot path (called from C
         # when the sandbox allows it): pass what it raises to `translate_error`
@@ -147,7 +150,8 @@ class LuaStrategy:
             return {}
         if not isinstance(flat, tuple):
             flat = (flat,)
-        return {flat[i]: flat[i + 1] for i in range(0, len(flat) - 1, 2)}
+        # sorted: a Lua table's order changes from one process to the next (a session log must not)
+        return dict(sorted((flat[i], flat[i + 1]) for i in range(0, len(flat) - 1, 2)))
 
     def reload(self) -> None:
         """Re-read the script (hot reload), keeping context, position and indicators.
@@ -288,7 +292,7 @@ class LuaStrategy:
         self._fns["clear_context"]()
 
     def context(self) -> dict[str, Any]:
-        """The script's context as a dict of scalars (str keys; number, str or bool values)."""
+        """The script's context as a dict of scalars (str keys, sorted; number, str or bool values)."""
         return self._pairs(self._fns["context_snapshot"]())
 
     def set_context(self, key: str, value: float | int | str | bool) -> None:
