@@ -225,3 +225,20 @@ def test_python_api_takes_a_mapping_of_values(bars):
     assert_same_trials(by_text, by_map)
     with pytest.raises(OptimizeInputError, match="empty range"):
         optimize(EMA, bars, {"fast": range(5, 5)})
+
+
+def test_cli_optimize_reads_the_catalog(btc_path, tmp_path):
+    from click.testing import CliRunner
+
+    from tradesim.catalog import Catalog
+    from tradesim.cli import main
+
+    Catalog(tmp_path / "cat").import_file(btc_path)
+    common = ["optimize", "--strategy", str(EMA), "--param", "fast=5:10:5", "--param", "slow=30", "--jobs", "1",
+              "--from", "2025-05-20", "--to", "2025-05-22", "--json"]
+    from_catalog = CliRunner().invoke(main, [*common, "--symbol", "BTCUSDT", "--catalog", str(tmp_path / "cat")])
+    from_file = CliRunner().invoke(main, [*common, "--data", str(btc_path)])
+    assert from_catalog.exit_code == 0, from_catalog.output
+    a, b = json.loads(from_catalog.output), json.loads(from_file.output)
+    assert [t["metrics"] for t in a["trials"]] == [t["metrics"] for t in b["trials"]]
+    assert a["data"][0]["bars"] == 2 * 1440
