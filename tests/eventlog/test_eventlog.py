@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import signal
 import subprocess
 import sys
 import threading
@@ -234,6 +235,144 @@ def test_timed_flush_writes_a_quiet_stream_and_flush_waits(tmp_path):
         LogWriter(tmp_path / "bad", flush_interval=None).append({"x": object()})
     with pytest.raises(LogWriteError, match="holds a log already"):
         LogWriter(tmp_path / "log")
+
+
+# -- timed flushes write tail snapshots: segments stay byte-identical; a crash keeps what was flushed --------
+
+def test_flushes_at_any_moment_leave_the_segments_byte_identical(tmp_path):
+    events = [_event(i) for i in range(3000)]
+    _write(tmp_path / "plain", events, block_bytes=8192, segment_bytes=60_000)
+    w = LogWriter(tmp_path / "flushed", block_bytes=8192, segment_bytes=60_000, flush_interval=0.001)
+    rng = random.Random(5)
+    for e in events:
+        w.append(dict(e))
+        if rng.random() < 0.02:
+            w.flush()                        # at arbitrary points, as a timer would
+    assert w.stats["tail_writes"] > 10
+    w.close()
+    names = sorted(p.name for p in (tmp_path / "plain").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "flushed").iterdir())     # no tail files left
+    assert not any(n.startswith("tail") for n in names)
+    for name in names:
+        assert (tmp_path / "plain" / name).read_bytes() == (tmp_path / "flushed" / name).read_bytes(), name
+
+
+CRASH_AFTER_FLUSH = """
+import os, sys
+from tradesim.eventlog import LogWriter
+w = LogWriter(sys.argv[1], flush_interval=None, block_bytes=4096, fsync="never")
+for i in range(int(sys.argv[2])):
+    w.append({"type": "x", "i": i, "pad": "p" * (i % 13)})
+w.flush()
+for i in range(50):                          # appended after the flush: not promised
+    w.append({"type": "late", "i": i})
+os._exit(9)                                  # no close: as a crash
+"""
+
+
+@pytest.mark.parametrize("n", [1, 37, 400])   # in the first block, and with full blocks in the segment
+def test_a_crash_keeps_every_event_flushed_before_it(tmp_path, n):
+    log = tmp_path / "log"
+    done = subprocess.run([sys.executable, "-c", CRASH_AFTER_FLUSH, str(log), str(n)], capture_output=True, timeout=60)
+    assert done.returncode == 9, done.stderr
+    r = LogReader(log)
+    got = [e for e in r.events() if e["type"] == "x"]
+    assert [e["i"] for e in got] == list(range(n))
+    assert [e["seq"] for e in got] == list(range(1, n + 1))
+    assert r.stopped_at is not None and "tail" in r.stopped_at
+    assert verify_log(log).ok
+    # a torn rewrite of the newest snapshot falls back to the older one (or to the segments): never an error
+    newest = max(log.glob("tail*.blk"), key=lambda p: LogReader(log).blocks[-1].segment == p.name)
+    newest.write_bytes(newest.read_bytes()[:-1])
+    assert [e["seq"] for e in LogReader(log).events()] == list(range(1, len(list(LogReader(log).events())) + 1))
+    assert verify_log(log).ok
+
+
+STREAM = """
+import sys
+from tradesim.eventlog import LogWriter
+w = LogWriter(sys.argv[1], flush_interval=0.002, block_bytes=2048, segment_bytes=40_000, fsync="never")
+print("started", flush=True)
+i = 0
+while True:                                  # an endless stream: every kill lands in the middle of it
+    w.append({"type": "bar" if i % 4 else "decision", "i": i, "time": 1_700_000_000_000 + 60_000 * i,
+              "close": 100.0 + (i % 89) * 0.5, "ctx": {"k": i % 7} if i % 4 == 0 else None})
+    i += 1
+"""
+
+
+def test_sigkill_at_random_moments_leaves_a_readable_prefix(tmp_path):
+    rng = random.Random(20261204)
+    for k in range(20):
+        log = tmp_path / f"log{k}"
+        proc = subprocess.Popen([sys.executable, "-c", STREAM, str(log)], stdout=subprocess.PIPE)
+        proc.stdout.readline()
+        try:
+            proc.wait(timeout=rng.uniform(0.0, 0.6))
+        except subprocess.TimeoutExpired:
+            pass
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+        proc.stdout.close()
+        report = verify_log(log)
+        assert report.ok, (k, report.problems)
+        got = list(LogReader(log).events())
+        assert report.events == len(got) == report.last_seq
+        # the uninterrupted stream's first len(got) events, independently rebuilt
+        for j, e in enumerate(got):
+            assert e["seq"] == j + 1 and e["i"] == j and e["time"] == 1_700_000_000_000 + 60_000 * j, (k, j)
+
+
+HASHED = """
+import sys
+from tradesim.eventlog import LogWriter
+names = {"BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT"}   # set order varies with PYTHONHASHSEED
+w = LogWriter(sys.argv[1], flush_interval=0.001, block_bytes=4096, segment_bytes=50_000)
+for i in range(20_000):
+    w.append({"type": "bar", "symbol": sorted(names)[i % 4], "time": i * 60_000, "close": i / 7,
+              "ctx": {name: i % 3 for name in sorted(names)}})
+w.close()
+"""
+
+
+def test_logs_are_byte_identical_across_processes_and_hash_seeds(tmp_path):
+    for seed in ("0", "1", "12345"):
+        env = dict(os.environ, PYTHONHASHSEED=seed)
+        done = subprocess.run([sys.executable, "-c", HASHED, str(tmp_path / seed)], env=env, capture_output=True,
+                              timeout=120)
+        assert done.returncode == 0, done.stderr
+    names = sorted(p.name for p in (tmp_path / "0").iterdir())
+    assert len(names) > 2
+    for seed in ("1", "12345"):
+        assert sorted(p.name for p in (tmp_path / seed).iterdir()) == names
+        for name in names:
+            assert (tmp_path / seed / name).read_bytes() == (tmp_path / "0" / name).read_bytes(), (seed, name)
+
+
+def test_an_fsync_error_stops_the_writer_for_good(tmp_path, monkeypatch):
+    def eio(fd):
+        raise OSError(5, "Input/output error")
+    w = LogWriter(tmp_path / "log", flush_interval=None, block_bytes=512, fsync="block")
+    monkeypatch.setattr(writer_module.os, "fsync", eio)
+    with pytest.raises(LogWriteError, match=r"\.seg.*errno 5 EIO"):
+        for i in range(10_000):                 # the first block's fsync fails; appends then raise
+            w.append({"type": "x", "i": i, "pad": "z" * 50})
+        w.flush()
+    assert isinstance(w.error, LogWriteError) and w.error.errno == 5
+    for call in (lambda: w.append({"type": "x"}), w.flush, w.close):   # no retry-and-continue (E7)
+        with pytest.raises(LogWriteError, match="EIO"):
+            call()
+
+
+def test_a_missing_segment_is_a_seq_gap(tmp_path):
+    _write(tmp_path / "log", [_event(i) for i in range(3000)], block_bytes=2048, segment_bytes=20_000)
+    segments = sorted((tmp_path / "log").glob("*.seg"))
+    assert len(segments) >= 3
+    segments[1].unlink()                                  # the index no longer matches: a scan finds the gap
+    with pytest.raises(LogCorrupt, match=rf"{segments[2].name}: block at byte offset 8 starts at seq \d+, expected"):
+        LogReader(tmp_path / "log")
+    report = verify_log(tmp_path / "log")
+    assert not report.ok and "expected" in report.problems[0]
 
 
 SHORT = """

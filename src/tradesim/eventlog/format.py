@@ -20,12 +20,13 @@ import os
 import struct
 import zlib
 
-__all__ = ["HEADER", "HEADER_SIZE", "INDEX_NAME", "NO_TIME", "SEGMENT_MAGIC", "SEGMENT_SUFFIX", "BlockHeader",
-           "LogCorrupt", "LogWriteError", "fsync_dir", "pack_header", "segment_name", "unpack_header"]
+__all__ = ["HEADER", "HEADER_SIZE", "INDEX_NAME", "NO_TIME", "SEGMENT_MAGIC", "SEGMENT_SUFFIX", "TAIL_NAMES",
+           "BlockHeader", "LogCorrupt", "LogWriteError", "fsync_dir", "pack_header", "segment_name", "unpack_header"]
 
 SEGMENT_MAGIC = b"TSLOG1\r\n"
 SEGMENT_SUFFIX = ".seg"
 INDEX_NAME = "index.msgpack"
+TAIL_NAMES = ("tail0.blk", "tail1.blk")   # snapshots of the open block (written by flushes, removed at close)
 BLOCK_MAGIC = b"TSB1"
 HEADER = struct.Struct("<4sIIIQqqI")   # without header_crc
 HEADER_SIZE = HEADER.size + 4

@@ -10,8 +10,12 @@ there, is a torn tail: reading stops before it and `stopped_at` says where.
 from __future__ import annotations
 
 import bisect
+import io
+import struct
+import sys
 import zlib
-from collections.abc import Iterable, Iterator
+from array import array
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import accumulate
 from pathlib import Path
@@ -26,6 +30,7 @@ from tradesim.eventlog.format import (
     NO_TIME,
     SEGMENT_MAGIC,
     SEGMENT_SUFFIX,
+    TAIL_NAMES,
     BlockHeader,
     LogCorrupt,
     unpack_header,
@@ -61,20 +66,23 @@ class LogReader:
         self.stopped_at: str | None = None
         self.indexed = False
         self._files: dict[str, Any] = {}
+        self._tail: tuple[str, bytes] | None = None   # a tail file's snapshot block in use: (name, its bytes)
         blocks = self._from_index()
         if blocks is None:
             blocks = self._scan()
+            self._recover_tail(blocks)
         else:
             self.indexed = True
-        self._blocks = blocks
+        self._blocks: Sequence[BlockHeader] = blocks
+        # first seqs, and the largest time so far (non-decreasing, so a bisect finds a time), per block
         if isinstance(blocks, _IndexedBlocks):
-            self._first_seqs = [row[2] for row in blocks.rows]
-            last_times = (row[5] for row in blocks.rows)
+            self._first_seqs: Sequence[int] = blocks.columns["first_seq"]
+            self._max_times: Sequence[int] = blocks.columns["max_time"]
+            self._first_times: Iterable[int] = blocks.columns["first_time"]
         else:
             self._first_seqs = [b.first_seq for b in blocks]
-            last_times = (b.last_time for b in blocks)
-        # the largest time so far, per block: non-decreasing, so a bisect finds a time
-        self._max_times = list(accumulate(last_times, max))
+            self._max_times = list(accumulate((b.last_time for b in blocks), max))
+            self._first_times = [b.first_time for b in blocks]
 
     # -- opening ---------------------------------------------------------------------------
 
@@ -89,14 +97,18 @@ class LogReader:
             return None   # a damaged index is rebuilt from the segments
         try:
             index = msgpack.unpackb(body, strict_map_key=False)
+            if index.get("format") != 2:
+                return None   # an older index: rebuilt from the segments
             segments = [(name, size) for name, size in index["segments"]]
+            columns = {name: _int64s(data) for name, data in index["columns"].items()}
+            if any(len(c) != index["blocks"] for c in columns.values()):
+                return None
         except Exception:
             return None
         actual = [(name, (self.directory / name).stat().st_size) for name in self.segments]
         if segments != actual:
             return None
-        return _IndexedBlocks(index["blocks"], [name for name, _ in segments])
-
+        return _IndexedBlocks(columns, [name for name, _ in segments])
     def _scan(self) -> list[BlockHeader]:
         blocks: list[BlockHeader] = []
         expected = None
@@ -139,6 +151,30 @@ class LogReader:
                 break
         return blocks
 
+    def _recover_tail(self, blocks: list[BlockHeader]) -> None:
+        # A log not closed cleanly: the writer's last flushed snapshot of its open block (tail0/1.blk), if
+        # it continues the segments, holds events flushed but not yet in a segment. Of the two files the
+        # valid one with the most events is used; an invalid one (a crash mid-write) is skipped.
+        expected = blocks[-1].last_seq + 1 if blocks else 1
+        best: tuple[BlockHeader, bytes] | None = None
+        for name in TAIL_NAMES:
+            try:
+                data = (self.directory / name).read_bytes()
+                hdr = unpack_header(data[:HEADER_SIZE], name, 0)
+            except (OSError, LogCorrupt, struct.error):
+                continue
+            block = data[:hdr.end]
+            if len(block) < hdr.end or zlib.crc32(block[HEADER_SIZE:]) != hdr.payload_crc:
+                continue
+            if hdr.first_seq == expected and (best is None or hdr.count > best[0].count):
+                best = (hdr, block)
+        if best is not None:
+            blocks.append(best[0])
+            self._tail = (best[0].segment, best[1])
+            self.stopped_at = (f"{self.stopped_at}; " if self.stopped_at else "") + \
+                f"{best[0].segment}: the last flushed snapshot of the open block (seq {best[0].first_seq}.." \
+                f"{best[0].last_seq}) read; the log was not closed"
+
     # -- reading ------------------------------------------------------------------------------
 
     def __len__(self) -> int:
@@ -152,7 +188,7 @@ class LogReader:
     @property
     def first_time(self) -> int | None:
         """The first ``time`` in the log (ms UTC), or None."""
-        return next((b.first_time for b in self._blocks if b.first_time != NO_TIME), None)
+        return next((t for t in self._first_times if t != NO_TIME), None)
 
     @property
     def last_time(self) -> int | None:
@@ -173,7 +209,10 @@ class LogReader:
         ------
         LogCorrupt
         """
-        fh = self._file(block.segment)
+        if self._tail is not None and block.segment == self._tail[0]:
+            fh: Any = io.BytesIO(self._tail[1])   # read once at open: the writer may be rewriting the file
+        else:
+            fh = self._file(block.segment)
         fh.seek(block.offset)
         head = fh.read(HEADER_SIZE)
         if len(head) < HEADER_SIZE:
@@ -209,8 +248,9 @@ class LogReader:
         """
         wanted = frozenset(types) if types is not None else None
         i = max(0, bisect.bisect_right(self._first_seqs, from_seq) - 1)
-        for k in range(i, len(self._blocks)):
-            block = self._blocks[k]
+        blocks = self._blocks
+        for k in range(i, len(blocks)):
+            block = blocks[k]
             if to_seq is not None and block.first_seq > to_seq:
                 return
             events = self.block_events(block)
@@ -279,32 +319,32 @@ class LogReader:
             fh.close()
 
 
-class _IndexedBlocks:
-    """The index's rows, turned into `BlockHeader` objects only when asked for (a 10-million-event
-    log has some 25,000 blocks; opening it to read a few must not build them all)."""
+class _IndexedBlocks(Sequence[BlockHeader]):
+    """The blocks of an index file: columns of int64, a `BlockHeader` made when one is asked for."""
 
-    def __init__(self, rows: list[list[int]], segments: list[str]) -> None:
-        self.rows = rows
-        self.segments = segments
-        self._made: dict[int, BlockHeader] = {}
+    def __init__(self, columns: dict[str, array], segments: list[str]) -> None:
+        self.columns, self.segments = columns, segments
+        self._n = len(columns["first_seq"])
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return self._n
 
-    def __getitem__(self, i):
+    def __getitem__(self, i):  # type: ignore[override]
         if isinstance(i, slice):
-            return [self[k] for k in range(*i.indices(len(self.rows)))]
+            return [self[k] for k in range(*i.indices(self._n))]
+        c = self.columns
         if i < 0:
-            i += len(self.rows)
-        block = self._made.get(i)
-        if block is None:
-            seg, offset, first_seq, count, first_time, last_time, stored = self.rows[i]
-            block = self._made[i] = BlockHeader(stored, None, count, first_seq, first_time, last_time, None,
-                                                self.segments[seg], offset)
-        return block
+            i += self._n
+        return BlockHeader(c["stored"][i], None, c["count"][i], c["first_seq"][i], c["first_time"][i],
+                           c["last_time"][i], None, self.segments[c["segment"][i]], c["offset"][i])
 
-    def __iter__(self):
-        return (self[i] for i in range(len(self.rows)))
+
+def _int64s(data: bytes) -> array:
+    a = array("q")
+    a.frombytes(data)
+    if sys.byteorder == "big":
+        a.byteswap()
+    return a
 
 
 def _unpack_all(raw: bytes) -> list[dict[str, Any]]:
