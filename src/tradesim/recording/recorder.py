@@ -104,10 +104,9 @@ class SessionRecorder:
         "never" for a backtest (a process crash loses nothing written, and a
         backtest can be run again after a power loss), "interval" for a live run.
     flush_interval : float, None or "auto"
-        Seconds an open block of the log may wait before it is written (what a
-        crash of a quiet run can lose). None: blocks are cut by size only, so
-        the log's bytes depend only on the events. "auto": None for a
-        backtest (byte-identical logs), 0.2 s for a live run.
+        Seconds an open block of the log may wait before a copy of it is
+        written (what a crash of a quiet run can lose; see docs/event-log.md:
+        the log's bytes never depend on it). None: no timed flush. "auto": 0.2 s.
     on_full : {"block", "drop", "raise"}
         What `append` does when the writer's queue is full. A backtest blocks
         (nothing may be lost); a live run may prefer ``"drop"`` (counted and
@@ -145,8 +144,8 @@ class SessionRecorder:
             "config": jsonable(config or {}), "runners": [], "strategies": {}, "data": [],
             "seeds": jsonable(seeds or {}), "status": "recording",
         }
-        if flush_interval == "auto":
-            flush_interval = None if kind == "backtest" else 0.2
+        if flush_interval == "auto":   # (a timed flush never changes the log's bytes: tail copies)
+            flush_interval = 0.2
         if fsync == "auto":
             fsync = "never" if kind == "backtest" else "interval"
         self._writer_options = {"fsync": fsync, "flush_interval": flush_interval, "on_full": on_full}
