@@ -13,6 +13,7 @@ import sys
 import click
 
 from tradesim import __version__
+from tradesim.catalog.commands import bars_option_values as _bars_option_values
 from tradesim.cli_support import console as _console
 from tradesim.cli_support import parse_params as _parse_params
 
@@ -197,6 +198,12 @@ def validate_command(strategy, params, bars, strict):
                    "recorded Binance stream from --data; binance: live klines (paper trading).")
 @click.option("--data", "data", multiple=True, type=click.Path(dir_okay=False),
               help="Bar file(s) or recording(s) (.txt/.txt.gz) for --feed replay.")
+@click.option("--from", "start", default=None,
+              help="--feed replay without --data: bars of --symbol from the catalog from this open time.")
+@click.option("--to", "end", default=None, help="--feed replay without --data: up to (excluding) this open time.")
+@click.option("--catalog", "catalog_dir", default=None, type=click.Path(file_okay=False),
+              help="--feed replay without --data: catalog folder (default $TRADESIM_CATALOG or "
+                   "~/.local/share/tradesim).")
 @click.option("--speed", default=0.0, show_default=True,
               help="Pace: 0 = as fast as possible, 1 = real time, N = N times real time.")
 @click.option("--bars-from", type=click.Choice(["auto", "klines", "trades"]), default="auto", show_default=True,
@@ -228,7 +235,8 @@ def validate_command(strategy, params, bars, strict):
 @click.option("--record", "record_dir", type=click.Path(file_okay=False), default=None,
               help="Record the run as a session in this sessions folder (see `tradesim sessions`).")
 @click.option("--session-name", default=None, help="The recorded session's id (default: UTC time and kind).")
-def run_command(strategy, config_path, symbols, feed, data, speed, bars_from, bars, interval, seed, cash, fill,
+def run_command(strategy, config_path, symbols, feed, data, start, end, catalog_dir, speed, bars_from, bars,
+                interval, seed, cash, fill,
                 slippage_bps, commission_bps, params, region, base_url, rest_url, duration, events_path,
                 max_offline, busy_poll_us, record_dir, session_name):
     """Run strategies on a feed with paper trading; Ctrl-C or SIGTERM stops with a summary.
@@ -237,6 +245,7 @@ def run_command(strategy, config_path, symbols, feed, data, speed, bars_from, ba
     Examples:
       tradesim run --strategy lua-strategies/examples/ema_crossover.lua
       tradesim run --strategy s.lua --feed replay --data BTCUSDT-1m.csv.gz --speed 60
+      tradesim run --strategy s.lua --feed replay --symbol BTCUSDT --from 2024-01-01 --to 2024-02-01
       tradesim run --strategy s.lua --feed binance --symbol BTCUSDT --symbol ETHUSDT --interval 1m
       tradesim run --config runners.toml
       tradesim run --strategy s.lua --record sessions    # then: tradesim sessions list
@@ -251,8 +260,10 @@ def run_command(strategy, config_path, symbols, feed, data, speed, bars_from, ba
         raise click.UsageError("give --strategy PATH (or --config runners.toml)")
     if config_path is not None and strategy is not None:
         raise click.UsageError("--config lists the strategies: drop --strategy")
+    if data and (start or end or catalog_dir):
+        raise click.UsageError("--from/--to/--catalog take bars from the catalog: drop them or --data")
     if config_path is None and feed == "replay" and not data:
-        raise click.BadParameter("--feed replay needs --data FILE", param_hint="--data")
+        data = _bars_option_values(data, symbols, interval, start, end, catalog_dir)
     events_file = open(events_path, "wb") if events_path else None  # noqa: SIM115 (closed below)
     try:
         if config_path is not None:
@@ -306,8 +317,13 @@ def _recorder(folder, name, kind, **options):
 @main.command("backtest")
 @click.option("--strategy", "strategies", multiple=True, required=True, type=click.Path(dir_okay=False),
               help="Lua strategy script (repeatable: every strategy runs on every symbol).")
-@click.option("--data", "data", multiple=True, required=True, type=click.Path(dir_okay=False),
+@click.option("--data", "data", multiple=True, type=click.Path(dir_okay=False),
               help="Bar file: Binance kline CSV(.gz), OHLCV CSV or Parquet (repeatable: one per symbol).")
+@click.option("--symbol", "symbols", multiple=True,
+              help="Instead of --data: this symbol's bars from the catalog (repeatable; see `tradesim download`).")
+@click.option("--interval", default=None, help="With --symbol: bar interval in the catalog (default 1m).")
+@click.option("--catalog", "catalog_dir", default=None, type=click.Path(file_okay=False),
+              help="With --symbol: catalog folder (default $TRADESIM_CATALOG or ~/.local/share/tradesim).")
 @click.option("--from", "start", default=None, help="First bar open time to include (ISO date/time UTC or ms).")
 @click.option("--to", "end", default=None, help="Exclude bars opening at or after this time (ISO or ms).")
 @click.option("--fill", type=click.Choice(["next_open", "close"]), default="next_open",
@@ -324,7 +340,8 @@ def _recorder(folder, name, kind, **options):
 @click.option("--record", "record_dir", type=click.Path(file_okay=False), default=None,
               help="Record the backtest as a session in this sessions folder (see `tradesim sessions`).")
 @click.option("--session-name", default=None, help="The recorded session's id (default: UTC time and kind).")
-def backtest_command(strategies, data, start, end, fill, slippage_bps, commission_bps, fee, cash,
+def backtest_command(strategies, data, symbols, interval, catalog_dir, start, end, fill, slippage_bps,
+                     commission_bps, fee, cash,
                      risk_free, params, report, trades_path, as_json, record_dir, session_name):
     """Backtest strategies over bar files with simulated execution.
 
@@ -332,6 +349,7 @@ def backtest_command(strategies, data, start, end, fill, slippage_bps, commissio
     Example:
       tradesim backtest --strategy lua-strategies/examples/ema_crossover.lua \\
           --data BTCUSDT-1m.csv.gz --commission-bps 10 --report report.html
+      tradesim backtest --strategy s.lua --symbol BTCUSDT --interval 1m --from 2024-01-01 --to 2024-07-01
     """
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -341,6 +359,7 @@ def backtest_command(strategies, data, start, end, fill, slippage_bps, commissio
     from tradesim.recording import RecordingError
     from tradesim.strategy import StrategyError
 
+    data = _bars_option_values(data, symbols, interval, start, end, catalog_dir)
     console = Console(stderr=True)
     try:
         recorder = _recorder(record_dir, session_name, "backtest") if record_dir else None
@@ -505,13 +524,16 @@ def bench_command(filters, quick, as_json):
 
 def _register_optional_commands() -> None:
     # `verify` lives beside its bridge code; importing it is cheap (no OCaml run).
+    from tradesim.catalog.commands import COMMANDS as catalog_commands
+    from tradesim.optimize.commands import optimize_command
     from tradesim.serve.commands import serve
     from tradesim.sessions.commands import COMMANDS as session_commands
     from tradesim.verify import verify
 
     main.add_command(verify)
+    main.add_command(optimize_command)
     main.add_command(serve)
-    for command in session_commands:
+    for command in (*session_commands, *catalog_commands):
         main.add_command(command)
 
 

@@ -496,10 +496,15 @@ def compare(
 @click.option(
     "--data",
     "data_path",
-    required=True,
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Bars file: Binance kline CSV (.csv/.csv.gz) or timestamp,open,high,low,close,volume CSV.",
 )
+@click.option("--symbol", default=None, help="Instead of --data: this symbol's bars from the catalog.")
+@click.option("--interval", default=None, help="With --symbol: bar interval (default 1m).")
+@click.option("--from", "start", default=None, help="With --symbol: first open time (ISO date/time UTC or ms).")
+@click.option("--to", "end", default=None, help="With --symbol: stop before this open time.")
+@click.option("--catalog", "catalog_dir", default=None, type=click.Path(file_okay=False),
+              help="With --symbol: catalog folder (default $TRADESIM_CATALOG or ~/.local/share/tradesim).")
 @click.option(
     "--indicator",
     "specs",
@@ -515,7 +520,8 @@ def compare(
     help="Maximum relative difference allowed after warm-up.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
-def verify(data_path: Path, specs: tuple[str, ...], tolerance: float, as_json: bool) -> None:
+def verify(data_path: Path | None, symbol: str | None, interval: str | None, start: str | None, end: str | None,
+           catalog_dir: str | None, specs: tuple[str, ...], tolerance: float, as_json: bool) -> None:
     """Cross-check the Cython indicators against the OCaml reference.
 
     Exit status 0 when every output agrees within the tolerance with identical
@@ -528,10 +534,15 @@ def verify(data_path: Path, specs: tuple[str, ...], tolerance: float, as_json: b
         raise click.BadParameter(str(exc), param_hint="'--indicator'") from None
     if not (tolerance >= 0 and math.isfinite(tolerance)):
         raise click.BadParameter("must be a finite number >= 0", param_hint="'--tolerance'")
+    from tradesim.catalog.commands import bars_option_values
+
+    source = bars_option_values([data_path] if data_path else [], [symbol] if symbol else [], interval,
+                                start, end, catalog_dir)[0]
     try:
-        bars = _load_bars(data_path)
+        bars = _load_bars(source) if isinstance(source, Path) else source
     except Exception as exc:  # noqa: BLE001 - report any loader failure cleanly
         raise click.ClickException(f"cannot load {data_path}: {exc}") from exc
+    label = data_path.name if data_path else f"{bars.symbol} {interval or '1m'} (catalog)"
     try:
         results = compare(bars, parsed)
     except VerifyUnavailable as exc:
@@ -550,7 +561,8 @@ def verify(data_path: Path, specs: tuple[str, ...], tolerance: float, as_json: b
             rows.append(row)
         click.echo(
             json.dumps(
-                {"data": str(data_path), "tolerance": tolerance, "ok": all_ok, "results": rows},
+                {"data": str(data_path) if data_path else bars.source, "tolerance": tolerance, "ok": all_ok,
+                 "results": rows},
                 indent=2,
             )
         )
@@ -558,7 +570,7 @@ def verify(data_path: Path, specs: tuple[str, ...], tolerance: float, as_json: b
         from rich.console import Console
         from rich.table import Table
 
-        table = Table(title=f"OCaml reference vs tradesim — {data_path.name}")
+        table = Table(title=f"OCaml reference vs tradesim — {label}")
         table.add_column("indicator", no_wrap=True)
         table.add_column("output", no_wrap=True)
         table.add_column("max abs diff", justify="right")

@@ -121,11 +121,14 @@ def test_a_failing_log_stops_the_recording_not_the_backtest(btc_path, tmp_path, 
 
 
 def test_session_names_are_checked_and_never_reused(tmp_path):
-    SessionRecorder(tmp_path, name="a")
+    SessionRecorder(tmp_path, name="a").start()
     with pytest.raises(RecordingError, match="exists already"):
         SessionRecorder(tmp_path, name="a")
     with pytest.raises(RecordingError, match="plain folder name"):
         SessionRecorder(tmp_path, name="../escape")
-    first = SessionRecorder(tmp_path, kind="run", wall_clock=lambda: 1_700_000_000.0)
-    second = SessionRecorder(tmp_path, kind="run", wall_clock=lambda: 1_700_000_000.0)
+    first = SessionRecorder(tmp_path, kind="run", wall_clock=lambda: 1_700_000_000.0).start()
+    second = SessionRecorder(tmp_path, kind="run", wall_clock=lambda: 1_700_000_000.0).start()
     assert first.path != second.path and second.path.name == first.path.name + "-2"
+    assert second.id == second.path.name and second.manifest["id"] == second.id
+    unused = SessionRecorder(tmp_path, kind="backtest", name="never-started")
+    assert not unused.path.exists()             # a run that fails to load leaves no folder behind

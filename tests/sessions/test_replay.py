@@ -134,36 +134,52 @@ def test_diff_live_catches_a_strategy_that_reads_the_wall_clock_at_the_right_bar
     assert first.a["type"] == "decision" and (first.b is None or first.b["timestamp"] > first.timestamp)
 
 
-def test_a_live_session_with_pause_and_resume_replays_identically(tmp_path):
+def test_a_live_session_with_pause_resume_and_a_late_runner_replays_identically(tmp_path):
     engine = TradingEngine()
     engine.add_feed(SimulatedFeed(["BTCUSDT", "ETHUSDT"], bars=3000, speed=0, seed=11), "sim")
-    ids = [engine.add_runner(sym, EMA, feed="sim") for sym in ("BTCUSDT", "ETHUSDT")]
+    ids = [engine.add_runner(sym, EMA, feed="sim", analysis_timeout_bars=7) for sym in ("BTCUSDT", "ETHUSDT")]
     rec = SessionRecorder(tmp_path, kind="run", name="paused")
     engine.record(rec)
-    steps = {"paused": False, "resumed": False}
+    late: list[str] = []
 
-    def until():
-        bars = engine.runner(ids[0]).core.bars
-        if not steps["paused"] and bars >= 800:
+    def on_bar(handle, _t):   # on the worker, at exact bars: pause, resume, and a runner joins
+        if handle.bars == 800:
             engine.pause(ids[0])
-            steps["paused"] = True
-        elif steps["paused"] and not steps["resumed"] and bars >= 1600:
+        elif handle.bars == 1600:
             engine.resume(ids[0])
-            steps["resumed"] = True
-        return all(engine.runner(r).core.bars >= 3000 for r in ids)
-    _run_engine(engine, until)
+        elif handle.bars == 1000 and not late:
+            late.append("pending")
+    engine._runners[ids[0]].on_processed = on_bar
+
+    async def main():
+        task = asyncio.create_task(engine.run())
+        loop = asyncio.get_running_loop()
+        end = loop.time() + 60
+        while not late and loop.time() < end:
+            await asyncio.sleep(0.001)
+        late[:] = [engine.add_runner("BTCUSDT", RSI, feed="sim")]   # joins mid-run, on the loop
+        await task
+        engine.close("end of run")
+    asyncio.run(main())
     rec.finish()
     session = open_session(rec.path)
+    assert session.manifest["runners"][0]["options"]["analysis_timeout_bars"] == 7
     controls = [e for e in session.log.events(types={"control"})]
-    assert [c["command"] for c in controls] == ["pause", "resume"]
+    assert [(c["command"], c["bars"]) for c in controls] == [("pause", 800), ("resume", 1600)]
+    late_info = session.runner(late[0])
+    assert late_info.added_during_run
+    assert len(session.bars_for(late[0])) == engine.runner(late[0]).core.bars < 3000
+    snapshots = {e["runner"] for e in session.log.events(types={"snapshot"})}
+    assert set(ids) <= snapshots                                   # every symbol's runners get them
     rep = replay(session)
     assert rep.identical, rep.comparison.to_dict()["first"]
     assert rep.comparison.decisions > 20
-    # the backtest engine cannot pause: diff-live says so, and finds the runner that was paused
+    assert int(rep.runners[late[0]].core.bars) == engine.runner(late[0]).core.bars
+    # the backtest engine cannot pause: diff-live says so, and finds only the paused runner differs
     live_vs_bt = backtest_session(session)
     assert any("pause" in n for n in live_vs_bt.notes)
-    paused_key = ids[0]
-    assert all(d.runner == paused_key for d in live_vs_bt.comparison.divergences)
+    assert live_vs_bt.comparison.divergences
+    assert {d.runner for d in live_vs_bt.comparison.divergences} == {ids[0]}
 
 
 @pytest.mark.skipif(not fake_binance.data_available(), reason="real market data not found")

@@ -20,7 +20,7 @@ from tradesim.sessions.inspect import resolve_point, state_at
 
 REPO = Path(__file__).resolve().parents[2]
 EMA = REPO / "lua-strategies" / "examples" / "ema_crossover.lua"
-START, END = "2025-06-01", "2025-06-15"   # 20,160 real 1m bars: 5 chunks of 4,096
+START, END = "2025-06-01", "2025-06-15"   # 20,160 real 1m bars: 2 chunks of 16,384
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,10 @@ def test_inspect_at_each_fill_shows_the_backtests_position(recorded):
         assert after["last_trade"]["exit_time"] == trades[k].exit_time
     # --time names the last event at or before that time
     decision = next(iter(session.log.events(types={"decision"})))
-    assert resolve_point(session, time_ms=decision["timestamp"]) >= decision["seq"]
+    point = resolve_point(session, time_ms=decision["timestamp"])
+    assert point >= decision["seq"] and session.log.event(point)["time"] <= decision["timestamp"]
+    later = session.log.event(point + 1)
+    assert later["time"] > decision["timestamp"]              # the last event at or before the time
     with pytest.raises(ValueError, match="seq"):
         resolve_point(session, seq=10**9)
 
@@ -84,7 +87,7 @@ def test_list_show_verify_replay(recorded):
     out = _cli("sessions", "show", "ema", "--sessions", folder, "--json")
     shown = json.loads(out.output)
     assert shown["event_counts"]["position_closed"] == len(result.trades)
-    assert shown["event_counts"]["bars"] == 5
+    assert shown["event_counts"]["bars"] == 2
     out = _cli("sessions", "verify", "ema", "--sessions", folder)
     assert out.exit_code == 0 and "ok" in out.output
     out = _cli("replay", "ema", "--sessions", folder)
@@ -131,3 +134,34 @@ def test_backtest_and_run_commands_record(btc_path, tmp_path):
     assert len(run.bars_for("BTCUSDT:ema_crossover")) == 600
     out = _cli("diff-live", "cli-run", "--sessions", tmp_path)
     assert out.exit_code == 0 and "identical" in out.output
+
+
+def test_runners_toml_sessions_section_records_every_run(tmp_path):
+    (tmp_path / "runners.toml").write_text(f"""
+[sessions]
+record = true
+folder = "recorded"
+flush_interval = 0.05
+
+[feeds.sim]
+type = "simulated"
+bars = 400
+seed = 5
+
+[[runners]]
+symbol = "ETHUSDT"
+strategy = "{EMA}"
+feed = "sim"
+params = {{ fast = 8 }}
+""")
+    out = _cli("run", "--config", tmp_path / "runners.toml")
+    assert out.exit_code == 0, out.output
+    sessions = list((tmp_path / "recorded").iterdir())
+    assert len(sessions) == 1
+    session = open_session(sessions[0])
+    assert session.manifest["seeds"] == {"sim": 5}
+    assert session.manifest["runners"][0]["params"]["fast"] == 8
+    assert len(session.bars_for("ETHUSDT:ema_crossover")) == 400
+    bad = _cli("run", "--config", tmp_path / "runners.toml", "--record", tmp_path / "recorded",
+               "--session-name", sessions[0].name)
+    assert bad.exit_code == 1 and "exists already" in bad.output

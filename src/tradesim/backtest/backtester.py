@@ -36,7 +36,7 @@ _NUMBER = re.compile(r"[-+]?\d[\d.,e+-]*")
 CHUNK = 1 << 16
 
 #: Bars per call while recording a session: one ``bars`` event and one ``snapshot`` per runner each.
-RECORD_CHUNK = 1 << 12
+RECORD_CHUNK = 1 << 14
 
 
 @dataclass
@@ -180,6 +180,10 @@ class Backtest:
         Close positions still open at the last bar (reason "end_of_data").
     max_consecutive_errors : int
         A runner stops itself after this many failed strategy calls in a row.
+    ambiguity_policy : str
+        Same-bar stop-loss/take-profit policy of the state machine.
+    analysis_timeout_bars : int
+        Bars allowed in ANALYZING before returning to IDLE (0 = no limit).
     progress : callable, optional
         ``progress(bars_done, bars_total)`` called between chunks.
 
@@ -196,6 +200,7 @@ class Backtest:
                  execution: ExecutionConfig | None = None, window_size: int = 500,
                  risk_free_rate: float = 0.0, close_at_end: bool = True,
                  max_consecutive_errors: int = 10, ambiguity_policy: str = "stop_loss_first",
+                 analysis_timeout_bars: int = 0,
                  progress: Callable[[int, int], Any] | None = None, **execution_fields: Any) -> None:
         if execution is not None and execution_fields:
             raise TypeError("pass either execution=ExecutionConfig(...) or its fields, not both")
@@ -215,6 +220,7 @@ class Backtest:
         self.close_at_end = close_at_end
         self.max_consecutive_errors = max_consecutive_errors
         self.ambiguity_policy = ambiguity_policy
+        self.analysis_timeout_bars = analysis_timeout_bars
         self.progress = progress
         n_runners = len(self.strategies) * len(self.bars)
         per_runner = ExecutionConfig(**{**self.execution.as_dict(),
@@ -225,7 +231,8 @@ class Backtest:
                 runner = SymbolRunner(bars.symbol, path, params=self._params_for(path),
                                       window_size=window_size, execution=per_runner,
                                       max_consecutive_errors=max_consecutive_errors,
-                                      ambiguity_policy=ambiguity_policy)
+                                      ambiguity_policy=ambiguity_policy,
+                                      analysis_timeout_bars=analysis_timeout_bars)
                 self.runners.append((runner, bars))
 
     def _params_for(self, path: Path) -> dict:
@@ -325,7 +332,8 @@ class Backtest:
             recorder.add_runner(f"{bars.symbol}:{runner.strategy.name}", runner,
                                 window_size=self.window_size,
                                 options={"max_consecutive_errors": self.max_consecutive_errors,
-                                         "ambiguity_policy": self.ambiguity_policy})
+                                         "ambiguity_policy": self.ambiguity_policy,
+                                         "analysis_timeout_bars": self.analysis_timeout_bars})
         if not recorder.recording:
             recorder.start()
 

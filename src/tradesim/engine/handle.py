@@ -57,6 +57,7 @@ class RunnerHandle(RunnerInbox):
         self.feed = feed
         self.strategy = runner.strategy.name
         self._bus = bus
+        self.options: dict[str, Any] = {}   # the SymbolRunner options it was built with (plain values)
         self.started = time.monotonic()
         runner.on_event = self._on_runner_event
         runner.events_wanted = lambda: bus.active   # no subscriber: no event is even built

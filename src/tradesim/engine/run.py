@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
+from tradesim.data import Bars
 from tradesim.engine import TradingEngine
 from tradesim.engine.config import EngineConfig, FeedConfig, RunnerConfig
 from tradesim.engine.feed_watch import DEFAULT_MAX_OFFLINE_S, FeedOffline, FeedWatch
@@ -188,14 +189,20 @@ def run_engine(engine: TradingEngine, *, console=None, duration: float | None = 
                 except (NotImplementedError, RuntimeError):
                     pass
 
-    with Live(_status_line(engine, 0.0), console=console, refresh_per_second=5,
-              transient=True) as live:
-        try:
-            with asyncio.Runner(loop_factory=engine.new_event_loop) as runner:  # busy-polls if asked
-                runner.run(main(live))
-        except KeyboardInterrupt:  # a second Ctrl-C while shutting down
-            console.print("[yellow]interrupted[/yellow]")
-            interrupted = True
+    try:
+        with Live(_status_line(engine, 0.0), console=console, refresh_per_second=5,
+                  transient=True) as live:
+            try:
+                with asyncio.Runner(loop_factory=engine.new_event_loop) as runner:  # busy-polls if asked
+                    runner.run(main(live))
+            except KeyboardInterrupt:  # a second Ctrl-C while shutting down
+                console.print("[yellow]interrupted[/yellow]")
+                interrupted = True
+    except BaseException as exc:   # the session still gets its end, and says why
+        if recorder is not None:
+            engine.close("end of run")
+            recorder.finish("failed", {"error": f"{type(exc).__name__}: {exc}"[:1024]})
+        raise
     engine.close("end of run")  # a no-op unless the run was interrupted before its own close
     console.print(_summary(engine, time.monotonic() - started))
     if recorder is not None:
@@ -289,7 +296,7 @@ def _session_result(engine: TradingEngine) -> dict[str, Any]:
 
 
 def run_paper(strategy: str | Path, *, symbols: list[str] | None = None, feed: str = "simulated",
-              data: list[str] | None = None, speed: float = 0.0, bars: int = 5000,
+              data: list[str | Bars] | None = None, speed: float = 0.0, bars: int = 5000,
               interval: str = "1m", seed: int = 0, cash: float = 10_000.0,
               params: dict[str, Any] | None = None, console=None, region: str = "com",
               base_url: str | None = None, rest_url: str | None = None,
@@ -300,7 +307,8 @@ def run_paper(strategy: str | Path, *, symbols: list[str] | None = None, feed: s
               recorder: SessionRecorder | None = None) -> list[SymbolRunner]:
     """Run one strategy on each symbol of one feed (``tradesim run`` without ``--config``).
 
-    `recorder` records the run as a session (see `run_engine`).
+    `recorder` records the run as a session (see `run_engine`). For ``feed="replay"``,
+    `data` holds bar files or recordings, or loaded `Bars` (e.g. from `tradesim.catalog`).
 
     Returns the runners after the run (positions closed, status STOPPED or FAILED).
     """
@@ -312,8 +320,16 @@ def run_paper(strategy: str | Path, *, symbols: list[str] | None = None, feed: s
     if feed == "simulated":
         feed_cfg.update(bars=bars, seed=seed)
     elif feed == "replay":
-        feed_cfg.update(data=list(data or []), bars_from=bars_from)
-        if not symbols:  # the files name the symbols: build the feed once and ask it
+        loaded = [d for d in data or [] if isinstance(d, Bars)]  # e.g. from the catalog
+        feed_cfg.update(data=[b.source for b in loaded] if loaded else list(data or []), bars_from=bars_from)
+        if loaded:
+            from tradesim.feeds.historical import HistoricalFeed
+
+            if len(loaded) != len(data or []):
+                raise ValueError("give bar files or loaded Bars, not both")
+            prebuilt["main"] = HistoricalFeed(loaded, speed=speed)
+            symbols = symbols or list(prebuilt["main"].symbols)
+        elif not symbols:  # the files name the symbols: build the feed once and ask it
             prebuilt["main"] = make_feed(FeedConfig(**feed_cfg))
             symbols = list(prebuilt["main"].symbols)
     else:

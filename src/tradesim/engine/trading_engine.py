@@ -117,7 +117,7 @@ class TradingEngine:
         self.recorder = recorder
         for runner_id, handle in self._runners.items():
             recorder.add_runner(runner_id, handle.runner, feed=handle.feed,
-                                window_size=handle.runner.window.capacity)
+                                window_size=handle.runner.window.capacity, options=handle.options)
         if not recorder.recording:
             recorder.start()
 
@@ -208,9 +208,10 @@ class TradingEngine:
         handle = RunnerHandle(runner_id, runner, feed_name, self.pool, self.bus,
                               queue_size or self.queue_size)
         self._runners[runner_id] = handle
+        handle.options = _recordable(runner_options)   # what a recorded session needs to rebuild it
         if self.recorder is not None:
             self.recorder.add_runner(runner_id, runner, feed=feed_name, window_size=window_size,
-                                     options=_recordable(runner_options))
+                                     options=handle.options)
         self._routes.setdefault((feed_name, symbol), []).append(handle)
         return runner_id
 
@@ -232,8 +233,7 @@ class TradingEngine:
         UnknownRunner
         """
         handle = self._handle(runner_id)
-        self.audit("remove", runner_id, **audit)
-        handle.runner.stop("removed")
+        self._command(runner_id, "remove", lambda r: r.stop("removed"), audit)
         del self._runners[runner_id]
         route = self._routes.get((handle.feed, handle.symbol), [])
         if handle in route:
@@ -291,9 +291,14 @@ class TradingEngine:
             (engine not running) The new version failed to load.
         """
         def reload(runner: SymbolRunner) -> None:
-            source = runner.strategy.path.read_text(encoding="utf-8", errors="replace")
-            runner.reload()
-            self.audit("reload", runner_id, source=source, **audit)
+            try:
+                runner.reload()
+            except Exception as exc:
+                # recorded, so that a replay reports the same failure at the same bar
+                self.audit("reload", runner_id, failed=True, error=type(exc).__name__,
+                           message=f"reload failed: {exc}"[:1024], **audit)
+                raise
+            self.audit("reload", runner_id, source=runner.strategy.source, **audit)
         handle = self._handle(runner_id)
         if self._stopping is None:
             reload(handle.runner)
@@ -305,7 +310,7 @@ class TradingEngine:
             except Exception as exc:   # the old version keeps running; say why
                 runner.emit("runner_error", timestamp=None, error=type(exc).__name__,
                             message=f"reload failed: {exc}"[:1024])
-        handle.request(guarded)
+        handle.request(guarded).add_done_callback(_log_failure)
 
     def _command(self, runner_id: str, command: str, fn, audit: dict[str, str] | None = None,
                  **fields: Any) -> None:
@@ -316,8 +321,8 @@ class TradingEngine:
             fn(runner)
         if self._stopping is None:
             apply(handle.runner)
-        else:
-            handle.request(apply)
+        else:   # applied between two bars by the runner's worker (after a call in progress)
+            handle.request(apply).add_done_callback(_log_failure)
 
     def audit(self, command: str, runner_id: str | None, *, scope: str = "", origin: str = "",
               record: bool = True, **fields: Any) -> None:
@@ -514,13 +519,15 @@ class TradingEngine:
         wait_quiet = self.pool.wait_quiet
         recorder = self.recorder
         wall_ns = time.time_ns
+        per_symbol: Counter[str] = Counter()   # bars of this feed per symbol (snapshot cadence)
 
         def dispatch(bar: Any) -> None:
             arrived = clock()
             counts[name] += 1
             if recorder is not None:   # before any runner sees it: the log keeps inputs first
                 recorder.bar(name, bar, wall_ns() // 1_000_000)
-                if counts[name] % SNAPSHOT_EVERY_BARS == 0:
+                per_symbol[bar.symbol] += 1
+                if per_symbol[bar.symbol] % SNAPSHOT_EVERY_BARS == 0:
                     for handle in routes.get((name, bar.symbol), ()):
                         handle.request(functools.partial(_snapshot, recorder, handle.id))
             if bus.active:
@@ -566,6 +573,13 @@ def _is_realtime(feed: Any) -> bool:
     if live is not None:
         return bool(live)
     return (getattr(feed, "speed", 0) or 0) > 0
+
+
+def _log_failure(fut) -> None:
+    # A control command applied on a worker: its failure goes to the log, not to a lost Future.
+    exc = fut.exception() if not fut.cancelled() else None
+    if exc is not None:
+        log.error("control command failed: %s: %s", type(exc).__name__, exc)
 
 
 def _snapshot(recorder: SessionRecorder, runner_id: str, runner: SymbolRunner) -> None:

@@ -68,6 +68,15 @@ def default_sessions_folder() -> Path:
     return Path(os.environ.get(SESSIONS_ENV) or "sessions")
 
 
+def _check_name(name: str) -> None:
+    if not name or "/" in name or "\\" in name or name in (".", "..") or name.startswith("."):
+        raise RecordingError(f"session name {name!r}: must be a plain folder name")
+
+
+def _default_name(kind: str, now: float) -> str:
+    return _dt.datetime.fromtimestamp(now, _dt.UTC).strftime("%Y%m%d-%H%M%S") + f"-{kind}"
+
+
 def _utc(ms: float) -> str:
     return _dt.datetime.fromtimestamp(ms / 1000, _dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
 
@@ -90,10 +99,14 @@ class SessionRecorder:
         Run settings kept in the manifest (execution, feeds, window size ...).
     seeds : dict, optional
         Seeds the run used (e.g. the simulated feed's), kept in the manifest.
-    fsync : {"never", "interval", "block"}
-        The log's fsync policy (see `tradesim.eventlog.LogWriter`).
-    flush_interval : float
-        Seconds between the log writer's timed flushes.
+    fsync : {"auto", "never", "interval", "block"}
+        The log's fsync policy (see `tradesim.eventlog.LogWriter`). "auto":
+        "never" for a backtest (a process crash loses nothing written, and a
+        backtest can be run again after a power loss), "interval" for a live run.
+    flush_interval : float, None or "auto"
+        Seconds an open block of the log may wait before a copy of it is
+        written (what a crash of a quiet run can lose; see docs/event-log.md:
+        the log's bytes never depend on it). None: no timed flush. "auto": 0.2 s.
     on_full : {"block", "drop", "raise"}
         What `append` does when the writer's queue is full. A backtest blocks
         (nothing may be lost); a live run may prefer ``"drop"`` (counted and
@@ -110,18 +123,20 @@ class SessionRecorder:
     def __init__(self, folder: str | Path | None = None, *, kind: str = "backtest",
                  name: str | None = None, command: list[str] | None = None,
                  config: dict[str, Any] | None = None, seeds: dict[str, Any] | None = None,
-                 fsync: str = "interval", flush_interval: float = 0.2, on_full: str = "block",
+                 fsync: str = "auto", flush_interval: float | None | str = "auto", on_full: str = "block",
                  wall_clock: Callable[[], float] = time.time) -> None:
         if kind not in ("backtest", "run", "replay"):
             raise ValueError(f"kind = {kind!r}: must be 'backtest', 'run' or 'replay'")
         self.folder = Path(folder) if folder is not None else default_sessions_folder()
         self.wall_clock = wall_clock
         now = wall_clock()
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            self.path = self._new_folder(name, kind, now)
-        except OSError as exc:
-            raise RecordingError(f"cannot create a session in {self.folder}: {exc}") from None
+        self._name, self._kind, self._created = name, kind, now
+        if name is not None:   # a taken or unsafe name fails now, before the run loads anything
+            _check_name(name)
+            if (self.folder / name).exists():
+                raise RecordingError(f"session {self.folder / name} exists already")
+        # the folder is made by `start`: a run that fails to load leaves nothing behind
+        self.path = self.folder / (name or _default_name(kind, now))
         self.id = self.path.name
         self.manifest: dict[str, Any] = {
             "format": FORMAT, "kind": kind, "id": self.id, "tradesim": _version(),
@@ -129,6 +144,10 @@ class SessionRecorder:
             "config": jsonable(config or {}), "runners": [], "strategies": {}, "data": [],
             "seeds": jsonable(seeds or {}), "status": "recording",
         }
+        if flush_interval == "auto":   # (a timed flush never changes the log's bytes: tail copies)
+            flush_interval = 0.2
+        if fsync == "auto":
+            fsync = "never" if kind == "backtest" else "interval"
         self._writer_options = {"fsync": fsync, "flush_interval": flush_interval, "on_full": on_full}
         self._writer: LogWriter | None = None
         self._runners: dict[str, SymbolRunner] = {}
@@ -137,25 +156,28 @@ class SessionRecorder:
         self.finished = False
         self._shut = False
 
-    def _new_folder(self, name: str | None, kind: str, now: float) -> Path:
-        if name is not None:
-            if not name or "/" in name or name in (".", "..") or name.startswith("."):
-                raise RecordingError(f"session name {name!r}: must be a plain folder name")
-            path = self.folder / name
-            try:
-                path.mkdir()
-            except FileExistsError:
-                raise RecordingError(f"session {path} exists already") from None
-            return path
-        base = _dt.datetime.fromtimestamp(now, _dt.UTC).strftime("%Y%m%d-%H%M%S") + f"-{kind}"
-        for n in range(1, 10_000):
-            path = self.folder / (base if n == 1 else f"{base}-{n}")
-            try:
-                path.mkdir()
-                return path
-            except FileExistsError:
-                continue
-        raise RecordingError(f"no free session name like {base!r} in {self.folder}")
+    def _make_folder(self) -> None:
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            if self._name is not None:
+                try:
+                    self.path.mkdir()
+                except FileExistsError:
+                    raise RecordingError(f"session {self.path} exists already") from None
+                return
+            base = _default_name(self._kind, self._created)
+            for n in range(1, 10_000):
+                path = self.folder / (base if n == 1 else f"{base}-{n}")
+                try:
+                    path.mkdir()
+                except FileExistsError:
+                    continue
+                self.path, self.id = path, path.name
+                self.manifest["id"] = self.id
+                return
+            raise RecordingError(f"no free session name like {base!r} in {self.folder}")
+        except OSError as exc:
+            raise RecordingError(f"cannot create a session in {self.folder}: {exc}") from None
 
     # -- what the run is ------------------------------------------------------------
 
@@ -176,13 +198,15 @@ class SessionRecorder:
         ``runner_added`` at this point of the input stream too.
         """
         strategy = runner.strategy
-        source = strategy.path.read_text(encoding="utf-8", errors="replace")
+        source = strategy.source
         sha = strategy_sha256(source)
         entry = {"key": key, "symbol": runner.symbol, "strategy": strategy.name,
                  "script": str(strategy.path), "sha256": sha, "params": jsonable(strategy.params),
                  "execution": jsonable(runner.execution.as_dict()),
                  "window_size": window_size if window_size is not None else runner.window.capacity,
                  "feed": feed, "options": jsonable(options or {})}
+        if self._writer is not None:   # joins mid-run: replays start it at its runner_added event
+            entry["added_during_run"] = True
         with self._lock:
             self.manifest["strategies"][sha] = source
             self.manifest["runners"].append(entry)
@@ -196,7 +220,7 @@ class SessionRecorder:
 
         def sink(event: dict) -> None:
             if event["type"] == "strategy_reloaded":   # a replay needs the new version's source
-                source = self._runners[key].strategy.path.read_text(encoding="utf-8", errors="replace")
+                source = self._runners[key].strategy.source
                 sha = strategy_sha256(source)
                 with self._lock:
                     self.manifest["strategies"][sha] = source
@@ -209,7 +233,14 @@ class SessionRecorder:
     # -- writing ------------------------------------------------------------------------
 
     def start(self) -> SessionRecorder:
-        """Write the manifest and open the log; returns self."""
+        """Create the session folder, write the manifest and open the log; returns self.
+
+        Raises
+        ------
+        RecordingError
+            The folder cannot be created, or (a given name) exists already.
+        """
+        self._make_folder()
         write_manifest(self.path, self.manifest)
         self._writer = LogWriter(self.path / LOG_DIR, **self._writer_options)
         return self
@@ -226,13 +257,13 @@ class SessionRecorder:
         key the log's time index (`LogReader.seek_time`) reads.
         """
         writer = self._writer
-        if writer is None or self.error is not None:
+        if writer is None or self.error is not None or self.finished:
             return
         if "time" not in event and type(event.get("timestamp")) is int:
             event["time"] = event["timestamp"]
         try:
             writer.append(event)
-        except LogWriteError as exc:
+        except (LogWriteError, ValueError, TypeError) as exc:   # disk, closed writer, unencodable value
             self._failed(exc)
 
     def _failed(self, exc: BaseException) -> None:
@@ -277,7 +308,8 @@ class SessionRecorder:
         """Log runner `key`'s state (what `tradesim inspect` starts from)."""
         runner = self._runners[key]
         last = runner.window.latest().timestamp if len(runner.window) else None
-        self.append({"type": "snapshot", "runner": key, "timestamp": last, **plain(runner.state())})
+        self.append({"type": "snapshot", "runner": key, "symbol": runner.symbol, "timestamp": last,
+                     **plain(runner.state())})
 
     def shutdown(self, reason: str) -> None:
         """Mark the end of the input (once): what follows (closing positions) is the shutdown's doing."""

@@ -83,7 +83,9 @@ def sessions_list(sessions_dir, as_json):
         table.add_column(col, no_wrap=True,
                          justify="right" if col in ("bars", "trades", "net P&L", "size") else "left")
     for r in rows:
-        table.add_row(r["id"], r["kind"], r["status"] + (" (recording error)" if r["error"] else ""),
+        status = r["status"] + (" (recording error)" if r["error"] else "") + \
+            (f" ({r['dropped']:,} events dropped)" if r["dropped"] else "")
+        table.add_row(r["id"], r["kind"], status,
                       (r["created"] or "")[:19].replace("T", " "), ", ".join(r["runners"][:3]) +
                       (f" +{len(r['runners']) - 3}" if len(r["runners"]) > 3 else ""),
                       f"{r['bars']:,}" if r["bars"] is not None else "—",
@@ -110,7 +112,7 @@ def sessions_show(session, sessions_dir, as_json):
            "config": m.get("config"), "seeds": m.get("seeds"), "files": m.get("files", []),
            "runner_details": [{k: v for k, v in r.items()} for r in m.get("runners", [])],
            "result": m.get("result"), "log": m.get("log"), "event_counts": dict(counts),
-           "stopped_at": s.log.stopped_at}
+           "stopped_at": s.log.stopped_at, "warnings": s.warnings()}
     if as_json:
         _echo_json(out)
         return
@@ -129,8 +131,8 @@ def sessions_show(session, sessions_dir, as_json):
         res = out["result"]
         console.print(f"result: {res.get('bars', 0):,} bars, {res.get('trades', 0):,} trades, "
                       f"net P&L {res.get('net_profit', 0.0):+,.2f}")
-    if out["error"]:
-        console.print(f"[red]{out['error']}[/red]", soft_wrap=True)
+    for warning in s.warnings():
+        console.print(f"[yellow]{warning}[/yellow]", soft_wrap=True)
     if out["stopped_at"]:
         console.print(f"[yellow]log cut short: {out['stopped_at']}[/yellow]", soft_wrap=True)
 
@@ -159,7 +161,7 @@ def sessions_verify(session, sessions_dir, as_json):
     ok = report.ok and not problems
     out = {"session": s.id, "ok": ok, "events": report.events, "last_seq": report.last_seq,
            "segments": report.segments, "stopped_at": report.stopped_at, "problems": problems,
-           "status": s.manifest.get("status")}
+           "status": s.manifest.get("status"), "warnings": s.warnings()}
     if as_json:
         _echo_json(out)
     else:
@@ -169,6 +171,8 @@ def sessions_verify(session, sessions_dir, as_json):
                       f"{report.segments} segment(s); recording status {out['status']}", soft_wrap=True)
         if report.stopped_at:
             console.print(f"[yellow]ends early: {report.stopped_at}[/yellow]", soft_wrap=True)
+        for warning in out["warnings"]:
+            console.print(f"[yellow]{warning}[/yellow]", soft_wrap=True)
         for p in problems:
             console.print(f"[red]{p}[/red]", soft_wrap=True)
     if not ok:
@@ -256,7 +260,7 @@ def _print_state(s, result: dict[str, Any], listed: list[dict[str, Any]]) -> Non
         table.add_column("field")
         table.add_column("value", overflow="fold")
         for name in ("at_bar", "status", "state", "position", "working_order", "context", "indicators", "last_decision",
-                     "last_bar", "cash", "equity", "trades", "trades_since_snapshot",
+                     "last_input_bar", "cash", "equity", "trades", "trades_since_snapshot",
                      "realized_pnl_since_snapshot", "last_rejection", "last_error", "from_seq"):
             if name in st:
                 table.add_row(name, json.dumps(jsonable(st[name])))

@@ -1,7 +1,7 @@
 """Where two runs first part: aligning runners' outcome events and finding the first difference.
 
-Two runs are compared runner by runner (paired by key, else by symbol, else
-in order). A runner's outcomes (`tradesim.sessions.session.OUTCOME_TYPES`:
+Two runs are compared runner by runner (paired by key, else by symbol; the
+rest are listed as unpaired). A runner's outcomes (`tradesim.sessions.session.OUTCOME_TYPES`:
 decisions, fills, rejections, errors ...) are compared event by event, in
 order; the first pair that differs (`same_event`: NaN equals NaN, the seq,
 runner key and strategy name do not count) is the runner's divergence, at

@@ -1,11 +1,11 @@
 """The state of a recorded session at one point (``tradesim inspect``), without replaying it.
 
 The log holds each runner's state (``snapshot`` events) every chunk of a
-backtest and every 1,000 bars of a live feed. `state_at` seeks (through the
-log's sparse index) a window before the point, starting with 8,192 events
-and widening it until every runner's latest snapshot is inside it, then
-rolls each runner's snapshot forward over the events up to the point:
-decisions (context, indicator values), fills (position), status changes.
+backtest and every 1,000 bars of a live feed. `state_at` finds (through the
+log's sparse index) the block holding the point, reads blocks backwards until
+every runner's latest snapshot is found, then rolls each runner's snapshot
+forward over the events up to the point: decisions (indicator values),
+analyses (context), fills (position), status changes.
 """
 
 from __future__ import annotations
@@ -17,12 +17,13 @@ from tradesim.sessions.session import Session
 
 __all__ = ["resolve_point", "state_at"]
 
-#: Events scanned back from the point at first (widened x8 until every runner's snapshot is found).
-FIRST_WINDOW = 8192
-
+#: Events after the first one past ``--time`` still searched for events at or before it.
+LOOK_AHEAD = 10_000
 
 def resolve_point(session: Session, seq: int | None = None, time_ms: int | None = None) -> int:
-    """The seq a ``--seq`` / ``--time`` names: `seq` itself, or the last event at or before `time_ms`.
+    """The seq a ``--seq`` / ``--time`` names: `seq` itself, or the last event whose time is at or
+    before `time_ms` (looking up to `LOOK_AHEAD` events past the first later one: a live runner's
+    decisions on a bar are logged after the bars that arrived meanwhile).
 
     Raises
     ------
@@ -37,19 +38,19 @@ def resolve_point(session: Session, seq: int | None = None, time_ms: int | None 
         if not 1 <= seq <= last:
             raise ValueError(f"seq = {seq}: the log holds seq 1 .. {last}")
         return seq
-    after = next(iter(log.seek_time(time_ms)), None)   # the first event at or after the time
+    after = next(iter(log.seek_time(time_ms + 1)), None)   # the first event after the time
     if after is None:
         return last
-    if _event_time(after) == time_ms:
-        return after["seq"]
     if after["seq"] <= 1:
         raise ValueError(f"time = {time_ms}: before the session's first event")
-    return after["seq"] - 1
-
-
-def _event_time(event: dict[str, Any]) -> int | None:
-    t = event.get("time")
-    return t if isinstance(t, int) else None
+    point = after["seq"] - 1
+    # A live runner's outcomes for bar T are logged after the bars that arrived while it decided:
+    # take those too (within a bounded look-ahead), so the state is the one after bar T.
+    for event in log.events(from_seq=after["seq"], to_seq=after["seq"] + LOOK_AHEAD):
+        t = event.get("time")
+        if type(t) is int and t <= time_ms:
+            point = event["seq"]
+    return point
 
 
 def state_at(session: Session, seq: int) -> dict[str, Any]:
@@ -59,15 +60,8 @@ def state_at(session: Session, seq: int) -> dict[str, Any]:
     Returns ``{"seq": seq, "event": the event, "runners": {key: state}}``.
     """
     log = session.log
-    keys = [r["key"] for r in session.manifest.get("runners", [])]
-    window = FIRST_WINDOW
-    while True:
-        start = max(1, seq - window)
-        events = list(log.events(from_seq=start, to_seq=seq))
-        snapped = {e["runner"] for e in events if e["type"] == "snapshot"}
-        if start == 1 or all(k in snapped for k in keys):
-            break
-        window *= 8
+    keys = {r["key"] for r in session.manifest.get("runners", [])}
+    events = _back_to_snapshots(log, seq, keys)
     states: dict[str, dict[str, Any]] = {}
     for event in events:
         key = event.get("runner")
@@ -77,14 +71,14 @@ def state_at(session: Session, seq: int) -> dict[str, Any]:
             continue
         if key is None or kind in ("bars", "control", "shutdown"):
             if kind == "bars":   # a backtest's chunk: logged before its bars are run
-                _state(states, key)["last_bar"] = {"chunk_last": _last_ts(event)}
+                _state(states, key)["last_input_bar"] = {"chunk_last": _last_ts(event)}
             elif kind == "control" and key is not None:
                 _state(states, key)["last_control"] = {k: event.get(k) for k in ("command", "wall", "bars")}
             elif kind == "bar":
                 for st in states.values():
-                    if st.get("symbol") == event["symbol"]:
-                        st["last_bar"] = {k: event[k] for k in ("timestamp", "open", "high", "low", "close",
-                                                                 "volume")}
+                    if st.get("symbol") == event["symbol"]:   # the feed's; the runner's is at_bar
+                        st["last_input_bar"] = {k: event[k] for k in ("timestamp", "open", "high", "low",
+                                                                       "close", "volume")}
             continue
         st = _state(states, key)
         _apply(st, event)
@@ -94,10 +88,26 @@ def state_at(session: Session, seq: int) -> dict[str, Any]:
     return {"seq": seq, "event": target, "runners": states}
 
 
+def _back_to_snapshots(log, seq: int, keys: set[str]) -> list[dict[str, Any]]:
+    """The events from the latest snapshot of every runner in `keys` (or the log's start) up to `seq`,
+    read block by block backwards from the block holding `seq` (the sparse index finds it)."""
+    i = log.block_for(seq) if log.n_blocks else -1
+    chunks: list[list[dict[str, Any]]] = []
+    missing = set(keys)
+    while i >= 0:
+        got = [e for e in log.block_events(log.block(i)) if e["seq"] <= seq]
+        chunks.append(got)
+        missing -= {e.get("runner") for e in got if e["type"] == "snapshot"}
+        if not missing:
+            break
+        i -= 1
+    return [e for chunk in reversed(chunks) for e in chunk]
+
+
 def _state(states: dict[str, dict[str, Any]], key: str) -> dict[str, Any]:
     if key not in states:   # no snapshot yet: the state a new runner starts in
         states[key] = {"status": "running", "state": "IDLE", "position": None, "working_order": None,
-                       "context": {}, "indicators": {}, "last_decision": None, "last_bar": None,
+                       "context": {}, "indicators": {}, "last_decision": None, "at_bar": None,
                        "trades_since_snapshot": 0, "realized_pnl_since_snapshot": 0.0, "from_seq": None}
     return states[key]
 
@@ -108,8 +118,8 @@ def _from_snapshot(event: dict[str, Any]) -> dict[str, Any]:
               working_order="pending order" if event.get("pending_order") else None,
               context=event.get("context") or {}, indicators=event.get("indicators") or {},
               cash=event.get("cash"), equity=event.get("equity"), bars=event.get("bars"),
-              trades=event.get("trades"), from_seq=event["seq"],
-              last_bar={"timestamp": event.get("timestamp")}, at_bar=event.get("timestamp"))
+              trades=event.get("trades"), from_seq=event["seq"], symbol=event.get("symbol"),
+              at_bar=event.get("timestamp"))
     return st
 
 

@@ -164,11 +164,10 @@ def replay(session: Session, *, strategy: str | Path | None = None, params: dict
     notes: list[str] = []
     with tempfile.TemporaryDirectory(prefix="tradesim-replay-") as tmp:
         runners = _Runners(session, Path(tmp), strategy, params)
-        manifest_keys = {r["key"] for r in session.manifest["runners"]}
-        for info in session.runners():
-            if info.key in manifest_keys:
-                runners.add(info)
         infos = {info.key: info for info in session.runners()}
+        for info in infos.values():
+            if not info.added_during_run:   # the others join at their runner_added event
+                runners.add(info)
         controls = _controls(session)
         bars = 0
         last_ts: int | None = None
@@ -197,6 +196,7 @@ def replay(session: Session, *, strategy: str | Path | None = None, params: dict
                                     message=str(exc)[:1024])
             elif kind == "runner_added" and event["key"] not in runners.by_key:
                 runners.add(infos[event["key"]])
+                _apply_controls(runners, event["key"], controls, notes)
             elif kind == "shutdown" and event.get("runner") is None:
                 break
             if progress is not None and kind in ("bars", "bar"):
@@ -205,6 +205,7 @@ def replay(session: Session, *, strategy: str | Path | None = None, params: dict
             _apply_controls(runners, key, controls, notes)
         for runner in runners.by_key.values():
             runner.record_to(None)
+    notes.extend(session.warnings())
     comparison = compare_outcomes(session.outcomes(), runners.outcomes, label_a=f"recorded {session.id}",
                                   label_b="what-if replay" if what_if else "replay",
                                   inputs_a=session, inputs_b=session)
@@ -233,6 +234,8 @@ def _apply_controls(runners: _Runners, key: str, controls: dict[str, deque], not
             runner.resume()
         elif command in ("stop", "remove"):
             runner.stop(event.get("reason") or ("removed" if command == "remove" else "stopped by request"))
+        elif command == "reload" and event.get("failed"):   # live, the old version kept running
+            runner.emit("runner_error", timestamp=None, error=event.get("error"), message=event.get("message"))
         elif command == "reload":
             if not runners.reload(key, event.get("source")):
                 notes.append(f"{key}: the recorded reload at bar {event['bars']} was not applied (what-if)")
@@ -282,8 +285,9 @@ def backtest_session(session: Session) -> ReplayResult:
     outcomes: dict[str, list[dict[str, Any]]] = {}
     runners: dict[str, SymbolRunner] = {}
     bars_total = 0
+    notes.extend(session.warnings())
     for event in session.log.events(types={"control"}):
-        if event.get("runner") is not None:
+        if event.get("runner") is not None and event["command"] not in ("stop", "remove"):
             notes.append(f"{event['runner']}: control {event['command']!r} after bar {event.get('bars')} "
                          f"was applied live; a backtest does not apply it")
     with tempfile.TemporaryDirectory(prefix="tradesim-diff-live-") as tmp:
@@ -294,7 +298,7 @@ def backtest_session(session: Session) -> ReplayResult:
             script = folder / (Path(info.script).name or "strategy.lua")
             script.write_text(info.source, encoding="utf-8")
             options = {k: v for k, v in info.options.items()
-                       if k in ("max_consecutive_errors", "ambiguity_policy")}
+                       if k in ("max_consecutive_errors", "ambiguity_policy", "analysis_timeout_bars")}
             bt = Backtest(script, bars, params=info.params, execution=ExecutionConfig(**info.execution),
                           window_size=info.window_size, close_at_end=False, **options)
             runner = bt.runners[0][0]

@@ -90,6 +90,7 @@ class RunnerInfo:
     execution: dict[str, Any]
     window_size: int
     options: dict[str, Any]
+    added_during_run: bool = False
 
 
 class Session:
@@ -143,7 +144,7 @@ class Session:
         return RunnerInfo(entry["key"], entry["symbol"], entry.get("feed"), entry["strategy"],
                           entry.get("script", ""), source, dict(entry.get("params") or {}),
                           dict(entry.get("execution") or {}), int(entry.get("window_size") or 500),
-                          dict(entry.get("options") or {}))
+                          dict(entry.get("options") or {}), bool(entry.get("added_during_run")))
 
     def runner(self, key: str) -> RunnerInfo:
         """One runner by key (raises KeyError naming the known keys)."""
@@ -163,16 +164,24 @@ class Session:
         its feed and symbol from when it was added until the shutdown)."""
         info = self.runner(key)
         cols: dict[str, list] = {name: [] for name, _ in BAR_COLUMNS}
-        active = self.kind == "backtest" or any(r["key"] == key for r in self.manifest["runners"])
+        active = not info.added_during_run
+        taken = 0          # bars the runner took: it stops taking them at a stop or remove command
+        limit = min((e["bars"] for e in self.log.events(types={"control"})
+                     if e.get("runner") == key and e["command"] in ("stop", "remove") and "bars" in e),
+                    default=None)
         for event in self.inputs():
+            if limit is not None and taken >= limit:
+                break
             kind = event["type"]
             if kind == "bars" and event["runner"] == key:
                 for name, dtype in BAR_COLUMNS:
                     cols[name].append(np.frombuffer(event[name], dtype=dtype))
+                taken += event["count"]
             elif kind == "bar" and active and event["symbol"] == info.symbol \
                     and (info.feed is None or event["feed"] == info.feed):
                 for name, dtype in BAR_COLUMNS:
                     cols[name].append(np.array([event[name]], dtype=dtype))
+                taken += 1
             elif kind == "runner_added" and event["key"] == key:
                 active = True
             elif kind == "shutdown" and event.get("runner") in (None, key):
@@ -203,6 +212,22 @@ class Session:
             out[runner].append(event)
         return out
 
+    def dropped(self) -> int:
+        """Events the recording dropped (its writer's queue was full): the log is incomplete if > 0."""
+        return int((self.manifest.get("log") or {}).get("dropped") or 0)
+
+    def warnings(self) -> list[str]:
+        """What makes this session's log incomplete: dropped events, a recording error, a torn tail."""
+        out = []
+        if self.dropped():
+            out.append(f"{self.dropped():,} events were dropped while recording (the disk was too slow): "
+                       f"a divergence may come from events missing from the log")
+        if self.manifest.get("error"):
+            out.append(f"the recording stopped early: {self.manifest['error']}")
+        if self.manifest.get("status") == "recording":
+            out.append("the recording did not finish (the run was killed?): the log ends where it stopped")
+        return out
+
     def summary(self) -> dict[str, Any]:
         """What ``tradesim sessions list`` shows: id, kind, status, created, runners, bars, trades, P&L, size."""
         m = self.manifest
@@ -211,6 +236,7 @@ class Session:
                 "created": m.get("created"), "runners": [r["key"] for r in m.get("runners", [])],
                 "bars": result.get("bars"), "trades": result.get("trades"),
                 "net_profit": result.get("net_profit"), "events": (m.get("log") or {}).get("events"),
+                "dropped": self.dropped(),
                 "size_bytes": self.size_bytes(), "error": m.get("error"), "path": str(self.path)}
 
 

@@ -118,6 +118,7 @@ class LuaStrategy:
                 built["set_param"](key, value)
         built["defaults"] = defaults
         built["params"] = effective
+        built["source"] = source.decode("utf-8", errors="replace")
         built["name"] = self._explicit_name or built["strategy_name"]() or self.path.stem
         if self._symbol:
             built["set_symbol"](self._symbol)
@@ -126,6 +127,8 @@ class LuaStrategy:
     def _install(self, built: dict[str, Any]) -> None:
         self._sandbox: LuaSandbox = built["sandbox"]
         self._fns = built
+        #: the script's text as loaded (a reload replaces it): what a recorded session keeps
+        self.source: str = built["source"]
         self._script_name = self.path.name      # named by decode's errors: not looked up per decision
         # The raw guarded dispatcher, for the runner's hot path (called from C
         # when the sandbox allows it): pass what it raises to `translate_error`

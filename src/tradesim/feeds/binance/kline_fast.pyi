@@ -17,3 +17,10 @@ def kline_or_none(data: object, stream_interval: str | None, interval_ms: dict[s
     runs the Python parser, which names the field and value at fault.
     """
 
+
+def rest_klines_into(rows: list[object], step: int, out: object) -> int:
+    """Fill `out` (float64, shape (>= len(rows), 6)) from REST kline rows while they are valid; return how many were.
+
+    Same rules as `messages.parse_rest_kline`; the count is the index of the first
+    invalid row (the caller asks `parse_rest_kline` for the error).
+    """

@@ -97,3 +97,52 @@ def kline_or_none(object data, object stream_interval, dict interval_ms, object 
     if type(closed) is not bool:
         return None
     return kline_type(symbol, interval, t, close_time, o, h, l, c, v, closed)
+
+
+def rest_klines_into(list rows, long long step, double[:, ::1] out):
+    """Fill `out` from REST ``/api/v3/klines`` rows while they are valid; return how many were.
+
+    Row i is ``[openTime, "open", "high", "low", "close", "volume", closeTime, ...]``
+    and is valid under the rules of `tradesim.feeds.binance.messages.parse_rest_kline`
+    (an array of >= 7 items; non-negative integer times with closeTime = openTime +
+    `step` - 1; plain decimal strings; the bar rule). ``out[i]`` gets (openTime, open,
+    high, low, close, volume) as float64 (openTime exact below 2**53 ms). The count
+    returned is the index of the first invalid row (or ``len(rows)``): the caller
+    runs `parse_rest_kline` on that row for the error naming the field and value.
+
+    Parameters
+    ----------
+    rows : list
+        Decoded JSON rows.
+    step : int
+        Interval length in ms (> 0).
+    out : float64 array of shape (>= len(rows), 6), C-contiguous
+    """
+    cdef Py_ssize_t i, n = len(rows)
+    cdef double o, h, l, c, v
+    if out.shape[0] < n or out.shape[1] != 6:
+        raise ValueError(f"out has shape ({out.shape[0]}, {out.shape[1]}), need ({n}, 6)")
+    for i in range(n):
+        row = rows[i]
+        if type(row) is not list or len(<list>row) < 7:
+            return i
+        t = (<list>row)[0]
+        close_time = (<list>row)[6]
+        if type(t) is not int or t < 0 or type(close_time) is not int or close_time < 0:
+            return i
+        if close_time != t + step - 1 or close_time <= t:
+            return i
+        o = _plain((<list>row)[1])
+        h = _plain((<list>row)[2])
+        l = _plain((<list>row)[3])
+        c = _plain((<list>row)[4])
+        v = _plain((<list>row)[5])
+        if not bar_ok(o, h, l, c, v, NAN, NAN):
+            return i
+        out[i, 0] = <double>t
+        out[i, 1] = o
+        out[i, 2] = h
+        out[i, 3] = l
+        out[i, 4] = c
+        out[i, 5] = v
+    return n

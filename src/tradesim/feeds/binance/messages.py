@@ -17,10 +17,11 @@ from __future__ import annotations
 import math
 from typing import Any, NamedTuple
 
+import numpy as np
 import orjson
 
 from tradesim._core.market_data import bar_problem
-from tradesim.feeds.binance.kline_fast import kline_or_none
+from tradesim.feeds.binance.kline_fast import kline_or_none, rest_klines_into
 from tradesim.timeframes import BINANCE_INTERVAL_MS
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "parse_book_ticker",
     "parse_kline",
     "parse_rest_kline",
+    "parse_rest_klines",
     "parse_trade",
 ]
 
@@ -201,6 +203,37 @@ def parse_rest_kline(row: Any, symbol: str, interval: str) -> Kline:
     k = {"s": symbol, "i": interval, "t": row[0], "T": row[6], "o": row[1], "h": row[2], "l": row[3],
          "c": row[4], "v": row[5], "x": True}
     return parse_kline({"e": "kline", "k": k}, interval)
+
+
+def parse_rest_klines(rows: Any, symbol: str, interval: str) -> np.ndarray:
+    """Validate a whole REST ``GET /api/v3/klines`` response into columns.
+
+    Every row must pass `parse_rest_kline` (valid rows take the C path
+    `kline_fast.rest_klines_into`, same rules; the first invalid one goes
+    through `parse_rest_kline`, which names the field and value).
+
+    Returns
+    -------
+    ndarray of float64, shape (n, 6)
+        Columns open time (ms since epoch UTC; exact), open, high, low, close
+        (quote currency) and volume (base units), in the response's order.
+
+    Raises
+    ------
+    FrameError
+        Not an array, a row breaking a rule, or an interval without a fixed length ("1M").
+    """
+    if type(rows) is not list:
+        raise FrameError(f"REST klines: expected an array, got {str(rows)[:80]}", "rows", rows)
+    step = INTERVAL_MS.get(interval)
+    if not step:
+        raise FrameError(f"interval = {interval!r}: no fixed length", "i", interval)
+    out = np.empty((len(rows), 6), dtype=np.float64)
+    done = rest_klines_into(rows, step, out)
+    if done < len(rows):
+        parse_rest_kline(rows[done], symbol, interval)  # raises, naming the field
+        raise AssertionError(f"row {done} refused by the C path but accepted by parse_rest_kline")
+    return out
 
 
 def parse_book_ticker(data: dict) -> BookTicker:
