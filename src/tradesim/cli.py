@@ -526,11 +526,13 @@ def _register_optional_commands() -> None:
     # `verify` lives beside its bridge code; importing it is cheap (no OCaml run).
     from tradesim.catalog.commands import COMMANDS as catalog_commands
     from tradesim.optimize.commands import optimize_command
+    from tradesim.serve.commands import serve
     from tradesim.sessions.commands import COMMANDS as session_commands
     from tradesim.verify import verify
 
     main.add_command(verify)
     main.add_command(optimize_command)
+    main.add_command(serve)
     for command in (*session_commands, *catalog_commands):
         main.add_command(command)
 

@@ -27,7 +27,8 @@ import orjson
 __all__ = [
     "ActionRejected", "BarReceived", "Event", "EventBus", "FeedStatus", "OpportunityDetected",
     "PositionClosed", "PositionOpened", "PositionUpdated", "RunnerErrorEvent", "RunnerStatusChanged",
-    "AnalysisTimeout", "StateTransition", "StrategyReloaded", "SubscriberDropped", "Subscription",
+    "AnalysisTimeout", "ControlApplied", "StateTransition", "StrategyReloaded", "SubscriberDropped",
+    "Subscription",
     "EVENT_TYPES",
 ]
 
@@ -187,6 +188,22 @@ class FeedStatus(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ControlApplied(Event):
+    """A control command (add, pause, resume, stop, reload, exit, remove) applied to a runner.
+
+    ``scope`` and ``origin`` say who asked (e.g. ``"control"`` and ``"api 127.0.0.1"``;
+    empty for Python calls); ``time`` is when it took effect (between two bars when the engine runs).
+    """
+
+    type: ClassVar[str] = "control"
+    command: str = ""
+    runner_id: str | None = None
+    scope: str = ""
+    origin: str = ""
+    detail: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SubscriberDropped(Event):
     """Last item of a subscription that fell ``maxsize`` events behind."""
 
@@ -198,7 +215,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
     cls.type: cls for cls in (BarReceived, OpportunityDetected, StateTransition, PositionOpened,
                               PositionUpdated, PositionClosed, ActionRejected, RunnerErrorEvent,
                               RunnerStatusChanged, StrategyReloaded, AnalysisTimeout, FeedStatus,
-                              SubscriberDropped)
+                              ControlApplied, SubscriberDropped)
 }
 
 _FIELDS = {name: {f.name for f in fields(cls)} for name, cls in EVENT_TYPES.items()}

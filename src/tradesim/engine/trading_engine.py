@@ -23,7 +23,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from tradesim.engine.events import BarReceived, EventBus, FeedStatus, Subscription
+from tradesim.engine.events import BarReceived, ControlApplied, EventBus, FeedStatus, Subscription
 from tradesim.engine.handle import RunnerHandle, price_history, snapshot
 from tradesim.engine.workers import WorkerPool
 from tradesim.jsonable import finite_or_none
@@ -225,7 +225,7 @@ class TradingEngine:
             raise ValueError(f"unknown feed {feed!r}; feeds: {sorted(self._feeds)}")
         return feed
 
-    def remove_runner(self, runner_id: str) -> None:
+    def remove_runner(self, runner_id: str, **audit: str) -> None:
         """Stop a runner and forget it (its queued bars are dropped).
 
         Raises
@@ -233,7 +233,7 @@ class TradingEngine:
         UnknownRunner
         """
         handle = self._handle(runner_id)
-        self._command(runner_id, "remove", lambda r: r.stop("removed"))
+        self._command(runner_id, "remove", lambda r: r.stop("removed"), audit)
         del self._runners[runner_id]
         route = self._routes.get((handle.feed, handle.symbol), [])
         if handle in route:
@@ -246,25 +246,38 @@ class TradingEngine:
             raise UnknownRunner(f"no runner {runner_id!r}; runners: {sorted(self._runners)}") from None
 
     # -- control -----------------------------------------------------------------------
+    # Every command takes ``audit`` fields (``scope``, ``origin``: who asked) that go with the
+    # ``control`` event published on the bus and the control record of a recorded session.
 
-    def pause(self, runner_id: str) -> None:
+    def pause(self, runner_id: str, **audit: str) -> None:
         """Stop deciding; the window and indicators stay warm, state is kept.
 
         Like every control command, applied by the runner's worker between two
         bars (at once when the engine is not running), so that a recorded session
         knows exactly after which bar it took effect.
         """
-        self._command(runner_id, "pause", SymbolRunner.pause)
+        self._command(runner_id, "pause", SymbolRunner.pause, audit)
 
-    def resume(self, runner_id: str) -> None:
+    def resume(self, runner_id: str, **audit: str) -> None:
         """Decide again after `pause` (between two bars, as `pause`)."""
-        self._command(runner_id, "resume", SymbolRunner.resume)
+        self._command(runner_id, "resume", SymbolRunner.resume, audit)
 
-    def stop_runner(self, runner_id: str, reason: str = "stopped by request") -> None:
+    def stop_runner(self, runner_id: str, reason: str = "stopped by request", **audit: str) -> None:
         """Stop one runner for good (it stays listed with status STOPPED; between two bars, as `pause`)."""
-        self._command(runner_id, "stop", lambda r: r.stop(reason), reason=reason)
+        self._command(runner_id, "stop", lambda r: r.stop(reason), audit, reason=reason)
 
-    def reload(self, runner_id: str) -> None:
+    def force_exit(self, runner_id: str, reason: str = "forced exit", **audit: str) -> None:
+        """Close the runner's open position at the newest close (market order, with slippage and
+        commission) and drop a pending order; between two bars, as `pause`. The runner goes on
+        deciding (pause it first to stay out). Recorded as control ``"exit"``; a replay applies it.
+
+        Raises
+        ------
+        UnknownRunner
+        """
+        self._command(runner_id, "exit", lambda r: r.close_position(reason), audit, reason=reason)
+
+    def reload(self, runner_id: str, **audit: str) -> None:
         """Hot-reload a runner's strategy file (position, window and context kept).
 
         The new version is loaded between two bars (as `pause`); a version that
@@ -282,10 +295,10 @@ class TradingEngine:
                 runner.reload()
             except Exception as exc:
                 # recorded, so that a replay reports the same failure at the same bar
-                self._control("reload", runner_id, failed=True, error=type(exc).__name__,
-                              message=f"reload failed: {exc}"[:1024])
+                self.audit("reload", runner_id, failed=True, error=type(exc).__name__,
+                           message=f"reload failed: {exc}"[:1024], **audit)
                 raise
-            self._control("reload", runner_id, source=runner.strategy.source)
+            self.audit("reload", runner_id, source=runner.strategy.source, **audit)
         handle = self._handle(runner_id)
         if self._stopping is None:
             reload(handle.runner)
@@ -299,21 +312,33 @@ class TradingEngine:
                             message=f"reload failed: {exc}"[:1024])
         handle.request(guarded).add_done_callback(_log_failure)
 
-    def _command(self, runner_id: str, command: str, fn, **fields: Any) -> None:
+    def _command(self, runner_id: str, command: str, fn, audit: dict[str, str] | None = None,
+                 **fields: Any) -> None:
         handle = self._handle(runner_id)
 
         def apply(runner: SymbolRunner) -> None:
-            self._control(command, runner_id, **fields)
+            self.audit(command, runner_id, **fields, **(audit or {}))
             fn(runner)
         if self._stopping is None:
             apply(handle.runner)
         else:   # applied between two bars by the runner's worker (after a call in progress)
             handle.request(apply).add_done_callback(_log_failure)
 
-    def _control(self, command: str, runner_id: str | None, **fields: Any) -> None:
-        # A recorded session keeps every control command where it was applied.
-        if self.recorder is not None:
-            self.recorder.control(command, runner_id, **fields)
+    def audit(self, command: str, runner_id: str | None, *, scope: str = "", origin: str = "",
+              record: bool = True, **fields: Any) -> None:
+        """Record control `command` in the session (when recording) and publish a ``control`` event.
+
+        The engine calls it for its own commands; a front end calls it for what it does
+        around them (e.g. ``"add"`` after `add_runner`). `scope` and `origin` say who asked;
+        ``record=False`` publishes only (what the session already holds in another form).
+        """
+        if record and self.recorder is not None:
+            extra = {k: v for k, v in (("scope", scope), ("origin", origin)) if v}
+            self.recorder.control(command, runner_id, **fields, **extra)
+        if self.bus.active:
+            detail = {k: v for k, v in fields.items() if k != "source" and isinstance(v, (str, int, float, bool))}
+            self.bus.publish(ControlApplied, command=command, runner_id=runner_id, scope=scope,
+                             origin=origin, detail=detail)
 
     def runner(self, runner_id: str) -> SymbolRunner:
         """The `SymbolRunner` behind an id (read it only while the engine is idle)."""
@@ -334,10 +359,13 @@ class TradingEngine:
 
     # -- introspection --------------------------------------------------------------------
 
-    async def get_runner_snapshot(self, runner_id: str, timeout: float = 2.0) -> dict[str, Any]:
+    async def get_runner_snapshot(self, runner_id: str, timeout: float = 2.0,
+                                  extra=None) -> dict[str, Any]:
         """State, position, context, indicator values and stats of a runner (JSON-serializable).
 
         Answered by the runner's worker between two bars, without stopping it.
+        `extra`, a function of the `SymbolRunner` returning a dict, adds fields in the same
+        round trip (a front end's own view of the runner).
 
         Raises
         ------
@@ -346,7 +374,9 @@ class TradingEngine:
             The runner is stuck in a strategy call for longer than `timeout` s.
         """
         handle = self._handle(runner_id)
-        return await self._ask(handle, lambda r: snapshot(handle, r), timeout)
+        if extra is None:
+            return await self._ask(handle, lambda r: snapshot(handle, r), timeout)
+        return await self._ask(handle, lambda r: {**snapshot(handle, r), **extra(r)}, timeout)
 
     async def get_price_history(self, runner_id: str, n: int = 100,
                                 timeout: float = 2.0) -> dict[str, Any]:
@@ -356,7 +386,21 @@ class TradingEngine:
         handle = self._handle(runner_id)
         return await self._ask(handle, lambda r: price_history(r, n), timeout)
 
-    async def _ask(self, handle: RunnerHandle, fn, timeout: float) -> dict[str, Any]:
+    async def query(self, runner_id: str, fn, timeout: float = 2.0) -> Any:
+        """``fn(runner)`` run by the runner's worker between two bars (at once when idle); its result.
+
+        For read-only views of a runner (a front end's table row, its trades): `fn` must not
+        change the runner and should return plain data.
+
+        Raises
+        ------
+        UnknownRunner
+        TimeoutError
+            The runner is stuck in a strategy call for longer than `timeout` s.
+        """
+        return await self._ask(self._handle(runner_id), fn, timeout)
+
+    async def _ask(self, handle: RunnerHandle, fn, timeout: float) -> Any:
         if self._stopping is None:  # engine idle: no worker owns the runner
             return fn(handle.runner)
         self.pool.start()
