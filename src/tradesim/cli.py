@@ -13,6 +13,7 @@ import sys
 import click
 
 from tradesim import __version__
+from tradesim.catalog.commands import bar_source_options
 from tradesim.catalog.commands import bars_option_values as _bars_option_values
 from tradesim.cli_support import console as _console
 from tradesim.cli_support import parse_params as _parse_params
@@ -317,15 +318,7 @@ def _recorder(folder, name, kind, **options):
 @main.command("backtest")
 @click.option("--strategy", "strategies", multiple=True, required=True, type=click.Path(dir_okay=False),
               help="Lua strategy script (repeatable: every strategy runs on every symbol).")
-@click.option("--data", "data", multiple=True, type=click.Path(dir_okay=False),
-              help="Bar file: Binance kline CSV(.gz), OHLCV CSV or Parquet (repeatable: one per symbol).")
-@click.option("--symbol", "symbols", multiple=True,
-              help="Instead of --data: this symbol's bars from the catalog (repeatable; see `tradesim download`).")
-@click.option("--interval", default=None, help="With --symbol: bar interval in the catalog (default 1m).")
-@click.option("--catalog", "catalog_dir", default=None, type=click.Path(file_okay=False),
-              help="With --symbol: catalog folder (default $TRADESIM_CATALOG or ~/.local/share/tradesim).")
-@click.option("--from", "start", default=None, help="First bar open time to include (ISO date/time UTC or ms).")
-@click.option("--to", "end", default=None, help="Exclude bars opening at or after this time (ISO or ms).")
+@bar_source_options
 @click.option("--fill", type=click.Choice(["next_open", "close"]), default="next_open",
               help="Market orders fill at the next bar's open or at the signal bar's close.")
 @click.option("--slippage-bps", default=0.0, show_default=True, help="Slippage against the trader, bps.")

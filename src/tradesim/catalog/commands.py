@@ -8,7 +8,7 @@ import click
 
 from tradesim.cli_support import console as _console
 
-__all__ = ["COMMANDS", "bars_option_values", "catalog_group", "download_command"]
+__all__ = ["COMMANDS", "bar_source_options", "bars_option_values", "catalog_group", "download_command"]
 
 _CATALOG_HELP = "Catalog folder (default $TRADESIM_CATALOG or ~/.local/share/tradesim)."
 
@@ -26,6 +26,28 @@ def _time(value: str | None, option: str) -> int | None:
         return parse_time(value)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint=option) from None
+
+
+def bar_source_options(fn):
+    """The options naming a command's bars, the same for every command that reads them:
+    ``--data FILE...`` or ``--symbol S... [--interval I] [--catalog DIR]``, and ``--from / --to``
+    (parameters data, symbols, interval, catalog_dir, start, end; see `bars_option_values`)."""
+    options = [
+        click.option("--data", "data", multiple=True, type=click.Path(dir_okay=False),
+                     help="Bar file: Binance kline CSV(.gz), OHLCV CSV or Parquet (repeatable: one per symbol)."),
+        click.option("--symbol", "symbols", multiple=True,
+                     help="Instead of --data: this symbol's bars from the catalog (repeatable; see "
+                          "`tradesim download`)."),
+        click.option("--interval", default=None, help="With --symbol: bar interval in the catalog (default 1m)."),
+        click.option("--catalog", "catalog_dir", default=None, type=click.Path(file_okay=False),
+                     help="With --symbol: catalog folder (default $TRADESIM_CATALOG or ~/.local/share/tradesim)."),
+        click.option("--from", "start", default=None,
+                     help="First bar open time to include (ISO date/time UTC or ms)."),
+        click.option("--to", "end", default=None, help="Exclude bars opening at or after this time (ISO or ms)."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
 
 
 def bars_option_values(data, symbols, interval, start, end, catalog) -> list:

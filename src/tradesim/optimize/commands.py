@@ -8,6 +8,7 @@ import os
 
 import click
 
+from tradesim.catalog.commands import bar_source_options
 from tradesim.cli_support import console
 
 __all__ = ["optimize_command", "load_command_data"]
@@ -50,15 +51,7 @@ def _fmt(v):
 @click.command("optimize")
 @click.option("--strategy", "strategies", multiple=True, required=True, type=click.Path(dir_okay=False),
               help="Lua strategy script (repeatable, as for backtest).")
-@click.option("--data", "data", multiple=True, type=click.Path(dir_okay=False),
-              help="Bar file: Binance kline CSV(.gz), OHLCV CSV or Parquet (repeatable: one per symbol).")
-@click.option("--symbol", "symbols", multiple=True,
-              help="Instead of --data: this symbol's bars from the catalog (repeatable; see `tradesim download`).")
-@click.option("--interval", default=None, help="With --symbol: bar interval in the catalog (default 1m).")
-@click.option("--catalog", "catalog_dir", default=None, type=click.Path(file_okay=False),
-              help="With --symbol: catalog folder (default $TRADESIM_CATALOG or ~/.local/share/tradesim).")
-@click.option("--from", "start", default=None, help="First bar open time to include (ISO date/time UTC or ms).")
-@click.option("--to", "end", default=None, help="Exclude bars opening at or after this time (ISO or ms).")
+@bar_source_options
 @click.option("--param", "params", multiple=True, required=True, metavar="NAME=SPEC",
               help="Values to search: lo:hi[:step] (inclusive) or v1,v2,... (repeatable).")
 @click.option("--constraint", "constraints", multiple=True, metavar="EXPR",
