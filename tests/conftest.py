@@ -56,3 +56,34 @@ def shared_data():
 def btc_path():
     """Path of the real BTCUSDT 1m kline file; skips when absent."""
     return need_shared_data(BTC_1M)
+
+
+CHROMIUM = next((p for p in map(__import__("shutil").which, ("chromium", "chromium-browser", "google-chrome"))
+                 if p), None)
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture()
+def render_page(tmp_path):
+    """``render_page(path) -> dict``: open an offline HTML page in headless Chromium (Playwright driving
+    the system's chromium, no browser download), wait until its script marks the <html> element
+    with ``data-rendered`` or ``data-error`` (a condition, not a time budget: a loaded machine only
+    makes it slower), and return that element's attributes. Skips without chromium."""
+    if CHROMIUM is None:
+        pytest.skip("chromium not installed (Debian: apt-get install -y chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+
+    def render(path, width: int = 1280, height: int = 2000) -> dict:
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": width, "height": height})
+                page.goto(path.resolve().as_uri())
+                page.wait_for_function("() => document.documentElement.hasAttribute('data-rendered')"
+                                       " || document.documentElement.hasAttribute('data-error')", timeout=120_000)
+                return page.evaluate("() => Object.fromEntries([...document.documentElement.attributes]"
+                                     ".map(a => [a.name, a.value]))")
+            finally:
+                browser.close()
+    return render

@@ -4,8 +4,6 @@ package ``chromium``)."""
 
 import json
 import re
-import shutil
-import subprocess
 from html.parser import HTMLParser
 
 import numpy as np
@@ -303,31 +301,9 @@ def test_minmax_indices_keep_extremes_and_ends():
 
 # --------------------------------------------------------------------------- headless render
 
-CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))
-                 if p), None)
-needs_chromium = pytest.mark.skipif(
-    CHROMIUM is None, reason="chromium not installed (Debian: apt-get install -y chromium)")
-
-
-def render(path, tmp_path):
-    """Load the page in headless Chromium and return the <html> element's attributes."""
-    profile = tmp_path / "chromium-profile"
-    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-           "--disable-quic", "--no-first-run", "--disable-background-networking",
-           "--disable-component-update", "--disable-sync", f"--user-data-dir={profile}",
-           "--window-size=1280,2000", "--virtual-time-budget=5000", "--dump-dom",
-           path.resolve().as_uri()]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    match = re.search(r"<html([^>]*)>", proc.stdout)
-    assert match, f"no <html> element in the dumped DOM: {proc.stdout[:500]!r}"
-    return dict(re.findall(r'([\w-]+)="([^"]*)"', match.group(1)))
-
-
-@needs_chromium
-def test_chromium_renders_all_charts(big_report, tmp_path):
+def test_chromium_renders_all_charts(big_report, render_page):
     path, _ = big_report
-    attrs = render(path, tmp_path)
+    attrs = render_page(path)
     assert "data-error" not in attrs, attrs["data-error"]
     assert attrs.get("data-rendered") == "ok", attrs
     # One price chart, the equity and the drawdown chart; each has several canvases.
@@ -342,34 +318,31 @@ def test_chromium_renders_all_charts(big_report, tmp_path):
     assert attrs.get("data-page-overflow") == "false"
 
 
-@needs_chromium
-def test_chromium_shows_markers_when_few_are_in_view(tmp_path):
+def test_chromium_shows_markers_when_few_are_in_view(tmp_path, render_page):
     run = synthetic_run(n=2_000, n_trades=20)
     path = make_report(tmp_path / "few.html", run)
-    attrs = render(path, tmp_path)
+    attrs = render_page(path)
     assert "data-error" not in attrs and attrs.get("data-rendered") == "ok"
     assert attrs.get("data-markers-0") == "shown"
 
 
-@needs_chromium
-def test_chromium_renders_a_report_without_symbols_or_trades(tmp_path):
+def test_chromium_renders_a_report_without_symbols_or_trades(tmp_path, render_page):
     ts = T0 + np.arange(500, dtype=np.int64) * MINUTE
     equity = 100.0 + np.sin(np.arange(500) / 20.0)
     metrics = compute_metrics(equity, ts, [], interval_ms=MINUTE, starting_cash=100.0)
     path = write_report(tmp_path / "r.html", symbol_bars={}, trades=[], equity=equity,
                         timestamps=ts, metrics=metrics, ledger={})
-    attrs = render(path, tmp_path)
+    attrs = render_page(path)
     assert "data-error" not in attrs and attrs.get("data-rendered") == "ok"
     assert int(attrs["data-painted"]) >= 2
 
 
-@needs_chromium
-def test_chromium_check_detects_a_script_error(tmp_path):
+def test_chromium_check_detects_a_script_error(tmp_path, render_page):
     # Negative control: the render check must notice when the page's script fails.
     bars, trades, equity, ts, metrics = synthetic_run(n=500, n_trades=3)
     path = make_report(tmp_path / "r.html", (bars, trades, equity, ts, metrics))
     text = path.read_text(encoding="utf-8")
     path.write_text(text.replace('chart.addSeries(LWC.CandlestickSeries',
                                  'chart.addSeries(LWC.NoSuchSeries'), encoding="utf-8")
-    attrs = render(path, tmp_path)
+    attrs = render_page(path)
     assert "data-error" in attrs and attrs.get("data-rendered") != "ok"

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -16,7 +14,6 @@ from tradesim.optimize.output import heatmap_grid, write_optimize_report, write_
 from tradesim.optimize.search import Trial
 
 EMA = Path(__file__).resolve().parents[2] / "lua-strategies" / "examples" / "ema_crossover.lua"
-CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
 
 
 def test_heatmap_keeps_the_best_objective_per_pair():
@@ -57,27 +54,14 @@ def test_report_is_offline_and_holds_the_results(grid_result, result, tmp_path):
     assert len(doc["best_curve"]["equity"]) == 2000
 
 
-def render(path: Path, tmp_path: Path) -> dict:
-    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,2000", "--virtual-time-budget=5000",
-           "--dump-dom", path.resolve().as_uri()]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    match = re.search(r"<html([^>]*)>", proc.stdout)
-    assert match
-    return dict(re.findall(r'([\w-]+)="([^"]*)"', match.group(1)))
-
-
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (Debian: apt-get install -y chromium)")
-def test_chromium_draws_every_chart(result, tmp_path):
+def test_chromium_draws_every_chart(result, tmp_path, render_page):
     path = write_optimize_report(tmp_path / "wf.html", result)
-    attrs = render(path, tmp_path)
+    attrs = render_page(path)
     assert "data-error" not in attrs, attrs.get("data-error")
     assert attrs.get("data-rendered") == "ok"
     assert attrs.get("data-charts") == "2"  # objective per trial, stitched OOS equity (no best curve in a WF)
     # Negative control: a broken script is noticed.
     broken = tmp_path / "broken.html"
     broken.write_text(path.read_text().replace("LWC.AreaSeries", "LWC.NoSuchSeries"))
-    attrs = render(broken, tmp_path)
+    attrs = render_page(broken)
     assert "data-error" in attrs and attrs.get("data-rendered") != "ok"
