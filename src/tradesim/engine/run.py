@@ -24,7 +24,7 @@ from tradesim.jsonable import jsonable
 from tradesim.recording import SessionRecorder
 from tradesim.runner import SymbolRunner
 
-__all__ = ["build_engine", "make_feed", "record_session", "run_engine", "run_paper"]
+__all__ = ["build_engine", "engine_session_result", "make_feed", "record_session", "run_engine", "run_paper"]
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +206,7 @@ def run_engine(engine: TradingEngine, *, console=None, duration: float | None = 
     engine.close("end of run")  # a no-op unless the run was interrupted before its own close
     console.print(_summary(engine, time.monotonic() - started))
     if recorder is not None:
-        recorder.finish("interrupted" if interrupted else "completed", _session_result(engine))
+        recorder.finish("interrupted" if interrupted else "completed", engine_session_result(engine))
         dropped = (recorder.manifest.get("log") or {}).get("dropped") or 0
         if recorder.error:
             console.print(f"[red]session {recorder.path}: {recorder.error}[/red]")
@@ -284,7 +284,9 @@ def _summary(engine: TradingEngine, elapsed: float):
     return table
 
 
-def _session_result(engine: TradingEngine) -> dict[str, Any]:
+def engine_session_result(engine: TradingEngine) -> dict[str, Any]:
+    """What a recorded session's manifest keeps of an engine's run: bars, trades and net P&L, in
+    total and per runner (status, bars, trades, P&L in quote currency)."""
     runners = {}
     for rid in engine.runner_ids:
         r = engine.runner(rid)

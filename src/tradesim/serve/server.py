@@ -159,9 +159,9 @@ class Server:
                 await engine_task
             self.engine.close("server shut down")
             if self.recorder is not None:
-                from tradesim.engine.run import _session_result
+                from tradesim.engine.run import engine_session_result
 
-                self.recorder.finish("completed", _session_result(self.engine))
+                self.recorder.finish("completed", engine_session_result(self.engine))
             await asyncio.sleep(0.05)   # let the broadcaster pass on the closing events
             server.should_exit = True
             with contextlib.suppress(Exception):
@@ -236,8 +236,8 @@ def finish(server: Server, started: float) -> dict[str, Any]:
     engine = server.engine
     result = {"runners": len(engine.runner_ids), "seconds": round(time.monotonic() - started, 1)}
     if server.recorder is not None:
-        from tradesim.engine.run import _session_result
+        from tradesim.engine.run import engine_session_result
 
-        server.recorder.finish("completed", _session_result(engine))   # (idempotent: run finished it)
+        server.recorder.finish("completed", engine_session_result(engine))   # (idempotent: run finished it)
         result["session"] = str(server.recorder.path)
     return result
