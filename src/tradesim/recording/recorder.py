@@ -29,6 +29,7 @@ run goes on, and `error` (and the manifest, and the run's summary) says why.
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import logging
 import os
 import threading
@@ -219,12 +220,6 @@ class SessionRecorder:
         append = self.append
 
         def sink(event: dict) -> None:
-            if event["type"] == "strategy_reloaded":   # a replay needs the new version's source
-                source = self._runners[key].strategy.source
-                sha = strategy_sha256(source)
-                with self._lock:
-                    self.manifest["strategies"][sha] = source
-                event = {**event, "sha256": sha, "source": source}
             # A runner's events hold plain values already (str, int, float, bool, None, and
             # dicts of those with sorted or fixed key order): no conversion on this path.
             append({"runner": key, **event})
@@ -299,6 +294,11 @@ class SessionRecorder:
         and, for a runner, the bars it had processed (where a replay applies it)."""
         event: dict[str, Any] = {"type": "control", "command": command, "runner": runner,
                                  "wall": int(self.wall_clock() * 1000), **plain(fields)}
+        source = fields.get("source")
+        if isinstance(source, str):   # a reload: the new version, as replays will run it
+            event["sha256"] = sha = strategy_sha256(source)
+            with self._lock:
+                self.manifest["strategies"][sha] = source
         target = self._runners.get(runner) if runner is not None else None
         if target is not None:
             event["bars"] = int(target.core.bars)
@@ -362,8 +362,6 @@ class SessionRecorder:
 
 def strategy_sha256(source: str) -> str:
     """Hex SHA-256 of a strategy's source text (UTF-8)."""
-    import hashlib
-
     return hashlib.sha256(source.encode("utf-8")).hexdigest()
 
 

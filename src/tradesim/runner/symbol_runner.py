@@ -406,13 +406,14 @@ class SymbolRunner:
         outside its step through this too (the engine's inbox: a bar it
         refused, as ``"runner_error"``).
         """
-        if not self.listening():
+        record, wanted = self.on_record, self.events_wanted
+        send = self.on_event is not None and (wanted is None or wanted())   # (asked once per event)
+        if record is None and not send:
             return
         event = {"type": kind, "symbol": self.symbol, "strategy": self.strategy.name, **fields}
-        if self.on_record is not None:
-            self.on_record(event)
-        wanted = self.events_wanted
-        if self.on_event is not None and (wanted is None or wanted()):
+        if record is not None:
+            record(event)
+        if send:
             self.on_event(event)
 
     def indicator_values(self) -> dict[str, Any]:

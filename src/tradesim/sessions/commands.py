@@ -239,9 +239,9 @@ def _brief(event: dict[str, Any]) -> dict[str, Any]:
     """An event for display: a ``bars`` chunk's columns become its first and last open times."""
     if event.get("type") != "bars":
         return event
-    raw = event.get("timestamp") or b""
-    first = int.from_bytes(raw[:8], "little", signed=True) if len(raw) >= 8 else None
-    last = int.from_bytes(raw[-8:], "little", signed=True) if len(raw) >= 8 else None
+    from tradesim.sessions.session import chunk_span
+
+    first, last = chunk_span(event)
     return {k: v for k, v in event.items() if not isinstance(v, bytes)} | {"first": first, "last": last}
 
 

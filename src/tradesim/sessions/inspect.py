@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from tradesim.sessions.session import Session
+from tradesim.sessions.session import Session, chunk_span
 
 __all__ = ["resolve_point", "state_at"]
 
@@ -71,7 +71,7 @@ def state_at(session: Session, seq: int) -> dict[str, Any]:
             continue
         if key is None or kind in ("bars", "control", "shutdown"):
             if kind == "bars":   # a backtest's chunk: logged before its bars are run
-                _state(states, key)["last_input_bar"] = {"chunk_last": _last_ts(event)}
+                _state(states, key)["last_input_bar"] = {"chunk_last": chunk_span(event)[1]}
             elif kind == "control" and key is not None:
                 _state(states, key)["last_control"] = {k: event.get(k) for k in ("command", "wall", "bars")}
             elif kind == "bar":
@@ -121,13 +121,6 @@ def _from_snapshot(event: dict[str, Any]) -> dict[str, Any]:
               trades=event.get("trades"), from_seq=event["seq"], symbol=event.get("symbol"),
               at_bar=event.get("timestamp"))
     return st
-
-
-def _last_ts(event: dict[str, Any]) -> int | None:
-    raw = event.get("timestamp")
-    if isinstance(raw, bytes) and len(raw) >= 8:
-        return int.from_bytes(raw[-8:], "little", signed=True)
-    return None
 
 
 def _apply(st: dict[str, Any], event: dict[str, Any]) -> None:

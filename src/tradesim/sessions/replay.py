@@ -32,7 +32,7 @@ from tradesim.recording.recorder import BAR_COLUMNS
 from tradesim.runner import FINAL_STATUSES, SymbolRunner
 from tradesim.runner.execution import ExecutionConfig
 from tradesim.sessions.compare import Comparison, compare_outcomes
-from tradesim.sessions.session import OUTCOME_TYPES, RunnerInfo, Session
+from tradesim.sessions.session import OUTCOME_TYPES, RunnerInfo, Session, chunk_span
 
 __all__ = ["ReplayResult", "backtest_session", "replay"]
 
@@ -77,6 +77,28 @@ class ReplayResult:
         return self.comparison.first is None
 
 
+#: Recorded runner options a `SymbolRunner` (replay) and a `Backtest` (diff-live) take.
+RUNNER_OPTIONS = ("max_consecutive_errors", "ambiguity_policy", "analysis_timeout_bars", "history_limit")
+BACKTEST_OPTIONS = RUNNER_OPTIONS[:3]
+
+
+def _write_script(folder: Path, info: RunnerInfo) -> Path:
+    """The recorded source under the recorded file name (the strategy's name and its errors name
+    the file), in a folder of its own (a reload rewrites only this copy)."""
+    folder.mkdir()
+    path = folder / (Path(info.script).name or "strategy.lua")
+    path.write_text(info.source, encoding="utf-8")
+    return path
+
+
+def _outcome_sink(key: str, sink: list[dict[str, Any]]):
+    """A `SymbolRunner.record_to` sink keeping the runner's outcome events in the recorded form."""
+    def record(event: dict[str, Any]) -> None:
+        if event["type"] in OUTCOME_TYPES:
+            sink.append({"runner": key, **plain(event)})
+    return record
+
+
 class _Runners:
     """The replay's runners: each built from its recorded strategy source, recording its outcomes."""
 
@@ -95,32 +117,15 @@ class _Runners:
         if self.strategy is not None:
             path, params = self.strategy, dict(self.params)
         else:
-            path = self._script(info.key, info.script, info.source)
+            path = self.scripts[info.key] = _write_script(self.folder / f"r{len(self.scripts)}", info)
             params = {**info.params, **self.params}
-        options = {k: v for k, v in info.options.items()
-                   if k in ("max_consecutive_errors", "ambiguity_policy", "analysis_timeout_bars",
-                            "history_limit")}
+        options = {k: v for k, v in info.options.items() if k in RUNNER_OPTIONS}
         runner = SymbolRunner(info.symbol, path, params=params, window_size=info.window_size,
                               execution=ExecutionConfig(**info.execution), **options)
-        sink = self.outcomes.setdefault(info.key, [])
-
-        def record(event: dict[str, Any], key: str = info.key) -> None:
-            if event["type"] in OUTCOME_TYPES:
-                sink.append({"runner": key, **plain(event)})
-        runner.record_to(record)
+        runner.record_to(_outcome_sink(info.key, self.outcomes.setdefault(info.key, [])))
         self.by_key[info.key] = runner
         self.info[info.key] = info
         return runner
-
-    def _script(self, key: str, script: str, source: str) -> Path:
-        # The recorded source under the recorded file name (the strategy's name and its errors
-        # name the file), one folder per runner so a reload rewrites only its own copy.
-        folder = self.folder / f"r{len(self.scripts)}"
-        folder.mkdir()
-        path = folder / (Path(script).name or "strategy.lua")
-        path.write_text(source, encoding="utf-8")
-        self.scripts[key] = path
-        return path
 
     def reload(self, key: str, source: str | None) -> bool:
         """Apply a recorded reload (False for a what-if run, which keeps its own strategy)."""
@@ -177,7 +182,7 @@ def replay(session: Session, *, strategy: str | Path | None = None, params: dict
                 runner = runners.by_key.get(event["runner"])
                 if runner is not None:
                     bars += _run_chunk(runner, event)
-                    last_ts = _pace(speed, sleep, last_ts, int(np.frombuffer(event["timestamp"], "<i8")[-1]))
+                    last_ts = _pace(speed, sleep, last_ts, chunk_span(event)[1])
             elif kind == "bar":
                 md = _bar(event)
                 last_ts = _pace(speed, sleep, last_ts, md.timestamp)
@@ -293,21 +298,12 @@ def backtest_session(session: Session) -> ReplayResult:
     with tempfile.TemporaryDirectory(prefix="tradesim-diff-live-") as tmp:
         for i, info in enumerate(session.runners()):
             bars = _increasing(session.bars_for(info.key))
-            folder = Path(tmp) / f"r{i}"
-            folder.mkdir()
-            script = folder / (Path(info.script).name or "strategy.lua")
-            script.write_text(info.source, encoding="utf-8")
-            options = {k: v for k, v in info.options.items()
-                       if k in ("max_consecutive_errors", "ambiguity_policy", "analysis_timeout_bars")}
+            script = _write_script(Path(tmp) / f"r{i}", info)
+            options = {k: v for k, v in info.options.items() if k in BACKTEST_OPTIONS}
             bt = Backtest(script, bars, params=info.params, execution=ExecutionConfig(**info.execution),
                           window_size=info.window_size, close_at_end=False, **options)
             runner = bt.runners[0][0]
-            sink = outcomes.setdefault(info.key, [])
-
-            def record(event: dict[str, Any], key: str = info.key, sink: list = sink) -> None:
-                if event["type"] in OUTCOME_TYPES:
-                    sink.append({"runner": key, **plain(event)})
-            runner.record_to(record)
+            runner.record_to(_outcome_sink(info.key, outcomes.setdefault(info.key, [])))
             if len(bars):
                 bt.run()
             runner.record_to(None)

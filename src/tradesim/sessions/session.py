@@ -20,8 +20,8 @@ from tradesim.eventlog import LogReader
 from tradesim.recording import LOG_DIR, MANIFEST_NAME, ManifestError, default_sessions_folder, load_manifest
 from tradesim.recording.recorder import BAR_COLUMNS
 
-__all__ = ["INPUT_TYPES", "OUTCOME_TYPES", "Session", "SessionNotFound", "list_sessions", "open_session",
-           "same_event"]
+__all__ = ["INPUT_TYPES", "OUTCOME_TYPES", "Session", "SessionNotFound", "chunk_span", "list_sessions",
+           "open_session", "same_event"]
 
 #: Events a run's outcome depends on (replayed in recorded order).
 INPUT_TYPES = frozenset({"bars", "bar", "feed_status", "runner_added", "control", "shutdown"})
@@ -113,6 +113,7 @@ class Session:
         self.id: str = self.manifest.get("id", self.path.name)
         self.kind: str = self.manifest.get("kind", "?")
         self._log: LogReader | None = None
+        self._runners: list[RunnerInfo] | None = None
 
     @property
     def log(self) -> LogReader:
@@ -129,6 +130,11 @@ class Session:
 
     def runners(self) -> list[RunnerInfo]:
         """Every runner the session recorded, those added during a live run included, in order."""
+        if self._runners is None:   # (a live session's late runners are read from its log once)
+            self._runners = self._read_runners()
+        return list(self._runners)
+
+    def _read_runners(self) -> list[RunnerInfo]:
         strategies = self.manifest.get("strategies", {})
         out = [self._runner(entry, strategies.get(entry.get("sha256"), "")) for entry in self.manifest["runners"]]
         seen = {r.key for r in out}
@@ -160,37 +166,34 @@ class Session:
         return self.log.events(types=INPUT_TYPES)
 
     def bars_for(self, key: str) -> Bars:
-        """The bars runner `key` received, as columns (a backtest's chunks, or a feed's bars for
-        its feed and symbol from when it was added until the shutdown)."""
+        """The bars runner `key` took, as columns: a backtest's chunks, or a feed's bars for its
+        feed and symbol from when it was added until the shutdown, or until a stop or remove
+        command (recorded with how many bars it had processed then)."""
         info = self.runner(key)
-        cols: dict[str, list] = {name: [] for name, _ in BAR_COLUMNS}
+        cols: dict[str, list[np.ndarray]] = {name: [] for name, _ in BAR_COLUMNS}
         active = not info.added_during_run
-        taken = 0          # bars the runner took: it stops taking them at a stop or remove command
-        limit = min((e["bars"] for e in self.log.events(types={"control"})
-                     if e.get("runner") == key and e["command"] in ("stop", "remove") and "bars" in e),
-                    default=None)
-        for event in self.inputs():
-            if limit is not None and taken >= limit:
-                break
+        limit: int | None = None
+        for event in self.inputs():   # one pass; a stop is logged after bars it never took
             kind = event["type"]
             if kind == "bars" and event["runner"] == key:
                 for name, dtype in BAR_COLUMNS:
                     cols[name].append(np.frombuffer(event[name], dtype=dtype))
-                taken += event["count"]
             elif kind == "bar" and active and event["symbol"] == info.symbol \
                     and (info.feed is None or event["feed"] == info.feed):
                 for name, dtype in BAR_COLUMNS:
                     cols[name].append(np.array([event[name]], dtype=dtype))
-                taken += 1
             elif kind == "runner_added" and event["key"] == key:
                 active = True
+            elif kind == "control" and event.get("runner") == key and event["command"] in ("stop", "remove") \
+                    and limit is None:
+                limit = event.get("bars")
             elif kind == "shutdown" and event.get("runner") in (None, key):
                 break
-        arrays = {name: (np.concatenate(parts) if parts else np.empty(0, dtype=dtype)).astype(
-            dtype.replace("<", "="), copy=False) for (name, dtype), parts in
-            ((c, cols[c[0]]) for c in BAR_COLUMNS)}
-        return Bars(info.symbol, arrays["timestamp"].astype(np.int64), *(arrays[n].astype(np.float64)
-                    for n in ("open", "high", "low", "close", "volume")), source=f"session {self.id}")
+        arrays = {name: (np.concatenate(cols[name]) if cols[name] else np.empty(0, dtype))[:limit]
+                  for name, dtype in BAR_COLUMNS}
+        return Bars(info.symbol, arrays["timestamp"].astype(np.int64),
+                    *(arrays[n].astype(np.float64) for n in ("open", "high", "low", "close", "volume")),
+                    source=f"session {self.id}")
 
     # -- outcomes -----------------------------------------------------------------------------
 
@@ -238,6 +241,14 @@ class Session:
                 "net_profit": result.get("net_profit"), "events": (m.get("log") or {}).get("events"),
                 "dropped": self.dropped(),
                 "size_bytes": self.size_bytes(), "error": m.get("error"), "path": str(self.path)}
+
+
+def chunk_span(event: dict[str, Any]) -> tuple[int | None, int | None]:
+    """A ``bars`` event's first and last bar open times (ms UTC), from its int64 column."""
+    raw = event.get("timestamp")
+    if not isinstance(raw, bytes) or len(raw) < 8:
+        return None, None
+    return int.from_bytes(raw[:8], "little", signed=True), int.from_bytes(raw[-8:], "little", signed=True)
 
 
 def same_event(a: dict[str, Any], b: dict[str, Any]) -> bool:
