@@ -70,7 +70,8 @@ class LiveServer:
 
 
 def strategies_folder(tmp: Path) -> Path:
-    """The examples copied into `tmp/strategies`, plus `escape.lua`, a symlink to a file outside it."""
+    """The examples copied into `tmp/strategies`, plus `escape.lua` (a symlink to a file outside it),
+    `hostile_error.lua` and `hold.lua`."""
     folder = tmp / "strategies"
     folder.mkdir()
     for name in EXAMPLES:
@@ -85,6 +86,12 @@ def strategies_folder(tmp: Path) -> Path:
         '  if md.timestamp % 120000 == 0 then error("<img src=x id=pwned onerror=alert(1)>") end\n'
         'end\n'
         'function filter_commitment(md, ctx, ind) return nil end\n'
+        'function manage_position(md, ctx, ind) return nil end\n')
+    # enters at once and never exits by itself: a position the force-exit test can count on
+    (folder / "hold.lua").write_text(
+        '-- buys on the first bar and holds\nname = "hold"\n'
+        'function detect_opportunity(md, ctx, ind) return {reason = "hold"} end\n'
+        'function filter_commitment(md, ctx, ind) return {action = "enter_long", reason = "hold"} end\n'
         'function manage_position(md, ctx, ind) return nil end\n')
     return folder
 
