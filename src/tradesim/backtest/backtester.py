@@ -2,10 +2,16 @@
 
 Each (symbol, strategy) pair gets its own `SymbolRunner` (its own sandbox,
 window, indicators, state machine and cash: the starting cash is split evenly
-between runners). Runners are independent, so each processes its symbol's
-bars in one pass through the same per-bar step a live runner uses; the
-portfolio equity curve is the sum of the runners' curves on the union of
-their timestamps.
+between runners). Without portfolio limits or shared cash the runners are
+independent, so each processes its symbol's bars in one pass through the same
+per-bar step a live runner uses (the fast path); the portfolio equity curve is
+the sum of the runners' curves on the union of their timestamps.
+
+With a `PortfolioConfig` that limits the portfolio or shares its cash, the
+runners are processed interleaved in timestamp order instead: every runner's
+bar at time t (in runner order: strategies, then symbols, as given) before any
+bar at t+1, and the `Portfolio` checked after each timestamp, so its limits
+apply at the bar where they are breached (docs/orders.md, Risk limits).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import numpy as np
 from tradesim.backtest.metrics import Metrics, compute_metrics
 from tradesim.data import Bars, find_gaps
 from tradesim.jsonable import jsonable
+from tradesim.portfolio import Portfolio, PortfolioConfig, PortfolioCurves, RunPositions, portfolio_curves
 from tradesim.recording import SessionRecorder
 from tradesim.runner.execution import ExecutionConfig
 from tradesim.runner.symbol_runner import RunnerError, SymbolRunner
@@ -34,6 +41,9 @@ _NUMBER = re.compile(r"[-+]?\d[\d.,e+-]*")
 
 #: Bars per call into the runner between progress reports.
 CHUNK = 1 << 16
+
+#: risk_limit events a result keeps (the count covers them all).
+MAX_EVENTS = 1000
 
 #: Bars per call while recording a session: one ``bars`` event and one ``snapshot`` per runner each.
 RECORD_CHUNK = 1 << 14
@@ -101,6 +111,10 @@ class BacktestResult:
     ledger : dict
         Assumptions and data health: fill rule, costs, bars processed, warm-up
         bars, gaps found, ambiguous exits, errors, load and run times.
+    portfolio : PortfolioCurves or None
+        Per-bar cash, realised / unrealised P&L and exposure per symbol on
+        `timestamps`, the portfolio settings and its ``risk_limit`` events
+        (the runners' own too).
     """
 
     runs: list[RunResult]
@@ -111,6 +125,7 @@ class BacktestResult:
     metrics: Metrics
     ledger: dict
     bars: dict[str, Bars] = field(repr=False, default_factory=dict)
+    portfolio: PortfolioCurves | None = field(repr=False, default=None)
 
     @property
     def failed_runs(self) -> list[RunResult]:
@@ -123,6 +138,7 @@ class BacktestResult:
         Undefined metrics (NaN, e.g. no trades) and infinities become None.
         """
         return jsonable({"metrics": self.metrics.to_dict(), "ledger": self.ledger,
+                "portfolio": self.portfolio.summary() if self.portfolio is not None else None,
                 "runs": [{"symbol": r.symbol, "strategy": r.strategy, "params": r.params,
                           "metrics": r.metrics.to_dict(), "trades": len(r.trades),
                           "status": r.status, "status_reason": r.status_reason,
@@ -141,6 +157,11 @@ def session_result(result: BacktestResult) -> dict[str, Any]:
         "runners": {f"{r.symbol}:{r.strategy}": {"status": r.status, "trades": len(r.trades),
                                                   "bars": r.bars_processed} for r in result.runs},
     }
+
+
+def _as_dict(config: Any) -> dict:
+    """A pydantic dataclass's settings as a dict."""
+    return dataclasses.asdict(config)
 
 
 def _final_status(runner: SymbolRunner) -> str:
@@ -184,6 +205,12 @@ class Backtest:
         Same-bar stop-loss/take-profit policy of the state machine.
     analysis_timeout_bars : int
         Bars allowed in ANALYZING before returning to IDLE (0 = no limit).
+    risk : RiskConfig, optional
+        Per-runner risk limits (`tradesim.runner.risk.RiskConfig`), applied
+        by every runner to itself.
+    portfolio : PortfolioConfig, optional
+        Portfolio cash and limits across the runners; when it sets a limit or
+        shares the cash, the runners run interleaved in timestamp order.
     progress : callable, optional
         ``progress(bars_done, bars_total)`` called between chunks.
 
@@ -200,7 +227,8 @@ class Backtest:
                  execution: ExecutionConfig | None = None, window_size: int = 500,
                  risk_free_rate: float = 0.0, close_at_end: bool = True,
                  max_consecutive_errors: int = 10, ambiguity_policy: str = "stop_loss_first",
-                 analysis_timeout_bars: int = 0,
+                 analysis_timeout_bars: int = 0, risk: Any = None,
+                 portfolio: PortfolioConfig | None = None,
                  progress: Callable[[int, int], Any] | None = None, **execution_fields: Any) -> None:
         if execution is not None and execution_fields:
             raise TypeError("pass either execution=ExecutionConfig(...) or its fields, not both")
@@ -222,18 +250,37 @@ class Backtest:
         self.ambiguity_policy = ambiguity_policy
         self.analysis_timeout_bars = analysis_timeout_bars
         self.progress = progress
+        self.risk = risk
+        self.portfolio = portfolio or PortfolioConfig()
+        self.risk_events: list[dict] = []   # runner and portfolio risk_limit events, in order
+        self.risk_event_count = 0
         n_runners = len(self.strategies) * len(self.bars)
         per_runner = ExecutionConfig(**{**self.execution.as_dict(),
                                         "starting_cash": self.execution.starting_cash / n_runners})
         self.runners: list[tuple[SymbolRunner, Bars]] = []
+        # (only given when set: runners take risk= from issue 15's per-runner limits on)
+        extra = {"risk": risk} if risk is not None else {}
         for path in self.strategies:
             for bars in self.bars:
                 runner = SymbolRunner(bars.symbol, path, params=self._params_for(path),
                                       window_size=window_size, execution=per_runner,
                                       max_consecutive_errors=max_consecutive_errors,
                                       ambiguity_policy=ambiguity_policy,
-                                      analysis_timeout_bars=analysis_timeout_bars)
+                                      analysis_timeout_bars=analysis_timeout_bars, **extra)
+                if risk is not None:   # the runners' own risk_limit events go into the result
+                    runner.on_event = self._collect_risk_event
                 self.runners.append((runner, bars))
+        self.book: Portfolio | None = None
+        if self.portfolio.active:
+            self.book = Portfolio([r for r, _ in self.runners], self.portfolio,
+                                  starting_cash=self.execution.starting_cash,
+                                  on_event=self._collect_risk_event, max_events=0)
+
+    def _collect_risk_event(self, event: dict) -> None:
+        if event.get("type") == "risk_limit":
+            self.risk_event_count += 1
+            if len(self.risk_events) < MAX_EVENTS:
+                self.risk_events.append({"scope": "runner", **event})
 
     def _params_for(self, path: Path) -> dict:
         # Overrides go to each strategy that declares them; a name no strategy
@@ -264,56 +311,139 @@ class Backtest:
             the backtest goes on (``recorder.error`` says why).
         """
         total = sum(len(b) for _, b in self.runners)
-        done = 0
-        runs: list[RunResult] = []
         chunk = CHUNK
         if recorder is not None:
             self._describe(recorder)
             chunk = RECORD_CHUNK
         t0 = time.perf_counter()
+        cash = None
         try:
-            for runner, bars in self.runners:
-                key = f"{bars.symbol}:{runner.strategy.name}"
-                n = len(bars)
-                equity = np.empty(n)
-                in_pos = np.zeros(n, dtype=np.uint8)
-                no_quote = np.full(n, np.nan)  # klines carry no bid/ask
-                i = 0
-                while i < n:
-                    stop = min(n, i + chunk)
-                    if recorder is not None:
-                        recorder.bars(key, bars, i, stop)
-                    nxt = runner.core.run(bars.timestamp, bars.open, bars.high, bars.low, bars.close,
-                                          bars.volume, no_quote, no_quote, equity, in_pos, i, stop)
-                    if recorder is not None:
-                        recorder.snapshot(key)
-                    done += nxt - i
-                    if self.progress is not None:
-                        self.progress(done, total)
-                    if nxt < stop:  # the runner stopped itself
-                        equity[nxt:] = runner.equity
-                        in_pos[nxt:] = runner.core.quantity != 0
-                        break
-                    i = nxt
-                if recorder is not None:
-                    recorder.append({"type": "shutdown", "runner": key, "reason": "end_of_data"})
-                if self.close_at_end and n:
-                    runner.close_position()
-                    equity[-1] = runner.equity
-                    in_pos[-1] = 0
-                runs.append(self._run_result(runner, bars, equity, in_pos))
+            if self.book is None:
+                runs = self._run_each(recorder, chunk, total)
+            else:
+                runs, cash = self._run_interleaved(recorder, chunk, total)
         except BaseException as exc:
             if recorder is not None:
                 recorder.finish("interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
                                 {"error": f"{type(exc).__name__}: {exc}"})
             raise
         elapsed = time.perf_counter() - t0
-        result = self._combine(runs, elapsed, total)
+        result = self._combine(runs, elapsed, total, cash)
         if recorder is not None:
             recorder.finish("completed", session_result(result))
             result.ledger["session"] = {"id": recorder.id, "path": str(recorder.path),
                                         "error": recorder.error}
         return result
+
+    def _run_each(self, recorder: SessionRecorder | None, chunk: int, total: int) -> list[RunResult]:
+        # The fast path: runners are independent, each runs its whole array in C.
+        done = 0
+        runs: list[RunResult] = []
+        for runner, bars in self.runners:
+            key = f"{bars.symbol}:{runner.strategy.name}"
+            n = len(bars)
+            equity = np.empty(n)
+            in_pos = np.zeros(n, dtype=np.uint8)
+            no_quote = np.full(n, np.nan)  # klines carry no bid/ask
+            i = 0
+            while i < n:
+                stop = min(n, i + chunk)
+                if recorder is not None:
+                    recorder.bars(key, bars, i, stop)
+                nxt = runner.core.run(bars.timestamp, bars.open, bars.high, bars.low, bars.close,
+                                      bars.volume, no_quote, no_quote, equity, in_pos, i, stop)
+                if recorder is not None:
+                    recorder.snapshot(key)
+                done += nxt - i
+                if self.progress is not None:
+                    self.progress(done, total)
+                if nxt < stop:  # the runner stopped itself
+                    equity[nxt:] = runner.equity
+                    in_pos[nxt:] = runner.core.quantity != 0
+                    break
+                i = nxt
+            if recorder is not None:
+                recorder.append({"type": "shutdown", "runner": key, "reason": "end_of_data"})
+            if self.close_at_end and n:
+                runner.close_position()
+                equity[-1] = runner.equity
+                in_pos[-1] = 0
+            runs.append(self._run_result(runner, bars, equity, in_pos))
+        return runs
+
+    def _run_interleaved(self, recorder: SessionRecorder | None, chunk: int,
+                         total: int) -> tuple[list[RunResult], np.ndarray]:
+        """Every runner's bar at t before any bar at t+1, the portfolio checked after each t.
+
+        Returns the runs and the portfolio's ledger cash at each timestamp of the union.
+        """
+        book = self.book
+        assert book is not None
+        stamps = np.unique(np.concatenate([b.timestamp for _, b in self.runners]))
+        m = len(self.runners)
+        cols = [(b.timestamp.tolist(), b.open.tolist(), b.high.tolist(), b.low.tolist(),
+                 b.close.tolist(), b.volume.tolist()) for _, b in self.runners]
+        lengths = [len(b) for _, b in self.runners]
+        equity = [np.empty(n) for n in lengths]
+        in_pos = [np.zeros(n, dtype=np.uint8) for n in lengths]
+        at = [0] * m                     # next bar of each runner
+        alive = [True] * m
+        cash = np.empty(len(stamps))
+        done = 0
+        keys = [f"{b.symbol}:{r.strategy.name}" for r, b in self.runners]
+        for k0 in range(0, len(stamps), chunk):
+            k1 = min(len(stamps), k0 + chunk)
+            if recorder is not None:   # each runner's bars of this stretch, then what they caused
+                for j, (_, bars) in enumerate(self.runners):
+                    stop = int(np.searchsorted(bars.timestamp, stamps[k1 - 1], side="right"))
+                    if stop > at[j]:
+                        recorder.bars(keys[j], bars, at[j], stop)
+            for k in range(k0, k1):
+                t = int(stamps[k])
+                for j in range(m):
+                    i = at[j]
+                    ts, o, h, lo, c, v = cols[j]
+                    if i >= lengths[j] or ts[i] != t:
+                        continue
+                    runner = self.runners[j][0]
+                    core = runner.core
+                    if alive[j]:
+                        alive[j] = core.process_values(t, o[i], h[i], lo[i], c[i], v[i])
+                        done += 1
+                        if alive[j]:
+                            equity[j][i] = core.cash + core.quantity * c[i]
+                        else:   # stopped itself: marked at its last close from now on
+                            equity[j][i] = runner.equity
+                    else:
+                        equity[j][i] = runner.equity
+                    in_pos[j][i] = core.quantity != 0
+                    at[j] = i + 1
+                    if at[j] == lengths[j] and self.close_at_end:
+                        # its last bar: close now, so the portfolio's later bars see it flat
+                        runner.close_position()
+                        equity[j][i] = runner.equity
+                        in_pos[j][i] = 0
+                halted = book.halted
+                book.after_bar(t)
+                cash[k] = book.cash()
+                # a halt closed positions at this close: the runners' marks follow
+                if book.halted and not halted:
+                    for j in range(m):
+                        i = at[j] - 1
+                        if i >= 0 and cols[j][0][i] == t:
+                            equity[j][i] = self.runners[j][0].equity
+                            in_pos[j][i] = self.runners[j][0].core.quantity != 0
+            if recorder is not None:
+                for key in keys:
+                    recorder.snapshot(key)
+            if self.progress is not None:
+                self.progress(done, total)
+        runs = []
+        for j, (runner, bars) in enumerate(self.runners):
+            if recorder is not None:
+                recorder.append({"type": "shutdown", "runner": keys[j], "reason": "end_of_data"})
+            runs.append(self._run_result(runner, bars, equity[j], in_pos[j]))
+        return runs, cash
 
     def _describe(self, recorder: SessionRecorder) -> None:
         # What the session's manifest says this backtest is.
@@ -348,7 +478,8 @@ class Backtest:
                          list(runner.rejections), _final_status(runner), runner.status_reason,
                          int(runner.core.bars))
 
-    def _combine(self, runs: list[RunResult], elapsed: float, total: int) -> BacktestResult:
+    def _combine(self, runs: list[RunResult], elapsed: float, total: int,
+                 cash: np.ndarray | None = None) -> BacktestResult:
         if len(runs) == 1:
             ts, equity, in_pos = runs[0].timestamps, runs[0].equity, runs[0].in_position
         else:
@@ -367,8 +498,25 @@ class Backtest:
                                   starting_cash=self.execution.starting_cash,
                                   risk_free_rate=self.risk_free_rate, in_position=in_pos)
         ledger = self._ledger(runs, elapsed, total)
+        curves = portfolio_curves(ts, equity, [self._positions(run, runner, bars) for run, (runner, bars)
+                                               in zip(runs, self.runners)],
+                                  starting_cash=self.execution.starting_cash, cash=cash)
+        curves.config = self.portfolio.as_dict()
+        curves.interleaved = self.book is not None
+        curves.events = list(self.risk_events)
+        curves.event_count = self.risk_event_count
         return BacktestResult(runs, trades, ts, equity, in_pos, metrics, ledger,
-                              {b.symbol: b for _, b in self.runners})
+                              {b.symbol: b for _, b in self.runners}, curves)
+
+    @staticmethod
+    def _positions(run: RunResult, runner: SymbolRunner, bars: Bars) -> RunPositions:
+        lots = []
+        pos = runner.machine.position
+        if pos is not None and runner.core.quantity != 0:   # still open (close_at_end=False)
+            bar = max(int(np.searchsorted(bars.timestamp, pos.entry_time, side="right")) - 1, 0)
+            lots.append((pos.side.name.lower(), abs(runner.core.quantity), pos.entry_price, bar))
+        return RunPositions(bars.symbol, bars.timestamp, bars.close, run.equity, run.trades,
+                            run.starting_cash, run.bars_processed, lots)
 
     def _ledger(self, runs: list[RunResult], elapsed: float, total: int) -> dict:
         exe = self.execution
@@ -384,6 +532,9 @@ class Backtest:
             "fixed_fee": exe.fixed_fee,
             "starting_cash": exe.starting_cash,
             "size_fraction": exe.size_fraction,
+            **{k: v for k, v in exe.as_dict().items() if k in ("lot_size", "min_notional")},
+            "risk": dict(_as_dict(self.risk)) if self.risk is not None else None,
+            "portfolio": self.portfolio.as_dict(),
             "ambiguity_policy": self.ambiguity_policy,
             "risk_free_rate": self.risk_free_rate,
             "close_at_end": self.close_at_end,
