@@ -17,6 +17,7 @@ from tradesim.catalog.commands import bar_source_options
 from tradesim.catalog.commands import bars_option_values as _bars_option_values
 from tradesim.cli_support import console as _console
 from tradesim.cli_support import parse_params as _parse_params
+from tradesim.portfolio.options import risk_options
 
 #: Exit status when the command ran but a runner FAILED (or the input was bad).
 EXIT_FAILED = 1
@@ -333,9 +334,10 @@ def _recorder(folder, name, kind, **options):
 @click.option("--record", "record_dir", type=click.Path(file_okay=False), default=None,
               help="Record the backtest as a session in this sessions folder (see `tradesim sessions`).")
 @click.option("--session-name", default=None, help="The recorded session's id (default: UTC time and kind).")
+@risk_options
 def backtest_command(strategies, data, symbols, interval, catalog_dir, start, end, fill, slippage_bps,
                      commission_bps, fee, cash,
-                     risk_free, params, report, trades_path, as_json, record_dir, session_name):
+                     risk_free, params, report, trades_path, as_json, record_dir, session_name, limits):
     """Backtest strategies over bar files with simulated execution.
 
     \b
@@ -343,6 +345,10 @@ def backtest_command(strategies, data, symbols, interval, catalog_dir, start, en
       tradesim backtest --strategy lua-strategies/examples/ema_crossover.lua \\
           --data BTCUSDT-1m.csv.gz --commission-bps 10 --report report.html
       tradesim backtest --strategy s.lua --symbol BTCUSDT --interval 1m --from 2024-01-01 --to 2024-07-01
+      tradesim backtest --strategy s.lua --data BTC.csv --data ETH.csv --portfolio-cash shared \\
+          --max-open-positions 1 --portfolio-max-drawdown-pct 20 --risk-max-position-notional 5000
+
+    Risk limits and portfolio settings: docs/orders.md (Risk limits).
     """
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -358,7 +364,8 @@ def backtest_command(strategies, data, symbols, interval, catalog_dir, start, en
         recorder = _recorder(record_dir, session_name, "backtest") if record_dir else None
         bt = Backtest(list(strategies), list(data), params=_parse_params(params), start=start, end=end,
                       fill=fill, slippage_bps=slippage_bps, commission_bps=commission_bps,
-                      fixed_fee=fee, starting_cash=cash, risk_free_rate=risk_free)
+                      fixed_fee=fee, starting_cash=cash, risk_free_rate=risk_free, **limits.execution,
+                      risk=limits.risk_config(), portfolio=limits.portfolio_config())
         with Progress(TextColumn("backtest"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,} bars"),
                       TimeRemainingColumn(), console=console, transient=True,
                       disable=as_json or not console.is_terminal) as progress:
@@ -377,7 +384,8 @@ def backtest_command(strategies, data, symbols, interval, catalog_dir, start, en
         write_report(report, symbol_bars=result.bars, trades=result.trades, equity=result.equity,
                      timestamps=result.timestamps, metrics=result.metrics, ledger=result.ledger,
                      title=f"tradesim backtest: {', '.join(r.strategy for r in result.runs[:3])}",
-                     problems=[(f"{r.symbol}/{r.strategy}", r.problems()) for r in result.runs])
+                     problems=[(f"{r.symbol}/{r.strategy}", r.problems()) for r in result.runs],
+                     portfolio=result.portfolio.summary() if result.portfolio is not None else None)
     if as_json:
         import json
 
@@ -412,6 +420,8 @@ def _print_backtest(result, report, trades_path) -> None:
         runs.add_row(r.symbol, r.strategy, f"{len(r.trades):,}", format_percent(m.win_rate),
                      f"{m.total_fees:,.2f}", f"{m.final_equity:,.2f}", format_percent(m.total_return), r.status)
     console.print(runs)
+    if result.portfolio is not None:
+        _print_portfolio(console, result.portfolio.summary())
     ledger = result.ledger
     console.print(f"[dim]{ledger['bars_processed']:,} bars in {ledger['run_seconds']:.2f} s "
                   f"({ledger['bars_per_second']:,} bars/s; load {ledger['load_seconds']:.2f} s); "
@@ -430,6 +440,32 @@ def _print_backtest(result, report, trades_path) -> None:
         console.print(f"report: {report}")
     if trades_path:
         console.print(f"trades: {trades_path}")
+
+
+def _print_portfolio(console, p: dict) -> None:
+    """Portfolio cash, P&L, exposure per symbol and the risk_limit events (the first few)."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from tradesim.timeframes import format_time
+
+    table = Table(title="Portfolio")
+    for col in ("symbol", "final exposure", "largest exposure", "time in market"):
+        table.add_column(col, justify="left" if col == "symbol" else "right", no_wrap=True)
+    for symbol, x in p["exposure"].items():
+        table.add_row(symbol, f"{x['final']:,.2f}", f"{x['max_abs']:,.2f}", f"{100 * x['time_in_market']:.1f} %")
+    console.print(table)
+    settings = ", ".join(f"{k} {v}" for k, v in p["config"].items())
+    console.print(f"cash {p['cash']:,.2f}, equity {p['equity']:,.2f}: realised P&L {p['realised_pnl']:+,.2f}, "
+                  f"unrealised {p['unrealised_pnl']:+,.2f} [dim]({settings}"
+                  f"{'; runners interleaved' if p['interleaved'] else ''})[/dim]", soft_wrap=True)
+    events = p["risk_events"]
+    if events:
+        console.print(f"[yellow]{p['risk_event_count']:,} risk limit events[/yellow]; first:")
+        for e in events[:5]:
+            who = f"{e.get('symbol')}/{e.get('strategy')}" if e.get("symbol") else "portfolio"
+            console.print(f"  bar {format_time(e['timestamp'])} UTC  {escape(who)}: {e['limit']} "
+                          f"{e['value']:.4g} > {e['threshold']:g} -> {e['action']}", soft_wrap=True)
 
 
 def _print_problems(console, runs) -> None:

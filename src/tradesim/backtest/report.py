@@ -165,6 +165,7 @@ def write_report(
     max_line_points: int = 4000,
     max_trades: int = 5000,
     problems: Sequence[tuple[str, Mapping]] = (),
+    portfolio: Mapping | None = None,
 ) -> Path:
     """Write a self-contained HTML report of one backtest.
 
@@ -203,6 +204,9 @@ def write_report(
     problems : sequence of (str, dict), optional
         Per runner name, `RunResult.problems()`: a failure reason, first distinct errors and
         rejections, shown in a "Problems" section at the top of the page when any exist.
+    portfolio : dict, optional
+        `PortfolioCurves.summary()`: cash, realised / unrealised P&L, exposure per symbol,
+        the portfolio settings and the ``risk_limit`` events, shown in a "Portfolio" section.
 
     Returns
     -------
@@ -265,6 +269,7 @@ def write_report(
         trades_table=_trades_table(shown),
         ledger_table=_ledger_table(ledger or {}),
         problems=_problems_section(problems),
+        portfolio_section=_portfolio_section(portfolio),
         lwc_version=LWC_VERSION,
         data_json=_script_json(payload),
         lwc_js=_library_js(),
@@ -476,6 +481,50 @@ def _problems_section(problems: Sequence[tuple[str, Mapping]]) -> str:
     if not items:
         return ""
     return f'<section class="problems" id="problems"><h2>Problems</h2>{"".join(items)}</section>'
+
+
+def _money(value) -> str:
+    return "—" if value is None else format_number(float(value), ",.2f")
+
+
+def _portfolio_section(portfolio: Mapping | None) -> str:
+    """P&L, exposure per symbol, settings and risk_limit events of the portfolio (empty when none)."""
+    if not portfolio:
+        return ""
+    esc = html.escape
+    pnl = "".join(f'<tr><td>{esc(label)}</td><td class="num" data-portfolio="{key}">'
+                  f"{_money(portfolio.get(key))}</td></tr>"
+                  for label, key in (("Starting cash", "starting_cash"), ("Cash", "cash"),
+                                     ("Equity", "equity"), ("Realised P&L", "realised_pnl"),
+                                     ("Unrealised P&L", "unrealised_pnl")))
+    exposure = "".join(
+        f'<tr><td>{esc(str(symbol))}</td><td class="num">{_money(x.get("final"))}</td>'
+        f'<td class="num">{_money(x.get("max_abs"))}</td>'
+        f'<td class="num">{100.0 * float(x.get("time_in_market") or 0.0):.1f} %</td></tr>'
+        for symbol, x in (portfolio.get("exposure") or {}).items())
+    settings = "; ".join(f"{k}: {_ledger_value(v)}" for k, v in (portfolio.get("config") or {}).items())
+    events = portfolio.get("risk_events") or []
+    count = int(portfolio.get("risk_event_count") or len(events))
+    if events:
+        rows = "".join(
+            f'<tr class="risk-event"><td>{format_time(e.get("timestamp"))}</td><td>{esc(str(e.get("scope", "")))}</td>'
+            f'<td>{esc(str(e.get("symbol", "") or "all"))}</td><td>{esc(str(e.get("limit", "")))}</td>'
+            f'<td class="num">{format_number(float(e.get("threshold", float("nan"))), ".6g")}</td>'
+            f'<td class="num">{format_number(float(e.get("value", float("nan"))), ".6g")}</td>'
+            f'<td>{esc(str(e.get("action", "")))}</td></tr>' for e in events)
+        shown = f" (the first {len(events):,} of {count:,})" if count > len(events) else ""
+        events_html = (f'<h3>Risk limit events{shown}</h3><div class="scroll"><table class="risk-events">'
+                       "<thead><tr><th>Bar (UTC)</th><th>Scope</th><th>Symbol</th><th>Limit</th>"
+                       "<th>Threshold</th><th>Value</th><th>Action</th></tr></thead>"
+                       f"<tbody>{rows}</tbody></table></div>")
+    else:
+        events_html = '<p class="note">No risk limit was breached.</p>'
+    return ('<section class="portfolio" id="portfolio"><h2>Portfolio</h2>'
+            f'<p class="note">Settings: {esc(settings) or "defaults"}</p>'
+            f'<table class="metrics">{pnl}</table>'
+            '<h3>Exposure per symbol</h3><table class="exposure"><thead><tr><th>Symbol</th>'
+            "<th>Final</th><th>Largest (abs)</th><th>Time in market</th></tr></thead>"
+            f"<tbody>{exposure}</tbody></table>{events_html}</section>")
 
 
 def _ledger_table(ledger: Mapping[str, object]) -> str:
