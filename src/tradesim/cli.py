@@ -237,10 +237,11 @@ def validate_command(strategy, params, bars, strict):
 @click.option("--record", "record_dir", type=click.Path(file_okay=False), default=None,
               help="Record the run as a session in this sessions folder (see `tradesim sessions`).")
 @click.option("--session-name", default=None, help="The recorded session's id (default: UTC time and kind).")
+@risk_options
 def run_command(strategy, config_path, symbols, feed, data, start, end, catalog_dir, speed, bars_from, bars,
                 interval, seed, cash, fill,
                 slippage_bps, commission_bps, params, region, base_url, rest_url, duration, events_path,
-                max_offline, busy_poll_us, record_dir, session_name):
+                max_offline, busy_poll_us, record_dir, session_name, limits):
     """Run strategies on a feed with paper trading; Ctrl-C or SIGTERM stops with a summary.
 
     \b
@@ -262,6 +263,9 @@ def run_command(strategy, config_path, symbols, feed, data, start, end, catalog_
         raise click.UsageError("give --strategy PATH (or --config runners.toml)")
     if config_path is not None and strategy is not None:
         raise click.UsageError("--config lists the strategies: drop --strategy")
+    if config_path is not None and (limits.execution or limits.risk or limits.portfolio):
+        raise click.UsageError("with --config, set lot sizes, risk and portfolio limits in runners.toml "
+                               "([risk], [portfolio], a runner's execution table)")
     if data and (start or end or catalog_dir):
         raise click.UsageError("--from/--to/--catalog take bars from the catalog: drop them or --data")
     if config_path is None and feed == "replay" and not data:
@@ -296,7 +300,8 @@ def run_command(strategy, config_path, symbols, feed, data, start, end, catalog_
                       params=_parse_params(params), region=region, base_url=base_url,
                       rest_url=rest_url, duration=duration, events_file=events_file,
                       execution={"fill": fill, "slippage_bps": slippage_bps,
-                                 "commission_bps": commission_bps},
+                                 "commission_bps": commission_bps, **limits.execution},
+                      risk=limits.risk, portfolio=limits.portfolio,
                       busy_poll_us=busy_poll_us, bars_from=bars_from, max_offline=max_offline,
                       console=_console(), err_console=_console(stderr=True),
                       recorder=_recorder(record_dir, session_name, "run", on_full="drop") if record_dir else None)

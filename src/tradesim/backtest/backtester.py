@@ -111,10 +111,10 @@ class BacktestResult:
     ledger : dict
         Assumptions and data health: fill rule, costs, bars processed, warm-up
         bars, gaps found, ambiguous exits, errors, load and run times.
-    portfolio : PortfolioCurves or None
+    portfolio : PortfolioCurves
         Per-bar cash, realised / unrealised P&L and exposure per symbol on
         `timestamps`, the portfolio settings and its ``risk_limit`` events
-        (the runners' own too).
+        (the runners' own too); built on first access.
     """
 
     runs: list[RunResult]
@@ -125,7 +125,16 @@ class BacktestResult:
     metrics: Metrics
     ledger: dict
     bars: dict[str, Bars] = field(repr=False, default_factory=dict)
-    portfolio: PortfolioCurves | None = field(repr=False, default=None)
+    portfolio_build: Callable[[], PortfolioCurves] | None = field(repr=False, default=None)
+    _portfolio: PortfolioCurves | None = field(init=False, repr=False, default=None)
+
+    @property
+    def portfolio(self) -> PortfolioCurves | None:
+        """The portfolio's P&L curves and risk events (see the class docs); None if not built."""
+        if self._portfolio is None and self.portfolio_build is not None:
+            # built on demand: a plain backtest that never reads them pays nothing
+            self._portfolio, self.portfolio_build = self.portfolio_build(), None
+        return self._portfolio
 
     @property
     def failed_runs(self) -> list[RunResult]:
@@ -252,7 +261,7 @@ class Backtest:
         self.progress = progress
         self.risk = risk
         self.portfolio = portfolio or PortfolioConfig()
-        self.risk_events: list[dict] = []   # runner and portfolio risk_limit events, in order
+        self.risk_events: list[dict] = []   # the portfolio's risk_limit events (the first MAX_EVENTS)
         self.risk_event_count = 0
         n_runners = len(self.strategies) * len(self.bars)
         per_runner = ExecutionConfig(**{**self.execution.as_dict(),
@@ -267,20 +276,30 @@ class Backtest:
                                       max_consecutive_errors=max_consecutive_errors,
                                       ambiguity_policy=ambiguity_policy,
                                       analysis_timeout_bars=analysis_timeout_bars, **extra)
-                if risk is not None:   # the runners' own risk_limit events go into the result
-                    runner.on_event = self._collect_risk_event
                 self.runners.append((runner, bars))
         self.book: Portfolio | None = None
         if self.portfolio.active:
+            # (its starting cash: the runners' shares, which add up to the backtest's)
             self.book = Portfolio([r for r, _ in self.runners], self.portfolio,
-                                  starting_cash=self.execution.starting_cash,
                                   on_event=self._collect_risk_event, max_events=0)
 
     def _collect_risk_event(self, event: dict) -> None:
-        if event.get("type") == "risk_limit":
-            self.risk_event_count += 1
-            if len(self.risk_events) < MAX_EVENTS:
-                self.risk_events.append({"scope": "runner", **event})
+        self.risk_event_count += 1
+        if len(self.risk_events) < MAX_EVENTS:
+            self.risk_events.append(event)
+
+    def _all_risk_events(self) -> tuple[list[dict], int]:
+        """The portfolio's and the runners' own risk_limit events by bar time, and their count."""
+        events = list(self.risk_events)
+        count = self.risk_event_count
+        for runner, _ in self.runners:
+            kept = getattr(runner, "risk_events", ())   # (issue 15's per-runner limits)
+            count += len(kept)
+            events += [{"type": "risk_limit", "scope": "runner", "symbol": runner.symbol,
+                        "strategy": runner.strategy.name, "limit": e.limit, "threshold": e.threshold,
+                        "value": e.value, "action": e.action, "timestamp": e.timestamp} for e in kept]
+        events.sort(key=lambda e: e["timestamp"])
+        return events[:MAX_EVENTS], count
 
     def _params_for(self, path: Path) -> dict:
         # Overrides go to each strategy that declares them; a name no strategy
@@ -498,15 +517,18 @@ class Backtest:
                                   starting_cash=self.execution.starting_cash,
                                   risk_free_rate=self.risk_free_rate, in_position=in_pos)
         ledger = self._ledger(runs, elapsed, total)
-        curves = portfolio_curves(ts, equity, [self._positions(run, runner, bars) for run, (runner, bars)
-                                               in zip(runs, self.runners)],
-                                  starting_cash=self.execution.starting_cash, cash=cash)
-        curves.config = self.portfolio.as_dict()
-        curves.interleaved = self.book is not None
-        curves.events = list(self.risk_events)
-        curves.event_count = self.risk_event_count
+        positions = [self._positions(run, runner, bars) for run, (runner, bars) in zip(runs, self.runners)]
+        events = self._all_risk_events()
+
+        def build() -> PortfolioCurves:
+            curves = portfolio_curves(ts, equity, positions, starting_cash=self.execution.starting_cash,
+                                      cash=cash)
+            curves.config = self.portfolio.as_dict()
+            curves.interleaved = self.book is not None
+            curves.events, curves.event_count = events
+            return curves
         return BacktestResult(runs, trades, ts, equity, in_pos, metrics, ledger,
-                              {b.symbol: b for _, b in self.runners}, curves)
+                              {b.symbol: b for _, b in self.runners}, build)
 
     @staticmethod
     def _positions(run: RunResult, runner: SymbolRunner, bars: Bars) -> RunPositions:

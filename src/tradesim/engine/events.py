@@ -27,7 +27,7 @@ import orjson
 __all__ = [
     "ActionRejected", "BarReceived", "Event", "EventBus", "FeedStatus", "OpportunityDetected",
     "PositionClosed", "PositionOpened", "PositionUpdated", "RunnerErrorEvent", "RunnerStatusChanged",
-    "AnalysisTimeout", "ControlApplied", "StateTransition", "StrategyReloaded", "SubscriberDropped",
+    "AnalysisTimeout", "ControlApplied", "RiskLimit", "StateTransition", "StrategyReloaded", "SubscriberDropped",
     "Subscription",
     "EVENT_TYPES",
 ]
@@ -175,6 +175,27 @@ class AnalysisTimeout(RunnerEvent):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RiskLimit(RunnerEvent):
+    """A risk limit was reached (docs/orders.md, Risk limits).
+
+    ``scope``: ``"runner"`` (the runner's own limits) or ``"portfolio"`` (the
+    engine's; ``runner_id`` empty unless an entry of that runner was
+    rejected); ``limit`` names it (``max_daily_loss_pct``, ...), ``threshold``
+    and ``value`` in its unit (percent, quote currency, or positions),
+    ``action`` what was done (``rejected`` / ``reject``, ``block``, ``halt``)
+    and ``timestamp`` the bar (ms since epoch UTC).
+    """
+
+    type: ClassVar[str] = "risk_limit"
+    scope: str = "runner"
+    timestamp: int = 0
+    limit: str = ""
+    threshold: float = 0.0
+    value: float = 0.0
+    action: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class FeedStatus(Event):
     """Feed connectivity: connected, reconnecting, gap_detected, backfilled, rejected, ...
 
@@ -214,7 +235,7 @@ class SubscriberDropped(Event):
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.type: cls for cls in (BarReceived, OpportunityDetected, StateTransition, PositionOpened,
                               PositionUpdated, PositionClosed, ActionRejected, RunnerErrorEvent,
-                              RunnerStatusChanged, StrategyReloaded, AnalysisTimeout, FeedStatus,
+                              RunnerStatusChanged, StrategyReloaded, AnalysisTimeout, RiskLimit, FeedStatus,
                               ControlApplied, SubscriberDropped)
 }
 

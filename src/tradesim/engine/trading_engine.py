@@ -23,10 +23,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from tradesim.engine.events import BarReceived, ControlApplied, EventBus, FeedStatus, Subscription
+from tradesim.engine.events import BarReceived, ControlApplied, EventBus, FeedStatus, RiskLimit, Subscription
 from tradesim.engine.handle import RunnerHandle, price_history, snapshot
 from tradesim.engine.workers import WorkerPool
-from tradesim.jsonable import finite_or_none
+from tradesim.jsonable import finite_or_none, jsonable
+from tradesim.portfolio import Portfolio, PortfolioConfig
 from tradesim.recording import SessionRecorder
 from tradesim.runner import RunnerStatus, SymbolRunner
 from tradesim.runner.execution import ExecutionConfig
@@ -82,11 +83,21 @@ class TradingEngine:
         rejections and closed positions each runner keeps (10,000; None keeps
         all). A runner trading for months would otherwise grow without bound;
         counts (``trade_count``, ``error_count``, ...) and health stay exact.
+    portfolio : PortfolioConfig, optional
+        Portfolio cash and limits across every runner (docs/orders.md, Risk
+        limits). When it sets a limit or shares the cash, a `Portfolio` is
+        every runner's entry gate and is marked after each runner's bar, on
+        that runner's worker (runners are not synchronised: the portfolio
+        equity takes each runner's newest close); a breach publishes a
+        ``risk_limit`` event and blocks entries, or halts every runner
+        between two of its bars. `resume_portfolio` lifts it. The portfolio
+        uses the handles' ``on_processed`` hook.
     """
 
     def __init__(self, *, workers: int = 2, max_workers: int = 32, queue_size: int = 1024,
                  events: EventBus | None = None, stall_after: float = 0.25,
-                 busy_poll_us: float = 0.0, history_limit: int | None = DEFAULT_HISTORY_LIMIT) -> None:
+                 busy_poll_us: float = 0.0, history_limit: int | None = DEFAULT_HISTORY_LIMIT,
+                 portfolio: PortfolioConfig | None = None) -> None:
         if not busy_poll_us >= 0:
             raise ValueError(f"busy_poll_us = {busy_poll_us!r}: must be >= 0")
         check_history_limit(history_limit)
@@ -105,6 +116,11 @@ class TradingEngine:
         self._started: float | None = None
         self._ids = Counter()
         self.recorder: SessionRecorder | None = None
+        self.portfolio: Portfolio | None = None
+        if portfolio is not None and portfolio.active:
+            self.portfolio = Portfolio([], portfolio, on_event=self._portfolio_event,
+                                       halt_runner=self._halt_for_portfolio,
+                                       resume_runner=self._resume_for_portfolio)
 
     def record(self, recorder: SessionRecorder) -> None:
         """Record this engine's session: every bar (with its receive time), feed status change,
@@ -213,6 +229,10 @@ class TradingEngine:
             self.recorder.add_runner(runner_id, runner, feed=feed_name, window_size=window_size,
                                      options=handle.options)
         self._routes.setdefault((feed_name, symbol), []).append(handle)
+        if self.portfolio is not None:
+            self.portfolio.add(runner)
+            book = self.portfolio
+            handle.on_processed = lambda h, _done: book.after_bar(h.last_bar_time, h.runner)
         return runner_id
 
     def _resolve_feed(self, feed: str | None) -> str:
@@ -259,7 +279,7 @@ class TradingEngine:
         self._command(runner_id, "pause", SymbolRunner.pause, audit)
 
     def resume(self, runner_id: str, **audit: str) -> None:
-        """Decide again after `pause` (between two bars, as `pause`)."""
+        """Decide again after `pause`, or trade again after a risk halt (between two bars, as `pause`)."""
         self._command(runner_id, "resume", SymbolRunner.resume, audit)
 
     def stop_runner(self, runner_id: str, reason: str = "stopped by request", **audit: str) -> None:
@@ -276,6 +296,47 @@ class TradingEngine:
         UnknownRunner
         """
         self._command(runner_id, "exit", lambda r: r.close_position(reason), audit, reason=reason)
+
+    def halt(self, runner_id: str, reason: str = "halted by request", **audit: str) -> None:
+        """Close the runner's position at the newest close, drop its orders and halt it (status
+        ``halted``) until `resume`; between two bars, as `pause`."""
+        self._command(runner_id, "halt", lambda r: r.halt(reason), audit, reason=reason)
+
+    def resume_portfolio(self, **audit: str) -> None:
+        """Lift the portfolio's blocks and resume the runners it halted (each between two of its
+        bars); the drawdown is measured again from the equity now. No-op without a portfolio."""
+        if self.portfolio is not None:
+            self.audit("resume_portfolio", None, **audit)
+            self.portfolio.resume()
+
+    def portfolio_state(self) -> dict[str, Any] | None:
+        """The portfolio's cash, equity, P&L, exposure per symbol and limits (JSON-ready), or None."""
+        return jsonable(self.portfolio.state()) if self.portfolio is not None else None
+
+    def _portfolio_event(self, event: dict) -> None:
+        # A portfolio breach, or an entry it rejected: on the bus and in the session's log.
+        runner_id = ""
+        if event.get("symbol"):
+            runner_id = next((rid for rid, h in self._runners.items() if h.symbol == event["symbol"]
+                              and h.strategy == event.get("strategy")), "")
+        if self.recorder is not None:
+            self.recorder.append(dict(event))
+        if self.bus.active:
+            self.bus.publish(RiskLimit, runner_id=runner_id, symbol=event.get("symbol", ""),
+                             strategy=event.get("strategy", ""), scope="portfolio",
+                             timestamp=event["timestamp"], limit=event["limit"],
+                             threshold=float(event["threshold"]), value=float(event["value"]),
+                             action=event["action"])
+
+    def _halt_for_portfolio(self, runner: SymbolRunner, reason: str) -> None:
+        rid = next((i for i, h in self._runners.items() if h.runner is runner), None)
+        if rid is not None:
+            self._command(rid, "halt", lambda r: r.halt(reason), {"scope": "portfolio"}, reason=reason)
+
+    def _resume_for_portfolio(self, runner: SymbolRunner) -> None:
+        rid = next((i for i, h in self._runners.items() if h.runner is runner), None)
+        if rid is not None:
+            self._command(rid, "resume", SymbolRunner.resume, {"scope": "portfolio"})
 
     def reload(self, runner_id: str, **audit: str) -> None:
         """Hot-reload a runner's strategy file (position, window and context kept).

@@ -117,16 +117,19 @@ def portfolio_curves(ts: np.ndarray, equity: np.ndarray, runs: Sequence[RunPosit
     unrealised = np.zeros(n)
     for run in runs:
         m = len(run.timestamps)
-        qty = np.zeros(m + 1)       # difference arrays of signed quantity and signed cost
+        lots = [(t.side == "long", t.quantity, t.entry_price, t.entry_bar, t.exit_bar) for t in run.trades]
+        lots += [(side == "long", q, price, bar, m) for side, q, price, bar in run.open_lots]
+        # difference arrays of the signed quantity held and its signed cost, per bar
+        qty = np.zeros(m + 1)
         cost = np.zeros(m + 1)
-        lots = [(t.side, t.quantity, t.entry_price, t.entry_bar, t.exit_bar) for t in run.trades]
-        lots += [(side, q, price, bar, m) for side, q, price, bar in run.open_lots]
-        for side, q, price, start, stop in lots:
-            signed = q if side == "long" else -q
-            qty[start] += signed
-            qty[stop] -= signed
-            cost[start] += signed * price
-            cost[stop] -= signed * price
+        if lots:
+            long_, q, price, start, stop = (np.array(col) for col in zip(*lots))
+            signed = np.where(long_, q, -q).astype(np.float64)
+            start, stop = start.astype(np.int64), stop.astype(np.int64)
+            np.add.at(qty, start, signed)
+            np.add.at(qty, stop, -signed)
+            np.add.at(cost, start, signed * price)
+            np.add.at(cost, stop, -signed * price)
         held, basis = np.cumsum(qty)[:m], np.cumsum(cost)[:m]
         close = np.asarray(run.close, dtype=np.float64)
         done = min(run.bars_processed, m)
@@ -134,10 +137,13 @@ def portfolio_curves(ts: np.ndarray, equity: np.ndarray, runs: Sequence[RunPosit
             close = close.copy()
             close[done:] = close[done - 1]
         value = held * close
-        exposure.setdefault(run.symbol, np.zeros(n))
-        exposure[run.symbol] += _forward_fill(run.timestamps, value, ts, 0.0)
-        unrealised += _forward_fill(run.timestamps, value - basis, ts, 0.0)
-    total_exposure = sum(exposure.values(), np.zeros(n))
+        same = run.timestamps is ts or (m == n and np.array_equal(run.timestamps, ts))
+        if run.symbol in exposure:
+            exposure[run.symbol] += value if same else _forward_fill(run.timestamps, value, ts, 0.0)
+        else:
+            exposure[run.symbol] = value if same else _forward_fill(run.timestamps, value, ts, 0.0)
+        unrealised += (value - basis) if same else _forward_fill(run.timestamps, value - basis, ts, 0.0)
+    total_exposure = np.sum(list(exposure.values()), axis=0) if exposure else np.zeros(n)
     equity = np.asarray(equity, dtype=np.float64)
     realised = equity - starting_cash - unrealised
     cash = equity - total_exposure if cash is None else np.asarray(cash, dtype=np.float64)

@@ -44,10 +44,6 @@ class Portfolio:
         The runners it watches; their cores get this portfolio as ``gate``
         (when a limit is set) and the shared account (when cash is shared).
     config : PortfolioConfig
-    starting_cash : float, optional
-        The portfolio's starting cash, quote currency (default: the sum of
-        the runners' ``execution.starting_cash``). With shared cash the
-        account starts with it.
     on_event : callable, optional
         ``on_event(dict)`` receives each ``risk_limit`` event (fields
         ``type``, ``scope`` = "portfolio", ``limit``, ``threshold``,
@@ -74,16 +70,13 @@ class Portfolio:
     """
 
     def __init__(self, runners: Sequence[SymbolRunner], config: PortfolioConfig | None = None, *,
-                 starting_cash: float | None = None, on_event: Callable[[dict], Any] | None = None,
+                 on_event: Callable[[dict], Any] | None = None,
                  halt_runner: Callable[[SymbolRunner, str], Any] | None = None,
                  resume_runner: Callable[[SymbolRunner], Any] | None = None,
                  max_events: int = 1000) -> None:
         self.config = config or PortfolioConfig()
         self.runners: list[SymbolRunner] = []
-        self.starting_cash = float(starting_cash if starting_cash is not None
-                                   else sum(r.execution.starting_cash for r in runners))
-        if not self.starting_cash > 0:
-            raise ValueError(f"starting_cash = {self.starting_cash!r}: must be > 0")
+        self.starting_cash = 0.0   # the sum of the runners' starting cash (see `add`)
         self.on_event = on_event
         self.halt_runner = halt_runner or (lambda runner, reason: runner.halt(reason))
         self.resume_runner = resume_runner or (lambda runner: runner.resume())
@@ -96,23 +89,34 @@ class Portfolio:
         if self.config.cash == "shared":
             from tradesim.runner.runner_core import Account
 
-            self.account = Account(self.starting_cash)
+            self.account = Account(0.0)
         self._lock = threading.RLock()
         self._reserved: set[int] = set()     # id(core) of runners whose entry passed the gate
         self._day: int | None = None
-        self.day_start_equity = self.starting_cash   # equity at the previous UTC day's last close
-        self.last_equity = self.starting_cash
-        self.peak = self.starting_cash
+        self.day_start_equity = 0.0   # equity at the previous UTC day's last close
+        self.last_equity = 0.0
+        self.peak = 0.0
         self._daily_hit = False
         self._drawdown_hit = False
         for runner in runners:
             self.add(runner)
 
     def add(self, runner: SymbolRunner) -> None:
-        """Watch one more runner (an engine adds runners while it runs)."""
+        """Watch one more runner (an engine adds runners while it runs).
+
+        Its ``execution.starting_cash`` joins the portfolio's starting cash
+        (and the shared account's cash), its equity marks and its peak.
+        """
         with self._lock:
+            cash = float(runner.execution.starting_cash)
             self.runners.append(runner)
+            self.starting_cash += cash
+            self.day_start_equity += cash
+            self.last_equity += cash
+            self.peak += cash
             if self.account is not None:
+                self.account.cash += cash
+                self.account.equity = self.account.cash + self.position_value()
                 runner.core.account = self.account
             if self.config.limited:
                 runner.core.gate = self
@@ -123,6 +127,7 @@ class Portfolio:
         """None to allow an entry fill of `quantity` base units at `price` (quote currency) on
         bar `ts` (ms UTC); else the reason it is rejected (the runner records the rejection)."""
         with self._lock:
+            self._roll_day(ts)   # the first bar of a new day lifts yesterday's daily-loss block
             if self.blocked:
                 return next(iter(self.blocked.values()))
             limit = self.config.max_open_positions
@@ -171,14 +176,7 @@ class Portfolio:
             equity = self.equity()
             if self.account is not None:
                 self.account.equity = equity
-            day = ts // DAY_MS
-            if self._day is None:
-                self._day = day
-            elif day > self._day:   # a new UTC day: the loss is measured from yesterday's last close
-                self._day = day
-                self.day_start_equity = self.last_equity
-                self._daily_hit = False
-                self.blocked.pop("max_daily_loss_pct", None)
+            self._roll_day(ts)
             cfg = self.config
             if cfg.max_daily_loss_pct and not self._daily_hit and self.day_start_equity > 0:
                 loss = (self.day_start_equity - equity) / self.day_start_equity * 100.0
@@ -194,6 +192,17 @@ class Portfolio:
                     self._breach("max_drawdown_pct", cfg.max_drawdown_pct, drawdown, ts)
             self.last_equity = self.equity() if self.halted else equity
             return self.last_equity
+
+    def _roll_day(self, ts: int) -> None:
+        # A new UTC day: the loss is measured from the previous day's last close.
+        day = ts // DAY_MS
+        if self._day is None:
+            self._day = day
+        elif day > self._day:
+            self._day = day
+            self.day_start_equity = self.last_equity
+            self._daily_hit = False
+            self.blocked.pop("max_daily_loss_pct", None)
 
     def _breach(self, limit: str, threshold: float, value: float, ts: int) -> None:
         action = self.config.on_breach

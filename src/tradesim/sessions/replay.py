@@ -246,6 +246,8 @@ def _apply_controls(runners: _Runners, key: str, controls: dict[str, deque], not
                 notes.append(f"{key}: the recorded reload at bar {event['bars']} was not applied (what-if)")
         elif command == "exit":
             runner.close_position(event.get("reason") or "forced exit")
+        elif command == "halt":   # by request, or by the engine's portfolio limits
+            runner.halt(event.get("reason") or "halted by request")
         else:
             notes.append(f"{key}: control {command!r} at bar {event['bars']} is not replayed")
 

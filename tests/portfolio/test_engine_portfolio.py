@@ -1,0 +1,79 @@
+"""The engine's portfolio on the simulated feed: the entry gate across runners on different worker
+threads, a drawdown halt applied between bars, risk_limit events on the event stream, and resume."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+pytest.importorskip("tradesim.runner.risk")
+
+from tradesim.engine import TradingEngine  # noqa: E402
+from tradesim.feeds.simulated import SimulatedFeed  # noqa: E402
+from tradesim.portfolio import PortfolioConfig  # noqa: E402
+from tradesim.runner import RunnerStatus  # noqa: E402
+
+ALWAYS_LONG = """
+name = "always_long"
+function detect_opportunity(md, ctx, ind) return {reason = "go"} end
+function filter_commitment(md, ctx, ind) return {action = "enter_long", quantity = 0.01, reason = "go"} end
+function manage_position(md, ctx, ind) return nil end
+"""
+
+
+def _engine(tmp_path, config, bars=300):
+    script = tmp_path / "always_long.lua"
+    script.write_text(ALWAYS_LONG)
+    engine = TradingEngine(workers=2, portfolio=config)
+    engine.add_feed(SimulatedFeed(("AAAUSDT", "BBBUSDT"), bars=bars, seed=7, start_price=100.0), "sim")
+    ids = [engine.add_runner(s, script) for s in ("AAAUSDT", "BBBUSDT")]
+    return engine, ids
+
+
+def _run(engine):
+    async def main():
+        sub = engine.subscribe(types=["risk_limit", "control", "runner_status"])
+        await engine.run()
+        events = []
+        while (e := sub.get_nowait()) is not None:
+            events.append(e)
+        return events
+    return asyncio.run(main())
+
+
+def test_max_open_positions_holds_across_worker_threads(tmp_path):
+    engine, ids = _engine(tmp_path, PortfolioConfig(max_open_positions=1))
+    events = _run(engine)
+    runners = [engine.runner(i) for i in ids]
+    # both want a position from the first bar and never exit: exactly one gets it
+    holding = [r for r in runners if r.machine.position is not None]
+    (other,) = [r for r in runners if r.machine.position is None]
+    assert len(holding) == 1 and not other.trades
+    assert other.rejections and all("max_open_positions" in r.reason for r in other.rejections)
+    risk = [e for e in events if e.type == "risk_limit"]
+    assert risk and {(e.scope, e.limit, e.action, e.symbol) for e in risk} == {
+        ("portfolio", "max_open_positions", "reject", other.symbol)}
+    assert all(e.runner_id == ids[runners.index(other)] for e in risk)
+    assert len(risk) == len(other.rejections)   # one event per rejected entry
+
+
+def test_drawdown_halt_applies_between_bars_and_resume_lifts_it(tmp_path):
+    engine, ids = _engine(tmp_path, PortfolioConfig(max_drawdown_pct=0.001, on_breach="halt"))
+    events = _run(engine)
+    runners = [engine.runner(i) for i in ids]
+    (breach,) = [e for e in events if e.type == "risk_limit"]
+    assert (breach.scope, breach.limit, breach.action, breach.runner_id) == ("portfolio", "max_drawdown_pct",
+                                                                            "halt", "")
+    assert breach.value > breach.threshold == 0.001
+    halts = [e for e in events if e.type == "control" and e.command == "halt"]
+    assert sorted(e.runner_id for e in halts) == sorted(ids) and {e.scope for e in halts} == {"portfolio"}
+    assert all(r.status == RunnerStatus.HALTED and r.machine.position is None for r in runners)
+    # every halted runner's position was closed by the halt, after the breach bar
+    for r in runners:
+        assert r.trades and r.trades[-1].exit_time >= breach.timestamp
+    state = engine.portfolio_state()
+    assert state["halted"] is True and state["open_positions"] == 0
+    engine.resume_portfolio(scope="control", origin="test")
+    assert all(r.status == RunnerStatus.RUNNING for r in runners)
+    assert engine.portfolio_state()["halted"] is False
