@@ -471,7 +471,8 @@ class Backtest:
             "risk_free_rate": self.risk_free_rate, "close_at_end": self.close_at_end,
             "max_consecutive_errors": self.max_consecutive_errors,
             "ambiguity_policy": self.ambiguity_policy, "params": self.params,
-            "chunk": RECORD_CHUNK})
+            "chunk": RECORD_CHUNK, "portfolio": self.portfolio.as_dict(),
+            "risk": _as_dict(self.risk) if self.risk is not None else None})
         for path in self.files:
             if path.is_file():
                 recorder.add_file(path)
@@ -482,7 +483,8 @@ class Backtest:
                                 window_size=self.window_size,
                                 options={"max_consecutive_errors": self.max_consecutive_errors,
                                          "ambiguity_policy": self.ambiguity_policy,
-                                         "analysis_timeout_bars": self.analysis_timeout_bars})
+                                         "analysis_timeout_bars": self.analysis_timeout_bars,
+                                         **({"risk": _as_dict(self.risk)} if self.risk is not None else {})})
         if not recorder.recording:
             recorder.start()
 

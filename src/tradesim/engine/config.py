@@ -24,13 +24,28 @@ Example::
     interval = "1m"
     region = "com"         # or "us"; base_url / rest_url override (e.g. a test server)
 
+    [risk]                 # every runner's own limits (docs/orders.md, Risk limits)
+    max_position_notional = 5000   # quote currency; 0 = none
+    max_daily_loss_pct = 3         # percent; 0 = none
+    max_drawdown_pct = 10
+    on_breach = "block"            # block | halt
+
+    [portfolio]            # limits across all runners
+    cash = "per_runner"            # per_runner | shared
+    max_open_positions = 2
+    max_daily_loss_pct = 5
+    max_drawdown_pct = 15
+    on_breach = "halt"
+
     [[runners]]
     symbol = "BTCUSDT"
     strategy = "lua-strategies/examples/ema_crossover.lua"
     feed = "sim"
     window_size = 500
     params = { fast = 12, slow = 26 }
-    execution = { fill = "next_open", slippage_bps = 1, commission_bps = 10, starting_cash = 10000 }
+    execution = { fill = "next_open", slippage_bps = 1, commission_bps = 10, starting_cash = 10000,
+                  lot_size = 0.00001, min_notional = 5 }
+    risk = { max_drawdown_pct = 20 }   # overrides [risk] keys for this runner
 
 A feed's symbols are those of the runners on it (plus any it lists). An
 invalid file raises `ConfigError` naming the key path, e.g.
@@ -47,7 +62,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tradesim.engine.trading_engine import DEFAULT_HISTORY_LIMIT
+from tradesim.portfolio import PortfolioConfig
 from tradesim.runner.execution import ExecutionConfig
+from tradesim.runner.risk import RiskConfig
 from tradesim.timeframes import parse_interval
 
 __all__ = ["ConfigError", "EngineConfig", "FeedConfig", "RunnerConfig", "SessionsSection", "load_config",
@@ -124,6 +141,8 @@ class RunnerConfig(_Strict):
     analysis_timeout_bars: int = Field(0, ge=0)
     data: str | None = None   # bar file for an implicit replay feed
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
+    #: the runner's own limits: the file's [risk] table with this table's keys on top
+    risk: RiskConfig = Field(default_factory=RiskConfig)
 
     @field_validator("symbol")
     @classmethod
@@ -154,8 +173,28 @@ class EngineConfig(_Strict):
 
     engine: EngineSection = Field(default_factory=EngineSection)
     sessions: SessionsSection = Field(default_factory=SessionsSection)
+    #: defaults of every runner's ``risk`` table
+    risk: RiskConfig = Field(default_factory=RiskConfig)
+    portfolio: PortfolioConfig = Field(default_factory=PortfolioConfig)
     feeds: dict[str, FeedConfig] = Field(default_factory=dict)
     runners: list[RunnerConfig] = Field(min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _risk_defaults(cls, data: Any) -> Any:
+        # [risk] holds defaults: each runner's own risk table is merged over it before validation
+        # (a bad default is reported under risk.*, and under each runner it reaches).
+        if not isinstance(data, dict) or not isinstance(data.get("risk"), dict):
+            return data
+        runners = data.get("runners")
+        if not isinstance(runners, list):
+            return data
+        merged = []
+        for runner in runners:
+            if isinstance(runner, dict) and isinstance(runner.get("risk", {}), dict):
+                runner = {**runner, "risk": {**data["risk"], **runner.get("risk", {})}}
+            merged.append(runner)
+        return {**data, "runners": merged}
 
     @model_validator(mode="after")
     def _feeds_exist(self) -> EngineConfig:

@@ -106,7 +106,7 @@ def build_engine(config: EngineConfig, feeds: dict[str, Any] | None = None) -> T
     e = config.engine
     engine = TradingEngine(workers=e.workers, max_workers=max(e.max_workers, e.workers),
                            queue_size=e.queue_size, busy_poll_us=e.busy_poll_us,
-                           history_limit=e.history_limit)
+                           history_limit=e.history_limit, portfolio=config.portfolio)
     for name, feed_cfg in config.resolved_feeds().items():
         engine.add_feed((feeds or {}).get(name) or make_feed(feed_cfg), name)
     for r in config.runners:
@@ -120,7 +120,7 @@ def _add_runner(engine: TradingEngine, r: RunnerConfig) -> str:
         window_size=r.window_size, queue_size=r.queue_size,
         execution=r.execution,
         max_consecutive_errors=r.max_consecutive_errors, ambiguity_policy=r.ambiguity_policy,
-        analysis_timeout_bars=r.analysis_timeout_bars)
+        analysis_timeout_bars=r.analysis_timeout_bars, risk=r.risk)
 
 
 def record_session(engine: TradingEngine, recorder: SessionRecorder, config: EngineConfig | None) -> None:
@@ -205,6 +205,8 @@ def run_engine(engine: TradingEngine, *, console=None, duration: float | None = 
         raise
     engine.close("end of run")  # a no-op unless the run was interrupted before its own close
     console.print(_summary(engine, time.monotonic() - started))
+    if engine.portfolio is not None:
+        console.print(_portfolio_line(engine), soft_wrap=True)
     if recorder is not None:
         recorder.finish("interrupted" if interrupted else "completed", engine_session_result(engine))
         dropped = (recorder.manifest.get("log") or {}).get("dropped") or 0
@@ -284,6 +286,18 @@ def _summary(engine: TradingEngine, elapsed: float):
     return table
 
 
+def _portfolio_line(engine: TradingEngine) -> str:
+    """The portfolio after the run: equity, P&L, exposure per symbol, what its limits did."""
+    from rich.markup import escape
+
+    p = engine.portfolio_state() or {}
+    exposure = ", ".join(f"{s} {v:,.2f}" for s, v in p["exposure"].items())
+    state = "halted" if p["halted"] else ("blocked: " + "; ".join(p["blocked"].values()) if p["blocked"] else "")
+    return escape(f"portfolio: equity {p['equity']:,.2f} (cash {p['cash']:,.2f}), realised P&L "
+                  f"{p['realised_pnl']:+,.2f}, unrealised {p['unrealised_pnl']:+,.2f}; exposure {exposure or '—'}; "
+                  f"{p['risk_events']:,} risk limit events{'; ' + state if state else ''}")
+
+
 def engine_session_result(engine: TradingEngine) -> dict[str, Any]:
     """What a recorded session's manifest keeps of an engine's run: bars, trades and net P&L, in
     total and per runner (status, bars, trades, P&L in quote currency)."""
@@ -292,9 +306,12 @@ def engine_session_result(engine: TradingEngine) -> dict[str, Any]:
         r = engine.runner(rid)
         runners[rid] = {"status": r.status.value, "bars": int(r.core.bars), "trades": r.trade_count,
                         "pnl": r.equity - r.execution.starting_cash}
-    return {"bars": sum(v["bars"] for v in runners.values()),
-            "trades": sum(v["trades"] for v in runners.values()),
-            "net_profit": sum(v["pnl"] for v in runners.values()), "runners": runners}
+    out = {"bars": sum(v["bars"] for v in runners.values()),
+           "trades": sum(v["trades"] for v in runners.values()),
+           "net_profit": sum(v["pnl"] for v in runners.values()), "runners": runners}
+    if engine.portfolio is not None:
+        out["portfolio"] = engine.portfolio_state()
+    return out
 
 
 def run_paper(strategy: str | Path, *, symbols: list[str] | None = None, feed: str = "simulated",
@@ -306,11 +323,14 @@ def run_paper(strategy: str | Path, *, symbols: list[str] | None = None, feed: s
               execution: dict[str, Any] | None = None,
               busy_poll_us: float = 0.0, bars_from: str = "auto",
               max_offline: float = DEFAULT_MAX_OFFLINE_S, err_console=None,
-              recorder: SessionRecorder | None = None) -> list[SymbolRunner]:
+              recorder: SessionRecorder | None = None, risk: dict[str, Any] | None = None,
+              portfolio: dict[str, Any] | None = None) -> list[SymbolRunner]:
     """Run one strategy on each symbol of one feed (``tradesim run`` without ``--config``).
 
     `recorder` records the run as a session (see `run_engine`). For ``feed="replay"``,
     `data` holds bar files or recordings, or loaded `Bars` (e.g. from `tradesim.catalog`).
+    `risk` and `portfolio` are the ``[risk]`` and ``[portfolio]`` tables of a runners.toml
+    (field -> value; validated as there).
 
     Returns the runners after the run (positions closed, status STOPPED or FAILED).
     """
@@ -341,6 +361,7 @@ def run_paper(strategy: str | Path, *, symbols: list[str] | None = None, feed: s
                 "execution": {"starting_cash": cash, **(execution or {})}}
                for s in (symbols or ["BTCUSDT"])]
     config = parse_config({"engine": {"busy_poll_us": busy_poll_us}, "feeds": {"main": feed_cfg},
+                           "risk": dict(risk or {}), "portfolio": dict(portfolio or {}),
                            "runners": runners}, "tradesim run")
     engine = build_engine(config, prebuilt)
     if recorder is not None:

@@ -119,7 +119,11 @@ class _Runners:
         else:
             path = self.scripts[info.key] = _write_script(self.folder / f"r{len(self.scripts)}", info)
             params = {**info.params, **self.params}
-        options = {k: v for k, v in info.options.items() if k in RUNNER_OPTIONS}
+        options: dict[str, Any] = {k: v for k, v in info.options.items() if k in RUNNER_OPTIONS}
+        if info.options.get("risk"):   # the runner's own risk limits (recorded as a table)
+            from tradesim.runner.risk import RiskConfig
+
+            options["risk"] = RiskConfig(**info.options["risk"])
         runner = SymbolRunner(info.symbol, path, params=params, window_size=info.window_size,
                               execution=ExecutionConfig(**info.execution), **options)
         runner.record_to(_outcome_sink(info.key, self.outcomes.setdefault(info.key, [])))
@@ -211,11 +215,24 @@ def replay(session: Session, *, strategy: str | Path | None = None, params: dict
         for runner in runners.by_key.values():
             runner.record_to(None)
     notes.extend(session.warnings())
+    notes.extend(portfolio_notes(session))
     comparison = compare_outcomes(session.outcomes(), runners.outcomes, label_a=f"recorded {session.id}",
                                   label_b="what-if replay" if what_if else "replay",
                                   inputs_a=session, inputs_b=session)
     return ReplayResult(session, runners.by_key, runners.outcomes, comparison, what_if, bars,
                         time.perf_counter() - started, notes)
+
+
+def portfolio_notes(session: Session) -> list[str]:
+    """Why a replay may differ: the recording ran with portfolio settings a replay does not apply."""
+    portfolio = (session.manifest.get("config") or {}).get("portfolio") or {}
+    used = {k: v for k, v in portfolio.items()
+            if (k == "cash" and v == "shared") or (k.startswith("max_") and v)}
+    if not used:
+        return []
+    shown = ", ".join(f"{k} = {v}" for k, v in used.items())
+    return [f"the recording ran with portfolio settings ({shown}) that a replay does not apply: entries "
+            f"the portfolio rejected or sized from shared cash may differ (halts it ordered are replayed)"]
 
 
 def _controls(session: Session) -> dict[str, deque[dict[str, Any]]]:
@@ -293,6 +310,7 @@ def backtest_session(session: Session) -> ReplayResult:
     runners: dict[str, SymbolRunner] = {}
     bars_total = 0
     notes.extend(session.warnings())
+    notes.extend(portfolio_notes(session))
     for event in session.log.events(types={"control"}):
         if event.get("runner") is not None and event["command"] not in ("stop", "remove"):
             notes.append(f"{event['runner']}: control {event['command']!r} after bar {event.get('bars')} "
@@ -301,7 +319,11 @@ def backtest_session(session: Session) -> ReplayResult:
         for i, info in enumerate(session.runners()):
             bars = _increasing(session.bars_for(info.key))
             script = _write_script(Path(tmp) / f"r{i}", info)
-            options = {k: v for k, v in info.options.items() if k in BACKTEST_OPTIONS}
+            options: dict[str, Any] = {k: v for k, v in info.options.items() if k in BACKTEST_OPTIONS}
+            if info.options.get("risk"):
+                from tradesim.runner.risk import RiskConfig
+
+                options["risk"] = RiskConfig(**info.options["risk"])
             bt = Backtest(script, bars, params=info.params, execution=ExecutionConfig(**info.execution),
                           window_size=info.window_size, close_at_end=False, **options)
             runner = bt.runners[0][0]
