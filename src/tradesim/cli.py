@@ -390,7 +390,7 @@ def backtest_command(strategies, data, symbols, interval, catalog_dir, start, en
                      timestamps=result.timestamps, metrics=result.metrics, ledger=result.ledger,
                      title=f"tradesim backtest: {', '.join(r.strategy for r in result.runs[:3])}",
                      problems=[(f"{r.symbol}/{r.strategy}", r.problems()) for r in result.runs],
-                     portfolio=result.portfolio.summary() if result.portfolio is not None else None)
+                     portfolio=result.portfolio)
     if as_json:
         import json
 
@@ -470,7 +470,7 @@ def _print_portfolio(console, p: dict) -> None:
         for e in events[:5]:
             who = f"{e.get('symbol')}/{e.get('strategy')}" if e.get("symbol") else "portfolio"
             console.print(f"  bar {format_time(e['timestamp'])} UTC  {escape(who)}: {e['limit']} "
-                          f"{e['value']:.4g} > {e['threshold']:g} -> {e['action']}", soft_wrap=True)
+                          f"{e['value']:.4g} (limit {e['threshold']:g}) -> {e['action']}", soft_wrap=True)
 
 
 def _print_problems(console, runs) -> None:

@@ -130,3 +130,39 @@ def test_shared_cash_sizing(level, bars_csv, cash, qa, qb):
     p = result.portfolio
     if cash == "shared":   # the ledger: one account, spent by both
         np.testing.assert_allclose(p.cash, [10_000, 5_000, 2_500, 10_000], rtol=0, atol=1e-9)
+
+
+def test_interleaved_run_with_limits_that_never_bind_equals_the_fast_path(btc_bars, eth_bars):
+    # Two symbols whose bars start and end at different times, EMA crossover on each: a
+    # portfolio limit that never binds must change nothing (trades, curves, positions).
+    from pathlib import Path
+
+    ema = Path(__file__).resolve().parents[2] / "lua-strategies" / "examples" / "ema_crossover.lua"
+    bars = [btc_bars.slice(None, int(btc_bars.timestamp[20_000])),
+            eth_bars.slice(int(eth_bars.timestamp[3_000]), int(eth_bars.timestamp[25_000]))]
+    fast = Backtest(ema, bars, commission_bps=10).run()
+    slow = Backtest(ema, bars, commission_bps=10, portfolio=PortfolioConfig(max_open_positions=2,
+                                                                            max_drawdown_pct=99)).run()
+    assert not fast.portfolio.interleaved and slow.portfolio.interleaved
+    assert len(fast.trades) > 500
+    assert [x.to_dict() for x in slow.trades] == [x.to_dict() for x in fast.trades]
+    np.testing.assert_array_equal(slow.equity, fast.equity)
+    np.testing.assert_array_equal(slow.in_position, fast.in_position)
+    for a, b in zip(slow.runs, fast.runs):
+        np.testing.assert_array_equal(a.equity, b.equity)
+    # the ledger's cash (interleaved) against equity minus exposure (fast path)
+    np.testing.assert_allclose(slow.portfolio.cash, fast.portfolio.cash, rtol=0, atol=1e-6)
+
+
+def test_runner_risk_events_join_the_result_in_the_fast_path(level, bars_csv):
+    from tradesim.runner.risk import RiskConfig
+
+    a = bars_csv("AAAUSDT", [99, 100, 101, 89, 95, 95])
+    # 1 unit at 100 is a notional of 100 > 50: each entry the strategy tries is rejected
+    result = run(level, [a], risk=RiskConfig(max_position_notional=50))
+    assert not result.trades and not result.portfolio.interleaved
+    events = result.portfolio.events
+    assert [(e["scope"], e["limit"], e["timestamp"], e["symbol"]) for e in events] == [
+        ("runner", "max_position_notional", t(1), "AAAUSDT"), ("runner", "max_position_notional", t(2), "AAAUSDT")]
+    assert events[0]["threshold"] == 50 and events[0]["value"] == pytest.approx(100.0)
+    assert result.ledger["risk"]["max_position_notional"] == 50

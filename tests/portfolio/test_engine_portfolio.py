@@ -78,3 +78,20 @@ def test_drawdown_halt_applies_between_bars_and_resume_lifts_it(tmp_path):
     engine.resume_portfolio(scope="control", origin="test")
     assert all(r.status == RunnerStatus.RUNNING for r in runners)
     assert engine.portfolio_state()["halted"] is False
+
+
+def test_runner_risk_limit_events_reach_the_event_stream(tmp_path):
+    from tradesim.runner.risk import RiskConfig
+
+    script = tmp_path / "always_long.lua"
+    script.write_text(ALWAYS_LONG)
+    engine = TradingEngine(workers=1)
+    engine.add_feed(SimulatedFeed(("AAAUSDT",), bars=20, seed=7, start_price=100.0), "sim")
+    rid = engine.add_runner("AAAUSDT", script, risk=RiskConfig(max_position_notional=500))
+    events = [e for e in _run(engine) if e.type == "risk_limit"]
+    # 10 units at ~100 = ~1,000 > 500: every entry rejected, one event each
+    runner = engine.runner(rid)
+    assert events and len(events) == len(runner.rejections) and not runner.trades
+    assert {(e.scope, e.limit, e.runner_id, e.threshold) for e in events} == {
+        ("runner", "max_position_notional", rid, 500.0)}
+    assert all(e.value > 500 for e in events)

@@ -400,15 +400,17 @@ class Backtest:
         assert book is not None
         stamps = np.unique(np.concatenate([b.timestamp for _, b in self.runners]))
         m = len(self.runners)
-        cols = [(b.timestamp.tolist(), b.open.tolist(), b.high.tolist(), b.low.tolist(),
-                 b.close.tolist(), b.volume.tolist()) for _, b in self.runners]
-        lengths = [len(b) for _, b in self.runners]
-        equity = [np.empty(n) for n in lengths]
-        in_pos = [np.zeros(n, dtype=np.uint8) for n in lengths]
+        lanes = [(b.timestamp.tolist(), b.open.tolist(), b.high.tolist(), b.low.tolist(), b.close.tolist(),
+                  b.volume.tolist(), len(b), r, r.core) for r, b in self.runners]
+        # plain lists while running (cheaper to write one item at a time than arrays)
+        equity: list[list[float]] = [[0.0] * len(b) for _, b in self.runners]
+        in_pos: list[list[bool]] = [[False] * len(b) for _, b in self.runners]
         at = [0] * m                     # next bar of each runner
+        due = [lane[0][0] if lane[6] else None for lane in lanes]   # its open time
         alive = [True] * m
         cash = np.empty(len(stamps))
         done = 0
+        close_at_end = self.close_at_end
         keys = [f"{b.symbol}:{r.strategy.name}" for r, b in self.runners]
         for k0 in range(0, len(stamps), chunk):
             k1 = min(len(stamps), k0 + chunk)
@@ -417,41 +419,36 @@ class Backtest:
                     stop = int(np.searchsorted(bars.timestamp, stamps[k1 - 1], side="right"))
                     if stop > at[j]:
                         recorder.bars(keys[j], bars, at[j], stop)
-            for k in range(k0, k1):
-                t = int(stamps[k])
+            for k, t in enumerate(stamps[k0:k1].tolist(), start=k0):
                 for j in range(m):
-                    i = at[j]
-                    ts, o, h, lo, c, v = cols[j]
-                    if i >= lengths[j] or ts[i] != t:
+                    if due[j] != t:
                         continue
-                    runner = self.runners[j][0]
-                    core = runner.core
+                    ts, o, h, lo, c, v, n, runner, core = lanes[j]
+                    i = at[j]
                     if alive[j]:
                         alive[j] = core.process_values(t, o[i], h[i], lo[i], c[i], v[i])
                         done += 1
-                        if alive[j]:
-                            equity[j][i] = core.cash + core.quantity * c[i]
-                        else:   # stopped itself: marked at its last close from now on
-                            equity[j][i] = runner.equity
+                        # (a runner that stopped itself is marked at its last close from now on)
+                        equity[j][i] = core.cash + core.quantity * c[i] if alive[j] else runner.equity
                     else:
                         equity[j][i] = runner.equity
                     in_pos[j][i] = core.quantity != 0
                     at[j] = i + 1
-                    if at[j] == lengths[j] and self.close_at_end:
+                    due[j] = ts[i + 1] if i + 1 < n else None
+                    if i + 1 == n and close_at_end:
                         # its last bar: close now, so the portfolio's later bars see it flat
                         runner.close_position()
                         equity[j][i] = runner.equity
-                        in_pos[j][i] = 0
+                        in_pos[j][i] = False
                 halted = book.halted
                 book.after_bar(t)
-                cash[k] = book.cash()
-                # a halt closed positions at this close: the runners' marks follow
-                if book.halted and not halted:
+                cash[k] = book.last_cash
+                if book.halted and not halted:   # the halt closed positions at this close
                     for j in range(m):
                         i = at[j] - 1
-                        if i >= 0 and cols[j][0][i] == t:
-                            equity[j][i] = self.runners[j][0].equity
-                            in_pos[j][i] = self.runners[j][0].core.quantity != 0
+                        if i >= 0 and lanes[j][0][i] == t:
+                            equity[j][i] = lanes[j][7].equity
+                            in_pos[j][i] = lanes[j][8].quantity != 0
             if recorder is not None:
                 for key in keys:
                     recorder.snapshot(key)
@@ -461,7 +458,8 @@ class Backtest:
         for j, (runner, bars) in enumerate(self.runners):
             if recorder is not None:
                 recorder.append({"type": "shutdown", "runner": keys[j], "reason": "end_of_data"})
-            runs.append(self._run_result(runner, bars, equity[j], in_pos[j]))
+            runs.append(self._run_result(runner, bars, np.array(equity[j], dtype=np.float64),
+                                         np.array(in_pos[j], dtype=np.uint8)))
         return runs, cash
 
     def _describe(self, recorder: SessionRecorder) -> None:

@@ -27,6 +27,7 @@ import numpy as np
 from tradesim.backtest.metric_format import metric_rows
 from tradesim.backtest.metrics import Metrics, drawdown_series
 from tradesim.display import format_number
+from tradesim.portfolio import PortfolioCurves
 from tradesim.runner.trades import Trade
 from tradesim.timeframes import format_duration, format_time
 
@@ -165,7 +166,7 @@ def write_report(
     max_line_points: int = 4000,
     max_trades: int = 5000,
     problems: Sequence[tuple[str, Mapping]] = (),
-    portfolio: Mapping | None = None,
+    portfolio: PortfolioCurves | None = None,
 ) -> Path:
     """Write a self-contained HTML report of one backtest.
 
@@ -204,9 +205,10 @@ def write_report(
     problems : sequence of (str, dict), optional
         Per runner name, `RunResult.problems()`: a failure reason, first distinct errors and
         rejections, shown in a "Problems" section at the top of the page when any exist.
-    portfolio : dict, optional
-        `PortfolioCurves.summary()`: cash, realised / unrealised P&L, exposure per symbol,
-        the portfolio settings and the ``risk_limit`` events, shown in a "Portfolio" section.
+    portfolio : PortfolioCurves, optional
+        The run's portfolio P&L (`BacktestResult.portfolio`, on the same `timestamps`): a
+        "Portfolio" section with realised / unrealised P&L and exposure-per-symbol charts, the
+        final cash, equity and P&L, exposure per symbol, the settings and the ``risk_limit`` events.
 
     Returns
     -------
@@ -247,6 +249,16 @@ def write_report(
         "equity": _line(times, curve, max_line_points),
         "drawdown": _line(times, drawdown, max_line_points),
     }
+    if portfolio is not None:
+        if len(portfolio.timestamps) != len(timestamps):
+            raise ValueError(f"portfolio has {len(portfolio.timestamps)} bars, equity {len(timestamps)}")
+        closes = timestamps + metrics.interval_ms   # marked at each bar's close
+        payload["portfolio"] = {
+            "realised": _line(closes, np.asarray(portfolio.realised, dtype=np.float64), max_line_points),
+            "unrealised": _line(closes, np.asarray(portfolio.unrealised, dtype=np.float64), max_line_points),
+            "exposure": [{"symbol": str(sym), **_line(closes, np.asarray(v, dtype=np.float64), max_line_points)}
+                         for sym, v in portfolio.exposure.items()],
+        }
 
     charts = "\n".join(
         f'<section><h2>{html.escape(s["data"]["symbol"])}</h2>'
@@ -269,7 +281,7 @@ def write_report(
         trades_table=_trades_table(shown),
         ledger_table=_ledger_table(ledger or {}),
         problems=_problems_section(problems),
-        portfolio_section=_portfolio_section(portfolio),
+        portfolio_section=_portfolio_section(portfolio.summary() if portfolio is not None else None),
         lwc_version=LWC_VERSION,
         data_json=_script_json(payload),
         lwc_js=_library_js(),
@@ -522,6 +534,8 @@ def _portfolio_section(portfolio: Mapping | None) -> str:
     return ('<section class="portfolio" id="portfolio"><h2>Portfolio</h2>'
             f'<p class="note">Settings: {esc(settings) or "defaults"}</p>'
             f'<table class="metrics">{pnl}</table>'
+            '<h3>Realised and unrealised P&amp;L</h3><div class="chart small" id="pnl"></div>'
+            '<h3>Exposure per symbol (signed position value)</h3><div class="chart small" id="exposure"></div>'
             '<h3>Exposure per symbol</h3><table class="exposure"><thead><tr><th>Symbol</th>'
             "<th>Final</th><th>Largest (abs)</th><th>Time in market</th></tr></thead>"
             f"<tbody>{exposure}</tbody></table>{events_html}</section>")

@@ -67,6 +67,8 @@ class Portfolio:
         True after a breach with ``on_breach="halt"``, until `resume`.
     peak : float
         Running peak of portfolio equity since the start or the last `resume`.
+    last_equity, last_cash : float
+        Portfolio equity and cash at the last `after_bar` (quote currency).
     """
 
     def __init__(self, runners: Sequence[SymbolRunner], config: PortfolioConfig | None = None, *,
@@ -95,6 +97,7 @@ class Portfolio:
         self._day: int | None = None
         self.day_start_equity = 0.0   # equity at the previous UTC day's last close
         self.last_equity = 0.0
+        self.last_cash = 0.0   # cash at the last `after_bar`
         self.peak = 0.0
         self._daily_hit = False
         self._drawdown_hit = False
@@ -159,7 +162,19 @@ class Portfolio:
 
     def equity(self) -> float:
         """Cash plus every position marked at its newest close (quote currency)."""
-        return self.cash() + self.position_value()
+        return self._mark()[0]
+
+    def _mark(self) -> tuple[float, float]:
+        # (equity, cash) in one pass over the runners: called after every bar
+        cash = value = 0.0
+        for r in self.runners:
+            core = r.core
+            own = core.cash
+            cash += own
+            value += core.equity - own
+        if self.account is not None:
+            cash = self.account.cash
+        return cash + value, cash
 
     def after_bar(self, ts: int, runner: SymbolRunner | None = None) -> float:
         """Mark the portfolio after bar `ts` (ms UTC) and apply the daily loss and drawdown limits.
@@ -173,7 +188,7 @@ class Portfolio:
                 self._reserved.clear()
             else:
                 self._reserved.discard(id(runner.core))
-            equity = self.equity()
+            equity, self.last_cash = self._mark()
             if self.account is not None:
                 self.account.equity = equity
             self._roll_day(ts)
@@ -190,8 +205,10 @@ class Portfolio:
                 if drawdown > cfg.max_drawdown_pct:
                     self._drawdown_hit = True
                     self._breach("max_drawdown_pct", cfg.max_drawdown_pct, drawdown, ts)
-            self.last_equity = self.equity() if self.halted else equity
-            return self.last_equity
+            if self.halted:   # the halt closed positions at this close (with slippage, fees)
+                equity, self.last_cash = self._mark()
+            self.last_equity = equity
+            return equity
 
     def _roll_day(self, ts: int) -> None:
         # A new UTC day: the loss is measured from the previous day's last close.

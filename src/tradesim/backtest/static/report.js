@@ -109,6 +109,24 @@
   }).setData(line(data.drawdown));
   lengths[charts.indexOf(ddChart)] = data.drawdown.t.length;
 
+  // The portfolio's P&L and exposure per symbol (when the report has them).
+  var PALETTE = [BLUE, ORANGE, "#8e24aa", GREEN, RED, "#546e7a"];
+  if (data.portfolio) {
+    var pnlChart = makeChart("pnl");
+    pnlChart.addSeries(LWC.LineSeries, {color: BLUE, lineWidth: 2, title: "realised"})
+      .setData(line(data.portfolio.realised));
+    pnlChart.addSeries(LWC.LineSeries, {color: ORANGE, lineWidth: 1, title: "unrealised"})
+      .setData(line(data.portfolio.unrealised));
+    lengths[charts.indexOf(pnlChart)] = data.portfolio.realised.t.length;
+    var exposureChart = makeChart("exposure");
+    data.portfolio.exposure.forEach(function (x, i) {
+      exposureChart.addSeries(LWC.LineSeries, {color: PALETTE[i % PALETTE.length], lineWidth: 1,
+                                               title: x.symbol}).setData(line(x));
+      lengths[charts.indexOf(exposureChart)] = Math.max(lengths[charts.indexOf(exposureChart)] || 0,
+                                                        x.t.length);
+    });
+  }
+
   function painted(canvas) {
     if (!canvas.width || !canvas.height) return false;
     try {
@@ -135,6 +153,12 @@
         root.setAttribute("data-canvases", String(canvases.length));
         root.setAttribute("data-painted", String(count));
         root.setAttribute("data-points", String(points));
+        ["pnl", "exposure"].forEach(function (id) {   // the portfolio's charts, when present
+          var box = document.getElementById(id), n = 0;
+          if (!box) return;
+          box.querySelectorAll("canvas").forEach(function (c) { if (painted(c)) n++; });
+          root.setAttribute("data-painted-" + id, String(n));
+        });
         // Nothing wider than the window (a wide table scrolls inside its own box).
         root.setAttribute("data-page-overflow", String(root.scrollWidth > root.clientWidth));
         root.setAttribute("data-rendered", "ok");
