@@ -53,7 +53,7 @@ def test_max_open_positions_holds_across_worker_threads(tmp_path):
     assert other.rejections and all("max_open_positions" in r.reason for r in other.rejections)
     risk = [e for e in events if e.type == "risk_limit"]
     assert risk and {(e.scope, e.limit, e.action, e.symbol) for e in risk} == {
-        ("portfolio", "max_open_positions", "reject", other.symbol)}
+        ("portfolio", "max_open_positions", "rejected", other.symbol)}
     assert all(e.runner_id == ids[runners.index(other)] for e in risk)
     assert len(risk) == len(other.rejections)   # one event per rejected entry
 

@@ -182,7 +182,7 @@ class RiskLimit(RunnerEvent):
     engine's; ``runner_id`` empty unless an entry of that runner was
     rejected); ``limit`` names it (``max_daily_loss_pct``, ...), ``threshold``
     and ``value`` in its unit (percent, quote currency, or positions),
-    ``action`` what was done (``rejected`` / ``reject``, ``block``, ``halt``)
+    ``action`` what was done (``rejected``, ``block``, ``halt``)
     and ``timestamp`` the bar (ms since epoch UTC).
     """
 

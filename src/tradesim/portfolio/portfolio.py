@@ -139,7 +139,7 @@ class Portfolio:
             open_now = self.open_positions()
             if open_now >= limit:
                 runner = next((r for r in self.runners if r.core is core), None)
-                self._emit("max_open_positions", limit, open_now, "reject", ts, runner)
+                self._emit("max_open_positions", limit, open_now, "rejected", ts, runner)
                 return f"portfolio max_open_positions {limit} reached ({open_now} open)"
             self._reserved.add(id(core))
             return None
