@@ -69,10 +69,11 @@ def test_drawdown_halt_applies_between_bars_and_resume_lifts_it(tmp_path):
     halts = [e for e in events if e.type == "control" and e.command == "halt"]
     assert sorted(e.runner_id for e in halts) == sorted(ids) and {e.scope for e in halts} == {"portfolio"}
     assert all(r.status == RunnerStatus.HALTED and r.machine.position is None for r in runners)
-    # the positions open at the breach were closed by the halt, at or after the breach bar (a runner
-    # applies it between two of its bars); a runner that had not entered yet has no trade
+    # the positions open at the breach were closed by the halt (each runner applies it between two
+    # of its own bars; runners are not synchronised, so not necessarily at the breach's bar time);
+    # a runner that had not entered yet has no trade
     closed = [r.trades[-1] for r in runners if r.trades]
-    assert closed and all(t.exit_time >= breach.timestamp and t.exit_reason == "risk_halt" for t in closed)
+    assert closed and all(t.exit_reason == "risk_halt" for t in closed)
     state = engine.portfolio_state()
     assert state["halted"] is True and state["open_positions"] == 0
     engine.resume_portfolio(scope="control", origin="test")
