@@ -213,10 +213,11 @@ function runnerRow(r) {
       try { await control(r.id, command); } catch (err) { alert(err.message); }
     },
   }, label);
-  const live = r.status === "running" || r.status === "paused";
+  // a runner halted by a risk limit resumes only by an explicit Resume
+  const live = r.status === "running" || r.status === "paused" || r.status === "halted";
   return h("tr", { "data-runner-id": r.id, "data-status": r.status },
     h("td", {}, h("a", { href: `#/runner/${encodeURIComponent(r.id)}` }, r.id)),
-    h("td", {}, h("span", { class: `status ${r.status}` }, r.status), r.reason && r.status === "failed" ?
+    h("td", {}, h("span", { class: `status ${r.status}` }, r.status), r.reason && (r.status === "failed" || r.status === "halted") ?
       h("div", { class: "err" }, r.reason) : null),
     h("td", {}, r.state || "—"),
     h("td", {}, pos ? `${pos.side} ${fmt(pos.quantity, 4)} @ ${fmt(pos.entry_price)}` : "flat"),
