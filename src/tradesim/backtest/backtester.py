@@ -481,8 +481,7 @@ class Backtest:
                                 window_size=self.window_size,
                                 options={"max_consecutive_errors": self.max_consecutive_errors,
                                          "ambiguity_policy": self.ambiguity_policy,
-                                         "analysis_timeout_bars": self.analysis_timeout_bars,
-                                         **({"risk": _as_dict(self.risk)} if self.risk is not None else {})})
+                                         "analysis_timeout_bars": self.analysis_timeout_bars})
         if not recorder.recording:
             recorder.start()
 

@@ -648,12 +648,8 @@ def _snapshot(recorder: SessionRecorder, runner_id: str, runner: SymbolRunner) -
 
 
 def _recordable(options: dict[str, Any]) -> dict[str, Any]:
-    """The runner options a session manifest keeps (plain values; the risk limits as a table)."""
-    out = {k: v for k, v in options.items() if isinstance(v, (str, int, float, bool, type(None)))}
-    risk = options.get("risk")
-    if risk is not None and hasattr(risk, "as_dict"):
-        out["risk"] = risk.as_dict()
-    return out
+    """The runner options a session manifest keeps (plain values; the recorder keeps the risk limits)."""
+    return {k: v for k, v in options.items() if isinstance(v, (str, int, float, bool, type(None)))}
 
 
 def _plain(detail: dict[str, Any]) -> dict[str, Any]:

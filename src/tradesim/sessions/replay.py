@@ -120,11 +120,7 @@ class _Runners:
         else:
             path = self.scripts[info.key] = _write_script(self.folder / f"r{len(self.scripts)}", info)
             params = {**info.params, **self.params}
-        options: dict[str, Any] = {k: v for k, v in info.options.items() if k in RUNNER_OPTIONS}
-        if info.options.get("risk"):   # the runner's own risk limits (recorded as a table)
-            from tradesim.runner.risk import RiskConfig
-
-            options["risk"] = RiskConfig(**info.options["risk"])
+        options = {k: v for k, v in info.options.items() if k in RUNNER_OPTIONS}
         runner = SymbolRunner(info.symbol, path, params=params, window_size=info.window_size,
                               execution=ExecutionConfig(**info.execution),
                               risk=RiskConfig(**(info.risk or {})), **options)
@@ -321,13 +317,10 @@ def backtest_session(session: Session) -> ReplayResult:
         for i, info in enumerate(session.runners()):
             bars = _increasing(session.bars_for(info.key))
             script = _write_script(Path(tmp) / f"r{i}", info)
-            options: dict[str, Any] = {k: v for k, v in info.options.items() if k in BACKTEST_OPTIONS}
-            if info.options.get("risk"):
-                from tradesim.runner.risk import RiskConfig
-
-                options["risk"] = RiskConfig(**info.options["risk"])
+            options = {k: v for k, v in info.options.items() if k in BACKTEST_OPTIONS}
             bt = Backtest(script, bars, params=info.params, execution=ExecutionConfig(**info.execution),
-                          window_size=info.window_size, close_at_end=False, **options)
+                          window_size=info.window_size, close_at_end=False,
+                          risk=RiskConfig(**info.risk) if info.risk else None, **options)
             runner = bt.runners[0][0]
             runner.record_to(_outcome_sink(info.key, outcomes.setdefault(info.key, [])))
             if len(bars):
