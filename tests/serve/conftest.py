@@ -97,7 +97,7 @@ def strategies_folder(tmp: Path) -> Path:
 
 
 def make_server(tmp: Path, *, bars_per_s: float = 20.0, record: bool = True, client_queue: int = 2000,
-                runners: list | None = None) -> LiveServer:
+                runners: list | None = None, portfolio: dict | None = None) -> LiveServer:
     folder = strategies_folder(tmp)
     runners = runners or [
         {"symbol": "BTCUSDT", "strategy": str(folder / "ema_crossover.lua"), "feed": "sim",
@@ -106,7 +106,7 @@ def make_server(tmp: Path, *, bars_per_s: float = 20.0, record: bool = True, cli
     ]
     config = parse_config({"feeds": {"sim": {"type": "simulated", "symbols": ["BTCUSDT", "ETHUSDT"],
                                              "bars": 0, "speed": 60.0 * bars_per_s}},
-                           "runners": runners}, "test")
+                           "runners": runners, "portfolio": portfolio or {}}, "test")
     engine, recorder, sessions = build(config, record_dir=str(tmp / "sessions") if record else None)
     server = Server(engine, host="127.0.0.1", port=0, tokens=Tokens(TOKEN),
                     catalog=StrategyCatalog([folder]), sessions_folder=sessions or tmp / "sessions",

@@ -398,7 +398,28 @@ def create_app(state: ServeState, *, hosts: frozenset[str], origins: frozenset[s
             "errors": sum(r.get("errors") or 0 for r in table),
         }
         out["session"] = state.session_id
+        out["portfolio"] = engine.portfolio_state()
         return jsonable(out)
+
+    @app.get("/api/portfolio", tags=["engine"])
+    async def portfolio() -> dict[str, Any]:
+        """The engine's portfolio (docs/orders.md, Risk limits): cash, equity, realised / unrealised
+        P&L, exposure per symbol, open positions, blocks, halted, its settings; 404 without one."""
+        state_ = engine.portfolio_state()
+        if state_ is None:
+            raise ApiError(404, "not_found", "this engine has no portfolio settings ([portfolio] in runners.toml)",
+                           None)
+        return state_
+
+    @app.post("/api/portfolio/resume", tags=["engine"], status_code=202)
+    async def portfolio_resume(request: Request) -> Response:
+        """Lift the portfolio's blocks and resume the runners it halted (each between two of its bars)."""
+        if engine.portfolio is None:
+            raise ApiError(404, "not_found", "this engine has no portfolio settings ([portfolio] in runners.toml)",
+                           None)
+        engine.resume_portfolio(**audit_fields(request))
+        changed()
+        return ORJSONResponse({"command": "resume_portfolio", "accepted": True}, status_code=202)
 
     # -- runners -------------------------------------------------------------------------------
 
@@ -459,6 +480,8 @@ def create_app(state: ServeState, *, hosts: frozenset[str], origins: frozenset[s
                     engine.stop_runner(rid, "stopped from the API", **audit)
                 elif name == "reload":
                     engine.reload(rid, **audit)
+                elif name == "halt":
+                    engine.halt(rid, "halted from the API", **audit)
                 else:
                     engine.force_exit(rid, "forced exit (API)", **audit)
             except UnknownRunner:
@@ -472,7 +495,8 @@ def create_app(state: ServeState, *, hosts: frozenset[str], origins: frozenset[s
         app.post(f"/api/runners/{{runner_id}}/{name}", tags=["runners"], status_code=202)(run)
 
     command("pause", "Pause deciding (window and indicators stay warm); applied between two bars.")
-    command("resume", "Resume deciding after a pause.")
+    command("resume", "Resume deciding after a pause, or trading after a risk halt.")
+    command("halt", "Halt: close the open position at the newest close, drop orders, stop deciding until resume.")
     command("stop", "Stop the runner for good (it stays listed as stopped).")
     command("reload", "Hot-reload the strategy file (a version that fails to load is reported; the old one runs on).")
     command("exit", "Force exit: close the open position at the newest close and drop a pending order.")
