@@ -233,10 +233,10 @@ class Portfolio:
             self.halt_runner(runner, reason)
 
     def resume(self) -> None:
-        """Lift every block, resume halted runners and re-arm the limits.
+        """Lift every block, resume halted runners and re-arm the drawdown limit.
 
         The drawdown is measured again from the equity now (the new peak);
-        the daily loss from the start of the current day, as before.
+        the daily loss limit re-arms at the next UTC day, as always.
         """
         with self._lock:
             self.blocked.clear()
