@@ -56,6 +56,16 @@ def test_max_open_positions_holds_across_worker_threads(tmp_path):
         ("portfolio", "max_open_positions", "rejected", other.symbol)}
     assert all(e.runner_id == ids[runners.index(other)] for e in risk)
     assert len(risk) == len(other.rejections)   # one event per rejected entry
+    # the portfolio's curve: one point per bar time, the last one the final mark
+    state = engine.portfolio_state(curve=1000)
+    curve = state["curve"]
+    assert len(curve["timestamp"]) == 300 and curve["timestamp"] == sorted(set(curve["timestamp"]))
+    assert curve["equity"][-1] == pytest.approx(state["equity"], abs=1e-9)
+    held = holding[0]
+    assert state["equity"] == pytest.approx(20_000 + held.core.quantity * (held.window.latest().close
+                                                                          - held.machine.position.entry_price))
+    for e, r, u in zip(curve["equity"], curve["realised"], curve["unrealised"]):
+        assert r + u + 20_000 == pytest.approx(e, abs=1e-9)
 
 
 def test_drawdown_halt_applies_between_bars_and_resume_lifts_it(tmp_path):

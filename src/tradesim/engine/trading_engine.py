@@ -91,7 +91,8 @@ class TradingEngine:
         equity takes each runner's newest close); a breach publishes a
         ``risk_limit`` event and blocks entries, or halts every runner
         between two of its bars. `resume_portfolio` lifts it. The portfolio
-        uses the handles' ``on_processed`` hook.
+        keeps its equity and P&L curve (the newest `history_limit` bar
+        times) and uses the handles' ``on_processed`` hook.
     """
 
     def __init__(self, *, workers: int = 2, max_workers: int = 32, queue_size: int = 1024,
@@ -120,7 +121,8 @@ class TradingEngine:
         if portfolio is not None and portfolio.active:
             self.portfolio = Portfolio([], portfolio, on_event=self._portfolio_event,
                                        halt_runner=self._halt_for_portfolio,
-                                       resume_runner=self._resume_for_portfolio)
+                                       resume_runner=self._resume_for_portfolio,
+                                       curve_limit=history_limit, max_events=history_limit or 1000)
 
     def record(self, recorder: SessionRecorder) -> None:
         """Record this engine's session: every bar (with its receive time), feed status change,
@@ -309,9 +311,19 @@ class TradingEngine:
             self.audit("resume_portfolio", None, **audit)
             self.portfolio.resume()
 
-    def portfolio_state(self) -> dict[str, Any] | None:
-        """The portfolio's cash, equity, P&L, exposure per symbol and limits (JSON-ready), or None."""
-        return jsonable(self.portfolio.state()) if self.portfolio is not None else None
+    def portfolio_state(self, curve: int = 0) -> dict[str, Any] | None:
+        """The portfolio's cash, equity, P&L, exposure per symbol and limits (JSON-ready), or None.
+
+        `curve` > 0 adds its newest `curve` points (``curve``: columns timestamp,
+        equity, cash, realised, unrealised; one point per bar time, the newest
+        ``history_limit`` kept).
+        """
+        if self.portfolio is None:
+            return None
+        out = self.portfolio.state()
+        if curve > 0:
+            out["curve"] = self.portfolio.curve_columns(curve)
+        return jsonable(out)
 
     def _portfolio_event(self, event: dict) -> None:
         # A portfolio breach, or an entry it rejected: on the bus and in the session's log.

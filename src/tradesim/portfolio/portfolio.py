@@ -23,6 +23,7 @@ take the last free position.
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -56,6 +57,9 @@ class Portfolio:
         the runner's worker).
     max_events : int
         Events kept in `events` (`event_count` counts them all).
+    curve_limit : int or None
+        Points kept in `curve` (None: all; 0, the default: no curve — a
+        backtest builds its curves from the runners afterwards).
 
     Attributes
     ----------
@@ -69,14 +73,20 @@ class Portfolio:
         Running peak of portfolio equity since the start or the last `resume`.
     last_equity, last_cash : float
         Portfolio equity and cash at the last `after_bar` (quote currency).
+    curve : deque of tuple
+        ``(timestamp, equity, cash, realised, unrealised)`` per bar time (ms
+        UTC; quote currency), the newest `curve_limit`: the mark after the
+        last runner's bar at that time.
     """
 
     def __init__(self, runners: Sequence[SymbolRunner], config: PortfolioConfig | None = None, *,
                  on_event: Callable[[dict], Any] | None = None,
                  halt_runner: Callable[[SymbolRunner, str], Any] | None = None,
                  resume_runner: Callable[[SymbolRunner], Any] | None = None,
-                 max_events: int = 1000) -> None:
+                 max_events: int = 1000, curve_limit: int | None = 0) -> None:
         self.config = config or PortfolioConfig()
+        self.curve_limit = curve_limit
+        self.curve: deque[tuple[int, float, float, float, float]] = deque(maxlen=curve_limit)
         self.runners: list[SymbolRunner] = []
         self.starting_cash = 0.0   # the sum of the runners' starting cash (see `add`)
         self.on_event = on_event
@@ -208,7 +218,28 @@ class Portfolio:
             if self.halted:   # the halt closed positions at this close (with slippage, fees)
                 equity, self.last_cash = self._mark()
             self.last_equity = equity
+            if self.curve_limit != 0:
+                self._record(int(ts), equity)
             return equity
+
+    def _record(self, ts: int, equity: float) -> None:
+        # one point per bar time: a later runner's bar at the same time replaces it
+        unrealised = self._unrealised()
+        point = (ts, equity, self.last_cash, equity - self.starting_cash - unrealised, unrealised)
+        curve = self.curve
+        if curve and curve[-1][0] == ts:
+            curve[-1] = point
+        elif not curve or ts > curve[-1][0]:
+            curve.append(point)
+
+    def _unrealised(self) -> float:
+        total = 0.0
+        for r in self.runners:
+            pos = r.machine.position
+            q = r.core.quantity
+            if pos is not None and q != 0:
+                total += (r.core.equity - r.core.cash) - q * pos.entry_price
+        return total
 
     def _roll_day(self, ts: int) -> None:
         # A new UTC day: the loss is measured from the previous day's last close.
@@ -261,6 +292,16 @@ class Portfolio:
 
     # -- introspection ----------------------------------------------------------------------
 
+    def curve_columns(self, n: int | None = None) -> dict[str, list]:
+        """The newest `n` points of `curve` (all when None) as columns: ``timestamp`` (ms UTC),
+        ``equity``, ``cash``, ``realised``, ``unrealised`` (quote currency)."""
+        with self._lock:
+            points = list(self.curve)
+        if n is not None:
+            points = points[-n:] if n > 0 else []
+        names = ("timestamp", "equity", "cash", "realised", "unrealised")
+        return {name: [p[i] for p in points] for i, name in enumerate(names)}
+
     def state(self) -> dict[str, Any]:
         """Cash, equity, peak, realised / unrealised P&L, exposure per symbol and the limits' state.
 
@@ -271,13 +312,9 @@ class Portfolio:
         """
         with self._lock:
             exposure: dict[str, float] = {}
-            unrealised = 0.0
             for r in self.runners:
-                value = r.core.equity - r.core.cash
-                exposure[r.symbol] = exposure.get(r.symbol, 0.0) + value
-                pos = r.machine.position
-                if pos is not None and r.core.quantity != 0:
-                    unrealised += value - r.core.quantity * pos.entry_price
+                exposure[r.symbol] = exposure.get(r.symbol, 0.0) + (r.core.equity - r.core.cash)
+            unrealised = self._unrealised()
             equity = self.equity()
             return {"cash": self.cash(), "equity": equity, "starting_cash": self.starting_cash,
                     "peak": self.peak, "day_start_equity": self.day_start_equity,

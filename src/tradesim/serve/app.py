@@ -402,10 +402,11 @@ def create_app(state: ServeState, *, hosts: frozenset[str], origins: frozenset[s
         return jsonable(out)
 
     @app.get("/api/portfolio", tags=["engine"])
-    async def portfolio() -> dict[str, Any]:
+    async def portfolio(curve: Annotated[int, Query(ge=0, le=100_000)] = 0) -> dict[str, Any]:
         """The engine's portfolio (docs/orders.md, Risk limits): cash, equity, realised / unrealised
-        P&L, exposure per symbol, open positions, blocks, halted, its settings; 404 without one."""
-        state_ = engine.portfolio_state()
+        P&L, exposure per symbol, open positions, blocks, halted, its settings and, with `curve` > 0,
+        its newest `curve` points of equity, cash and P&L per bar time; 404 without one."""
+        state_ = engine.portfolio_state(curve)
         if state_ is None:
             raise ApiError(404, "not_found", "this engine has no portfolio settings ([portfolio] in runners.toml)",
                            None)
