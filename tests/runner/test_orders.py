@@ -346,11 +346,18 @@ def test_scaling_in_averages_the_entry_and_keeps_one_trade_per_lot(tmp_path, cap
 
 
 def test_scaling_in_with_new_levels_replaces_the_positions(tmp_path, caplog):
+    # the scale-in's levels are checked against the mark when placed (bar 2's close 101) and the fill
+    # (bar 3's open 104): 100.5 < both < 120
     r = run(tmp_path, SCALE_ROWS, filter={1: 'action = "enter_long", quantity = 1, stop_loss = 90'},
-            manage={2: 'action = "enter_long", quantity = 1, stop_loss = 102, take_profit = 120'})
+            manage={2: 'action = "enter_long", quantity = 1, stop_loss = 100.5, take_profit = 120'})
     pos = at(caplog, "manage", 3)
-    assert (pos["stop_loss"], pos["take_profit"]) == (102.0, 120.0)
-    assert r.machine.position.quantity == 2.0 and r.machine.position.stop_loss == 102.0
+    assert (pos["stop_loss"], pos["take_profit"]) == (100.5, 120.0)
+    assert r.machine.position.quantity == 2.0 and r.machine.position.stop_loss == 100.5
+    # a scale-in stop above the mark is rejected like any level update, and nothing is added
+    r = run(tmp_path, SCALE_ROWS, filter={1: 'action = "enter_long", quantity = 1, stop_loss = 90'},
+            manage={2: 'action = "enter_long", quantity = 1, stop_loss = 102'})
+    assert len(r.rejections) == 1 and "102" in r.rejections[0].reason and "101" in r.rejections[0].reason
+    assert r.machine.position.quantity == 1.0 and r.machine.position.stop_loss == 90.0
 
 
 def test_opposite_entry_while_in_position_is_rejected(tmp_path):
@@ -446,6 +453,15 @@ def test_time_stop_exits_after_n_bars_held(tmp_path, fill, entry_bar, exit_bar, 
     assert (t.entry_bar, t.exit_bar, t.exit_price, t.exit_reason) == (entry_bar, exit_bar, exit_price, "time_stop")
 
 
+def test_manage_position_runs_on_every_bar_held_including_the_time_stops(tmp_path, caplog):
+    # The state is IN_POSITION until the exit fills, so manage_position runs on bars 2, 3 and 4 (the
+    # bar whose close places the time stop) like on any bar held; a strategy that updates per-bar
+    # state in its calls (README: script locals updated once per bar) must not miss bar 4.
+    run(tmp_path, TRAIL_ROWS, filter={1: f"{ENTER}, time_stop_bars = 3"})
+    assert [row["bar"] for row in seen(caplog, "manage")] == [2, 3, 4]
+    assert [row["bar"] for row in seen(caplog, "detect")][-2:] == [5, 6]
+
+
 # --------------------------------------------------------------------------- sizing
 
 SIZE_ROWS = [FLAT, FLAT, (102.0, 103.0, 101.0, 102.0), FLAT]
@@ -478,15 +494,24 @@ def test_equity_fraction_counts_the_open_position_at_the_fill_price(tmp_path):
     assert r.machine.position.quantity == pytest.approx(1 + 5002 / 104, rel=1e-12)
 
 
-def test_min_notional_and_zero_lot_rejections_name_the_numbers(tmp_path):
+def test_zero_lot_rejection_names_the_numbers_as_documented(tmp_path):
+    # docs/orders.md: `quantity 0.0000042 rounds to 0 at lot_size 0.00001`
     r = run(tmp_path, SIZE_ROWS, filter={1: 'action = "enter_long", quantity = 0.0000042'},
             execution=ExecutionConfig(lot_size=0.00001))
-    assert [x.reason for x in r.rejections] == ["quantity 0.0000042 rounds to 0 at lot_size 0.00001"]
-    # 0.042 * 102 = 4.284 < 5
+    assert r.machine.position is None and len(r.rejections) == 1
+    assert r.rejections[0].reason.startswith("quantity 0.0000042 rounds to 0 at lot_size 0.00001")
+
+
+def test_min_notional_rejection_names_the_numbers(tmp_path):
+    # 0.042 * 102 = 4.284 < 5 (docs/orders.md: `notional 4.20 < min_notional 5.00`)
     r = run(tmp_path, SIZE_ROWS, filter={1: 'action = "enter_long", quantity = 0.042'},
             execution=ExecutionConfig(min_notional=5.0))
-    assert [x.reason for x in r.rejections] == ["notional 4.28 < min_notional 5.00"]
-    assert r.machine.position is None
+    assert r.machine.position is None and len(r.rejections) == 1
+    assert r.rejections[0].reason.startswith("notional 4.28 < min_notional 5.00")
+    # a lot-rounded quantity whose notional is too small: 0.0499 -> 0.04 at lot 0.01, 4.08 < 5
+    r = run(tmp_path, SIZE_ROWS, filter={1: 'action = "enter_long", quantity = 0.0499'},
+            execution=ExecutionConfig(min_notional=5.0, lot_size=0.01))
+    assert r.machine.position is None and r.rejections[0].reason.startswith("notional 4.08 < min_notional 5.00")
 
 
 def test_risk_fraction_without_stop_loss_is_an_invalid_action(tmp_path):
