@@ -524,3 +524,24 @@ def test_two_sizing_fields_are_an_invalid_action(tmp_path):
     r = run(tmp_path, SIZE_ROWS, filter={1: 'action = "enter_long", quantity = 1, notional = 100'})
     assert r.machine.position is None and len(r.errors) == 1
     assert "quantity" in r.errors[0].message and "notional" in r.errors[0].message
+
+
+@pytest.mark.parametrize("fields, message", [
+    ('action = "enter_long", quantity = 1, expiry_bars = 3', "field 'expiry_bars' needs field 'limit_price'"),
+    ('action = "enter_long", limit_price = 98, expiry_bars = 3, expiry_ms = 60000',
+     "fields 'expiry_bars' and 'expiry_ms' exclude each other"),
+    ('action = "enter_long", quantity = 1, trailing_stop = 2, trailing_percent = 1',
+     "fields 'trailing_stop' and 'trailing_percent' exclude each other"),
+    ('action = "enter_long", quantity = 1, atr_period = 5', "field 'atr_period' needs field 'trailing_atr'"),
+    ('action = "enter_long", limit_price = 98, expiry_bars = 1.5', "expiry_bars = 1.5: must be a whole number > 0"),
+])
+def test_invalid_order_fields_name_the_fields(tmp_path, fields, message):
+    r = run(tmp_path, LIMIT_ROWS, filter={1: fields})
+    assert r.machine.position is None and len(r.errors) == 1
+    assert message in r.errors[0].message
+
+
+def test_exit_with_quantity_and_fraction_is_invalid(tmp_path):
+    r = run(tmp_path, SCALE_ROWS, filter={1: ENTER}, manage={2: 'action = "exit", quantity = 1, fraction = 0.5'})
+    assert len(r.errors) == 1 and "'quantity' and 'fraction'" in r.errors[0].message
+    assert r.machine.position.quantity == 1.0
