@@ -545,3 +545,58 @@ def test_exit_with_quantity_and_fraction_is_invalid(tmp_path):
     r = run(tmp_path, SCALE_ROWS, filter={1: ENTER}, manage={2: 'action = "exit", quantity = 1, fraction = 0.5'})
     assert len(r.errors) == 1 and "'quantity' and 'fraction'" in r.errors[0].message
     assert r.machine.position.quantity == 1.0
+
+
+# --------------------------------------------------------------------------- more order rules
+
+def test_analysis_timeout_cancels_the_working_order(tmp_path):
+    # 2 bars of ANALYZING after the setup bar (2, 3), the timeout on bar 4 at the latest: back to IDLE,
+    # the order gone before bar 5's low 97
+    above = (99.0, 100.0, 98.2, 99.0)
+    rows = [FLAT, FLAT, (100.0, 101.0, 98.5, 100.0), above, above, (99.0, 100.0, 97.0, 99.0), FLAT]
+    r = run(tmp_path, rows, filter={1: LIMIT_BUY}, until=1, analysis_timeout_bars=2)
+    assert r.trades == [] and r.machine.position is None and r.machine.state.name == "IDLE"
+    assert len(kinds(r, "order_cancelled")) == 1
+
+
+def test_an_order_sized_at_its_fill_shows_no_quantity(tmp_path, caplog):
+    r = run(tmp_path, LIMIT_ROWS, filter={1: 'action = "enter_long", limit_price = 98, notional = 490'}, close=True)
+    assert at(caplog, "filter", 2)["quantity"] is None
+    assert r.trades[0].quantity == pytest.approx(490 / 98, rel=1e-12)     # sized at the fill price 98
+
+
+@pytest.mark.parametrize("fill", ["next_open", "close"])
+def test_limit_orders_work_from_the_next_bar_with_either_fill_rule(tmp_path, fill):
+    r = run(tmp_path, LIMIT_ROWS, filter={1: LIMIT_BUY}, execution=ExecutionConfig(fill=fill), close=True)
+    assert trades(r)[0][:5] == ("long", 3, 5, 1.0, 98.0)
+
+
+def test_a_market_entry_replaces_a_working_limit(tmp_path):
+    r = run(tmp_path, LIMIT_ROWS, filter={1: LIMIT_BUY, 2: 'action = "enter_long", quantity = 2'}, close=True)
+    # the market order fills at bar 3's open 99.5 (the limit 98 would have filled on bar 3 too)
+    assert trades(r)[0][:5] == ("long", 3, 5, 2.0, 99.5)
+    assert [e["reason"] for e in kinds(r, "order_cancelled")] == ["replaced"]
+
+
+def test_a_trailing_stop_that_never_moved_exits_as_a_stop_loss(tmp_path):
+    # stop 99.6 and distance 5: closes 101, 103, 102 give 96, 98, 97, all below 99.6: the stop stays;
+    # bar 5's low 99.5 hits it (bar 2's low is 99.8 here)
+    rows = TRAIL_ROWS[:2] + [(100.0, 102.0, 99.8, 101.0)] + TRAIL_ROWS[3:]
+    r = run(tmp_path, rows, filter={1: f"{ENTER}, stop_loss = 99.6, trailing_stop = 5"})
+    (t,) = r.trades
+    assert (t.exit_bar, t.exit_price, t.exit_reason) == (5, 99.6, "stop_loss")
+
+
+def test_risk_fraction_of_a_short(tmp_path):
+    # short at bar 2's open 102 with stop 105: 0.02 * 10000 / 3 = 66.66...
+    r = run(tmp_path, SIZE_ROWS, filter={1: 'action = "enter_short", risk_fraction = 0.02, stop_loss = 105'})
+    assert r.machine.position.side.name == "SHORT"
+    assert r.machine.position.quantity == pytest.approx(200 / 3, rel=1e-12)
+
+
+def test_partial_exit_with_fill_at_close(tmp_path):
+    # entry at bar 1's close 100 (2 units); half exits at bar 2's close 101, the rest at bar 3's close 103
+    r = run(tmp_path, TRAIL_ROWS, filter={1: 'action = "enter_long", quantity = 2'},
+            manage={2: 'action = "exit", fraction = 0.5', 3: 'action = "exit"'},
+            execution=ExecutionConfig(fill="close"))
+    assert trades(r) == [("long", 1, 2, 1.0, 100.0, 101.0), ("long", 1, 3, 1.0, 100.0, 103.0)]
