@@ -2,7 +2,8 @@
 scaling in, expiry and time stops against backtesting.py on real BTCUSDT 1m bars.
 
 One probe strategy (Lua, below) and its mirror in backtesting.py (`probe_class`) make the
-same decisions from exact quantities (a close above the previous `lookback`-bar high, order
+same decisions from exact quantities (a close above the previous `lookback`-bar high for a
+long, below the previous low for a short, order
 prices as ``close * (1 +- pct / 100)`` computed with the same floating-point operations), so
 every trade (entry and exit bar, price and size, per lot) must agree. backtesting.py trades
 whole units: the probe trades 1 to 3 BTC with enough cash on both sides, so quantities and
@@ -52,25 +53,30 @@ CASH = 10_000_000.0   # both sides: never short of cash for a few whole BTC
 PROBE = """
 name = "order_probe"
 params = {
-  lookback = 20, entry = "limit", offset_pct = 0.1, expiry = 0, qty = 1.0,
+  lookback = 20, short = false, entry = "limit", offset_pct = 0.1, expiry = 0, qty = 1.0,
   sl_pct = 0.0, tp_pct = 0.0, trail = "none", trail_value = 0.0, atr_period = 14,
   breakeven = 0.0, time_stop = 0, hold = 0, partial_after = 0, partial_qty = 0.0,
   add_after = 0, add_qty = 0.0,
 }
 
-local last_ts, prev_high, cur_high
+local last_ts, prev_high, cur_high, prev_low, cur_low
 
 local function observe(md, ind)
   if md.timestamp ~= last_ts then
     last_ts = md.timestamp
     prev_high, cur_high = cur_high, ind.high(params.lookback)
+    prev_low, cur_low = cur_low, ind.low(params.lookback)
     ind.atr(params.atr_period)   -- in use from the first bar, like TA-Lib's ATR over the file
   end
 end
 
 function detect_opportunity(md, ctx, ind)
   observe(md, ind)
-  if prev_high and md.close > prev_high then return {reason = "breakout"} end
+  if params.short then
+    if prev_low and md.close < prev_low then return {reason = "breakdown"} end
+  elseif prev_high and md.close > prev_high then
+    return {reason = "breakout"}
+  end
   return nil
 end
 
@@ -79,18 +85,19 @@ function filter_commitment(md, ctx, ind)
   if ind.order then return nil end
   if ctx.placed then return {action = "cancel_analysis", reason = "not_filled"} end
   ctx.placed = true
-  local a = {action = "enter_long", quantity = params.qty, reason = "probe"}
+  local s = params.short and -1 or 1
+  local a = {action = params.short and "enter_short" or "enter_long", quantity = params.qty, reason = "probe"}
   local ref = md.close
   if params.entry == "limit" then
-    a.limit_price = md.close * (1 - params.offset_pct / 100)
+    a.limit_price = md.close * (1 - s * params.offset_pct / 100)
     ref = a.limit_price
   elseif params.entry == "stop" then
-    a.stop_price = md.close * (1 + params.offset_pct / 100)
+    a.stop_price = md.close * (1 + s * params.offset_pct / 100)
     ref = a.stop_price
   end
   if params.expiry > 0 then a.expiry_bars = params.expiry end
-  if params.sl_pct > 0 then a.stop_loss = ref * (1 - params.sl_pct / 100) end
-  if params.tp_pct > 0 then a.take_profit = ref * (1 + params.tp_pct / 100) end
+  if params.sl_pct > 0 then a.stop_loss = ref * (1 - s * params.sl_pct / 100) end
+  if params.tp_pct > 0 then a.take_profit = ref * (1 + s * params.tp_pct / 100) end
   if params.trail == "distance" then a.trailing_stop = params.trail_value
   elseif params.trail == "percent" then a.trailing_percent = params.trail_value
   elseif params.trail == "atr" then a.trailing_atr = params.trail_value; a.atr_period = params.atr_period end
@@ -107,13 +114,13 @@ function manage_position(md, ctx, ind)
     return {action = "exit", quantity = params.partial_qty, reason = "partial"}
   end
   if ctx.held == params.add_after then
-    return {action = "enter_long", quantity = params.add_qty, reason = "add"}
+    return {action = params.short and "enter_short" or "enter_long", quantity = params.add_qty, reason = "add"}
   end
   return nil
 end
 """
 
-DEFAULTS = dict(lookback=20, entry="limit", offset_pct=0.1, expiry=0, qty=1.0, sl_pct=0.0, tp_pct=0.0,
+DEFAULTS = dict(lookback=20, short=False, entry="limit", offset_pct=0.1, expiry=0, qty=1.0, sl_pct=0.0, tp_pct=0.0,
                 trail="none", trail_value=0.0, atr_period=14, breakeven=0.0, time_stop=0, hold=0,
                 partial_after=0, partial_qty=0.0, add_after=0, add_qty=0.0)
 
@@ -121,12 +128,14 @@ DEFAULTS = dict(lookback=20, entry="limit", offset_pct=0.1, expiry=0, qty=1.0, s
 def probe_class(**overrides):
     """The probe strategy for backtesting.py, decision for decision (see PROBE)."""
     p = {**DEFAULTS, **overrides}
+    s = -1 if p["short"] else 1
 
     class Probe(bt.Strategy):
         def init(self):
             h, l, c = self.data.High, self.data.Low, self.data.Close
             lookback = p["lookback"]
             self.prev_high = self.I(lambda x: np.r_[np.nan, talib.MAX(x, lookback)[:-1]], h, name="prev_high")
+            self.prev_low = self.I(lambda x: np.r_[np.nan, talib.MIN(x, lookback)[:-1]], l, name="prev_low")
             self.atr = self.I(talib.ATR, h, l, c, p["atr_period"], name="atr")
             self.entry_order, self.placed_bar, self.held = None, -1, 0
 
@@ -135,31 +144,32 @@ def probe_class(**overrides):
 
         def levels_at_close(self, close):
             # Trailing (TrailingStrategy.next, distance per mode) and breakeven, at the close,
-            # never loosening; the new stop applies from the next bar.
-            new = -np.inf
+            # never loosening; the new stop applies from the next bar. (Long: the highest stop;
+            # short: the lowest, as s * stop.)
+            new = -np.inf   # in s * price
             if p["trail"] == "distance":
-                new = close - p["trail_value"]
+                new = s * (close - s * p["trail_value"])
             elif p["trail"] == "percent":
-                new = close * (1 - p["trail_value"] / 100)
+                new = s * (close * (1 - s * p["trail_value"] / 100))
             elif p["trail"] == "atr" and not np.isnan(self.atr[-1]):
-                new = close - p["trail_value"] * self.atr[-1]
+                new = s * (close - s * p["trail_value"] * self.atr[-1])
             size = sum(t.size for t in self.trades)
             avg = sum(t.size * t.entry_price for t in self.trades) / size
-            if p["breakeven"] > 0 and close - avg >= p["breakeven"]:
-                new = max(new, avg)
+            if p["breakeven"] > 0 and s * (close - avg) >= p["breakeven"]:
+                new = max(new, s * avg)
             for t in self.trades:
-                if new > (t.sl or -np.inf):
-                    t.sl = new
+                if new > (s * t.sl if t.sl else -np.inf):
+                    t.sl = s * new
 
         def close_fifo(self, qty):
             for t in list(self.trades):
                 if qty <= 0:
                     break
-                if t.size <= qty:
+                if abs(t.size) <= qty:
                     t.close()
-                    qty -= t.size
+                    qty -= abs(t.size)
                 else:
-                    t.close(qty / t.size)
+                    t.close(qty / abs(t.size))
                     qty = 0
 
         def next(self):
@@ -175,7 +185,7 @@ def probe_class(**overrides):
                     self.close_fifo(p["partial_qty"])
                 elif self.held == p["add_after"]:
                     last = self.trades[-1]
-                    self.buy(size=p["add_qty"], sl=last.sl, tp=last.tp)
+                    (self.sell if p["short"] else self.buy)(size=p["add_qty"], sl=last.sl, tp=last.tp)
                 return
             self.held = 0
             if self.working():
@@ -185,18 +195,18 @@ def probe_class(**overrides):
                     self.entry_order = None
                 return
             self.entry_order = None
-            if not close > self.prev_high[-1]:
+            if not (close < self.prev_low[-1] if p["short"] else close > self.prev_high[-1]):
                 return
             kw, ref = {}, close
             if p["entry"] == "limit":
-                kw["limit"] = ref = close * (1 - p["offset_pct"] / 100)
+                kw["limit"] = ref = close * (1 - s * p["offset_pct"] / 100)
             elif p["entry"] == "stop":
-                kw["stop"] = ref = close * (1 + p["offset_pct"] / 100)
+                kw["stop"] = ref = close * (1 + s * p["offset_pct"] / 100)
             if p["sl_pct"] > 0:
-                kw["sl"] = ref * (1 - p["sl_pct"] / 100)
+                kw["sl"] = ref * (1 - s * p["sl_pct"] / 100)
             if p["tp_pct"] > 0:
-                kw["tp"] = ref * (1 + p["tp_pct"] / 100)
-            self.entry_order = self.buy(size=p["qty"], **kw)
+                kw["tp"] = ref * (1 + s * p["tp_pct"] / 100)
+            self.entry_order = (self.sell if p["short"] else self.buy)(size=p["qty"], **kw)
             self.placed_bar = i
 
     return Probe
@@ -229,6 +239,16 @@ CASES = {
                             hold=20, sl_pct=0.6, tp_pct=0.6),
     "limit_scale_in_trail": dict(entry="limit", offset_pct=0.05, expiry=10, add_after=4, add_qty=1.0, hold=25,
                                  trail="distance", trail_value=120.0),
+    # shorts (a close below the previous 20-bar low): sell limits above, sell stops below the close
+    "short_limit_sl_tp": dict(short=True, entry="limit", offset_pct=0.1, expiry=10, sl_pct=0.3, tp_pct=0.3),
+    "short_stop_tp_only": dict(short=True, entry="stop", offset_pct=0.05, expiry=5, tp_pct=0.08, hold=40),
+    "short_stop_trail_atr": dict(short=True, entry="stop", offset_pct=0.05, expiry=5, trail="atr", trail_value=3.0),
+    "short_limit_trail_percent_breakeven": dict(short=True, entry="limit", offset_pct=0.05, expiry=10, sl_pct=0.5,
+                                                trail="percent", trail_value=0.25, breakeven=40.0),
+    "short_limit_partial": dict(short=True, entry="limit", offset_pct=0.05, expiry=10, qty=3.0, partial_after=5,
+                                partial_qty=2.0, hold=15, sl_pct=0.4),
+    "short_market_scale_in": dict(short=True, entry="market", qty=1.0, add_after=3, add_qty=2.0, partial_after=8,
+                                  partial_qty=2.0, hold=20, sl_pct=0.6, tp_pct=0.6),
 }
 
 
@@ -271,7 +291,7 @@ def ours_rows(trades):
 
 
 def peer_rows(peer):
-    return sorted(zip(peer.EntryBar.astype(int), peer.ExitBar.astype(int), peer.Size.astype(float),
+    return sorted(zip(peer.EntryBar.astype(int), peer.ExitBar.astype(int), peer.Size.abs().astype(float),
                       peer.EntryPrice, peer.ExitPrice, peer.PnL))
 
 
@@ -326,6 +346,11 @@ def test_the_cases_exercise_what_they_name(probe_path, bars):
     for t in scaled:
         by_exit.setdefault(t.exit_bar, set()).add(t.entry_bar)
     assert any(len(entries) == 2 for entries in by_exit.values())
+    # the short cases: sides, a sell stop's same-bar take-profit, trailing and breakeven exits
+    assert all(t.side == "short" for name in CASES if name.startswith("short") for t in got[name])
+    assert any(t.exit_bar == t.entry_bar and t.exit_reason == "take_profit" for t in got["short_stop_tp_only"])
+    assert "trailing_stop" in reasons["short_stop_trail_atr"]
+    assert {"trailing_stop", "breakeven_stop"} <= reasons["short_limit_trail_percent_breakeven"]
 
 
 def test_expired_orders_leave_no_trade_behind(probe_path, bars, frame):
