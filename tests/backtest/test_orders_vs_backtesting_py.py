@@ -7,7 +7,8 @@ long, below the previous low for a short, order
 prices as ``close * (1 +- pct / 100)`` computed with the same floating-point operations), so
 every trade (entry and exit bar, price and size, per lot) must agree. backtesting.py trades
 whole units: the probe trades 1 to 3 BTC with enough cash on both sides, so quantities and
-P&L compare directly.
+P&L compare directly, or sizes by `equity_fraction` (backtesting.py's fractional size) or
+`risk_fraction` (computed in the mirror) with a lot size of 1 BTC.
 
 The fill convention of docs/orders.md is backtesting.py's: a limit or stop order works from
 the bar after the decision; a buy limit fills at ``min(open, limit)``, a buy stop at
@@ -36,6 +37,7 @@ exit decided by the strategy after 12 bars (`hold`) equals backtesting.py's.
 
 from __future__ import annotations
 
+import math
 import warnings
 from pathlib import Path
 
@@ -54,6 +56,7 @@ PROBE = """
 name = "order_probe"
 params = {
   lookback = 20, short = false, entry = "limit", offset_pct = 0.1, expiry = 0, qty = 1.0,
+  sizing = "quantity", size_value = 0.0,
   sl_pct = 0.0, tp_pct = 0.0, trail = "none", trail_value = 0.0, atr_period = 14,
   breakeven = 0.0, time_stop = 0, hold = 0, partial_after = 0, partial_qty = 0.0,
   add_after = 0, add_qty = 0.0,
@@ -98,6 +101,10 @@ function filter_commitment(md, ctx, ind)
   if params.expiry > 0 then a.expiry_bars = params.expiry end
   if params.sl_pct > 0 then a.stop_loss = ref * (1 - s * params.sl_pct / 100) end
   if params.tp_pct > 0 then a.take_profit = ref * (1 + s * params.tp_pct / 100) end
+  if params.sizing ~= "quantity" then
+    a.quantity = nil
+    a[params.sizing] = params.size_value
+  end
   if params.trail == "distance" then a.trailing_stop = params.trail_value
   elseif params.trail == "percent" then a.trailing_percent = params.trail_value
   elseif params.trail == "atr" then a.trailing_atr = params.trail_value; a.atr_period = params.atr_period end
@@ -120,7 +127,8 @@ function manage_position(md, ctx, ind)
 end
 """
 
-DEFAULTS = dict(lookback=20, short=False, entry="limit", offset_pct=0.1, expiry=0, qty=1.0, sl_pct=0.0, tp_pct=0.0,
+DEFAULTS = dict(lookback=20, short=False, entry="limit", offset_pct=0.1, expiry=0, qty=1.0, sizing="quantity",
+                size_value=0.0, sl_pct=0.0, tp_pct=0.0,
                 trail="none", trail_value=0.0, atr_period=14, breakeven=0.0, time_stop=0, hold=0,
                 partial_after=0, partial_qty=0.0, add_after=0, add_qty=0.0)
 
@@ -206,7 +214,14 @@ def probe_class(**overrides):
                 kw["sl"] = ref * (1 - s * p["sl_pct"] / 100)
             if p["tp_pct"] > 0:
                 kw["tp"] = ref * (1 + s * p["tp_pct"] / 100)
-            self.entry_order = (self.sell if p["short"] else self.buy)(size=p["qty"], **kw)
+            size = p["qty"]
+            if p["sizing"] == "equity_fraction":
+                size = p["size_value"]   # its fractional size: floor(F * cash / fill price) units when flat
+            elif p["sizing"] == "risk_fraction":
+                # whole units losing R of the equity at the stop, from the order price (the fill price
+                # of a limit or stop order on these klines, which never gap through one)
+                size = math.floor(p["size_value"] * self.equity / abs(ref - kw["sl"]))
+            self.entry_order = (self.sell if p["short"] else self.buy)(size=size, **kw)
             self.placed_bar = i
 
     return Probe
@@ -247,6 +262,13 @@ CASES = {
                                                 trail="percent", trail_value=0.25, breakeven=40.0),
     "short_limit_partial": dict(short=True, entry="limit", offset_pct=0.05, expiry=10, qty=3.0, partial_after=5,
                                 partial_qty=2.0, hold=15, sl_pct=0.4),
+    # sizing: half the equity (backtesting.py's fractional size), 0.1 % of the equity at risk at the stop
+    "limit_equity_fraction": dict(entry="limit", offset_pct=0.1, expiry=10, sl_pct=0.3, tp_pct=0.3,
+                                  sizing="equity_fraction", size_value=0.5),
+    "stop_risk_fraction": dict(entry="stop", offset_pct=0.05, expiry=5, sl_pct=0.3, tp_pct=0.5,
+                               sizing="risk_fraction", size_value=0.001),
+    "short_limit_risk_fraction": dict(short=True, entry="limit", offset_pct=0.1, expiry=10, sl_pct=0.2, tp_pct=0.3,
+                                      sizing="risk_fraction", size_value=0.001),
     "short_market_scale_in": dict(short=True, entry="market", qty=1.0, add_after=3, add_qty=2.0, partial_after=8,
                                   partial_qty=2.0, hold=20, sl_pct=0.6, tp_pct=0.6),
 }
@@ -271,7 +293,10 @@ def probe_path(tmp_path_factory):
 
 
 def run_ours(probe_path, bars, case, fill="next_open"):
-    return Backtest(probe_path, bars, params={**DEFAULTS, **case}, starting_cash=CASH, fill=fill).run()
+    # whole units, as backtesting.py trades (the sized cases round down to them)
+    lot = 1.0 if case.get("sizing", "quantity") != "quantity" else 0.0
+    return Backtest(probe_path, bars, params={**DEFAULTS, **case}, starting_cash=CASH, fill=fill,
+                    lot_size=lot).run()
 
 
 def run_peer(frame, case, fill="next_open"):
@@ -346,6 +371,10 @@ def test_the_cases_exercise_what_they_name(probe_path, bars):
     for t in scaled:
         by_exit.setdefault(t.exit_bar, set()).add(t.entry_bar)
     assert any(len(entries) == 2 for entries in by_exit.values())
+    # sized cases: whole units that follow the equity and the stop distance
+    for name in ("limit_equity_fraction", "stop_risk_fraction", "short_limit_risk_fraction"):
+        sizes = {t.quantity for t in got[name]}
+        assert len(sizes) >= 3 and all(q == int(q) and q > 1 for q in sizes)
     # the short cases: sides, a sell stop's same-bar take-profit, trailing and breakeven exits
     assert all(t.side == "short" for name in CASES if name.startswith("short") for t in got[name])
     assert any(t.exit_bar == t.entry_bar and t.exit_reason == "take_profit" for t in got["short_stop_tp_only"])
