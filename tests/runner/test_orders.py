@@ -600,3 +600,22 @@ def test_partial_exit_with_fill_at_close(tmp_path):
             manage={2: 'action = "exit", fraction = 0.5', 3: 'action = "exit"'},
             execution=ExecutionConfig(fill="close"))
     assert trades(r) == [("long", 1, 2, 1.0, 100.0, 101.0), ("long", 1, 3, 1.0, 100.0, 103.0)]
+
+
+def test_breakeven_uses_the_average_entry_of_the_lots(tmp_path):
+    # lots 1 @ 100 (bar 2) and 1 @ 104 (bar 3): average 102. Bar 2's close 101 is +1 from 100 (no move);
+    # bar 3's close 105 is +3 from 102 (>= 2): the stop moves from 90 to 102; bar 4's low 101 exits both
+    # lots at 102 (+2 and -2)
+    rows = SCALE_ROWS[:4] + [(104.0, 104.5, 101.0, 103.0), FLAT]
+    r = run(tmp_path, rows, filter={1: f"{ENTER}, stop_loss = 90, breakeven_after = 2"},
+            manage={2: 'action = "enter_long", quantity = 1'})
+    assert trades(r) == [("long", 2, 4, 1.0, 100.0, 102.0), ("long", 3, 4, 1.0, 104.0, 102.0)]
+    assert {t.exit_reason for t in r.trades} == {"breakeven_stop"}
+    assert [t.pnl for t in r.trades] == pytest.approx([2.0, -2.0])
+
+
+def test_limit_and_stop_orders_are_not_placed_while_in_position(tmp_path):
+    # docs/orders.md: limit and stop orders are placed while flat; scaling in is a market order
+    r = run(tmp_path, SCALE_ROWS, filter={1: ENTER}, manage={2: 'action = "enter_long", limit_price = 99, quantity = 1'})
+    assert r.machine.position.quantity == 1.0
+    assert len(r.rejections) + len(r.errors) == 1
