@@ -413,9 +413,8 @@ ENTER = 'action = "enter_long", quantity = 1'
 ])
 def test_trailing_stop_follows_the_close_and_never_loosens(tmp_path, caplog, field, stops, exit_price):
     r = run(tmp_path, TRAIL_ROWS, filter={1: f"{ENTER}, {field}"})
-    # The stop set at bar 2's close is in place on bar 3 (whichever side of the call the update is).
-    assert at(caplog, "manage", 3)["stop_loss"] in (pytest.approx(stops[0], rel=1e-12),
-                                                   pytest.approx(stops[1], rel=1e-12))
+    # manage_position sees the stop moved at its bar's close (README, Execution step 3)
+    assert [at(caplog, "manage", k)["stop_loss"] for k in (2, 3, 4)] == pytest.approx(stops, rel=1e-12)
     # A loosened stop (bar 4's close) would not be hit by bar 5's low 99.5, or at another price.
     (t,) = r.trades
     assert (t.entry_bar, t.exit_bar, t.entry_price) == (2, 5, 100.0)
