@@ -403,7 +403,7 @@ cdef class RunnerCore:
                 self._manage(ts, c)
             if self._risk_on:
                 self._check_risk(ts, c)
-            if self.deciding and not self.pending:
+            if self.deciding:
                 decided.ready = False
                 try:
                     if self._direct is not None:
@@ -488,6 +488,14 @@ cdef class RunnerCore:
         cdef int state = self.machine.state_c
         cdef int side, kind
         cdef Position pos = self.machine.position
+        if self.pending and self._order == ORDER_EXIT and action != ActionType.UPDATE_STOP_LOSS \
+                and action != ActionType.UPDATE_TAKE_PROFIT:
+            # A time stop queued an exit for the next open on this bar: the strategy still
+            # ran, but the exit stands (an exit of its own is the same exit).
+            if action != ActionType.EXIT:
+                self.handler.reject(ts, action, "an exit is queued for the next open "
+                                    f"({self._order_reason})")
+            return 0
         if action == ActionType.EXIT:
             if state != State.IN_POSITION:
                 self.handler.reject(ts, action, f"cannot exit in state {self.machine.state.name}")
@@ -715,12 +723,12 @@ cdef class RunnerCore:
             raw = q
             q = floor(q / self._lot_size + 1e-9) * self._lot_size
             if q <= 0:
-                self.handler.reject(ts, action, f"quantity {raw:.10g} rounds to 0 at lot_size "
-                                    f"{self._lot_size:.10g}")
+                self.handler.reject(ts, action, f"quantity {_plain(raw)} rounds to 0 at lot_size "
+                                    f"{_plain(self._lot_size)}")
                 return 0.0
         if self._min_notional > 0 and q * price < self._min_notional:
             self.handler.reject(ts, action, f"notional {q * price:.2f} < min_notional "
-                                f"{self._min_notional:.2f} (quantity {q:.10g} at {price:.10g})")
+                                f"{self._min_notional:.2f} (quantity {_plain(q)} at {_plain(price)})")
             return 0.0
         return q
 
@@ -859,7 +867,7 @@ cdef class RunnerCore:
                 q = floor(q / self._lot_size + 1e-9) * self._lot_size
             if q <= 0:
                 self.handler.reject(ts, ActionType.EXIT, f"exit quantity rounds to 0 at lot_size "
-                                    f"{self._lot_size:.10g}")
+                                    f"{_plain(self._lot_size)}")
                 return 0
         if q >= total * (1.0 - 1e-12):
             self.machine.exit(price, ts, reason)
@@ -1154,6 +1162,11 @@ cdef class RunnerCore:
 
 cdef inline str _action_name(int action):
     return "enter_long" if action == ActionType.ENTER_LONG else "enter_short"
+
+
+cdef str _plain(double x):
+    # A number in plain decimals for messages (0.0000042, not 4.2e-06).
+    return f"{x:.15f}".rstrip("0").rstrip(".")
 
 
 cdef inline str _kind_name(int kind):
