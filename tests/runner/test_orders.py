@@ -442,10 +442,11 @@ def test_breakeven_moves_the_stop_to_the_entry(tmp_path, caplog):
     assert (t.exit_bar, t.exit_price, t.exit_reason) == (5, 100.0, "breakeven_stop")
 
 
-@pytest.mark.parametrize("fill, entry_bar, exit_bar, exit_price", [("next_open", 2, 5, 102.0), ("close", 1, 3, 103.0)])
+@pytest.mark.parametrize("fill, entry_bar, exit_bar, exit_price", [("next_open", 2, 5, 102.0), ("close", 1, 4, 102.0)])
 def test_time_stop_exits_after_n_bars_held(tmp_path, fill, entry_bar, exit_bar, exit_price):
-    # next_open: filled at bar 2 (bar 1 held), bars 3, 4 -> at bar 4's close the exit is placed: bar 5's
-    # open 102. close: entry at bar 1's close 100 (bar 1 held), bars 2, 3 -> exit at bar 3's close 103.
+    # next_open: filled at bar 2's open (bar 1 held), bars 3, 4 -> at bar 4's close the exit is placed: bar
+    # 5's open 102. close: entry at bar 1's close 100, counted from the next bar (docs/orders.md: held N whole
+    # bars either way): bars 2, 3, 4 -> exit at bar 4's close 102.
     r = run(tmp_path, TRAIL_ROWS, filter={1: f"{ENTER}, time_stop_bars = 3"},
             execution=ExecutionConfig(fill=fill))
     (t,) = r.trades
@@ -458,7 +459,35 @@ def test_manage_position_runs_on_every_bar_held_including_the_time_stops(tmp_pat
     # state in its calls (README: script locals updated once per bar) must not miss bar 4.
     run(tmp_path, TRAIL_ROWS, filter={1: f"{ENTER}, time_stop_bars = 3"})
     assert [row["bar"] for row in seen(caplog, "manage")] == [2, 3, 4]
-    assert [row["bar"] for row in seen(caplog, "detect")][-2:] == [5, 6]
+    assert 4 not in [row["bar"] for row in seen(caplog, "detect")]
+
+
+def test_with_fill_at_close_the_strategy_manages_the_time_stops_bar_too(tmp_path, caplog):
+    # docs/orders.md (time stop): "The strategy is still called on that bar (manage_position)". Entry at
+    # bar 1's close; bars held 2, 3, 4; the exit is at bar 4's close, and manage_position runs on 2, 3, 4
+    # (as for a strategy's own exit at a close, the strategy is flat again from the next bar).
+    run(tmp_path, TRAIL_ROWS, filter={1: f"{ENTER}, time_stop_bars = 3"}, execution=ExecutionConfig(fill="close"))
+    assert [row["bar"] for row in seen(caplog, "manage")] == [2, 3, 4]
+    assert 4 not in [row["bar"] for row in seen(caplog, "detect")]
+
+
+def test_while_a_time_stop_exit_is_queued_an_exit_is_the_same_exit_and_entries_are_rejected(tmp_path):
+    # docs/orders.md (time stop): bar 4's close queues the exit; manage_position on bar 4 answers
+    r = run(tmp_path, TRAIL_ROWS, filter={1: f"{ENTER}, time_stop_bars = 3"},
+            manage={4: 'action = "exit", reason = "mine"'})
+    assert trades(r) == [("long", 2, 5, 1.0, 100.0, 102.0)] and r.rejections == []
+    r = run(tmp_path, TRAIL_ROWS, filter={1: f"{ENTER}, time_stop_bars = 3"},
+            manage={4: 'action = "enter_long", quantity = 1'})
+    assert trades(r) == [("long", 2, 5, 1.0, 100.0, 102.0)] and r.trades[0].exit_reason == "time_stop"
+    assert len(r.rejections) == 1 and r.rejections[0].action == "enter_long"
+
+
+def test_while_a_time_stop_exit_is_queued_a_level_update_is_rejected(tmp_path):
+    # docs/orders.md (time stop): "any other action is rejected" (the core lets level updates through)
+    r = run(tmp_path, TRAIL_ROWS, filter={1: f"{ENTER}, time_stop_bars = 3"},
+            manage={4: 'action = "update_stop_loss", price = 99'})
+    assert trades(r) == [("long", 2, 5, 1.0, 100.0, 102.0)] and r.trades[0].exit_reason == "time_stop"
+    assert len(r.rejections) == 1 and r.rejections[0].action == "update_stop_loss"
 
 
 # --------------------------------------------------------------------------- sizing
@@ -615,6 +644,7 @@ def test_breakeven_uses_the_average_entry_of_the_lots(tmp_path):
 
 def test_limit_and_stop_orders_are_not_placed_while_in_position(tmp_path):
     # docs/orders.md: limit and stop orders are placed while flat; scaling in is a market order
-    r = run(tmp_path, SCALE_ROWS, filter={1: ENTER}, manage={2: 'action = "enter_long", limit_price = 99, quantity = 1'})
+    r = run(tmp_path, SCALE_ROWS, filter={1: ENTER},
+            manage={2: 'action = "enter_long", limit_price = 99, quantity = 1'})
     assert r.machine.position.quantity == 1.0
     assert len(r.rejections) + len(r.errors) == 1
