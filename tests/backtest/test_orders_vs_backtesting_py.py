@@ -28,11 +28,10 @@ case in tests/runner/test_orders.py:
 Neither occurs on these bars (the klines open at the previous close: no gaps), so the trades
 must be equal outright, with both fill rules (`fill="close"` against ``trade_on_close``).
 
-`limit_time_stop` differs while the core does not call `manage_position` on the bar whose
-close fires the time stop: the probe's per-bar `observe` misses that bar and sees a breakout
-backtesting.py does not (tests/runner/test_orders.py::
-test_manage_position_runs_on_every_bar_held_including_the_time_stops); the same case with the
-exit decided by the strategy after 12 bars (`hold`) equals backtesting.py's.
+`limit_time_stop` with ``fill="close"`` differs while the core exits a time stop at the close
+before the strategy's call on that bar, so `detect_opportunity` runs there (and may place the
+next order a bar earlier than backtesting.py's mirror, whose `next()` closes the position);
+see tests/runner/test_orders.py::test_with_fill_at_close_the_strategy_manages_the_time_stops_bar_too.
 """
 
 from __future__ import annotations
