@@ -301,6 +301,8 @@ class Backtest:
                     runner.close_position()
                     equity[-1] = runner.equity
                     in_pos[-1] = 0
+                if recorder is not None:
+                    recorder.flush_outcomes(key)
                 runs.append(self._run_result(runner, bars, equity, in_pos))
         except BaseException as exc:
             if recorder is not None:
@@ -333,7 +335,8 @@ class Backtest:
                                 window_size=self.window_size,
                                 options={"max_consecutive_errors": self.max_consecutive_errors,
                                          "ambiguity_policy": self.ambiguity_policy,
-                                         "analysis_timeout_bars": self.analysis_timeout_bars})
+                                         "analysis_timeout_bars": self.analysis_timeout_bars},
+                                batch=True)   # outcomes written per chunk (recording.outcomes)
         if not recorder.recording:
             recorder.start()
 

@@ -25,6 +25,7 @@ events (only while someone listens). A backtest calls `run` over arrays; a
 live runner calls `process` per bar: the same `step` either way.
 """
 
+from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.ref cimport Py_INCREF
 from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
 from libc.math cimport NAN, floor, isnan
@@ -212,6 +213,13 @@ cdef class RunnerCore:
     recording : bool
         Report every valid decision to ``handler.on_decision`` before it is
         carried out (a recorded session); off by default.
+    record_buffer : list or None
+        While `recording`: append each decision to this list instead of
+        calling the handler (a recorded backtest, which writes a chunk's
+        outcomes as one event): ``(0, ts, state, started, start_reason,
+        action, quantity, stop_loss, take_profit, price, reason, extra,
+        indicators)``, `indicators` the bank's values (float64, native byte
+        order) as bytes. None (the default): call ``handler.on_decision``.
     bars : int
         Bars processed.
     entries_blocked : str or None
@@ -278,6 +286,7 @@ cdef class RunnerCore:
     cdef public long long bars
     cdef public long long decisions
     cdef public bint recording      # report every decision to handler.on_decision (a session log)
+    cdef public list record_buffer  # ... or append it here, as a tuple (a recorded backtest)
     cdef public str script          # named by invalid-decision errors
     cdef Decoded _decided           # this bar's decision (reused)
 
@@ -316,6 +325,7 @@ cdef class RunnerCore:
         self.bars = 0
         self.decisions = 0
         self.recording = False
+        self.record_buffer = None
         self.script = script
         self._decided = Decoded()
         self._max_notional = max_position_notional
@@ -437,6 +447,13 @@ cdef class RunnerCore:
                 if extra is None:
                     extra = {}
                 extra[_AMOUNT_NAMES[i]] = d.amounts[i]
+        if self.record_buffer is not None:   # no handler call, no dict: a tuple and the values' bytes
+            self.record_buffer.append((
+                0, ts, self.machine.state_c, d.started, d.start_reason, d.action,
+                d.amounts[AMOUNT_QUANTITY], d.amounts[AMOUNT_STOP_LOSS], d.amounts[AMOUNT_TAKE_PROFIT],
+                d.amounts[AMOUNT_PRICE], d.reason, extra,
+                PyBytes_FromStringAndSize(<char*>self.bank.values, self.bank.n_values * sizeof(double))))
+            return 0
         self.handler.on_decision(ts, self.machine.state_c, d.started, d.start_reason, d.action,
                                  d.amounts[AMOUNT_QUANTITY], d.amounts[AMOUNT_STOP_LOSS],
                                  d.amounts[AMOUNT_TAKE_PROFIT], d.amounts[AMOUNT_PRICE], d.reason,

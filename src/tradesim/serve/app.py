@@ -579,8 +579,9 @@ def create_app(state: ServeState, *, hosts: frozenset[str], origins: frozenset[s
 
         def load() -> dict[str, Any]:
             out, next_seq = [], None
-            for event in s.log.events(from_seq=from_seq, types=wanted):
-                if len(out) == limit:
+            for event in s.events(from_seq=from_seq, types=wanted):
+                # (a backtest's chunk of outcomes shares one seq: a page ends between seqs)
+                if len(out) >= limit and event["seq"] != out[-1]["seq"]:
                     next_seq = event["seq"]
                     break
                 out.append(_plain_event(event))
