@@ -19,7 +19,7 @@ from tradesim.backtest import Backtest
 from tradesim.eventlog import LogReader, LogWriteError
 from tradesim.recording import SessionRecorder, load_manifest
 from tradesim.recording.outcomes import expand
-from tradesim.recording.recorder import BAR_COLUMNS, RecordingError
+from tradesim.recording.recorder import BAR_COLUMNS, RecordingError, bar_columns
 
 REPO = Path(__file__).resolve().parents[2]
 EMA = REPO / "lua-strategies" / "examples" / "ema_crossover.lua"
@@ -55,8 +55,8 @@ def test_a_recorded_backtest_holds_every_bar_decision_and_fill(btc_path, tmp_pat
     for run in result.runs:
         key = f"{run.symbol}:{run.strategy}"
         chunks = [e for e in events if e["type"] == "bars" and e["runner"] == key]
-        for name, dtype in BAR_COLUMNS:   # every input bar, in order, bit for bit
-            got = np.concatenate([np.frombuffer(c[name], dtype=dtype) for c in chunks])
+        for name, _ in BAR_COLUMNS:   # every input bar, in order, bit for bit
+            got = np.concatenate([bar_columns(c)[name] for c in chunks])
             np.testing.assert_array_equal(got, getattr(bars, name))
         mine = [e for e in events if e.get("runner") == key]
         runner = next(r for r, _ in bt.runners if r.strategy.name == run.strategy)

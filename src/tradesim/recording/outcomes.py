@@ -80,13 +80,15 @@ def expand_outcomes(event: dict[str, Any]) -> list[dict[str, Any]]:
                 ev["fields"] = extra
         elif code == OPENED:
             _, ts, side, quantity, price, fee, reason = row
-            ev = {"runner": runner, "type": "position_opened", **head, "timestamp": ts, "side": side, "quantity": quantity,
-                  "price": price, "fee": fee, "reason": reason}
+            ev = {"runner": runner, "type": "position_opened", **head, "timestamp": ts, "side": side,
+                  "quantity": quantity, "price": price, "fee": fee, "reason": reason}
         elif code == CLOSED:
-            ev = {"runner": runner, "type": "position_closed", **head, "timestamp": row[1], "trade": _trade(head, row)}
+            ev = {"runner": runner, "type": "position_closed", **head, "timestamp": row[1],
+                  "trade": _trade(head, row)}
         elif code == OPPORTUNITY:
             _, ts, reason, context = row
-            ev = {"runner": runner, "type": "opportunity_detected", **head, "timestamp": ts, "reason": reason, "context": context}
+            ev = {"runner": runner, "type": "opportunity_detected", **head, "timestamp": ts, "reason": reason,
+                  "context": context}
         elif isinstance(code, str):
             ev = {"runner": runner, "type": code, **head, **row[1]}
         else:

@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     from tradesim.data import Bars
     from tradesim.runner import SymbolRunner
 
-__all__ = ["RecordingError", "SessionRecorder", "default_sessions_folder"]
+__all__ = ["RecordingError", "SessionRecorder", "bar_columns", "default_sessions_folder"]
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,36 @@ SESSIONS_ENV = "TRADESIM_SESSIONS"
 #: The bar columns of a ``bars`` event, with their dtypes (little-endian).
 BAR_COLUMNS = (("timestamp", "<i8"), ("open", "<f8"), ("high", "<f8"), ("low", "<f8"),
                ("close", "<f8"), ("volume", "<f8"))
+
+
+def _shuffle(column: np.ndarray) -> bytes:
+    # Byte k of every value, then byte k+1 ...: the high bytes of prices and times repeat, so LZ4
+    # compresses these bytes well and fast (on the plain bytes it gains a third and costs ~10x more).
+    return column.view(np.uint8).reshape(-1, column.itemsize).T.tobytes()
+
+
+def bar_columns(event: dict[str, Any]) -> dict[str, np.ndarray]:
+    """A ``bars`` event's columns (`BAR_COLUMNS`, native byte order): byte-shuffled (``"shuffled":
+    true``, session format 2) or plain little-endian bytes (format 1).
+
+    Raises
+    ------
+    ValueError
+        A column whose length is not ``count`` values.
+    """
+    n = int(event.get("count") or 0)
+    out = {}
+    for name, dtype in BAR_COLUMNS:
+        raw = event[name]
+        if len(raw) != 8 * n:
+            raise ValueError(f"bars event seq {event.get('seq')}: column {name!r} holds {len(raw)} bytes, "
+                             f"not {n} values")
+        if event.get("shuffled"):
+            a = np.frombuffer(raw, dtype=np.uint8).reshape(8, n).T.copy().view(dtype).reshape(n)
+        else:
+            a = np.frombuffer(raw, dtype=dtype)
+        out[name] = a.astype(dtype.replace("<", "="), copy=False)
+    return out
 
 
 class RecordingError(RuntimeError):
@@ -281,12 +311,14 @@ class SessionRecorder:
                 runner.record_to(None)
 
     def bars(self, key: str, bars: Bars, start: int, stop: int) -> None:
-        """Log bars ``start .. stop-1`` of `bars`, the input of runner `key` (a backtest chunk)."""
+        """Log bars ``start .. stop-1`` of `bars`, the input of runner `key` (a backtest chunk): its
+        columns little-endian and byte-shuffled (`bar_columns` reads them)."""
         event: dict[str, Any] = {"type": "bars", "runner": key, "symbol": bars.symbol,
                                  "start": int(start), "count": int(stop - start),
-                                 "time": int(bars.timestamp[start]) if stop > start else None}
+                                 "time": int(bars.timestamp[start]) if stop > start else None,
+                                 "shuffled": True}
         for name, dtype in BAR_COLUMNS:
-            event[name] = np.ascontiguousarray(getattr(bars, name)[start:stop], dtype=dtype).tobytes()
+            event[name] = _shuffle(np.ascontiguousarray(getattr(bars, name)[start:stop], dtype=dtype))
         self.append(event)
 
     def bar(self, feed: str, bar: Any, recv_ms: int | None = None) -> None:

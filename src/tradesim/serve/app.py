@@ -35,7 +35,7 @@ from tradesim.engine import TradingEngine, UnknownRunner
 from tradesim.engine.events import EVENT_TYPES
 from tradesim.engine.handle import price_history
 from tradesim.jsonable import jsonable
-from tradesim.recording.recorder import BAR_COLUMNS, default_sessions_folder
+from tradesim.recording.recorder import BAR_COLUMNS, bar_columns, default_sessions_folder
 from tradesim.runner.execution import ExecutionConfig
 from tradesim.serve.broadcast import Broadcaster
 from tradesim.serve.security import COOKIE, BodyTooLarge, Guard, Tokens
@@ -672,7 +672,12 @@ def _plain_event(event: dict[str, Any]) -> dict[str, Any]:
     """A logged event as JSON-ready values (a backtest's bar chunks decoded to lists)."""
     out = {}
     dtypes = dict(BAR_COLUMNS)
+    if event.get("type") == "bars" and event.get("shuffled"):
+        event = {**event, **bar_columns(event)}   # (columns as arrays: listed below)
     for key, value in event.items():
+        if isinstance(value, np.ndarray):
+            out[key] = value.tolist()
+            continue
         if isinstance(value, (bytes, bytearray)):
             dtype = dtypes.get(key)
             out[key] = np.frombuffer(value, dtype=dtype).tolist() if dtype else None

@@ -19,7 +19,7 @@ from tradesim.data import Bars
 from tradesim.eventlog import LogReader
 from tradesim.recording import LOG_DIR, MANIFEST_NAME, ManifestError, default_sessions_folder, load_manifest
 from tradesim.recording.outcomes import OUTCOMES, expand
-from tradesim.recording.recorder import BAR_COLUMNS
+from tradesim.recording.recorder import BAR_COLUMNS, bar_columns
 
 __all__ = ["INPUT_TYPES", "OUTCOME_TYPES", "Session", "SessionNotFound", "chunk_span", "list_sessions",
            "open_session", "same_event"]
@@ -195,8 +195,8 @@ class Session:
         for event in self.inputs():   # one pass; a stop is logged after bars it never took
             kind = event["type"]
             if kind == "bars" and event["runner"] == key:
-                for name, dtype in BAR_COLUMNS:
-                    cols[name].append(np.frombuffer(event[name], dtype=dtype))
+                for name, column in bar_columns(event).items():
+                    cols[name].append(column)
             elif kind == "bar" and active and event["symbol"] == info.symbol \
                     and (info.feed is None or event["feed"] == info.feed):
                 for name, dtype in BAR_COLUMNS:
@@ -267,6 +267,10 @@ def chunk_span(event: dict[str, Any]) -> tuple[int | None, int | None]:
     raw = event.get("timestamp")
     if not isinstance(raw, bytes) or len(raw) < 8:
         return None, None
+    if event.get("shuffled"):   # byte k of value i is at k * n + i
+        n = len(raw) // 8
+        return (int.from_bytes(raw[0::n][:8], "little", signed=True),
+                int.from_bytes(raw[n - 1::n][:8], "little", signed=True))
     return int.from_bytes(raw[:8], "little", signed=True), int.from_bytes(raw[-8:], "little", signed=True)
 
 
