@@ -50,6 +50,20 @@ def _indicators(layout: list, raw: bytes) -> dict[str, Any]:
             for key, slot, n, names in layout if slot + n <= k}
 
 
+def _reader(layout: list):
+    # The indicator values' reader for one batch: single-output indicators filling the bank (the
+    # usual case) are a zip; anything else goes through `_indicators`.
+    keys = [key for key, _, _, _ in layout]
+    if all(n == 1 and slot == i for i, (_, slot, n, _) in enumerate(layout)):
+        width = 8 * len(keys)
+        unpack = struct.Struct(f"<{len(keys)}d").unpack
+
+        def read(raw: bytes) -> dict[str, Any]:
+            return dict(zip(keys, unpack(raw))) if len(raw) == width else _indicators(layout, raw)
+        return read
+    return lambda raw: _indicators(layout, raw)
+
+
 def expand_outcomes(event: dict[str, Any]) -> list[dict[str, Any]]:
     """The events an ``outcomes`` event stands for, in order, as a per-event recording writes them.
 
@@ -64,20 +78,27 @@ def expand_outcomes(event: dict[str, Any]) -> list[dict[str, Any]]:
     runner, symbol, strategy = event.get("runner"), event.get("symbol"), event.get("strategy")
     head = {"symbol": symbol, "strategy": strategy}
     seq = event.get("seq")
-    layout = event.get("indicators") or []
+    indicators = _reader(event.get("indicators") or [])
+    states, actions = _STATE_NAMES, _ACTION_NAMES
     out = []
     for i, row in enumerate(event["rows"]):
         code = row[0]
         if code == DECISION:
             (_, ts, state, started, start_reason, action, quantity, stop_loss, take_profit, price, reason,
              extra, values) = row
-            ev = {"runner": runner, "type": "decision", **head, "timestamp": ts, "state": _STATE_NAMES[state],
-                  "started": bool(started), "start_reason": start_reason,
-                  "action": _ACTION_NAMES[action] if action >= 0 else None, "quantity": quantity,
+            ev = {"runner": runner, "type": "decision", "symbol": symbol, "strategy": strategy, "timestamp": ts,
+                  "state": states[state], "started": bool(started), "start_reason": start_reason,
+                  "action": actions[action] if action >= 0 else None, "quantity": quantity,
                   "stop_loss": stop_loss, "take_profit": take_profit, "price": price, "reason": reason,
-                  "indicators": _indicators(layout, values)}
+                  "indicators": indicators(values)}
             if extra:
                 ev["fields"] = extra
+            if type(ts) is int:
+                ev["time"] = ts
+            ev["seq"] = seq
+            ev["sub"] = i
+            out.append(ev)
+            continue
         elif code == OPENED:
             _, ts, side, quantity, price, fee, reason = row
             ev = {"runner": runner, "type": "position_opened", **head, "timestamp": ts, "side": side,
@@ -106,11 +127,11 @@ def _trade(head: dict[str, Any], row: list) -> dict[str, Any]:
     # `Trade.to_dict` of the booked trade (the core's record), without building the Trade.
     (_, _, side, quantity, entry_time, entry_price, exit_time, exit_price, pnl, fees, exit_reason,
      ambiguous, entry_bar, exit_bar) = row
-    quantity, entry_price, pnl, fees = float(quantity), float(entry_price), float(pnl), float(fees)
+    # (the core books C doubles and integers: MessagePack brings them back as float and int)
     return {"symbol": head["symbol"], "strategy": head["strategy"], "side": side, "quantity": quantity,
-            "entry_time": int(entry_time), "entry_price": entry_price, "exit_time": int(exit_time),
-            "exit_price": float(exit_price), "pnl": pnl, "fees": fees, "exit_reason": exit_reason,
-            "ambiguous": bool(ambiguous), "entry_bar": int(entry_bar), "exit_bar": int(exit_bar),
+            "entry_time": entry_time, "entry_price": entry_price, "exit_time": exit_time,
+            "exit_price": exit_price, "pnl": pnl, "fees": fees, "exit_reason": exit_reason,
+            "ambiguous": bool(ambiguous), "entry_bar": entry_bar, "exit_bar": exit_bar,
             "gross_pnl": pnl + fees, "return_pct": 100.0 * pnl / (quantity * entry_price)}
 
 
