@@ -29,7 +29,8 @@ from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.ref cimport Py_INCREF
 from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
 from libc.math cimport NAN, floor, isnan
-from libc.string cimport memcpy
+from cpython.mem cimport PyMem_Free, PyMem_Realloc
+from libc.string cimport memcpy, memmove
 
 from tradesim._core.bank cimport IndicatorBank
 from tradesim._core.market_data cimport MarketData
@@ -91,6 +92,15 @@ cdef inline void _put(tuple args, Py_ssize_t i, object item):
     # PyTuple_SET_ITEM steals a reference; Cython owns `item`, so add one.
     Py_INCREF(item)
     PyTuple_SET_ITEM(args, i, item)
+
+
+# One lot of the open position (an entry or a scale-in fill); trades are booked per lot.
+ctypedef struct Lot:
+    double quantity         # base units still open
+    double price            # entry fill price, quote currency
+    double fee              # entry fee not yet booked, quote currency
+    long long time          # entry bar open time, ms since epoch UTC
+    long long bar           # entry bar index (0-based)
 
 
 cdef inline void _no_amounts(double* amounts) noexcept nogil:
@@ -264,7 +274,8 @@ cdef class RunnerCore:
     cdef long long _wo_placed, _wo_expires, _wo_bars_left
     # the open position: its lots ([quantity, price, time, entry fee, bar], oldest
     # first) and its management (trailing stop, breakeven, time stop)
-    cdef list _lots
+    cdef Lot* _lots                 # oldest first; C memory, no Python object per fill
+    cdef Py_ssize_t _n_lots, _lots_capacity
     cdef bint _managed
     cdef int _trail_kind, _trail_slot
     cdef double _trail_value, _breakeven
@@ -309,7 +320,7 @@ cdef class RunnerCore:
         self._sync = sync
         self._order = ORDER_NONE
         self.working = False
-        self._lots = []
+        self._n_lots = 0
         self._managed = False
         self.closed = []
         self.window = window
@@ -402,7 +413,7 @@ cdef class RunnerCore:
                 self._manage(ts, c)
             if self._risk_on:
                 self._check_risk(ts, c)
-            if self.deciding and not self.pending:
+            if self.deciding:
                 decided.ready = False
                 try:
                     if self._direct is not None:
@@ -494,6 +505,14 @@ cdef class RunnerCore:
         cdef int state = self.machine.state_c
         cdef int side, kind
         cdef Position pos = self.machine.position
+        if self.pending and self._order == ORDER_EXIT and action != ActionType.UPDATE_STOP_LOSS \
+                and action != ActionType.UPDATE_TAKE_PROFIT:
+            # A time stop queued an exit for the next open on this bar: the strategy still
+            # ran, but the exit stands (an exit of its own is the same exit).
+            if action != ActionType.EXIT:
+                self.handler.reject(ts, action, "an exit is queued for the next open "
+                                    f"({self._order_reason})")
+            return 0
         if action == ActionType.EXIT:
             if state != State.IN_POSITION:
                 self.handler.reject(ts, action, f"cannot exit in state {self.machine.state.name}")
@@ -721,12 +740,12 @@ cdef class RunnerCore:
             raw = q
             q = floor(q / self._lot_size + 1e-9) * self._lot_size
             if q <= 0:
-                self.handler.reject(ts, action, f"quantity {raw:.10g} rounds to 0 at lot_size "
-                                    f"{self._lot_size:.10g}")
+                self.handler.reject(ts, action, f"quantity {_plain(raw)} rounds to 0 at lot_size "
+                                    f"{_plain(self._lot_size)}")
                 return 0.0
         if self._min_notional > 0 and q * price < self._min_notional:
             self.handler.reject(ts, action, f"notional {q * price:.2f} < min_notional "
-                                f"{self._min_notional:.2f} (quantity {q:.10g} at {price:.10g})")
+                                f"{self._min_notional:.2f} (quantity {_plain(q)} at {_plain(price)})")
             return 0.0
         return q
 
@@ -767,7 +786,7 @@ cdef class RunnerCore:
                 pos = self.machine._enter(action, quantity, price, ts, sl, tp, reason)
                 pos.entry_kind = kind
                 pos.fresh = kind != ENTRY_MARKET
-                del self._lots[:]
+                self._n_lots = 0
                 self._managed = False
                 self._trail_kind = TRAIL_NONE
                 self._breakeven = NAN
@@ -786,7 +805,7 @@ cdef class RunnerCore:
         fee = self._fee(price, quantity)
         self._move_cash(-(quantity * price) - fee if buying else quantity * price - fee)
         self.quantity = pos.quantity if buying else -pos.quantity
-        self._lots.append([quantity, price, ts, fee, self.bars - 1])
+        self._add_lot(quantity, price, fee, ts, self.bars - 1)
         self._set_management(amounts)
         self._sync_position()
         if self.handler.listening():
@@ -865,7 +884,7 @@ cdef class RunnerCore:
                 q = floor(q / self._lot_size + 1e-9) * self._lot_size
             if q <= 0:
                 self.handler.reject(ts, ActionType.EXIT, f"exit quantity rounds to 0 at lot_size "
-                                    f"{self._lot_size:.10g}")
+                                    f"{_plain(self._lot_size)}")
                 return 0
         if q >= total * (1.0 - 1e-12):
             self.machine.exit(price, ts, reason)
@@ -893,31 +912,51 @@ cdef class RunnerCore:
             price = self._slipped(price, pos.side_c == Side.SHORT)
         return self._book_exit(price, ts, pos.exit_reason, pos.ambiguous)
 
+    cdef int _add_lot(self, double quantity, double price, double fee, long long ts,
+                      long long bar) except -1:
+        cdef Lot* grown
+        cdef Lot* lot
+        if self._n_lots == self._lots_capacity:
+            grown = <Lot*>PyMem_Realloc(self._lots, (2 * self._lots_capacity + 4) * sizeof(Lot))
+            if grown is NULL:
+                raise MemoryError("no memory for another lot")
+            self._lots, self._lots_capacity = grown, 2 * self._lots_capacity + 4
+        lot = &self._lots[self._n_lots]
+        lot.quantity, lot.price, lot.fee, lot.time, lot.bar = quantity, price, fee, ts, bar
+        self._n_lots += 1
+        return 0
+
+    def __dealloc__(self):
+        PyMem_Free(self._lots)
+
     cdef int _book_lots(self, double q, double price, long long ts, str reason, bint ambiguous,
                         int side, bint every_lot) except -1:
         # Close `q` base units at `price` (every lot when `every_lot`, else oldest
         # first): one trade per lot or part of a lot, each with its share of the lot's
         # entry fee and of this order's fee; then move the cash.
-        cdef double left = q, part, entry_fee, exit_fee, lot_q
+        cdef double left = q, part, entry_fee, exit_fee
         cdef double fee = self._fee(price, q)
         cdef double sign = 1.0 if side == Side.LONG else -1.0
-        cdef list lot
+        cdef Py_ssize_t done = 0
+        cdef Lot* lot
         name = _side_name(side)
-        while self._lots and (every_lot or left > 0):
-            lot = self._lots[0]
-            lot_q = lot[0]
-            part = lot_q if every_lot or lot_q <= left * (1.0 + 1e-12) else left
-            entry_fee = <double>lot[3] if part == lot_q else <double>lot[3] * (part / lot_q)
+        while done < self._n_lots and (every_lot or left > 0):
+            lot = &self._lots[done]
+            part = lot.quantity if every_lot or lot.quantity <= left * (1.0 + 1e-12) else left
+            entry_fee = lot.fee if part == lot.quantity else lot.fee * (part / lot.quantity)
             exit_fee = fee if part == q else fee * (part / q)
-            self.closed.append((name, part, lot[2], lot[1], ts, price,
-                                (price - <double>lot[1]) * part * sign - (entry_fee + exit_fee),
-                                entry_fee + exit_fee, reason, ambiguous, lot[4], self.bars - 1))
-            if part == lot_q:
-                self._lots.pop(0)
+            self.closed.append((name, part, lot.time, lot.price, ts, price,
+                                (price - lot.price) * part * sign - (entry_fee + exit_fee),
+                                entry_fee + exit_fee, reason, ambiguous, lot.bar, self.bars - 1))
+            if part == lot.quantity:
+                done += 1
             else:
-                lot[0] = lot_q - part
-                lot[3] = <double>lot[3] - entry_fee
+                lot.quantity -= part
+                lot.fee -= entry_fee
             left -= part
+        if done:
+            self._n_lots -= done
+            memmove(self._lots, self._lots + done, self._n_lots * sizeof(Lot))
         self._move_cash(q * price - fee if side == Side.LONG else -(q * price) - fee)
         return 0
 
@@ -925,7 +964,7 @@ cdef class RunnerCore:
         # The whole position closed (the machine is flat now).
         cdef Position pos = self.machine.last_closed
         self._book_lots(pos.quantity, price, ts, reason, ambiguous, pos.side_c, True)
-        del self._lots[:]
+        self._n_lots = 0
         self.quantity = 0.0
         self._managed = False
         self._sync_lua(SyncCode.SYNC_FLAT, 0, 0.0, 0.0, NAN, NAN)
@@ -939,10 +978,10 @@ cdef class RunnerCore:
         # A partial exit: the lots' cost basis of what is closed goes to the machine.
         cdef Position pos = self.machine.position
         cdef double cost = 0.0, left = q, part
-        cdef list lot
-        for lot in self._lots:
-            part = min(<double>lot[0], left)
-            cost += part * <double>lot[1]
+        cdef Py_ssize_t i
+        for i in range(self._n_lots):
+            part = min(self._lots[i].quantity, left)
+            cost += part * self._lots[i].price
             left -= part
             if left <= 0:
                 break
@@ -1080,8 +1119,10 @@ cdef class RunnerCore:
 
     def lots(self):
         """The open position's lots, oldest first: dicts of quantity, entry_price, entry_time, entry_fee, entry_bar."""
-        return [{"quantity": q, "entry_price": p, "entry_time": t, "entry_fee": f, "entry_bar": b}
-                for q, p, t, f, b in self._lots]
+        cdef Py_ssize_t i
+        return [{"quantity": self._lots[i].quantity, "entry_price": self._lots[i].price,
+                 "entry_time": self._lots[i].time, "entry_fee": self._lots[i].fee,
+                 "entry_bar": self._lots[i].bar} for i in range(self._n_lots)]
 
     @property
     def equity(self):
@@ -1138,6 +1179,11 @@ cdef class RunnerCore:
 
 cdef inline str _action_name(int action):
     return "enter_long" if action == ActionType.ENTER_LONG else "enter_short"
+
+
+cdef str _plain(double x):
+    # A number in plain decimals for messages (0.0000042, not 4.2e-06).
+    return f"{x:.15f}".rstrip("0").rstrip(".")
 
 
 cdef inline str _kind_name(int kind):

@@ -458,14 +458,6 @@ class SymbolRunner:
         self.rejection_count += 1
         self.emit("action_rejected", timestamp=ts, action=entry.action, reason=reason)
 
-    def _sync_position(self) -> None:
-        pos = self.machine.position
-        if pos is None:
-            self.strategy.set_position(None)
-        else:
-            self.strategy.set_position(pos.side.name.lower(), pos.quantity, pos.entry_price,
-                                       pos.stop_loss, pos.take_profit, pos.entry_time)
-
     def close_position(self, reason: str = "end_of_data") -> None:
         """Exit an open position at the newest close (market, with slippage); drop a pending order.
 

@@ -124,9 +124,12 @@ end)
 -- Action tables are unpacked with raw access only (a user metatable never
 -- runs in the host) into scalars; Python validates the values.
 local ALLOWED = {action = true, reason = true}
-local NUMERIC = {}
-for _, f in ipairs(FIELDS) do ALLOWED[f] = true; NUMERIC[f] = true end
-local AMT = {}                              -- the fields and reason of one action (reused)
+local INDEX = {}                            -- numeric field name -> its position in AMT
+for i, f in ipairs(FIELDS) do ALLOWED[f] = true; INDEX[f] = i end
+-- The numeric fields and reason of one action, reused: only the slots the last
+-- table set are cleared (a table sets a few of the NA fields).
+local AMT = {}
+local dirty, ndirty = {}, 0
 
 local function describe(v)
   local t = type(v)
@@ -141,20 +144,26 @@ local function unpack_action(fname, t)
   if type(t) ~= "table" then
     return INVALID_TABLE, fname, "result", "a " .. type(t) .. " (expected nil or an action table)"
   end
+  for i = 1, ndirty do AMT[dirty[i]] = nil end
+  ndirty = 0
   for k, v in next, t do
     if type(k) ~= "string" or not ALLOWED[k] then
       return INVALID_TABLE, fname, describe(k), "unknown field"
     end
-    if NUMERIC[k] and type(v) ~= "number" then
-      return INVALID_TABLE, fname, k, describe(v) .. " (" .. type(v) .. ", expected a number)"
-    end
-    if (k == "action" or k == "reason") and type(v) ~= "string" then
+    local i = INDEX[k]
+    if i then
+      if type(v) ~= "number" then
+        return INVALID_TABLE, fname, k, describe(v) .. " (" .. type(v) .. ", expected a number)"
+      end
+      AMT[i] = v
+      ndirty = ndirty + 1
+      dirty[ndirty] = i
+    elseif type(v) ~= "string" then   -- action, reason
       return INVALID_TABLE, fname, k, describe(v) .. " (" .. type(v) .. ", expected a string)"
     end
   end
   local action = rawget(t, "action")
   if action == nil then return INVALID_TABLE, fname, "action", "missing" end
-  for i = 1, NA do AMT[i] = rawget(t, FIELDS[i]) end
   AMT[NA + 1] = rawget(t, "reason")
   return ACTION, fname, action, table.unpack(AMT, 1, NA + 1)
 end
