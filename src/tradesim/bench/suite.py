@@ -438,7 +438,8 @@ def _bench_session_log(quick: bool) -> list[BenchResult]:
             outcome_rates.append(count / (time.perf_counter() - t0))
         rng = np.random.default_rng(7)
         times = []
-        for seq in rng.integers(1, n, 10 if quick else 30):
+        last = open_session(path).log.last_seq   # (log records: a chunk of bars or outcomes is one)
+        for seq in rng.integers(1, last + 1, 10 if quick else 30):
             t0 = time.perf_counter_ns()
             state_at(open_session(path), int(seq))   # a fresh open each time, as the command does
             times.append(time.perf_counter_ns() - t0)
