@@ -60,6 +60,13 @@ def test_inspect_at_each_fill_shows_the_backtests_position(recorded):
     assert later["time"] > decision["timestamp"]              # the last event at or before the time
     with pytest.raises(ValueError, match="seq"):
         resolve_point(session, seq=10**9)
+    # --time inside a chunk of outcomes: the state at that bar, not after the whole chunk
+    for k in (1, len(trades) // 2):
+        t = trades[k].entry_time
+        st = state_at(session, resolve_point(session, time_ms=t), until_time=t)["runners"][key]
+        assert st["state"] == "IN_POSITION" and st["position"]["entry_time"] == t
+        before = state_at(session, resolve_point(session, time_ms=t - 1), until_time=t - 1)["runners"][key]
+        assert before["position"] is None or before["position"]["entry_time"] < t
 
 
 def test_inspect_command_formats(recorded):

@@ -214,7 +214,7 @@ def inspect_command(session, seq, sub, when, types, around, fmt, sessions_dir):
         raise click.BadParameter(str(exc), param_hint="--seq" if seq is not None else "--time") from None
     if sub is not None and seq is None:
         raise click.UsageError("--sub goes with --seq")
-    result = _fail_on_corrupt(lambda: state_at(s, point, sub))
+    result = _fail_on_corrupt(lambda: state_at(s, point, sub, until_time=time_ms))
     listed: list[dict[str, Any]] = []
     if types:
         wanted = {t.strip() for t in types.split(",") if t.strip()}

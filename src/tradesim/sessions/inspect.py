@@ -54,12 +54,13 @@ def resolve_point(session: Session, seq: int | None = None, time_ms: int | None 
     return point
 
 
-def state_at(session: Session, seq: int, sub: int | None = None) -> dict[str, Any]:
+def state_at(session: Session, seq: int, sub: int | None = None, until_time: int | None = None) -> dict[str, Any]:
     """Each runner's state just after event `seq`: status, state, position, working order,
     context, indicator values, last decision, last bar, trades and realised P&L since the snapshot.
 
     `seq` a backtest's ``outcomes`` event (a chunk's outcomes): after all of them, or after the
-    one at place `sub` (their ``sub``) when given.
+    one at place `sub` (their ``sub``) when given, or after the last one whose bar time is at or
+    before `until_time` (ms UTC; what ``--time`` names) when given.
 
     Returns ``{"seq": seq, "event": the event, "runners": {key: state}}``.
     """
@@ -68,6 +69,9 @@ def state_at(session: Session, seq: int, sub: int | None = None) -> dict[str, An
     events = _back_to_snapshots(log, seq, keys)
     if sub is not None:
         events = [e for e in events if e["seq"] < seq or e.get("sub", 0) <= sub]
+    if until_time is not None:   # (a chunk's outcomes after that time are not yet)
+        events = [e for e in events if e["seq"] < seq or "sub" not in e or type(e.get("timestamp")) is not int
+                  or e["timestamp"] <= until_time]
     states: dict[str, dict[str, Any]] = {}
     for event in events:
         key = event.get("runner")
