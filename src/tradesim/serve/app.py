@@ -37,7 +37,7 @@ from tradesim.engine.handle import price_history
 from tradesim.jsonable import jsonable
 from tradesim.recording.recorder import BAR_COLUMNS, default_sessions_folder
 from tradesim.runner.execution import ExecutionConfig
-from tradesim.serve.broadcast import Broadcaster
+from tradesim.serve.broadcast import Broadcaster, read_log
 from tradesim.serve.security import COOKIE, BodyTooLarge, Guard, Tokens
 from tradesim.serve.strategies import StrategyCatalog, UnknownStrategy
 from tradesim.strategy.errors import StrategyError, StrategyLoadError
@@ -300,8 +300,7 @@ def create_app(state: ServeState, *, hosts: frozenset[str], origins: frozenset[s
 
     def assemble(runner_id: str, extra: dict[str, Any]) -> dict[str, Any]:
         health = engine.runner_health(runner_id)   # counters: read live on the loop
-        last = state.broadcaster.last_bar_wall.get(health["symbol"]) if state.broadcaster else None
-        return {**health, **extra, "last_bar_wall": int(last * 1000) if last else None}
+        return {**health, **extra, "last_bar_wall": engine.last_bar_wall.get(health["symbol"])}
 
     async def row(runner_id: str) -> dict[str, Any]:
         return assemble(runner_id, await detail(runner_id))
@@ -426,7 +425,8 @@ def create_app(state: ServeState, *, hosts: frozenset[str], origins: frozenset[s
             raise ApiError(409, "conflict", f"runner id {body.id!r} already used", "id")
         try:
             rid = engine.add_runner(body.symbol, path, feed=feed, runner_id=body.id, params=body.params or None,
-                                    window_size=body.window_size, execution=body.execution)
+                                    window_size=body.window_size, execution=body.execution,
+                                    audit=audit_fields(request))
         except StrategyLoadError as exc:
             message = str(exc)
             name = re.search(r"parameter '([^']+)'", message)
@@ -619,10 +619,20 @@ def create_app(state: ServeState, *, hosts: frozenset[str], origins: frozenset[s
             await ws.send_text(Broadcaster.notice("error", message=what).decode())
             await ws.close(code=1008)
             return
-        client, gap_from = b.add(types, state.client_queue, int(from_raw) if from_raw else None)
+        from_seq = int(from_raw) if from_raw else None
+        client = None
         try:
-            await ws.send_text(Broadcaster.notice("hello", seq=engine.bus.seq, gap_from=gap_from,
-                                                  session=state.session_id).decode())
+            if from_seq is not None and b.log_dir is not None and from_seq < b.kept_from():
+                # Missed more than is kept: the session log has it (same numbering). Send it from
+                # disk until the kept events take over, then join live with no await in between.
+                await ws.send_text(Broadcaster.notice("hello", seq=b.seq, gap_from=None, from_log=True,
+                                                      numbering=b.numbering, session=state.session_id).decode())
+                from_seq = await _send_from_log(ws, b, from_seq, types)
+                client, gap_from = b.add(types, state.client_queue, from_seq)
+            else:
+                client, gap_from = b.add(types, state.client_queue, from_seq)
+                await ws.send_text(Broadcaster.notice("hello", seq=b.seq, gap_from=gap_from, from_log=False,
+                                                      numbering=b.numbering, session=state.session_id).decode())
             reader = asyncio.get_running_loop().create_task(_drain_incoming(ws))
             try:
                 while not reader.done():
@@ -647,9 +657,33 @@ def create_app(state: ServeState, *, hosts: frozenset[str], origins: frozenset[s
         except (WebSocketDisconnect, RuntimeError):
             pass
         finally:
-            b.remove(client)
+            if client is not None:
+                b.remove(client)
 
     return Guard(app, state.tokens, hosts, origins, max_body=max_body)
+
+
+async def _send_from_log(ws: WebSocket, b: Broadcaster, from_seq: int, types: frozenset[str] | None) -> int:
+    """Send the recorded session's events from `from_seq` until the kept ones begin; returns where
+    the kept ones take over. Pages are read on a thread; the log on disk trails the writer by at
+    most its flush interval, so a page that is not there yet is waited for (the log is flushed)."""
+    log_dir = b.log_dir
+    assert log_dir is not None
+    waits = 0
+    while from_seq < (until := b.kept_from()):
+        messages, last = await asyncio.to_thread(read_log, log_dir, from_seq, until - 1, types)
+        if last < from_seq:   # not on disk yet
+            waits += 1
+            if waits > 200:
+                raise RuntimeError(f"session log does not reach seq {from_seq}")
+            await asyncio.to_thread(b.recorder.flush)
+            await asyncio.sleep(0.01)
+            continue
+        waits = 0
+        if messages:
+            await ws.send_text((b"[" + b",".join(messages) + b"]").decode())
+        from_seq = last + 1
+    return from_seq
 
 
 async def _drain_incoming(ws: WebSocket) -> None:
