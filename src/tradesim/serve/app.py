@@ -32,13 +32,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tradesim.engine import TradingEngine, UnknownRunner
-from tradesim.engine.events import EVENT_TYPES
+from tradesim.engine.events import EVENT_TYPES, RequestRefused
 from tradesim.engine.handle import price_history
 from tradesim.jsonable import jsonable
 from tradesim.recording.recorder import BAR_COLUMNS, default_sessions_folder
 from tradesim.runner.execution import ExecutionConfig
 from tradesim.serve.broadcast import Broadcaster, read_log
-from tradesim.serve.security import COOKIE, BodyTooLarge, Guard, Tokens
+from tradesim.serve.security import COOKIE, BodyTooLarge, Guard, Tokens, refusal
 from tradesim.serve.strategies import StrategyCatalog, UnknownStrategy
 from tradesim.strategy.errors import StrategyError, StrategyLoadError
 
@@ -169,6 +169,39 @@ class ServeState:
     info: dict[str, Any] = field(default_factory=dict)
     rows: RowCache = field(default_factory=RowCache)
     background: list[Any] = field(default_factory=list)
+    recorder: Any = None   # the SessionRecorder of this run, if recorded
+
+
+class Refusals:
+    """Refused requests into the event stream (``request_refused``): into the session log when one
+    is recorded (the recorded stream is the log), else onto the engine's bus when someone listens.
+
+    At most `rate` per second (`burst` at once) are reported one by one; the others are counted
+    and the count goes with the next one reported (``suppressed``), so a flood cannot flood the
+    log or the clients.
+    """
+
+    def __init__(self, engine: TradingEngine, recorder: Any = None, rate: float = 10.0, burst: float = 50.0) -> None:
+        self.engine, self.recorder = engine, recorder
+        self.rate, self.burst = rate, burst
+        self.tokens, self.at = burst, time.monotonic()
+        self.suppressed = 0
+
+    def __call__(self, refused: dict[str, Any]) -> None:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens < 1.0:
+            self.suppressed += 1
+            return
+        self.tokens -= 1.0
+        fields = {**refused, "suppressed": self.suppressed}
+        self.suppressed = 0
+        rec = self.recorder
+        if rec is not None and rec.recording:
+            rec.append({"type": "request_refused", "wall": time.time_ns() // 1_000_000, **fields})
+        elif self.engine.bus.active:
+            self.engine.bus.publish(RequestRefused, **fields)
 
 
 def _row(runner) -> dict[str, Any]:
@@ -267,17 +300,24 @@ def create_app(state: ServeState, *, hosts: frozenset[str], origins: frozenset[s
         first = errors[0]
         return _error(422, "invalid", first["message"], first["field"], errors=errors)
 
+    refusals = Refusals(engine, state.recorder)
+
+    def too_large(request: Request) -> Response:
+        message = f"request body over {max_body} bytes"
+        refusals(refusal(request.scope, 413, "too_large", message))
+        return _error(413, "too_large", message)
+
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         if isinstance(exc.__cause__, BodyTooLarge):
-            return _error(413, "too_large", f"request body over {max_body} bytes")
+            return too_large(request)
         codes = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large"}
         message = exc.detail if isinstance(exc.detail, str) and exc.status_code != 500 else "error"
         return _error(exc.status_code, codes.get(exc.status_code, "error"), message)
 
     @app.exception_handler(BodyTooLarge)
     async def _too_large(request: Request, exc: BodyTooLarge) -> Response:
-        return _error(413, "too_large", f"request body over {max_body} bytes")
+        return too_large(request)
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception) -> Response:
@@ -660,7 +700,7 @@ def create_app(state: ServeState, *, hosts: frozenset[str], origins: frozenset[s
             if client is not None:
                 b.remove(client)
 
-    return Guard(app, state.tokens, hosts, origins, max_body=max_body)
+    return Guard(app, state.tokens, hosts, origins, max_body=max_body, audit=refusals)
 
 
 async def _send_from_log(ws: WebSocket, b: Broadcaster, from_seq: int, types: frozenset[str] | None) -> int:

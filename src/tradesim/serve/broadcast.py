@@ -54,7 +54,7 @@ RUNNER_TYPES = frozenset({"opportunity_detected", "position_opened", "position_u
 
 #: Event types a recorded session's stream carries (``state_transition`` is not logged; the log's
 #: decisions and snapshots are read with ``/api/sessions/{id}/events``).
-LOG_STREAM_TYPES = RUNNER_TYPES | {"bar_received", "feed_status", "control"}
+LOG_STREAM_TYPES = RUNNER_TYPES | {"bar_received", "feed_status", "control", "request_refused"}
 
 #: Control-event fields that are not part of its ``detail``.
 _CONTROL_OWN = frozenset({"type", "seq", "time", "command", "runner", "wall", "scope", "origin", "source",
@@ -99,6 +99,8 @@ class LogStream:
             out = {"type": "control", "seq": seq, "time": self.wall, "command": event["command"],
                    "runner_id": event.get("runner"), "scope": event.get("scope", ""),
                    "origin": event.get("origin", ""), "detail": detail}
+        elif kind == "request_refused":
+            out = {"type": kind, "seq": seq, "time": self.wall, **{k: event.get(k) for k in _FIELDS[kind]}}
         elif kind == "runner_added":
             out = {"type": "control", "seq": seq, "time": self.wall, "command": "add",
                    "runner_id": event["runner"], "scope": event.get("scope", ""),

@@ -113,7 +113,7 @@ class Server:
         self.replay = replay
         self.state = ServeState(engine, self.tokens, self.catalog, sessions_folder=sessions_folder,
                                 session_id=recorder.path.name if recorder is not None and recorder.path else None,
-                                client_queue=client_queue)
+                                client_queue=client_queue, recorder=recorder)
         self.started = asyncio.Event()
         self.uvicorn: Any = None
         self._stop: asyncio.Event | None = None
