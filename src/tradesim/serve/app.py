@@ -265,15 +265,16 @@ def create_app(state: ServeState, *, hosts: frozenset[str], origins: frozenset[s
     origins : frozenset of str, optional
         Accepted Origins (default: ``http://`` + each host).
     docs : bool
-        Serve Swagger UI at ``/docs`` (the OpenAPI schema is always at ``/openapi.json``).
+        Serve Swagger UI (vendored, no CDN) at ``/docs`` (the OpenAPI schema is always at ``/openapi.json``).
     max_body : int
         Request body limit, bytes (413 above).
     cors_origins : list of str, optional
         Cross-origin callers allowed (none by default: no CORS headers at all).
     """
     engine = state.engine
-    app = FastAPI(title="tradesim", version="1", docs_url="/docs" if docs else None, redoc_url=None,
-                  default_response_class=ORJSONResponse)
+    # /docs is our own page over the vendored Swagger UI (FastAPI's loads it from a CDN, inline script)
+    app = FastAPI(title="tradesim", version="1", docs_url=None, redoc_url=None,
+                  swagger_ui_oauth2_redirect_url=None, default_response_class=ORJSONResponse)
     app.state.serve = state
 
     if cors_origins:
@@ -393,6 +394,12 @@ def create_app(state: ServeState, *, hosts: frozenset[str], origins: frozenset[s
     @app.get("/", include_in_schema=False)
     async def index() -> Response:
         return FileResponse(str(STATIC.joinpath("index.html")), headers={"cache-control": "no-store"})
+
+    if docs:
+        @app.get("/docs", include_in_schema=False)
+        async def api_docs() -> Response:
+            """Swagger UI over /openapi.json, served from the package (static/swagger-ui, vendored)."""
+            return FileResponse(str(STATIC.joinpath("docs.html")), headers={"cache-control": "no-store"})
 
     @app.get("/static/vendor/lightweight-charts.js", include_in_schema=False)
     async def lwc() -> Response:

@@ -46,12 +46,6 @@ CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; style-src-attr 
        "img-src 'self' data:; "
        "connect-src 'self'; font-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 
-#: ``/docs`` only (opt-in with ``--docs``): FastAPI's Swagger UI page loads its script and style
-#: from cdn.jsdelivr.net and starts with an inline script.
-DOCS_CSP = ("default-src 'none'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
-            "style-src 'self' https://cdn.jsdelivr.net; img-src 'self' data: https://fastapi.tiangolo.com; "
-            "connect-src 'self'; frame-ancestors 'none'")
-
 SECURITY_HEADERS: list[tuple[bytes, bytes]] = [
     (b"content-security-policy", CSP.encode()),
     (b"x-content-type-options", b"nosniff"),
@@ -234,7 +228,7 @@ class Guard:
         scope.setdefault("state", {})["auth"] = auth
         if kind == "http" and method in UNSAFE_METHODS:
             receive = self._limited(receive, send)
-        await self.app(scope, receive, self._with_headers(send, path == "/docs"))
+        await self.app(scope, receive, self._with_headers(send))
 
     def _allow(self, scope: dict[str, Any]) -> bool:
         """Token bucket per client address for state-changing requests (`rate` per s, `burst`)."""
@@ -272,9 +266,8 @@ class Guard:
             return message
         return wrapped
 
-    def _with_headers(self, send: Any, docs: bool = False):
-        extra = SECURITY_HEADERS if not docs else \
-            [(b"content-security-policy", DOCS_CSP.encode()), *SECURITY_HEADERS[1:]]
+    def _with_headers(self, send: Any):
+        extra = SECURITY_HEADERS
 
         async def wrapped(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
