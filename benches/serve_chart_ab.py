@@ -59,11 +59,15 @@ def main() -> None:
             ctx.add_cookies([{"name": k, "value": v, "url": url} for k, v in cookies.items()])
             page = ctx.new_page()
             current: dict[str, str] = {}
+            def serve(name: str, ctype: str):
+                return lambda route: route.fulfill(status=200, content_type=ctype, body=current[name])
             for name, ctype in (("app.js", "text/javascript"), ("app.css", "text/css")):
-                page.route(f"**/static/{name}", lambda route, name=name, ctype=ctype:
-                           route.fulfill(status=200, content_type=ctype, body=current[name]))
-            page.goto(page_url)   # warm-up (caches, JIT), not counted
-            page.wait_for_selector("#chart[data-draw-ms]", timeout=60_000)
+                page.route(f"**/static/{name}", serve(name, ctype))
+            for files in versions.values():   # warm-up (caches, JIT), not counted
+                current.update(files)
+                page.goto(page_url)
+                page.wait_for_selector("#chart[data-draw-ms]", timeout=60_000)
+                page.goto("about:blank")
             for _ in range(a.rounds):
                 for name, files in versions.items():
                     current.update(files)
