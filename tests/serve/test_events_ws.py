@@ -279,3 +279,27 @@ def test_logged_events_convert_to_the_engine_events():
         mine = [e for e in from_log if e["type"] == kind]
         theirs = [e for e in from_bus if e["type"] == kind]
         assert mine == theirs and mine, kind
+
+
+def test_a_failed_recording_hands_the_stream_to_the_engine(tmp_path):
+    srv = make_server(tmp_path, bars_per_s=40)
+    try:
+        rec = srv.server.recorder
+        with wsc.connect(events_url(srv), additional_headers=AUTH) as ws:
+            assert json.loads(ws.recv(timeout=30))[0]["numbering"] == "session"
+            last = receive(ws, 5)[-1]["seq"]
+            rec._failed(OSError(28, "No space left on device"))   # what a full disk does to the recorder
+            notices = []
+            while not notices:
+                notices = [e for e in json.loads(ws.recv(timeout=30)) if e["type"] == "subscriber_dropped"]
+            assert "No space left on device" in notices[0]["reason"]
+        # it reconnects with its (session-numbered) from_seq: ignored, the engine's stream follows
+        with wsc.connect(events_url(srv, f"?from_seq={last + 1}&types=bar_received"),
+                         additional_headers=AUTH) as ws:
+            hello = json.loads(ws.recv(timeout=30))[0]
+            assert hello["numbering"] == "engine" and hello["from_seq_ignored"] is True
+            bars = receive(ws, 3)
+        assert [e["type"] for e in bars] == ["bar_received"] * len(bars)
+        wait_for(lambda: srv.server.engine.bus.active is False, what="the bus to go idle once the client left")
+    finally:
+        srv.stop()

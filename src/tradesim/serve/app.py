@@ -667,19 +667,24 @@ def create_app(state: ServeState, *, hosts: frozenset[str], origins: frozenset[s
             await ws.close(code=1008)
             return
         from_seq = int(from_raw) if from_raw else None
+        ignored = from_seq is not None and from_seq > b.seq + 1
+        if ignored:   # from another stream (a restarted server, another numbering): start afresh
+            from_seq = None
         client = None
         try:
             if from_seq is not None and b.log_dir is not None and from_seq < b.kept_from():
                 # Missed more than is kept: the session log has it (same numbering). Send it from
                 # disk until the kept events take over, then join live with no await in between.
                 await ws.send_text(Broadcaster.notice("hello", seq=b.seq, gap_from=None, from_log=True,
-                                                      numbering=b.numbering, session=state.session_id).decode())
+                                                      from_seq_ignored=False, numbering=b.numbering,
+                                                      session=state.session_id).decode())
                 from_seq = await _send_from_log(ws, b, from_seq, types)
                 client, gap_from = b.add(types, state.client_queue, from_seq)
             else:
                 client, gap_from = b.add(types, state.client_queue, from_seq)
                 await ws.send_text(Broadcaster.notice("hello", seq=b.seq, gap_from=gap_from, from_log=False,
-                                                      numbering=b.numbering, session=state.session_id).decode())
+                                                      from_seq_ignored=ignored, numbering=b.numbering,
+                                                      session=state.session_id).decode())
             reader = asyncio.get_running_loop().create_task(_drain_incoming(ws))
             try:
                 while not reader.done():

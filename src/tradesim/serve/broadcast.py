@@ -214,6 +214,7 @@ class Broadcaster:
         self._pending: list[tuple[int, dict[str, Any]]] = []
         self._next = 1
         self._stream = LogStream()
+        self._watch: asyncio.Task | None = None
 
     @property
     def last_bar_wall(self) -> dict[str, int]:
@@ -239,6 +240,7 @@ class Broadcaster:
         self._loop = asyncio.get_running_loop()
         rec = self.recorder
         if rec is not None:
+            self._watch = self._loop.create_task(self._watch_recording())
             rec.tap = self._on_tap
             self._next = rec.last_seq + 1
             self.horizon = 1   # everything before is on disk
@@ -250,7 +252,30 @@ class Broadcaster:
                 finally:
                     reader.close()
 
+    async def _watch_recording(self, period: float = 0.25) -> None:
+        # A recording that fails (disk full ...) logs nothing more: the stream falls back to the
+        # engine's bus. Its numbering differs, so every client is closed with the reason (it
+        # reconnects; an old from_seq then gets gap_from, a newer one is ignored).
+        while self.recorder is not None:
+            await asyncio.sleep(period)
+            rec = self.recorder
+            if rec is not None and rec.error is not None and not rec.finished:
+                self._drain_tapped()
+                rec.tap = None
+                self.recorder = None
+                self.numbering = "engine"
+                self.recent.clear()
+                self.horizon = self.engine.bus.seq + 1
+                for client in list(self.clients):
+                    client.dropped = (f"{rec.error}: the live stream now follows the engine's own numbering; "
+                                      "reconnect")
+                    client.wake.set()
+                self.clients.clear()
+                log.warning("session %s: %s; WebSocket clients now get the engine's events", rec.id, rec.error)
+
     async def stop(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
         if self.recorder is not None and self.recorder.tap == self._on_tap:
             self.recorder.tap = None
         self._unsubscribe()

@@ -90,7 +90,7 @@ function connect() {
     try { batch = JSON.parse(msg.data); } catch (_) { return; }
     for (const ev of batch) {
       if (ev.type === "hello") {
-        if (!state.lastSeq) state.lastSeq = ev.seq;
+        if (!state.lastSeq || ev.from_seq_ignored) state.lastSeq = ev.seq;   // (a restarted server)
         if (ev.gap_from) setConn("live", "live (missed some events)");
         continue;
       }
