@@ -50,10 +50,13 @@ VALID = {
     ("IN_POSITION", "exit"): "IDLE",
     ("IN_POSITION", "update_stop_loss"): "IN_POSITION",
     ("IN_POSITION", "update_take_profit"): "IN_POSITION",
+    ("IDLE", "place_order"): "ANALYZING",
+    ("ANALYZING", "place_order"): "ANALYZING",
+    ("ANALYZING", "cancel_order"): "ANALYZING",
 }
 STATE_NAMES = ["IDLE", "ANALYZING", "IN_POSITION"]
 ACTION_NAMES = ["start_analyzing", "cancel_analysis", "enter_long", "enter_short", "exit",
-                "update_stop_loss", "update_take_profit"]
+                "update_stop_loss", "update_take_profit", "place_order", "cancel_order"]
 
 # Valid arguments for each action (long position at 100 with SL 90 / TP 110 when in position).
 CALLS = {
@@ -64,6 +67,8 @@ CALLS = {
     "exit": lambda sm: sm.exit(105.0, 2000, "r"),
     "update_stop_loss": lambda sm: sm.update_stop_loss(95.0),
     "update_take_profit": lambda sm: sm.update_take_profit(120.0),
+    "place_order": lambda sm: sm.place_order(2000, "r"),
+    "cancel_order": lambda sm: sm.cancel_order(),
 }
 APPLY_KWARGS = {
     "start_analyzing": dict(timestamp=2000),
@@ -73,6 +78,8 @@ APPLY_KWARGS = {
     "exit": dict(timestamp=2000, price=105.0),
     "update_stop_loss": dict(price=95.0),
     "update_take_profit": dict(price=120.0),
+    "place_order": dict(timestamp=2000),
+    "cancel_order": dict(),
 }
 
 
@@ -81,6 +88,8 @@ def machine_in(state):
     sm = StateMachine(keep_context=True)
     sm.start_analyzing(1000, "setup")
     sm.context["level"] = 99.5
+    if state == "ANALYZING":
+        sm.place_order(1000)    # an order works, so cancel_order is valid too
     if state == "IDLE":
         sm.cancel_analysis(1001, "no")
     elif state == "IN_POSITION":
@@ -143,8 +152,8 @@ def test_apply_accepts_int_and_name_and_rejects_unknown_actions():
     assert pos.entry_reason == "why"
     with pytest.raises(ValueError, match="fly"):
         sm.apply("fly")
-    with pytest.raises(ValueError, match="7"):
-        sm.apply(7)
+    with pytest.raises(ValueError, match="9"):
+        sm.apply(9)
     with pytest.raises(TypeError, match="price"):
         sm.apply("exit", 3)
     closed = sm.apply(ActionType.EXIT, 3, price=40.0)

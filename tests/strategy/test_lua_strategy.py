@@ -147,6 +147,25 @@ def test_multi_output_indicators(tmp_path):
     ("{action = 'enter_long', stoploss = 5}", "stoploss", "unknown field"),
     ("{action = 'enter_long', stop_loss = -5}", "stop_loss", "must be a finite number > 0"),
     ("42", "result", "expected nil or an action table"),
+    # order, sizing and management fields (docs/orders.md)
+    ("{action = 'enter_long', fraction = 0.5}", "fraction", "does not apply to action 'enter_long'"),
+    ("{action = 'exit', limit_price = 5}", "limit_price", "does not apply to action 'exit'"),
+    ("{action = 'enter_long', price = 5}", "price", "does not apply"),
+    ("{action = 'cancel_order', quantity = 1}", "quantity", "does not apply to action 'cancel_order'"),
+    ("{action = 'enter_long', quantity = 1, notional = 100}", "quantity",
+     "fields 'quantity' and 'notional' exclude each other"),
+    ("{action = 'enter_long', limit_price = 9, stop_price = 11}", "limit_price", "exclude each other"),
+    ("{action = 'enter_long', trailing_stop = 1, trailing_atr = 2}", "trailing_stop", "exclude each other"),
+    ("{action = 'exit', quantity = 1, fraction = 0.5}", "quantity", "exclude each other"),
+    ("{action = 'enter_long', risk_fraction = 0.01}", "risk_fraction", "needs field 'stop_loss'"),
+    ("{action = 'enter_long', expiry_bars = 3}", "expiry_bars", "needs field 'limit_price'"),
+    ("{action = 'enter_long', atr_period = 10}", "atr_period", "needs field 'trailing_atr'"),
+    ("{action = 'enter_long', limit_price = 9, expiry_bars = 2.5}", "expiry_bars", "a whole number > 0"),
+    ("{action = 'enter_long', time_stop_bars = 0}", "time_stop_bars", "a whole number > 0"),
+    ("{action = 'exit', fraction = 1.5}", "fraction", "a number in (0, 1]"),
+    ("{action = 'enter_long', equity_fraction = 2}", "equity_fraction", "a number in (0, 1]"),
+    ("{action = 'enter_long', stop_loss = 90, risk_fraction = 1}", "risk_fraction", "a number in (0, 1)"),
+    ("{action = 'enter_long', trailing_percent = -1}", "trailing_percent", "a finite number > 0"),
 ])
 def test_invalid_action_tables_name_script_function_field_and_value(tmp_path, table, field, fragment):
     p = script(tmp_path, filter=f"return {table}")
@@ -157,6 +176,22 @@ def test_invalid_action_tables_name_script_function_field_and_value(tmp_path, ta
     e = err.value
     assert e.script == "s.lua" and e.function == "filter_commitment" and e.field == field
     assert fragment in str(e)
+
+
+@pytest.mark.parametrize("table, extra", [
+    ("{action = 'enter_long', limit_price = 95, expiry_bars = 3, notional = 500}",
+     {"limit_price": 95, "expiry_bars": 3, "notional": 500}),
+    ("{action = 'enter_short', stop_price = 90, stop_loss = 99, risk_fraction = 0.01, "
+     "trailing_atr = 2, atr_period = 10, time_stop_bars = 5}",
+     {"stop_price": 90, "risk_fraction": 0.01, "trailing_atr": 2, "atr_period": 10, "time_stop_bars": 5}),
+    ("{action = 'exit', fraction = 0.25}", {"fraction": 0.25}),
+])
+def test_order_fields_are_decoded_by_name(tmp_path, table, extra):
+    p = script(tmp_path, filter=f"return {table}")
+    s = LuaStrategy(p)
+    bound(s)
+    action = bar(s, ANALYZING, 1).action
+    assert action.extra == extra
 
 
 def test_update_stop_loss_needs_price(tmp_path):

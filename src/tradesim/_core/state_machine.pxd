@@ -28,6 +28,8 @@ cpdef enum ActionType:
     EXIT = 4
     UPDATE_STOP_LOSS = 5
     UPDATE_TAKE_PROFIT = 6
+    PLACE_ORDER = 7         # a limit or stop entry order starts working (flat)
+    CANCEL_ORDER = 8        # the working entry order is cancelled (filled orders enter)
 
 # Which level fills first when one bar touches both stop-loss and take-profit.
 cdef enum:
@@ -44,6 +46,13 @@ cdef enum:
 
 cdef enum:
     HISTORY_CAPACITY = 100
+
+# How a position was entered (its first lot): a market order, or a limit or
+# stop order filled inside a bar (whose levels start on the next bar).
+cdef enum:
+    ENTRY_MARKET = 0
+    ENTRY_LIMIT = 1
+    ENTRY_STOP = 2
 
 
 cdef class Position:
@@ -63,6 +72,10 @@ cdef class Position:
     cdef readonly bint ambiguous
     cdef readonly bint is_open
     cdef readonly long long bars_held
+    cdef readonly int entry_kind      # ENTRY_* of the first lot
+    cdef bint fresh                   # filled inside the current bar: levels from the next bar
+    cdef bint fill_bar_touched        # its fill bar touched a level it did not take
+    cdef public str stop_reason       # exit reason when the stop-loss fills ("stop_loss" ...)
 
 
 cdef class StateMachine:
@@ -79,6 +92,7 @@ cdef class StateMachine:
     cdef readonly Position last_closed   # None before the first exit
     cdef readonly list closed_positions
     cdef readonly Context context
+    cdef readonly bint order_working     # a limit/stop entry order works (flat, ANALYZING)
     # Transition ring: parallel C arrays plus one preallocated list of reason
     # references; `hist_head` is the next slot to write.
     cdef int hist_from[HISTORY_CAPACITY]
@@ -94,11 +108,32 @@ cdef class StateMachine:
     cdef int update_fast(self, long long ts, double open, double high, double low,
                          double close) except -1
     cdef int _reset(self) except -1
+    cdef int _fill_bar(self, Position p, long long ts, double high, double low,
+                       double close) except -1
     cdef int _check(self, int action) except -1
     cdef int _transition(self, int to, int action, str reason, long long ts) except -1
     cdef Position _close(self, double price, long long ts, str reason, bint ambiguous)
     cdef Position _enter(self, int action, double quantity, double price, long long ts,
                          double stop_loss, double take_profit, str reason)
+    cdef int _add(self, double quantity, double price) except -1
+    cdef double _reduce(self, double quantity, double cost, double price) except? -1
+
+
+# Did this bar (open/high/low in quote currency) fill a working entry order of
+# `kind` (ENTRY_LIMIT or ENTRY_STOP) on `side` at `level`? Writes the fill price
+# (docs/orders.md): a buy limit fills at min(open, level) once low <= level, a
+# buy stop at max(open, level) once high >= level; mirrored for a sell.
+cdef inline bint bar_entry(int side, int kind, double level, double open, double high,
+                           double low, double* fill) noexcept nogil:
+    if (kind == ENTRY_LIMIT) == (side == Side.LONG):
+        # a buy limit or a sell stop: triggered by a low at or below the level
+        if low <= level:
+            fill[0] = open if open <= level else level
+            return True
+    elif high >= level:
+        fill[0] = open if open >= level else level
+        return True
+    return False
 
 
 # Did this bar (open/high/low in quote currency) close a position on side

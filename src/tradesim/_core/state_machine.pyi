@@ -33,6 +33,8 @@ class ActionType(enum.IntEnum):
     EXIT = 4
     UPDATE_STOP_LOSS = 5
     UPDATE_TAKE_PROFIT = 6
+    PLACE_ORDER = 7
+    CANCEL_ORDER = 8
 
 class Transition(NamedTuple):
     """One recorded state change (timestamp in ms since epoch UTC)."""
@@ -65,6 +67,10 @@ class Position:
     ambiguous: bool
     is_open: bool
     bars_held: int
+    entry_kind: int
+    """0 market, 1 limit, 2 stop (how the first lot was entered)."""
+    stop_reason: str
+    """The exit reason when the stop-loss fills: stop_loss, trailing_stop or breakeven_stop."""
     def __init__(self, side: Side | int | str, quantity: float, entry_price: float,
                  entry_time: int, stop_loss: float = ..., take_profit: float = ...,
                  reason: str = ...) -> None: ...
@@ -89,6 +95,8 @@ class StateMachine:
     last_closed: Position | None
     closed_positions: list[Position]
     context: Context
+    order_working: bool
+    """A limit or stop entry order works (flat, ANALYZING)."""
     def __init__(self, ambiguity_policy: _Policy = ..., analysis_timeout_bars: int = ...,
                  keep_context: bool = ...) -> None: ...
     @property
@@ -104,6 +112,10 @@ class StateMachine:
     def enter_short(self, quantity: float, price: float, timestamp: int, stop_loss: float = ...,
                     take_profit: float = ..., reason: str = ...) -> Position: ...
     def exit(self, price: float, timestamp: int, reason: str = ...) -> Position: ...
+    def place_order(self, timestamp: int, reason: str = ...) -> None: ...
+    def cancel_order(self) -> None: ...
+    def add_to_position(self, quantity: float, price: float) -> None: ...
+    def reduce_position(self, quantity: float, price: float, cost: float | None = ...) -> float: ...
     def update_stop_loss(self, price: float) -> None: ...
     def update_take_profit(self, price: float) -> None: ...
     def apply(self, action: ActionType | int | str, timestamp: int | None = ..., *,

@@ -65,9 +65,11 @@ cdef tuple POLICIES = ("stop_loss_first", "take_profit_first", "open_distance")
 # Allowed actions per state as bit masks over the ACTION_* values.
 cdef int ALLOWED[3]
 ALLOWED[<int>State.IDLE] = (
-    (1 << ActionType.START_ANALYZING) | (1 << ActionType.ENTER_LONG) | (1 << ActionType.ENTER_SHORT))
+    (1 << ActionType.START_ANALYZING) | (1 << ActionType.ENTER_LONG) | (1 << ActionType.ENTER_SHORT)
+    | (1 << ActionType.PLACE_ORDER))
 ALLOWED[<int>State.ANALYZING] = (
-    (1 << ActionType.CANCEL_ANALYSIS) | (1 << ActionType.ENTER_LONG) | (1 << ActionType.ENTER_SHORT))
+    (1 << ActionType.CANCEL_ANALYSIS) | (1 << ActionType.ENTER_LONG) | (1 << ActionType.ENTER_SHORT)
+    | (1 << ActionType.PLACE_ORDER) | (1 << ActionType.CANCEL_ORDER))
 ALLOWED[<int>State.IN_POSITION] = (
     (1 << ActionType.EXIT) | (1 << ActionType.UPDATE_STOP_LOSS) | (1 << ActionType.UPDATE_TAKE_PROFIT))
 
@@ -180,7 +182,7 @@ cdef class Position:
         quantity * (mark - entry) for a long, quantity * (entry - mark) for a
         short (quote currency); 0.0 once closed.
     realized_pnl : float
-        The same at the exit price once closed; 0.0 while open.
+        Gross P&L realised so far: by partial exits while open, in total once closed.
     exit_price : float
         NaN while open.
     exit_time : int or None
@@ -190,7 +192,9 @@ cdef class Position:
         by default); None while open.
     ambiguous : bool
         The exit bar touched both levels without a deciding gap, so the
-        machine's ambiguity policy chose the level.
+        machine's ambiguity policy chose the level; or the bar a limit/stop
+        order filled inside touched a level, which was then checked from the
+        next bar (docs/orders.md).
     is_open : bool
     bars_held : int
         Bars processed while open, including the exit bar.
@@ -274,6 +278,10 @@ cdef void init_position(Position p, int side, double quantity, double price, lon
     p.ambiguous = False
     p.is_open = True
     p.bars_held = 0
+    p.entry_kind = ENTRY_MARKET
+    p.fresh = False
+    p.fill_bar_touched = False
+    p.stop_reason = REASON_STOP_LOSS
 
 
 cdef class StateMachine:
@@ -288,10 +296,18 @@ cdef class StateMachine:
     Allowed actions (anything else raises `InvalidTransition` and changes nothing):
 
     ===========  ==========================================================
-    IDLE         start_analyzing -> ANALYZING; enter_long / enter_short -> IN_POSITION
-    ANALYZING    cancel_analysis -> IDLE; enter_long / enter_short -> IN_POSITION
-    IN_POSITION  exit -> IDLE; update_stop_loss, update_take_profit (no state change)
+    IDLE         start_analyzing -> ANALYZING; enter_long / enter_short -> IN_POSITION;
+                 place_order -> ANALYZING with an order working
+    ANALYZING    cancel_analysis -> IDLE (drops a working order); enter_long /
+                 enter_short (a market fill, or the working order's) -> IN_POSITION;
+                 place_order (new or replacing) and cancel_order (or its expiry)
+                 stay ANALYZING; the analysis timeout -> IDLE (drops the order)
+    IN_POSITION  exit -> IDLE; add_to_position (scaling in), reduce_position
+                 (partial exit), update_stop_loss, update_take_profit (no state change)
     ===========  ==========================================================
+
+    `order_working` is the one sub-state: a limit or stop entry order waits
+    for its fill while flat (docs/orders.md); only ANALYZING has one.
 
     Entering straight from IDLE is allowed: a strategy that needs no separate
     analysis phase does not have to pass through ANALYZING.
@@ -364,6 +380,7 @@ cdef class StateMachine:
         self.context._data.clear()
         self.hist_head = 0
         self.hist_size = 0
+        self.order_working = False
         for i in range(HISTORY_CAPACITY):
             self.hist_reason[i] = None
         return 0
@@ -417,6 +434,7 @@ cdef class StateMachine:
         self.transition_count += 1
         self.state_c = to
         self.bars_in_state = 0
+        self.order_working = False      # only ANALYZING keeps one, and it never transitions to itself
         if to == State.IDLE and not self.keep_context:
             self.context._data.clear()
         return 0
@@ -449,6 +467,40 @@ cdef class StateMachine:
         """
         self._check(ActionType.CANCEL_ANALYSIS)
         self._transition(State.IDLE, ActionType.CANCEL_ANALYSIS, reason or "", timestamp)
+
+    def place_order(self, long long timestamp, str reason=""):
+        """A limit or stop entry order starts working: IDLE -> ANALYZING, or stays ANALYZING.
+
+        The order itself (its side, prices and expiry) is the runner's; the
+        machine records that one works (`order_working`). From IDLE this is a
+        transition (recorded, with `reason`); in ANALYZING a new order
+        replaces the working one and the state does not change (the analysis
+        timeout keeps counting from when the analysis started).
+
+        Raises
+        ------
+        InvalidTransition
+            When IN_POSITION.
+        """
+        self._check(ActionType.PLACE_ORDER)
+        if self.state_c == State.IDLE:
+            self._transition(State.ANALYZING, ActionType.PLACE_ORDER, reason or "", timestamp)
+        self.order_working = True
+
+    def cancel_order(self):
+        """The working entry order is cancelled (or expired): stays ANALYZING, without an order.
+
+        Raises
+        ------
+        InvalidTransition
+            No order works.
+        """
+        self._check(ActionType.CANCEL_ORDER)
+        if not self.order_working:
+            raise InvalidTransition(f"cannot cancel_order in state {STATES[self.state_c].name}: "
+                                    "no order is working; nothing was changed",
+                                    STATES[self.state_c], ActionType.CANCEL_ORDER)
+        self.order_working = False
 
     cdef Position _enter(self, int action, double quantity, double price, long long ts,
                          double stop_loss, double take_profit, str reason):
@@ -498,6 +550,86 @@ cdef class StateMachine:
         return self._enter(ActionType.ENTER_SHORT, quantity, price, timestamp, stop_loss,
                            take_profit, reason)
 
+    cdef int _add(self, double quantity, double price) except -1:
+        # A lot added to the open position (scaling in): the entry price becomes
+        # the quantity-weighted average. The caller validated both numbers.
+        cdef Position p = self.position
+        cdef double total = p.quantity + quantity
+        p.entry_price = (p.quantity * p.entry_price + quantity * price) / total
+        p.quantity = total
+        p.unrealized_pnl = pnl(p.side_c, p.quantity, p.entry_price, p.mark_price)
+        return 0
+
+    cdef double _reduce(self, double quantity, double cost, double price) except? -1:
+        # Part of the open position closed at `price` (a partial exit): `quantity`
+        # base units whose entry cost (sum of quantity x entry price of the lots
+        # closed) is `cost`, so the average entry of what stays is that of the
+        # lots left. Returns the gross P&L realised.
+        cdef Position p = self.position
+        cdef double left = p.quantity - quantity
+        cdef double realized = p.side_c * (quantity * price - cost)
+        p.entry_price = (p.quantity * p.entry_price - cost) / left
+        p.quantity = left
+        p.realized_pnl += realized
+        p.unrealized_pnl = pnl(p.side_c, p.quantity, p.entry_price, p.mark_price)
+        self.realized_pnl += realized
+        return realized
+
+    def add_to_position(self, double quantity, double price):
+        """Scale in: add `quantity` at `price` to the open position (stays IN_POSITION).
+
+        The position's `entry_price` becomes the quantity-weighted average.
+
+        Raises
+        ------
+        InvalidTransition
+            Unless IN_POSITION.
+        ValueError
+            Quantity or price not finite > 0; nothing changes.
+        """
+        if self.state_c != State.IN_POSITION:
+            raise InvalidTransition(f"cannot add to a position in state {STATES[self.state_c].name}",
+                                    STATES[self.state_c], ActionType.ENTER_LONG)
+        if not isfinite(quantity) or quantity <= 0.0:
+            raise ValueError(f"quantity = {quantity!r}: must be finite and > 0 (base units)")
+        check_price("price", price)
+        self._add(quantity, price)
+
+    def reduce_position(self, double quantity, double price, cost=None):
+        """Partial exit: close `quantity` of the open position at `price` (stays IN_POSITION).
+
+        Parameters
+        ----------
+        quantity : float
+            Base units, 0 < quantity < the position's quantity (all of it: `exit`).
+        price : float
+            Fill price, quote currency.
+        cost : float, optional
+            Entry cost of the part closed (quote currency; the runner passes
+            its lots' cost, oldest first); default quantity x average entry.
+
+        Returns
+        -------
+        float
+            Gross P&L realised by this part.
+
+        Raises
+        ------
+        InvalidTransition
+            Unless IN_POSITION.
+        ValueError
+            Bad quantity or price; nothing changes.
+        """
+        if self.state_c != State.IN_POSITION:
+            raise InvalidTransition(f"cannot reduce a position in state {STATES[self.state_c].name}",
+                                    STATES[self.state_c], ActionType.EXIT)
+        if not (isfinite(quantity) and 0.0 < quantity < self.position.quantity):
+            raise ValueError(f"quantity = {quantity!r}: must be > 0 and below the position's "
+                             f"{self.position.quantity!r} (base units)")
+        check_price("price", price)
+        return self._reduce(quantity, quantity * self.position.entry_price if cost is None else cost,
+                            price)
+
     cdef Position _close(self, double price, long long ts, str reason, bint ambiguous):
         cdef Position p = self.position
         cdef double realized = pnl(p.side_c, p.quantity, p.entry_price, price)
@@ -506,9 +638,9 @@ cdef class StateMachine:
         p.exit_price = price
         p.exit_time_c = ts
         p.exit_reason = reason
-        p.ambiguous = ambiguous
+        p.ambiguous = ambiguous or p.fill_bar_touched
         p.mark_price = price
-        p.realized_pnl = realized
+        p.realized_pnl += realized
         p.unrealized_pnl = 0.0
         p.is_open = False
         self.position = None
@@ -584,7 +716,8 @@ cdef class StateMachine:
         Arguments each action needs: start_analyzing, cancel_analysis:
         timestamp; enter_long, enter_short: quantity, price, timestamp
         (stop_loss, take_profit optional); exit: price, timestamp;
-        update_stop_loss, update_take_profit: price. `reason` is optional.
+        update_stop_loss, update_take_profit: price; place_order: timestamp;
+        cancel_order: nothing. `reason` is optional.
 
         Returns
         -------
@@ -606,7 +739,11 @@ cdef class StateMachine:
             return self.update_stop_loss(need(price, "price", a))
         if a == ActionType.UPDATE_TAKE_PROFIT:
             return self.update_take_profit(need(price, "price", a))
+        if a == ActionType.CANCEL_ORDER:
+            return self.cancel_order()
         ts = need(timestamp, "timestamp", a)
+        if a == ActionType.PLACE_ORDER:
+            return self.place_order(ts, reason or "")
         if a == ActionType.START_ANALYZING:
             return self.start_analyzing(ts, reason or "")
         if a == ActionType.CANCEL_ANALYSIS:
@@ -631,18 +768,39 @@ cdef class StateMachine:
         if self.state_c == State.IN_POSITION:
             p = self.position
             p.bars_held += 1
+            if p.fresh:
+                return self._fill_bar(p, ts, high, low, close)
             hit = bar_exit(p.side_c, p.stop_loss, p.take_profit, open, high, low,
                            self.policy_c, &fill, &ambiguous)
             if hit == BAR_NONE:
                 p.mark_price = close
                 p.unrealized_pnl = pnl(p.side_c, p.quantity, p.entry_price, close)
                 return BAR_NONE
-            self._close(fill, ts, REASON_STOP_LOSS if hit == BAR_STOP_LOSS
+            self._close(fill, ts, p.stop_reason if hit == BAR_STOP_LOSS
                         else REASON_TAKE_PROFIT, ambiguous)
             return hit
         if 0 < self.analysis_timeout_bars < self.bars_in_state:
             self._transition(State.IDLE, ActionType.CANCEL_ANALYSIS, REASON_TIMEOUT, ts)
             return BAR_ANALYSIS_TIMEOUT
+        return BAR_NONE
+
+    cdef int _fill_bar(self, Position p, long long ts, double high, double low,
+                       double close) except -1:
+        # The bar a limit or stop order filled inside (docs/orders.md, "Levels on
+        # the fill bar"): where in the bar the fill happened is unknown, so the
+        # levels start on the next bar, but for the one certain case: a stop entry
+        # whose bar went on to its take-profit without touching its stop-loss.
+        cdef bint long_ = p.side_c == Side.LONG
+        cdef bint sl_touch = (low <= p.stop_loss) if long_ else (high >= p.stop_loss)
+        cdef bint tp_touch = (high >= p.take_profit) if long_ else (low <= p.take_profit)
+        p.fresh = False
+        if p.entry_kind == ENTRY_STOP and tp_touch and not sl_touch:
+            self._close(p.take_profit, ts, REASON_TAKE_PROFIT, False)
+            return BAR_TAKE_PROFIT
+        if sl_touch or tp_touch:
+            p.fill_bar_touched = True
+        p.mark_price = close
+        p.unrealized_pnl = pnl(p.side_c, p.quantity, p.entry_price, close)
         return BAR_NONE
 
     def update(self, MarketData bar not None):
@@ -731,6 +889,7 @@ cdef class StateMachine:
             "ambiguity_policy": POLICIES[self.policy_c],
             "analysis_timeout_bars": self.analysis_timeout_bars,
             "keep_context": self.keep_context,
+            "order_working": self.order_working,
         }
         if history:
             d["history"] = [{"from": t.from_state.name, "to": t.to_state.name,

@@ -34,6 +34,9 @@ BUDGETS: dict[str, Budget] = {b.name: b for b in (
     Budget("backtest_throughput", 1_000_000.0, "ops/s", "backtest bars per second, EMA crossover"),
     Budget("recording_cost", 20.0, "%",
            "throughput a recorded backtest loses (EMA crossover, real BTCUSDT, interleaved with plain runs)"),
+    Budget("orders_cost", 30.0, "%",
+           "throughput a strategy with a trailing stop and a working limit order loses against the EMA "
+           "crossover (real BTCUSDT, interleaved)"),
     Budget("session_log_read", 2_000_000.0, "ops/s", "recorded session events read back per second"),
     Budget("inspect_seq", 50_000_000.0, "ns", "tradesim inspect --seq on a 10-million-event session"),
     Budget("live_latency_p50", 20_000.0, "ns",

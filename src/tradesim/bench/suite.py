@@ -272,6 +272,77 @@ def _bench_recording(quick: bool) -> list[BenchResult]:
                         len(ratios))]
 
 
+#: The EMA crossover's signals, entered by a limit order below the signal close (working up to 5
+#: bars) and managed by a 1 % trailing stop: the orders benchmark's strategy.
+ORDERS_BENCH_STRATEGY = """
+name = "ema_limit_trailing"
+params = {fast = 10, slow = 20}
+local last_ts, pf, ps, cf, cs
+local function observe(md, ind)
+  if md.timestamp ~= last_ts then
+    last_ts = md.timestamp
+    pf, ps = cf, cs
+    cf, cs = ind.ema(params.fast), ind.ema(params.slow)
+  end
+  local ready = pf and ps and cf and cs
+  return ready and pf <= ps and cf > cs, ready and pf >= ps and cf < cs
+end
+function detect_opportunity(md, ctx, ind)
+  local up = observe(md, ind)
+  if up then return {reason = "ema_cross_up"} end
+  return nil
+end
+function filter_commitment(md, ctx, ind)
+  local _, down = observe(md, ind)
+  if down then return {action = "cancel_analysis"} end
+  if ind.order then return nil end
+  return {action = "enter_long", limit_price = md.close * 0.999, expiry_bars = 5,
+          trailing_percent = 1.0}
+end
+function manage_position(md, ctx, ind)
+  local _, down = observe(md, ind)
+  if down then return {action = "exit", reason = "ema_cross_down"} end
+  return nil
+end
+"""
+
+
+def _bench_orders(quick: bool) -> list[BenchResult]:
+    """The EMA crossover example against the same signals entered by limit orders and managed
+    by a trailing stop (`ORDERS_BENCH_STRATEGY`), interleaved on the same bars: the share of
+    throughput the order machinery costs."""
+    import tempfile
+    from pathlib import Path
+
+    from tradesim.backtest import Backtest
+    from tradesim.feeds.simulated import SimulatedFeed
+
+    bars = _real_btc()
+    if bars is None:
+        bars = SimulatedFeed(("BTCUSDT",), seed=1).bars("BTCUSDT", 130_000)
+    if quick:
+        bars = bars.slice(None, int(bars.timestamp[min(len(bars) - 1, 40_000)]))
+    plain, orders = [], []
+    with tempfile.TemporaryDirectory(prefix="tradesim-bench-") as tmp:
+        script = Path(tmp) / "ema_limit_trailing.lua"
+        script.write_text(ORDERS_BENCH_STRATEGY)
+        for _ in range(2 if quick else 5):
+            t0 = time.perf_counter()
+            Backtest(str(example_path()), bars).run()
+            plain.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            result = Backtest(str(script), bars).run()
+            orders.append(time.perf_counter() - t0)
+            if not result.trades:
+                raise RuntimeError("the orders benchmark strategy made no trade")
+    cost = (1.0 - float(np.median(plain)) / float(np.median(orders))) * 100.0
+    ratios = [(1.0 - p / o) * 100.0 for p, o in zip(plain, orders)]
+    budget = BUDGETS["orders_cost"]
+    return [BenchResult(f"backtest.orders_cost.{len(bars) // 1000}k_bars", cost, max(ratios), max(ratios),
+                        len(bars) / float(np.median(orders)), "%", budget.limit, budget.passes(cost),
+                        len(ratios))]
+
+
 def synthetic_session(folder, n_events: int, runner: str = "BTCUSDT:ema_crossover"):
     """A session folder with `n_events` events shaped like a recorded backtest's (a snapshot every
     4,096 events, decisions with indicator values, fills), written through `SessionRecorder`."""
@@ -397,6 +468,7 @@ OPERATIONS: dict[str, Callable[[bool], list[BenchResult]]] = {
     "bar_to_decision": _bench_bar_to_decision,
     "kline": _bench_kline_frame,
     "backtest": _bench_backtest,
+    "orders": _bench_orders,
     "recording": _bench_recording,
     "session_log": _bench_session_log,
     "live_latency": _bench_live_latency,

@@ -569,7 +569,7 @@ class TradingEngine:
             self.recorder.shutdown(reason)
         for handle in self._runners.values():
             runner = handle.runner
-            if runner.status in (RunnerStatus.RUNNING, RunnerStatus.PAUSED):
+            if runner.status in (RunnerStatus.RUNNING, RunnerStatus.PAUSED, RunnerStatus.HALTED):
                 runner.close_position("end_of_run")
                 runner.stop(reason)
 

@@ -209,6 +209,7 @@ class SessionRecorder:
         entry = {"key": key, "symbol": runner.symbol, "strategy": strategy.name,
                  "script": str(strategy.path), "sha256": sha, "params": jsonable(strategy.params),
                  "execution": jsonable(runner.execution.as_dict()),
+                 "risk": jsonable(runner.risk.as_dict()),
                  "window_size": window_size if window_size is not None else runner.window.capacity,
                  "feed": feed, "options": jsonable(options or {})}
         if self._writer is not None:   # joins mid-run: replays start it at its runner_added event

@@ -24,9 +24,12 @@ Costs
 
 Sizing
 ------
-An action's ``quantity`` (base units) is used as given. Without one, the
-order uses ``size_fraction`` of the runner's cash at the fill price, net of the
-commission (entries happen when flat, where cash is the equity).
+An action's ``quantity`` (base units) is used as given; ``notional``,
+``equity_fraction`` and ``risk_fraction`` size it at the fill price (see
+docs/orders.md). Without any, the order uses ``size_fraction`` of the
+runner's cash at the fill price, net of the commission. The quantity is then
+rounded down to a multiple of ``lot_size`` and checked against
+``min_notional``.
 """
 
 from __future__ import annotations
@@ -65,6 +68,11 @@ class ExecutionConfig:
         Fraction of the cash used by an order without a quantity (0 < f <= 1).
     allow_short : bool
         Accept enter_short actions.
+    lot_size : float
+        Quantity step of the symbol, base units (0: none); quantities are
+        rounded down to a multiple of it.
+    min_notional : float
+        Smallest order value, quote currency (0: none); smaller orders are rejected.
 
     Raises
     ------
@@ -79,6 +87,8 @@ class ExecutionConfig:
     starting_cash: float = Field(10_000.0, gt=0, allow_inf_nan=False)
     size_fraction: float = Field(1.0, gt=0, le=1)
     allow_short: bool = True
+    lot_size: float = Field(0.0, ge=0, allow_inf_nan=False)
+    min_notional: float = Field(0.0, ge=0, allow_inf_nan=False)
 
     def as_dict(self) -> dict:
         """The settings as a plain dict (field name -> value)."""

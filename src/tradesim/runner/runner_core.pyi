@@ -14,6 +14,12 @@ from tradesim.strategy.lua_direct import LuaDirect
 class RunnerStopped(Exception):
     """Raised by a handler to stop the runner (e.g. too many consecutive errors)."""
 
+class Account:
+    """Cash shared by several runners; `equity` is refreshed by its owner after each bar."""
+    cash: float
+    equity: float
+    def __init__(self, cash: float = ...) -> None: ...
+
 class RunnerCore:
     """Per-bar driver of one (symbol, strategy) pair (see the module docstring).
 
@@ -30,6 +36,14 @@ class RunnerCore:
     """Signed position in base units (> 0 long, < 0 short)."""
     pending: bool
     """A market order waits for the next bar's open."""
+    working: bool
+    """A limit or stop entry order works (see `working_order`)."""
+    entries_blocked: str | None
+    """Why new entries are rejected (a risk limit or the owner), or None."""
+    halted: bool
+    halt_on_breach: bool
+    account: Account | None
+    gate: Any
     closed: list[tuple[Any, ...]]
     """Closed trades booked since the handler last took them, as raw tuples."""
     fill_close: bool
@@ -52,23 +66,27 @@ class RunnerCore:
                  dispatch: Any, handler: Any, cash: float = ..., *, slippage_bps: float = ...,
                  commission_bps: float = ..., fixed_fee: float = ..., size_fraction: float = ...,
                  fill_close: bool = ..., allow_short: bool = ..., sync: LuaDirect | None = ...,
-                 script: str = ...) -> None: ...
-    def act(self, action: int, quantity: float, stop_loss: float, take_profit: float,
-            price: float, reason: str, ts: int, close: float) -> int:
-        """Carry out an action the strategy asked for on the bar closing at `close`.
-
-        Rejections go to ``handler.reject``; NaN means "not given".
-        """
-    def submit_enter(self, side: int, quantity: float, stop_loss: float, take_profit: float,
-                     reason: str) -> None:
-        """Queue a market entry for the next bar's open (`quantity` NaN: size from cash)."""
-    def submit_exit(self, reason: str) -> None:
-        """Queue a market exit of the open position for the next bar's open."""
+                 script: str = ..., lot_size: float = ..., min_notional: float = ...,
+                 max_position_notional: float = ..., max_daily_loss_pct: float = ...,
+                 max_drawdown_pct: float = ..., halt_on_breach: bool = ...) -> None: ...
+    def act(self, action: int, quantity: float = ..., stop_loss: float = ...,
+            take_profit: float = ..., price: float = ..., reason: str = ..., ts: int = ...,
+            close: float = ..., **fields: float) -> int:
+        """Carry out an action as if the strategy asked for it on the bar closing at `close`."""
+    def working_order(self) -> dict[str, Any] | None:
+        """The working limit/stop entry order, or None."""
+    def lots(self) -> list[dict[str, Any]]:
+        """The open position's lots, oldest first."""
     def cancel_pending(self) -> None:
         """Drop a queued market order."""
-    def enter(self, side: int, quantity: float, stop_loss: float, take_profit: float,
-              reason: str, base_price: float, ts: int) -> int:
-        """Open a position at `base_price` moved by slippage; 1, or 0 if rejected."""
+    def halt(self, ts: int, close: float, reason: str) -> None:
+        """Close the position at `close`, drop orders, stop deciding."""
+    def block_entries(self, reason: str) -> None: ...
+    def unblock_entries(self) -> None: ...
+    def resume_trading(self) -> None:
+        """After a halt or block: decide and enter again; the risk baseline restarts."""
+    def resync(self) -> None:
+        """Mirror the position and the working order into Lua again."""
     def exit_market(self, base_price: float, ts: int, reason: str) -> int:
         """Close the open position at `base_price` moved by slippage (InvalidTransition if flat)."""
     @property

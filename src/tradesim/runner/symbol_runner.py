@@ -28,11 +28,12 @@ from typing import Any
 from tradesim._core import IndicatorBank, MarketData, MarketDataWindow
 from tradesim._core.state_machine import ActionType, Side, State, StateMachine
 from tradesim.runner.execution import ExecutionConfig
+from tradesim.runner.risk import RiskConfig
 from tradesim.runner.runner_core import RunnerCore, RunnerStopped
 from tradesim.runner.trades import Trade
 from tradesim.strategy import LuaStrategy, StrategyError
 
-__all__ = ["FINAL_STATUSES", "RunnerStatus", "RunnerError", "Rejection", "SymbolRunner"]
+__all__ = ["FINAL_STATUSES", "RunnerStatus", "RunnerError", "Rejection", "RiskEvent", "SymbolRunner"]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ class RunnerStatus(str, enum.Enum):
 
     RUNNING = "running"
     PAUSED = "paused"
+    HALTED = "halted"      # a risk limit closed the position; resumes only by `resume`
     STOPPED = "stopped"
     FAILED = "failed"
 
@@ -61,6 +63,18 @@ class RunnerError:
     timestamp: int
     kind: str
     message: str
+
+
+@dataclass(frozen=True)
+class RiskEvent:
+    """A risk limit reached: which, its threshold and the value (percent, or quote currency for
+    notional), what was done (``"rejected"``, ``"block"``, ``"halt"``) and the bar (ms since epoch UTC)."""
+
+    timestamp: int
+    limit: str
+    threshold: float
+    value: float
+    action: str
 
 
 @dataclass(frozen=True)
@@ -97,6 +111,8 @@ class SymbolRunner:
     on_event : callable, optional
         ``on_event(dict)`` receives position, decision, rejection, error and
         status events (not one per bar).
+    risk : RiskConfig, optional
+        The runner's risk limits (default: none).
     history_limit : int, optional
         Keep only the newest `history_limit` trades, errors, rejections and
         closed positions (``machine.closed_positions``); None (the default)
@@ -130,7 +146,7 @@ class SymbolRunner:
                  execution: ExecutionConfig | None = None, max_consecutive_errors: int = 10,
                  ambiguity_policy: str = "stop_loss_first", analysis_timeout_bars: int = 0,
                  on_event: Callable[[dict], Any] | None = None,
-                 history_limit: int | None = None) -> None:
+                 history_limit: int | None = None, risk: RiskConfig | None = None) -> None:
         if max_consecutive_errors < 1:
             raise ValueError(f"max_consecutive_errors = {max_consecutive_errors}: must be >= 1")
         check_history_limit(history_limit)
@@ -144,12 +160,19 @@ class SymbolRunner:
         self.strategy.bind(self.window, self.bank)
         self.strategy.set_symbol(symbol)
         exe = self.execution
+        self.risk = risk or RiskConfig()
         self.core = RunnerCore(self.window, self.bank, self.machine, self.strategy.dispatch, self,
                                exe.starting_cash, slippage_bps=exe.slippage_bps,
                                commission_bps=exe.commission_bps, fixed_fee=exe.fixed_fee,
                                size_fraction=exe.size_fraction, fill_close=exe.fill == "close",
                                allow_short=exe.allow_short, sync=self.strategy.position_sync,
-                               script=self.strategy.path.name)
+                               script=self.strategy.path.name, lot_size=exe.lot_size,
+                               min_notional=exe.min_notional,
+                               max_position_notional=self.risk.max_position_notional,
+                               max_daily_loss_pct=self.risk.max_daily_loss_pct,
+                               max_drawdown_pct=self.risk.max_drawdown_pct,
+                               halt_on_breach=self.risk.on_breach == "halt")
+        self.risk_events: list[RiskEvent] | deque[RiskEvent] = _history(history_limit)
         self.on_event = on_event
         self.events_wanted: Callable[[], bool] | None = None
         self.on_record: Callable[[dict], Any] | None = None
@@ -203,7 +226,7 @@ class SymbolRunner:
         self.strategy.set_symbol(self.symbol)
         self.core.dispatch = self.strategy.dispatch
         self.core.sync = self.strategy.position_sync
-        self._sync_position()
+        self.core.resync()
         self.emit("strategy_reloaded", path=str(self.strategy.path))
 
     def pause(self) -> None:
@@ -213,10 +236,41 @@ class SymbolRunner:
             self._set_status(RunnerStatus.PAUSED, "paused")
 
     def resume(self) -> None:
-        """Decide again after `pause`."""
-        if self.status == RunnerStatus.PAUSED:
+        """Decide again after `pause`, or trade again after a risk halt or block.
+
+        After a halt (or a drawdown block) the risk baseline restarts from the
+        current equity: its running peak and the day's start.
+        """
+        if self.status in (RunnerStatus.PAUSED, RunnerStatus.HALTED):
+            if self.status == RunnerStatus.HALTED:
+                self.core.resume_trading()
             self.core.deciding = True
             self._set_status(RunnerStatus.RUNNING, "resumed")
+        elif self.status == RunnerStatus.RUNNING and self.core.entries_blocked is not None:
+            self.core.resume_trading()
+            self.emit("risk_resumed")
+
+    def halt(self, reason: str) -> None:
+        """Close the position at the newest close, drop orders and stop deciding (status HALTED).
+
+        Only `resume` undoes it. Used by risk limits (the runner's own, or a portfolio's).
+        """
+        if self.status in FINAL_STATUSES or self.status == RunnerStatus.HALTED:
+            return
+        if len(self.window):
+            last = self.window.latest()
+            self.core.halt(last.timestamp, last.close, reason)
+        else:
+            self.core.halt(0, float("nan"), reason)
+        self._set_status(RunnerStatus.HALTED, reason)
+
+    def block_entries(self, reason: str) -> None:
+        """Reject new entries (exits and stops still work) until `unblock_entries` or `resume`."""
+        self.core.block_entries(reason)
+
+    def unblock_entries(self) -> None:
+        """Accept new entries again."""
+        self.core.unblock_entries()
 
     def stop(self, reason: str = "stopped") -> None:
         """Stop for good; later bars are ignored."""
@@ -267,14 +321,43 @@ class SymbolRunner:
 
     def on_decision(self, ts: int, state: int, started: bool, start_reason: str, action: int,
                     quantity: float, stop_loss: float, take_profit: float, price: float,
-                    reason: str) -> None:
+                    reason: str, extra: dict | None = None) -> None:
         sink = self.on_record
         if sink is not None:
-            sink({"type": "decision", "symbol": self.symbol, "strategy": self.strategy.name,
-                  "timestamp": ts, "state": _STATE_NAMES[state], "started": bool(started),
-                  "start_reason": start_reason, "action": _ACTION_NAMES[action] if action >= 0 else None,
-                  "quantity": quantity, "stop_loss": stop_loss, "take_profit": take_profit,
-                  "price": price, "reason": reason, "indicators": self.indicator_values()})
+            event = {"type": "decision", "symbol": self.symbol, "strategy": self.strategy.name,
+                     "timestamp": ts, "state": _STATE_NAMES[state], "started": bool(started),
+                     "start_reason": start_reason,
+                     "action": _ACTION_NAMES[action] if action >= 0 else None,
+                     "quantity": quantity, "stop_loss": stop_loss, "take_profit": take_profit,
+                     "price": price, "reason": reason, "indicators": self.indicator_values()}
+            if extra:
+                event["fields"] = extra
+            sink(event)
+
+    def on_order(self, ts: int, what: str, side: str, kind: str, price: float, reason: str) -> None:
+        # (the core calls this only for a listener)
+        self.emit(f"order_{what}", timestamp=ts, side=side, order_type=kind, price=price, reason=reason)
+
+    def on_reduced(self, ts: int, quantity: float, price: float) -> None:
+        # A partial exit (the core calls this only for a listener): the trades it booked.
+        pos = self.machine.position
+        self.emit("position_reduced", timestamp=ts, quantity=quantity, price=price,
+                  remaining=pos.quantity if pos is not None else 0.0)
+
+    def on_risk_limit(self, ts: int, limit: str, threshold: float, value: float, action: str) -> None:
+        entry = RiskEvent(ts, limit, threshold, value, action)
+        self.risk_events.append(entry)
+        self.emit("risk_limit", timestamp=ts, limit=limit, threshold=threshold, value=value,
+                  action=action)
+        if action == "halt" and self.status not in FINAL_STATUSES:
+            self._set_status(RunnerStatus.HALTED, f"{limit}: {value:.2f} > {threshold:.2f}")
+
+    def indicator_slot(self, kind: str, period: int) -> int:
+        """The bank slot of indicator `kind` with `period` (created and warmed from the window if new)."""
+        from tradesim import indicators as registry
+
+        info, params = registry.parse_spec(f"{kind}:{period}")
+        return self.bank.add(registry.spec_name(info, params), info.cls(*params), self.window)
 
     def on_opened(self, ts: int, side: int, quantity: float, price: float, fee: float,
                   reason: str) -> None:
@@ -320,16 +403,11 @@ class SymbolRunner:
         self.rejection_count += 1
         self.emit("action_rejected", timestamp=ts, action=entry.action, reason=reason)
 
-    def _sync_position(self) -> None:
-        pos = self.machine.position
-        if pos is None:
-            self.strategy.set_position(None)
-        else:
-            self.strategy.set_position(pos.side.name.lower(), pos.quantity, pos.entry_price,
-                                       pos.stop_loss, pos.take_profit, pos.entry_time)
-
     def close_position(self, reason: str = "end_of_data") -> None:
-        """Exit an open position at the newest close (market, with slippage); drop a pending order."""
+        """Exit an open position at the newest close (market, with slippage); drop a pending order.
+
+        A working limit/stop entry order is left as it is (it is not a position).
+        """
         self.core.cancel_pending()
         if self.machine.position is not None and len(self.window):
             last = self.window.latest()
@@ -441,7 +519,10 @@ class SymbolRunner:
             "status": self.status.value, "reason": self.status_reason,
             "state": self.machine.state.name,
             "position": pos.to_dict() if pos is not None else None,
+            "lots": self.core.lots(),
             "pending_order": self.core.pending,
+            "working_order": self.core.working_order(),
+            "entries_blocked": self.core.entries_blocked,
             "context": self.strategy.context(),
             "indicators": self.indicator_values(),
             "bars": int(self.core.bars), "decisions": int(self.core.decisions),

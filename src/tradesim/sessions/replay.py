@@ -31,6 +31,7 @@ from tradesim.jsonable import plain
 from tradesim.recording.recorder import BAR_COLUMNS
 from tradesim.runner import FINAL_STATUSES, SymbolRunner
 from tradesim.runner.execution import ExecutionConfig
+from tradesim.runner.risk import RiskConfig
 from tradesim.sessions.compare import Comparison, compare_outcomes
 from tradesim.sessions.session import OUTCOME_TYPES, RunnerInfo, Session, chunk_span
 
@@ -121,7 +122,8 @@ class _Runners:
             params = {**info.params, **self.params}
         options = {k: v for k, v in info.options.items() if k in RUNNER_OPTIONS}
         runner = SymbolRunner(info.symbol, path, params=params, window_size=info.window_size,
-                              execution=ExecutionConfig(**info.execution), **options)
+                              execution=ExecutionConfig(**info.execution),
+                              risk=RiskConfig(**(info.risk or {})), **options)
         runner.record_to(_outcome_sink(info.key, self.outcomes.setdefault(info.key, [])))
         self.by_key[info.key] = runner
         self.info[info.key] = info

@@ -91,6 +91,7 @@ class RunnerInfo:
     window_size: int
     options: dict[str, Any]
     added_during_run: bool = False
+    risk: dict[str, Any] | None = None
 
 
 class Session:
@@ -150,7 +151,8 @@ class Session:
         return RunnerInfo(entry["key"], entry["symbol"], entry.get("feed"), entry["strategy"],
                           entry.get("script", ""), source, dict(entry.get("params") or {}),
                           dict(entry.get("execution") or {}), int(entry.get("window_size") or 500),
-                          dict(entry.get("options") or {}), bool(entry.get("added_during_run")))
+                          dict(entry.get("options") or {}), bool(entry.get("added_during_run")),
+                          dict(entry.get("risk") or {}))
 
     def runner(self, key: str) -> RunnerInfo:
         """One runner by key (raises KeyError naming the known keys)."""

@@ -24,6 +24,16 @@ local STARTED, ACTION, INVALID_TABLE, STARTED_ACTION = code("RESULT_STARTED"),
   code("RESULT_ACTION"), code("RESULT_INVALID_TABLE"), code("RESULT_STARTED_ACTION")
 local SIDE_LONG, SYNC_FLAT, SYNC_CLEAR_CONTEXT = code("SIDE_LONG"), code("SYNC_FLAT"),
   code("SYNC_CLEAR_CONTEXT")
+local SYNC_ORDER_LONG, SYNC_ORDER_SHORT, SYNC_NO_ORDER = code("SYNC_ORDER_LONG"),
+  code("SYNC_ORDER_SHORT"), code("SYNC_NO_ORDER")
+
+-- An action's numeric fields in protocol order: the host numbers them (AMOUNT_<NAME>, 0-based).
+local FIELDS = {}
+for k, v in pairs(codes) do
+  if k:sub(1, 7) == "AMOUNT_" then FIELDS[v + 1] = k:sub(8):lower() end
+end
+local NA = #FIELDS
+if NA == 0 then error("api.lua: the host passed no AMOUNT_ codes", 1) end
 
 -- Reused tables handed to the user's functions.
 local md = H.protect(H.new_table())        -- market_data (rewritten each bar)
@@ -113,9 +123,13 @@ end)
 
 -- Action tables are unpacked with raw access only (a user metatable never
 -- runs in the host) into scalars; Python validates the values.
-local ALLOWED = {action = true, quantity = true, stop_loss = true, take_profit = true,
-                 price = true, reason = true}
-local NUMERIC = {quantity = true, stop_loss = true, take_profit = true, price = true}
+local ALLOWED = {action = true, reason = true}
+local INDEX = {}                            -- numeric field name -> its position in AMT
+for i, f in ipairs(FIELDS) do ALLOWED[f] = true; INDEX[f] = i end
+-- The numeric fields and reason of one action, reused: only the slots the last
+-- table set are cleared (a table sets a few of the NA fields).
+local AMT = {}
+local dirty, ndirty = {}, 0
 
 local function describe(v)
   local t = type(v)
@@ -124,27 +138,34 @@ local function describe(v)
   return t
 end
 
--- Returns ACTION, fname, action, quantity, stop_loss, take_profit, price, reason
+-- Returns ACTION, fname, action, <the NA numeric fields, nil when absent>, reason
 -- or INVALID_TABLE, fname, field, description (a malformed table).
 local function unpack_action(fname, t)
   if type(t) ~= "table" then
     return INVALID_TABLE, fname, "result", "a " .. type(t) .. " (expected nil or an action table)"
   end
+  for i = 1, ndirty do AMT[dirty[i]] = nil end
+  ndirty = 0
   for k, v in next, t do
     if type(k) ~= "string" or not ALLOWED[k] then
       return INVALID_TABLE, fname, describe(k), "unknown field"
     end
-    if NUMERIC[k] and type(v) ~= "number" then
-      return INVALID_TABLE, fname, k, describe(v) .. " (" .. type(v) .. ", expected a number)"
-    end
-    if (k == "action" or k == "reason") and type(v) ~= "string" then
+    local i = INDEX[k]
+    if i then
+      if type(v) ~= "number" then
+        return INVALID_TABLE, fname, k, describe(v) .. " (" .. type(v) .. ", expected a number)"
+      end
+      AMT[i] = v
+      ndirty = ndirty + 1
+      dirty[ndirty] = i
+    elseif type(v) ~= "string" then   -- action, reason
       return INVALID_TABLE, fname, k, describe(v) .. " (" .. type(v) .. ", expected a string)"
     end
   end
   local action = rawget(t, "action")
   if action == nil then return INVALID_TABLE, fname, "action", "missing" end
-  return ACTION, fname, action, rawget(t, "quantity"), rawget(t, "stop_loss"),
-         rawget(t, "take_profit"), rawget(t, "price"), rawget(t, "reason")
+  AMT[NA + 1] = rawget(t, "reason")
+  return ACTION, fname, action, table.unpack(AMT, 1, NA + 1)
 end
 
 -- detect_opportunity's table is the setup: its scalar fields go into context.
@@ -251,11 +272,32 @@ local function clear_context()
   for k in next, ctx do rawset(ctx, k, nil) end
 end
 
+-- The working entry order as `indicators.order` (nil when none). NaN = not set.
+local function set_order(what, placed_time, quantity, limit_price, stop_price, expires_time)
+  if what == SYNC_NO_ORDER then
+    rawset(ind, "order", nil)
+    return
+  end
+  local o = H.new_table()
+  rawset(o, "side", what == SYNC_ORDER_LONG and "long" or "short")
+  rawset(o, "type", limit_price == limit_price and "limit" or "stop")
+  if limit_price == limit_price then rawset(o, "limit_price", limit_price) end
+  if stop_price == stop_price then rawset(o, "stop_price", stop_price) end
+  if quantity == quantity then rawset(o, "quantity", quantity) end
+  rawset(o, "placed_time", placed_time)
+  if expires_time == expires_time then rawset(o, "expires_time", expires_time) end
+  rawset(ind, "order", H.protect(o))
+end
+
 -- The runner's fills, called from C with numbers only: SIDE_LONG / SIDE_SHORT
--- (set the position), SYNC_FLAT, SYNC_CLEAR_CONTEXT (empty the context).
+-- (set the position), SYNC_FLAT, SYNC_CLEAR_CONTEXT (empty the context),
+-- SYNC_ORDER_LONG / SYNC_ORDER_SHORT / SYNC_NO_ORDER (the working order).
 local function sync(what, entry_time, quantity, entry_price, stop_loss, take_profit)
   if what == SYNC_CLEAR_CONTEXT then return clear_context() end
   if what == SYNC_FLAT then return set_position(nil) end
+  if what >= SYNC_ORDER_LONG then
+    return set_order(what, entry_time, quantity, entry_price, stop_loss, take_profit)
+  end
   set_position(what == SIDE_LONG and "long" or "short", quantity, entry_price, stop_loss,
                take_profit, entry_time)
 end

@@ -5,7 +5,10 @@ from typing import Any, NamedTuple
 
 from tradesim._core.state_machine import ActionType
 
-__all__ = ["ActionRequest", "Decision", "ResultCode", "SyncCode", "STRATEGY_ACTIONS", "decode",
+AMOUNT_NAMES: tuple[str, ...]
+"""An action's numeric fields, in the order of the protocol."""
+
+__all__ = ["AMOUNT_NAMES", "ActionRequest", "Decision", "ResultCode", "SyncCode", "STRATEGY_ACTIONS", "decode",
            "lua_codes"]
 
 class ResultCode(enum.IntEnum):
@@ -19,6 +22,9 @@ class SyncCode(enum.IntEnum):
     """api.lua's ``sync(code, ...)``: `Side.LONG` / `Side.SHORT` set that position, or these."""
     SYNC_FLAT = 0
     SYNC_CLEAR_CONTEXT = 2
+    SYNC_ORDER_LONG = 3
+    SYNC_ORDER_SHORT = 4
+    SYNC_NO_ORDER = 5
 
 class ActionRequest(NamedTuple):
     """A validated action from a strategy (prices in quote currency, quantity in base units).
@@ -33,6 +39,7 @@ class ActionRequest(NamedTuple):
     price: float | None
     reason: str
     function: str
+    extra: dict[str, float] = ...
 
 class Decision(NamedTuple):
     """What one bar's strategy call asked for: an analysis started, an action, or both."""

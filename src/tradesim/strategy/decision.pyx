@@ -4,8 +4,9 @@ api.lua's ``on_bar`` answers each bar with nothing (no decision) or with
 scalars headed by a `ResultCode`:
 
 - ``STARTED, reason``: ``detect_opportunity`` found a setup (an analysis starts);
-- ``ACTION, function, action, quantity, stop_loss, take_profit, price, reason``:
-  ``filter_commitment`` / ``manage_position`` asked for an action;
+- ``ACTION, function, action, <the N_AMOUNTS numeric fields>, reason``:
+  ``filter_commitment`` / ``manage_position`` asked for an action (the fields in
+  `AMOUNT_NAMES` order, nil when not given);
 - ``INVALID_TABLE, function, field, description``: it returned a malformed table;
 - ``STARTED_ACTION, reason`` followed by an ACTION or INVALID_TABLE result: both on one bar.
 
@@ -19,22 +20,24 @@ is wrong with an invalid one. `RunnerCore` carries out the result.
 
 from typing import NamedTuple
 
-from libc.math cimport NAN
+from libc.math cimport NAN, isnan
 from libc.string cimport memcmp
 
 
 import tradesim._core.state_machine as _machine
 from tradesim.strategy.errors import StrategyError
 
-__all__ = ["ActionRequest", "Decision", "ResultCode", "SyncCode", "STRATEGY_ACTIONS", "decode",
-           "lua_codes"]
+__all__ = ["AMOUNT_NAMES", "ActionRequest", "Decision", "ResultCode", "SyncCode", "STRATEGY_ACTIONS",
+           "decode", "lua_codes"]
 
 
 class ActionRequest(NamedTuple):
     """A validated action from a strategy (prices in quote currency, quantity in base units).
 
     `quantity` is None when the strategy leaves sizing to the execution model;
-    `stop_loss`, `take_profit` and `price` are None when not given.
+    `stop_loss`, `take_profit` and `price` are None when not given; `extra`
+    holds the other fields given (order prices, expiry, sizing, trailing ...:
+    docs/orders.md), by name.
     """
 
     action: _machine.ActionType
@@ -44,6 +47,7 @@ class ActionRequest(NamedTuple):
     price: float | None
     reason: str
     function: str
+    extra: dict = {}
 
 
 class Decision(NamedTuple):
@@ -63,14 +67,22 @@ class Decision(NamedTuple):
 #: a strategy writes the member's lower-case name (``"enter_long"``).
 STRATEGY_ACTIONS = (_machine.ActionType.ENTER_LONG, _machine.ActionType.ENTER_SHORT,
                     _machine.ActionType.EXIT, _machine.ActionType.CANCEL_ANALYSIS,
-                    _machine.ActionType.UPDATE_STOP_LOSS, _machine.ActionType.UPDATE_TAKE_PROFIT)
+                    _machine.ActionType.UPDATE_STOP_LOSS, _machine.ActionType.UPDATE_TAKE_PROFIT,
+                    _machine.ActionType.CANCEL_ORDER)
 
 cdef tuple _NAMES = tuple(a.name.lower() for a in STRATEGY_ACTIONS)
-cdef tuple _AMOUNT_NAMES = ("quantity", "stop_loss", "take_profit", "price")
+
+#: An action's numeric fields, in the order of the protocol (decision.pxd's AMOUNT_*).
+AMOUNT_NAMES = ("quantity", "stop_loss", "take_profit", "price", "notional", "equity_fraction",
+                "risk_fraction", "fraction", "limit_price", "stop_price", "expiry_bars", "expiry_ms",
+                "trailing_stop", "trailing_percent", "trailing_atr", "atr_period", "breakeven_after",
+                "time_stop_bars")
+cdef tuple _AMOUNT_NAMES = AMOUNT_NAMES
+assert len(AMOUNT_NAMES) == N_AMOUNTS and AT_REASON == AT_AMOUNTS + N_AMOUNTS
 
 # The names as C strings for `action_named` (the bytes objects keep them alive).
 cdef enum:
-    _N_ACTIONS = 6
+    _N_ACTIONS = 7
 cdef tuple _NAME_BYTES = tuple(name.encode() for name in _NAMES)
 cdef const char* _NAME_PTR[_N_ACTIONS]
 cdef size_t _NAME_LEN[_N_ACTIONS]
@@ -140,7 +152,7 @@ cdef int decode_result(object result, Decoded out, str script) except -1:
 
 
 cdef int _decode_action(tuple r, Decoded out, str script) except -1:
-    cdef int action, field = 0, i
+    cdef int action, field = 0, other = 0, i
     cdef double amounts[N_AMOUNTS]
     cdef bint given[N_AMOUNTS]
     cdef const char* utf8
@@ -166,20 +178,41 @@ cdef int _decode_action(tuple r, Decoded out, str script) except -1:
         value = r[AT_AMOUNTS + i]
         given[i] = value is not None
         amounts[i] = value if type(value) is float or type(value) is int else NAN
-    problem = check_amounts(action, amounts, given, &field)
-    if problem == CHECK_MISSING:
-        raise StrategyError(f"action {name!r} needs field {_AMOUNT_NAMES[field]!r}", script=script,
-                            function=fname, field=_AMOUNT_NAMES[field], value=None)
-    if problem == CHECK_INVALID:
-        value = r[AT_AMOUNTS + field]
-        raise StrategyError(f"{_AMOUNT_NAMES[field]} = {value!r}: must be a finite number > 0",
-                            script=script, function=fname, field=_AMOUNT_NAMES[field], value=value)
+    problem = check_amounts(action, amounts, given, &field, &other)
+    if problem != CHECK_OK:
+        _invalid(problem, name, field, other, r, script, fname)
     out.action = action
     for i in range(N_AMOUNTS):
         out.amounts[i] = amounts[i]
     out.reason = _text(r[AT_REASON])
     out.function = fname
     return 0
+
+
+cdef int _invalid(int problem, str name, int field, int other, tuple r, str script,
+                  object fname) except -1:
+    # The StrategyError for what check_amounts found, naming the field and value.
+    key = _AMOUNT_NAMES[field]
+    value = r[AT_AMOUNTS + field]
+    if problem == CHECK_MISSING:
+        message, value = f"action {name!r} needs field {key!r}", None
+    elif problem == CHECK_NOT_FOR:
+        message = f"field {key!r} does not apply to action {name!r} (docs/orders.md)"
+    elif problem == CHECK_INVALID:
+        if key in ("expiry_bars", "atr_period", "time_stop_bars"):
+            rule = "a whole number > 0"
+        elif key in ("equity_fraction", "fraction"):
+            rule = "a number in (0, 1]"
+        elif key == "risk_fraction":
+            rule = "a number in (0, 1)"
+        else:
+            rule = "a finite number > 0"
+        message = f"{key} = {value!r}: must be {rule}"
+    elif problem == CHECK_CONFLICT:
+        message = f"fields {key!r} and {_AMOUNT_NAMES[other]!r} exclude each other; give one"
+    else:
+        message = f"field {key!r} needs field {_AMOUNT_NAMES[other]!r}"
+    raise StrategyError(message, script=script, function=fname, field=key, value=value)
 
 
 cdef extern from "Python.h":
@@ -216,23 +249,28 @@ def decode(result, str script=""):
     """
     cdef Decoded d = Decoded()
     decode_result(result, d, script)
+    cdef int i
     action = None
     if d.action >= 0:
+        extra = {_AMOUNT_NAMES[i]: d.amounts[i] for i in range(AMOUNT_NOTIONAL, N_AMOUNTS)
+                 if not isnan(d.amounts[i])}
         action = ActionRequest(_machine.ActionType(d.action), _amount(d.amounts[AMOUNT_QUANTITY]),
                                _amount(d.amounts[AMOUNT_STOP_LOSS]),
                                _amount(d.amounts[AMOUNT_TAKE_PROFIT]),
-                               _amount(d.amounts[AMOUNT_PRICE]), d.reason, d.function)
+                               _amount(d.amounts[AMOUNT_PRICE]), d.reason, d.function, extra)
     return Decision(d.started, d.start_reason, action)
 
 
 def lua_codes():
     """The numbers api.lua uses, by name, for its loader to pass it.
 
-    ``RESULT_<ResultCode>``, ``STATE_<State>``, ``SIDE_<Side>`` and the
-    `SyncCode` names, each mapped to its int value.
+    ``RESULT_<ResultCode>``, ``STATE_<State>``, ``SIDE_<Side>``, the
+    `SyncCode` names, each mapped to its int value, and ``AMOUNT_<FIELD>``:
+    each numeric action field's 0-based position in an ACTION result.
     """
     codes = {f"RESULT_{m.name}": int(m) for m in ResultCode}
     codes.update({f"STATE_{m.name}": int(m) for m in _machine.State})
     codes.update({f"SIDE_{m.name}": int(m) for m in _machine.Side})
     codes.update({m.name: int(m) for m in SyncCode})
+    codes.update({f"AMOUNT_{name.upper()}": i for i, name in enumerate(AMOUNT_NAMES)})
     return codes

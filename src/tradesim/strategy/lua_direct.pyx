@@ -455,7 +455,7 @@ cdef bint _read_decision(LuaDirect self, lua_State* L, int base, int nres,
     # (decision.pxd), into `out`; False, with `out` not ready, for any other shape
     # (it goes through the stash and lupa unchanged, and `decode_result` reports it).
     cdef long long code = _code(L, base + 1)
-    cdef int at, i, t, action = -1, field
+    cdef int at, i, t, action = -1, field, other
     cdef double amounts[N_AMOUNTS]
     cdef bint given[N_AMOUNTS]
     cdef const char* p
@@ -486,7 +486,7 @@ cdef bint _read_decision(LuaDirect self, lua_State* L, int base, int nres,
                 given[i], amounts[i] = True, ts_tonumber(L, at + AT_AMOUNTS + i, NULL)
             else:
                 return False
-        if check_amounts(action, amounts, given, &field) != CHECK_OK:
+        if check_amounts(action, amounts, given, &field, &other) != CHECK_OK:
             return False
     # The reasons as str, as lupa would decode them; None if one is not UTF-8 (lupa
     # then raises, through the stash, which still has the results).

@@ -278,10 +278,16 @@ class LuaStrategy:
         """`set_position` / `clear_context` by number, as the runner's C fills call them.
 
         `code` `Side.LONG` or `Side.SHORT` (the position's fields follow),
-        `SyncCode.SYNC_FLAT`, or `SyncCode.SYNC_CLEAR_CONTEXT` (empty the context).
+        `SyncCode.SYNC_FLAT`, `SyncCode.SYNC_CLEAR_CONTEXT` (empty the context),
+        or `SyncCode.SYNC_ORDER_LONG` / `SYNC_ORDER_SHORT` / `SYNC_NO_ORDER`
+        (the working order: placed time, quantity, limit price, stop price,
+        expiry time in the five value arguments; NaN = none).
         """
         if code == SyncCode.SYNC_CLEAR_CONTEXT:
             self.clear_context()
+        elif code in (SyncCode.SYNC_ORDER_LONG, SyncCode.SYNC_ORDER_SHORT, SyncCode.SYNC_NO_ORDER):
+            # the working order (`indicators.order`): placed time, quantity, limit, stop, expiry
+            self._fns["sync"](int(code), entry_time, quantity, entry_price, stop_loss, take_profit)
         else:
             self.set_position(None if code == SyncCode.SYNC_FLAT else
                               "long" if code == Side.LONG else "short", quantity,

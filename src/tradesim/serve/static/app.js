@@ -223,10 +223,11 @@ function runnerRow(r) {
       try { await control(r.id, command); } catch (err) { alert(err.message); }
     },
   }, label);
-  const live = r.status === "running" || r.status === "paused";
+  // a runner halted by a risk limit resumes only by an explicit Resume
+  const live = r.status === "running" || r.status === "paused" || r.status === "halted";
   return h("tr", { "data-runner-id": r.id, "data-status": r.status },
     h("td", {}, h("a", { href: `#/runner/${encodeURIComponent(r.id)}` }, r.id)),
-    h("td", {}, h("span", { class: `status ${r.status}` }, r.status), r.reason && r.status === "failed" ?
+    h("td", {}, h("span", { class: `status ${r.status}` }, r.status), r.reason && (r.status === "failed" || r.status === "halted") ?
       h("div", { class: "err" }, r.reason) : null),
     h("td", {}, r.state || "—"),
     h("td", {}, pos ? `${pos.side} ${fmt(pos.quantity, 4)} @ ${fmt(pos.entry_price)}` : "flat"),
@@ -458,13 +459,20 @@ async function runnerPage(id) {
     if (p && p.stop_loss) lines.push(series.createPriceLine({ price: p.stop_loss, color: "#dc2626", title: "SL", lineStyle: 2 }));
     if (p && p.take_profit) lines.push(series.createPriceLine({ price: p.take_profit, color: "#16a34a", title: "TP", lineStyle: 2 }));
     if (p) lines.push(series.createPriceLine({ price: p.entry_price, color: "#6b7280", title: "entry", lineStyle: 1 }));
+    const o = s.working_order;
+    if (o) lines.push(series.createPriceLine({ price: o.price, color: "#2563eb", title: `${o.type} ${o.side}`, lineStyle: 3 }));
     document.getElementById("runner-status").textContent = s.status;
     document.getElementById("runner-status").className = `status ${s.status}`;
     fill(info, 
       h("h2", {}, "Position"), h("div", { id: "position", "data-open": p ? "yes" : "no" }, p ? kv({ side: p.side,
         quantity: p.quantity, entry: p.entry_price, "stop-loss": p.stop_loss, "take-profit": p.take_profit,
         mark: p.mark_price, unrealised: p.unrealized_pnl, since: utc(p.entry_time) }) : h("p", {}, "flat")),
-      s.pending_order ? h("p", {}, `working order: ${JSON.stringify(s.pending_order)}`) : null,
+      s.pending_order ? h("p", {}, "a market order fills at the next bar's open") : null,
+      o ? h("div", { id: "working-order" }, h("h2", {}, "Working order"), kv({ side: o.side, type: o.type,
+        price: o.price, quantity: o.quantity ?? "sized at fill", placed: utc(o.placed_time),
+        expires: o.expires_time != null ? utc(o.expires_time) : o.bars_left != null ? `after ${o.bars_left} bars` : "—" }))
+        : null,
+      s.entries_blocked ? h("p", { class: "err", id: "entries-blocked" }, `entries blocked: ${s.entries_blocked}`) : null,
       h("h2", {}, "Runner"), kv({ state: s.state, equity: s.equity, "realised P&L": s.realized_pnl, trades: s.trades,
         "win rate": pct(s.win_rate), bars: s.stats.bars, errors: s.stats.errors, "lag (ms)": s.stats.lag_ms,
         strategy: s.strategy, reason: s.reason || "—" }),
