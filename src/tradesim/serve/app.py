@@ -37,7 +37,7 @@ from tradesim.engine.handle import price_history
 from tradesim.jsonable import jsonable
 from tradesim.recording.recorder import BAR_COLUMNS, default_sessions_folder
 from tradesim.runner.execution import ExecutionConfig
-from tradesim.serve.broadcast import Broadcaster, read_log
+from tradesim.serve.broadcast import Broadcaster, LogPages
 from tradesim.serve.security import COOKIE, BodyTooLarge, Guard, Tokens, refusal
 from tradesim.serve.strategies import StrategyCatalog, UnknownStrategy
 from tradesim.strategy.errors import StrategyError, StrategyLoadError
@@ -721,21 +721,25 @@ async def _send_from_log(ws: WebSocket, b: Broadcaster, from_seq: int, types: fr
     most its flush interval, so a page that is not there yet is waited for (the log is flushed)."""
     log_dir = b.log_dir
     assert log_dir is not None
+    pages = LogPages(log_dir, from_seq, types)
     waits = 0
-    while from_seq < (until := b.kept_from()):
-        messages, last = await asyncio.to_thread(read_log, log_dir, from_seq, until - 1, types)
-        if last < from_seq:   # not on disk yet
-            waits += 1
-            if waits > 200:
-                raise RuntimeError(f"session log does not reach seq {from_seq}")
-            await asyncio.to_thread(b.recorder.flush)
-            await asyncio.sleep(0.01)
-            continue
-        waits = 0
-        if messages:
-            await ws.send_text((b"[" + b",".join(messages) + b"]").decode())
-        from_seq = last + 1
-    return from_seq
+    try:
+        while pages.next < (until := b.kept_from()):
+            start = pages.next
+            messages = await asyncio.to_thread(pages.read, until - 1)
+            if pages.next == start:   # not on disk yet
+                waits += 1
+                if waits > 200 or b.recorder is None:
+                    raise RuntimeError(f"session log does not reach seq {start}")
+                await asyncio.to_thread(b.recorder.flush)
+                await asyncio.sleep(0.01)
+                continue
+            waits = 0
+            if messages:
+                await ws.send_text((b"[" + b",".join(messages) + b"]").decode())
+        return pages.next
+    finally:
+        await asyncio.to_thread(pages.close)
 
 
 async def _drain_incoming(ws: WebSocket) -> None:

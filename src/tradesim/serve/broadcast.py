@@ -14,7 +14,7 @@ Where the events come from (docs/serve.md, "Live events"):
   ``bar_received``, ``runner_added`` -> ``control`` ``add``, a runner's events
   with ``runner_id``), and **``seq`` is the log's seq**. So a client that missed
   more than the kept events gets the rest read back from the log on disk
-  (`read_log`), then the kept ones, then live ones: each event once, in order.
+  (`LogPages`), then the kept ones, then live ones: each event once, in order.
   The engine's bus is not listened to at all (nothing is built for it).
 * **No recording**: the engine's `EventBus`, subscribed only while at least one
   client is connected (``bus.active`` is False otherwise, and the engine builds no
@@ -39,7 +39,7 @@ import orjson
 from tradesim.engine import TradingEngine
 from tradesim.engine.events import EVENT_TYPES
 
-__all__ = ["Broadcaster", "Client", "LogStream", "read_log"]
+__all__ = ["Broadcaster", "Client", "LogPages", "LogStream"]
 
 log = logging.getLogger(__name__)
 
@@ -131,26 +131,50 @@ def wall_before(reader: Any, seq: int) -> int | None:
     return None
 
 
-def read_log(log_dir: Path, from_seq: int, to_seq: int, types: frozenset[str] | None,
-             limit: int = 5000) -> tuple[list[bytes], int]:
-    """Events ``from_seq .. to_seq`` of a session log as the stream's JSON messages (`LogStream`).
+class LogPages:
+    """A recorded session's log from `from_seq` on, page by page, as the stream's JSON messages
+    (`LogStream`): what a reconnecting client missed. One reader serves the pages; it is reopened
+    only when the log on disk has grown past it.
 
-    Reads at most `limit` logged events. Returns the messages of `types` (all if None) and the
-    last seq read (``from_seq - 1`` when the log on disk does not reach `from_seq` yet).
+    Parameters
+    ----------
+    log_dir : Path
+        The session's log folder.
+    from_seq : int
+        The first seq wanted.
+    types : frozenset of str, optional
+        Stream event types wanted (all if None).
     """
-    reader = _reader(log_dir)
-    try:
-        stream = LogStream(wall_before(reader, from_seq))
+
+    def __init__(self, log_dir: Path, from_seq: int, types: frozenset[str] | None) -> None:
+        self.log_dir, self.types = log_dir, types
+        self.next = from_seq   # the first seq not read yet
+        self._reader: Any = None
+        self._stream: LogStream | None = None
+
+    def read(self, to_seq: int, limit: int = 5000) -> list[bytes]:
+        """Messages of seqs ``next .. min(to_seq, next + limit - 1)`` (as far as the log on disk
+        reaches: `next` says where it stopped)."""
+        reader = self._reader
+        if reader is None or self.next > reader.last_seq:
+            if reader is not None:
+                reader.close()
+            self._reader = reader = _reader(self.log_dir)
+        if self._stream is None:
+            self._stream = LogStream(wall_before(reader, self.next))
+        convert, types = self._stream.convert, self.types
         out: list[bytes] = []
-        last = from_seq - 1
-        for event in reader.events(from_seq=from_seq, to_seq=min(to_seq, from_seq + limit - 1)):
-            last = event["seq"]
-            converted = stream.convert(event)
+        for event in reader.events(from_seq=self.next, to_seq=min(to_seq, self.next + limit - 1)):
+            self.next = event["seq"] + 1
+            converted = convert(event)
             if converted is not None and (types is None or converted[0] in types):
                 out.append(converted[1])
-        return out, last
-    finally:
-        reader.close()
+        return out
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
 
 
 @dataclass(eq=False)
@@ -376,7 +400,7 @@ class Broadcaster:
         """A new client; with `from_seq`, the kept events from there are queued first.
 
         Returns the client and, when `from_seq` is older than what is kept, the oldest seq kept
-        (the client missed events in between; with a recording, read them first with `read_log`).
+        (the client missed events in between; with a recording, read them first with `LogPages`).
         """
         client = Client(types, maxsize)
         gap_from = None
