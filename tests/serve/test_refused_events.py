@@ -1,4 +1,4 @@
-"""Refused requests (401, 403, 413, 415, 421) appear in the event stream as ``request_refused``,
+"""Refused requests (401, 403, 413, 415, 421, failed logins) appear in the event stream as ``request_refused``,
 with route, reason and client address, never with the token; in a recorded session they are in
 the session log too."""
 
@@ -30,6 +30,8 @@ def _refuse_some(srv) -> None:
         assert c.post("/api/runners", json={"symbol": "BTCUSDT", "strategy": "ema_crossover",
                                             "params": {"x": "a" * 100_000}}).status_code == 413
         assert c.post("/api/runners", content=b"a=1", headers={"Content-Type": "text/plain"}).status_code == 415
+        assert anon.get("/login?code=not-a-code-0123").status_code == 401                  # a wrong link
+        assert anon.post("/login", json={"token": "wrong-token-0123456789"}).status_code == 401
 
 
 def _check(refused: list[dict]) -> None:
@@ -39,12 +41,15 @@ def _check(refused: list[dict]) -> None:
         (421, "bad_host", "GET /api/runners"),
         (413, "too_large", "POST /api/runners"),
         (415, "unsupported_media_type", "POST /api/runners"),
+        (401, "unauthorized", "GET /login"),
+        (401, "unauthorized", "POST /login"),
     ]
     for e in refused:
         assert e["client"] == "127.0.0.1" and e["reason"].startswith(e["code"] + ":")
         assert isinstance(e["time"], int) and e["time"] > 1_700_000_000_000 and e["seq"] > 0
     text = json.dumps(refused)
-    assert TOKEN not in text and view_token_for(TOKEN) not in text
+    for secret in (TOKEN, view_token_for(TOKEN), "not-a-code-0123", "wrong-token-0123456789"):
+        assert secret not in text
 
 
 def test_refused_requests_are_in_the_recorded_stream_and_log(tmp_path):
@@ -54,7 +59,7 @@ def test_refused_requests_are_in_the_recorded_stream_and_log(tmp_path):
                          additional_headers=AUTH) as ws:
             json.loads(ws.recv(timeout=30))
             _refuse_some(srv)
-            refused = _refusals(ws, 5)
+            refused = _refusals(ws, 7)
         _check(refused)
         rec = srv.server.recorder
         rec.flush()
@@ -75,7 +80,7 @@ def test_refused_requests_are_on_the_engine_stream_without_a_recording(tmp_path)
             json.loads(ws.recv(timeout=30))
             wait_for(lambda: srv.server.engine.bus.active, what="the bus to be listened to")
             _refuse_some(srv)
-            _check(_refusals(ws, 5))
+            _check(_refusals(ws, 7))
     finally:
         srv.stop()
 

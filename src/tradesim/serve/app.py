@@ -373,19 +373,21 @@ def create_app(state: ServeState, *, hosts: frozenset[str], origins: frozenset[s
         return {"status": "ok"}
 
     @app.get("/login", include_in_schema=False)
-    async def login_link(code: str = "") -> Response:
+    async def login_link(request: Request, code: str = "") -> Response:
         scope = state.tokens.redeem(code) if code else None
         if scope is None:
-            return _error(401, "unauthorized", "this dashboard link was used already or is wrong; "
-                          "open / and enter the token")
+            message = "this dashboard link was used already or is wrong; open / and enter the token"
+            refusals(refusal(request.scope, 401, "unauthorized", message))
+            return _error(401, "unauthorized", message)
         resp = RedirectResponse("/", status_code=303)
         _set_cookie(resp, state.tokens.new_session(scope))
         return resp
 
     @app.post("/login", include_in_schema=False)
-    async def login(body: Login) -> Response:
+    async def login(body: Login, request: Request) -> Response:
         scope = state.tokens.scope_of_token(body.token)
         if scope is None:
+            refusals(refusal(request.scope, 401, "unauthorized", "wrong token"))
             raise ApiError(401, "unauthorized", "wrong token", "token")
         resp = ORJSONResponse({"scope": scope})
         _set_cookie(resp, state.tokens.new_session(scope))
