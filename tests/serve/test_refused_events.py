@@ -61,6 +61,9 @@ def test_refused_requests_are_in_the_recorded_stream_and_log(tmp_path):
             _refuse_some(srv)
             refused = _refusals(ws, 7)
         _check(refused)
+        with srv.client() as c:
+            health = c.get("/api/engine/health").json()
+        assert health["refused_requests"] == 7 and health["websocket"]["numbering"] == "session"
         rec = srv.server.recorder
         rec.flush()
         from tradesim.sessions import open_session

@@ -186,8 +186,10 @@ class Refusals:
         self.rate, self.burst = rate, burst
         self.tokens, self.at = burst, time.monotonic()
         self.suppressed = 0
+        self.total = 0   # every refusal, reported or not
 
     def __call__(self, refused: dict[str, Any]) -> None:
+        self.total += 1
         now = time.monotonic()
         self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
         self.at = now
@@ -428,7 +430,9 @@ def create_app(state: ServeState, *, hosts: frozenset[str], origins: frozenset[s
         """Engine health: uptime, runners by status, symbols, feeds and their status, workers."""
         out = engine.health()
         b = state.broadcaster
-        out["websocket"] = {"clients": len(b.clients) if b else 0, "dropped": b.dropped_clients if b else 0}
+        out["websocket"] = {"clients": len(b.clients) if b else 0, "dropped": b.dropped_clients if b else 0,
+                            "numbering": b.numbering if b else None}
+        out["refused_requests"] = refusals.total
         out["session"] = state.session_id
         return jsonable(out)
 
