@@ -186,3 +186,35 @@ def test_live_runner_trades_like_a_backtest_over_the_same_bars():
     def key(t):
         return (t.side, t.entry_time, t.entry_price, t.exit_time, t.exit_price, t.pnl, t.exit_reason)
     assert [key(t) for t in live] == [key(t) for t in reference]
+
+
+@pytest.mark.parametrize("example", ["breakout_stop_atr", "pullback_limit"])
+def test_live_runner_with_stop_and_limit_orders_trades_like_a_backtest(example):
+    # Working orders (a buy stop with an ATR trailing stop; a limit with SL/TP, expiry and a
+    # time stop) fill, expire and trail the same way whether bars come live or from a file.
+    path = REPO / "lua-strategies" / "examples" / f"{example}.lua"
+
+    async def main():
+        async with FakeBinance(symbols=("BTCUSDT",), n_bars=3000, bar_period=0.0003) as srv:
+            engine = TradingEngine()
+            engine.add_feed(_feed(srv), "binance")
+            rid = engine.add_runner("BTCUSDT", path)
+            seen = _record(engine)
+            await _run_until(engine, lambda: len(seen[rid]) >= srv.n)
+            return srv, engine.runner(rid)
+
+    srv, runner = asyncio.run(main())
+    ts, o, h, l, c, v = (np.array(col) for col in zip(*srv.expected("BTCUSDT")))
+    bars = Bars("BTCUSDT", ts.astype(np.int64), o, h, l, c, v)
+    reference = Backtest(path, bars, close_at_end=False).run().trades
+    live = runner.trades
+    assert len(live) >= 10
+    # the entries are limit/stop fills inside their bars, not market fills at an open
+    assert any(t.entry_price != o[t.entry_bar] for t in reference)
+
+    def key(t):
+        return (t.side, t.quantity, t.entry_time, t.entry_price, t.exit_time, t.exit_price, t.pnl, t.exit_reason,
+                t.ambiguous)
+    assert [key(t) for t in live] == [key(t) for t in reference]
+    if example == "breakout_stop_atr":
+        assert "trailing_stop" in {t.exit_reason for t in live}

@@ -433,6 +433,8 @@ cdef class RunnerCore:
                         self._carry_out(decided, ts, c)
                     if self.errors_in_row == errors:
                         self.errors_in_row = 0
+            if self.pending and self.fill_close:    # a time stop's exit, at this close
+                self._fill_pending(ts, c)
         except RunnerStopped:
             return STEP_STOPPED
         return STEP_OK
@@ -488,8 +490,7 @@ cdef class RunnerCore:
         cdef int state = self.machine.state_c
         cdef int side, kind
         cdef Position pos = self.machine.position
-        if self.pending and self._order == ORDER_EXIT and action != ActionType.UPDATE_STOP_LOSS \
-                and action != ActionType.UPDATE_TAKE_PROFIT:
+        if self.pending and self._order == ORDER_EXIT:
             # A time stop queued an exit for the next open on this bar: the strategy still
             # ran, but the exit stands (an exit of its own is the same exit).
             if action != ActionType.EXIT:
@@ -846,11 +847,10 @@ cdef class RunnerCore:
             if self.handler.listening():
                 self.handler.on_position_updated(ts, "stop_loss", stop)
         if 0 < self._time_stop <= pos.bars_held and not self.pending:
-            if self.fill_close:
-                self._exit_part(close, ts, REASON_TIME_STOP, NAN, NAN)
-            else:
-                _no_amounts(no_amounts)
-                self._queue(ORDER_EXIT, 0, no_amounts, REASON_TIME_STOP)
+            # queued even with fill="close": `step` fills it at this close after the
+            # strategy has been called (it still manages this bar)
+            _no_amounts(no_amounts)
+            self._queue(ORDER_EXIT, 0, no_amounts, REASON_TIME_STOP)
         return 0
 
     cdef int _exit_part(self, double base_price, long long ts, str reason, double quantity,
