@@ -224,7 +224,6 @@ class Broadcaster:
         self.recent: deque[tuple[int, str, bytes]] = deque(maxlen=replay)
         self.clients: set[Client] = set()
         self.bus_queue = bus_queue
-        self.sent = 0
         self.dropped_clients = 0
         self.recorder = recorder if recorder is not None and recorder.recording else None
         self.numbering = "session" if self.recorder is not None else "engine"
@@ -239,11 +238,6 @@ class Broadcaster:
         self._next = 1
         self._stream = LogStream()
         self._watch: asyncio.Task | None = None
-
-    @property
-    def last_bar_wall(self) -> dict[str, int]:
-        """symbol -> when its last bar arrived (ms UTC)."""
-        return self.engine.last_bar_wall
 
     @property
     def log_dir(self) -> Path | None:
@@ -380,7 +374,8 @@ class Broadcaster:
 
     # -- clients ---------------------------------------------------------------------------------
 
-    def publish(self, seq: int, kind: str, data: bytes, event: Any = None) -> None:
+    def publish(self, seq: int, kind: str, data: bytes) -> None:
+        """Keep one serialized event and offer it to every client (those too far behind are dropped)."""
         if kind == "subscriber_dropped":
             return
         self.recent.append((seq, kind, data))
