@@ -175,8 +175,8 @@ def test_reconnect_older_than_kept_gets_every_event_from_the_session_log(tmp_pat
         from tradesim.sessions import open_session
 
         logged = [e for e in open_session(srv.server.recorder.path).log.events(from_seq=last + 1, to_seq=end)
-                  if e["type"] in {"bar", "feed_status", "control", "runner_added", "position_opened",
-                                   "position_closed", "position_updated", "opportunity_detected",
+                  if e["type"] in {"bar", "feed_status", "control", "runner_added", "state_transition",
+                                   "position_opened", "position_closed", "position_updated", "opportunity_detected",
                                    "action_rejected", "runner_error", "runner_status", "strategy_reloaded",
                                    "analysis_timeout"}]
     finally:
@@ -285,8 +285,8 @@ def test_logged_events_convert_to_the_engine_events():
             assert got == [data for _, data in logged if json.loads(data)["seq"] >= start]
     strip = lambda d: {k: v for k, v in d.items() if k not in ("seq", "time")}  # noqa: E731
     from_log = [strip(json.loads(data)) for _, data in logged]
-    from_bus = [strip(json.loads(e.to_json())) for e in bus_events if e.type != "state_transition"]
-    for kind in ("bar_received", "position_opened", "position_closed", "runner_status"):
+    from_bus = [strip(json.loads(e.to_json())) for e in bus_events]
+    for kind in ("bar_received", "state_transition", "position_opened", "position_closed", "runner_status"):
         mine = [e for e in from_log if e["type"] == kind]
         theirs = [e for e in from_bus if e["type"] == kind]
         assert mine == theirs and mine, kind

@@ -118,6 +118,7 @@ class TradingEngine:
         """
         self.recorder = recorder
         for runner_id, handle in self._runners.items():
+            handle.recorder = recorder
             recorder.add_runner(runner_id, handle.runner, feed=handle.feed,
                                 window_size=handle.runner.window.capacity, options=handle.options)
         if not recorder.recording:
@@ -214,6 +215,7 @@ class TradingEngine:
         self._runners[runner_id] = handle
         handle.options = _recordable(runner_options)   # what a recorded session needs to rebuild it
         if self.recorder is not None:
+            handle.recorder = self.recorder
             self.recorder.add_runner(runner_id, runner, feed=feed_name, window_size=window_size,
                                      options=handle.options, audit=audit)
         self._routes.setdefault((feed_name, symbol), []).append(handle)

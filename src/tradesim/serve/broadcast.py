@@ -48,12 +48,12 @@ _FIELDS = {name: [f.name for f in fields(cls) if f.name not in ("seq", "time")]
            for name, cls in EVENT_TYPES.items()}
 
 #: A runner's logged events that are engine events too (same name and fields, ``runner`` -> ``runner_id``).
-RUNNER_TYPES = frozenset({"opportunity_detected", "position_opened", "position_updated", "position_closed",
-                          "action_rejected", "runner_error", "runner_status", "strategy_reloaded",
-                          "analysis_timeout"})
+RUNNER_TYPES = frozenset({"opportunity_detected", "state_transition", "position_opened", "position_updated",
+                          "position_closed", "action_rejected", "runner_error", "runner_status",
+                          "strategy_reloaded", "analysis_timeout"})
 
-#: Event types a recorded session's stream carries (``state_transition`` is not logged; the log's
-#: decisions and snapshots are read with ``/api/sessions/{id}/events``).
+#: Event types a recorded session's stream carries (the log's decisions and snapshots are read
+#: with ``/api/sessions/{id}/events``).
 LOG_STREAM_TYPES = RUNNER_TYPES | {"bar_received", "feed_status", "control", "request_refused"}
 
 #: Control-event fields that are not part of its ``detail``.
