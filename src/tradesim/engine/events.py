@@ -27,7 +27,8 @@ import orjson
 __all__ = [
     "ActionRejected", "BarReceived", "Event", "EventBus", "FeedStatus", "OpportunityDetected",
     "PositionClosed", "PositionOpened", "PositionUpdated", "RunnerErrorEvent", "RunnerStatusChanged",
-    "AnalysisTimeout", "ControlApplied", "StateTransition", "StrategyReloaded", "SubscriberDropped",
+    "AnalysisTimeout", "ControlApplied", "RequestRefused", "StateTransition", "StrategyReloaded",
+    "SubscriberDropped",
     "Subscription",
     "EVENT_TYPES",
 ]
@@ -204,6 +205,24 @@ class ControlApplied(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RequestRefused(Event):
+    """A request a front end refused (``tradesim serve``: 401, 403, 413, 415, 421, 429).
+
+    ``route`` is the method and path (no query string), ``reason`` the error code and message,
+    ``client`` the caller's address; credentials are never included. ``suppressed`` counts the
+    refusals not reported one by one since the previous such event (a flood is rate-limited).
+    """
+
+    type: ClassVar[str] = "request_refused"
+    status: int = 0
+    code: str = ""
+    route: str = ""
+    reason: str = ""
+    client: str = ""
+    suppressed: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SubscriberDropped(Event):
     """Last item of a subscription that fell ``maxsize`` events behind."""
 
@@ -215,7 +234,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
     cls.type: cls for cls in (BarReceived, OpportunityDetected, StateTransition, PositionOpened,
                               PositionUpdated, PositionClosed, ActionRejected, RunnerErrorEvent,
                               RunnerStatusChanged, StrategyReloaded, AnalysisTimeout, FeedStatus,
-                              ControlApplied, SubscriberDropped)
+                              ControlApplied, RequestRefused, SubscriberDropped)
 }
 
 _FIELDS = {name: {f.name for f in fields(cls)} for name, cls in EVENT_TYPES.items()}

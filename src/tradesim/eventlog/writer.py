@@ -245,6 +245,11 @@ class LogWriter:
             self._dirty = False
             self._cond.notify_all()
 
+    @property
+    def last_seq(self) -> int:
+        """The seq of the last event appended (0 before the first)."""
+        return self._seq
+
     def flush(self) -> None:
         """Write everything appended so far, fsynced unless ``fsync="never"``.
 

@@ -190,6 +190,9 @@ class SessionRecorder:
         self.error: str | None = None
         self.finished = False
         self._shut = False
+        #: ``tap(event)`` sees every logged event (with its ``seq``) right after it is logged, on the
+        #: appending thread (so not necessarily in seq order); `tradesim serve` streams the log with it.
+        self.tap: Callable[[dict[str, Any]], Any] | None = None
 
     def _make_folder(self) -> None:
         try:
@@ -228,10 +231,11 @@ class SessionRecorder:
 
     def add_runner(self, key: str, runner: SymbolRunner, *, feed: str | None = None,
                    window_size: int | None = None, options: dict[str, Any] | None = None,
-                   batch: bool = False) -> None:
+                   audit: dict[str, str] | None = None, batch: bool = False) -> None:
         """Record `runner` under `key`: its strategy (source kept), parameters and execution; every
         event and decision it makes from now on is logged. After `start` it is logged as
-        ``runner_added`` at this point of the input stream too.
+        ``runner_added`` at this point of the input stream too, with `audit` (who added it:
+        ``scope``, ``origin``) and ``wall`` (ms UTC) when `audit` is given.
 
         `batch` (a backtest): the runner buffers its outcomes and they are logged as one
         ``outcomes`` event by `flush_outcomes` (which `snapshot`, `shutdown` and `finish` call),
@@ -256,7 +260,8 @@ class SessionRecorder:
         if batch:
             self._batched[key] = runner
         if self._writer is not None:
-            self.append({"type": "runner_added", "runner": key, "source": source, **entry})
+            who = {**plain(audit), "wall": int(self.wall_clock() * 1000)} if audit else {}
+            self.append({"type": "runner_added", "runner": key, "source": source, **entry, **who})
 
     def _runner_sink(self, key: str) -> Callable[[dict], None]:
         append = self.append
@@ -283,6 +288,22 @@ class SessionRecorder:
         return self
 
     @property
+    def last_seq(self) -> int:
+        """The seq of the last event logged (0 before the first, or before `start`)."""
+        return self._writer.last_seq if self._writer is not None else 0
+
+    def flush(self) -> None:
+        """Write what was logged so far (readable by a `tradesim.eventlog.LogReader`); no-op when not
+        recording. A failed write stops the recording (see `error`), never the caller."""
+        writer = self._writer
+        if writer is None or self.error is not None or self.finished:
+            return
+        try:
+            writer.flush()
+        except LogWriteError as exc:
+            self._failed(exc)
+
+    @property
     def recording(self) -> bool:
         """True between `start` and `finish` while nothing has failed."""
         return self._writer is not None and self.error is None and not self.finished
@@ -299,9 +320,13 @@ class SessionRecorder:
         if "time" not in event and type(event.get("timestamp")) is int:
             event["time"] = event["timestamp"]
         try:
-            writer.append(event)
+            seq = writer.append(event)
         except (LogWriteError, ValueError, TypeError) as exc:   # disk, closed writer, unencodable value
             self._failed(exc)
+            return
+        tap = self.tap
+        if seq and tap is not None:
+            tap(event)
 
     def _failed(self, exc: BaseException) -> None:
         if self.error is None:
