@@ -3,7 +3,8 @@
     python benches/serve_load.py [--runners 100] [--bars-per-s 10] [--seconds 10] [--rounds 2]
 
 One process runs the server (engine + uvicorn on one loop) with `--runners` runners, one per
-simulated symbol, each fed `--bars-per-s` bars/s. Client load runs in separate processes (so it
+simulated symbol, each fed `--bars-per-s` bars/s; with `--record DIR` the run is recorded (the
+WebSocket stream is then the session log, docs/serve.md). Client load runs in separate processes (so it
 does not share the server's GIL):
 
 * REST: p50/p99 of ``GET /api/runners/{id}/snapshot`` and ``GET /api/engine/summary``
@@ -83,7 +84,8 @@ def _client_ws(port: int, clients: int, seconds: float) -> None:
                       "per_client_per_s": [c / seconds for c in counts], "total_per_s": sum(counts) / seconds}))
 
 
-def _server(runners: int, bars_per_s: float, feed_bars: int | None = None, window: int = 500):
+def _server(runners: int, bars_per_s: float, feed_bars: int | None = None, window: int = 500,
+            record: str | None = None):
     from tradesim.engine.config import parse_config
     from tradesim.serve.security import Tokens
     from tradesim.serve.server import Server, build
@@ -95,8 +97,8 @@ def _server(runners: int, bars_per_s: float, feed_bars: int | None = None, windo
                                              "speed": 60.0 * bars_per_s}},
                            "runners": [{"symbol": s, "strategy": str(example_path("ema_crossover")), "feed": "sim",
                                         "window_size": window} for s in symbols]}, "bench")
-    engine, _, _ = build(config)
-    server = Server(engine, port=0, tokens=Tokens(TOKEN), say=lambda t: None)
+    engine, recorder, _ = build(config, record_dir=record)
+    server = Server(engine, port=0, tokens=Tokens(TOKEN), say=lambda t: None, recorder=recorder)
     holder: dict = {}
 
     def run() -> None:
@@ -176,6 +178,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--clients", type=int, default=10)
+    ap.add_argument("--record", metavar="DIR", help="record the run as a session in DIR (the stream is then the log)")
+    ap.add_argument("--no-browser", action="store_true", help="skip the dashboard measures")
     ap.add_argument("--client", choices=["rest", "ws"], help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--ids", help=argparse.SUPPRESS)
@@ -185,7 +189,7 @@ def main() -> None:
     if a.client == "ws":
         return _client_ws(a.port, a.clients, a.seconds)
 
-    server, stop = _server(a.runners, a.bars_per_s)
+    server, stop = _server(a.runners, a.bars_per_s, record=a.record)
     engine = server.engine
     result: dict = {"runners": a.runners, "bars_per_s_each": a.bars_per_s, "clients": a.clients}
     try:
@@ -208,21 +212,23 @@ def main() -> None:
                         for f in fanout]
         result["ws_dropped_clients"] = server.state.broadcaster.dropped_clients
         result["bus_events_published"] = engine.bus.seq
-        url = f"http://127.0.0.1:{server.port}"
-        chart_server, chart_stop = _server(1, 0, feed_bars=10_500, window=10_000)
-        try:
-            while chart_server.engine.health()["feeds"]["sim"]["status"] != "ended":
-                time.sleep(0.2)
-            curl = f"http://127.0.0.1:{chart_server.port}"
-            code = chart_server.tokens.one_time_code()
-            import httpx
-            with httpx.Client(base_url=curl, follow_redirects=False) as c:
-                cookie = c.get(f"/login?code={code}").cookies
-            result["browser"] = _browser(lambda code: f"{url}/login?code={code}", server.port,
-                                         server.tokens.one_time_code, None)
-            result["browser"]["chart"] = _browser_chart(curl, cookie, chart_server.engine.runner_ids[0])
-        finally:
-            chart_stop()
+        result["stream_numbering"] = server.state.broadcaster.numbering
+        if not a.no_browser:
+            url = f"http://127.0.0.1:{server.port}"
+            chart_server, chart_stop = _server(1, 0, feed_bars=10_500, window=10_000)
+            try:
+                while chart_server.engine.health()["feeds"]["sim"]["status"] != "ended":
+                    time.sleep(0.2)
+                curl = f"http://127.0.0.1:{chart_server.port}"
+                code = chart_server.tokens.one_time_code()
+                import httpx
+                with httpx.Client(base_url=curl, follow_redirects=False) as c:
+                    cookie = c.get(f"/login?code={code}").cookies
+                result["browser"] = _browser(lambda code: f"{url}/login?code={code}", server.port,
+                                             server.tokens.one_time_code, None)
+                result["browser"]["chart"] = _browser_chart(curl, cookie, chart_server.engine.runner_ids[0])
+            finally:
+                chart_stop()
     finally:
         stop()
     print(json.dumps(result, indent=1))

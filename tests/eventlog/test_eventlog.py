@@ -57,6 +57,20 @@ def test_round_trip_with_seq_nan_none_nested_and_bytes(tmp_path):
     assert verify_log(tmp_path / "log").ok
 
 
+def test_a_large_event_makes_a_block_of_its_own(tmp_path):
+    # small events, then one larger than a block (a backtest's chunk of bars), then small ones again
+    events = [_event(i) for i in range(40)] + [{"type": "bars", "time": 5, "cols": b"\x01" * 20_000}] + \
+        [_event(i) for i in range(40, 80)]
+    _write(tmp_path / "log", events, block_bytes=4096)
+    r = LogReader(tmp_path / "log")
+    got = list(r.events())
+    assert [e["seq"] for e in got] == list(range(1, 82))
+    assert _packed([{k: v for k, v in e.items() if k != "seq"} for e in got]) == _packed(events)
+    big = [b for b in r.blocks if b.first_seq <= 41 <= b.first_seq + b.count - 1]
+    assert len(big) == 1 and big[0].first_seq == 41 and big[0].count == 1
+    assert r.event(41)["cols"] == b"\x01" * 20_000 and verify_log(tmp_path / "log").ok
+
+
 def test_same_events_give_byte_identical_logs(tmp_path):
     events = [_event(i) for i in range(3000)]
     _write(tmp_path / "a", events, block_bytes=8192, segment_bytes=60_000)

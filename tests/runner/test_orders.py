@@ -17,6 +17,7 @@ and `indicators.position`), parsed back by `seen`.
 from __future__ import annotations
 
 import logging
+import math
 
 import pytest
 
@@ -346,18 +347,20 @@ def test_scaling_in_averages_the_entry_and_keeps_one_trade_per_lot(tmp_path, cap
 
 
 def test_scaling_in_with_new_levels_replaces_the_positions(tmp_path, caplog):
-    # the scale-in's levels are checked against the mark when placed (bar 2's close 101) and the fill
-    # (bar 3's open 104): 100.5 < both < 120
+    # the scale-in's levels are checked against its fill (bar 3's open 104), as an entry's are:
+    # 100.5 < 104 < 120
     r = run(tmp_path, SCALE_ROWS, filter={1: 'action = "enter_long", quantity = 1, stop_loss = 90'},
             manage={2: 'action = "enter_long", quantity = 1, stop_loss = 100.5, take_profit = 120'})
     pos = at(caplog, "manage", 3)
     assert (pos["stop_loss"], pos["take_profit"]) == (100.5, 120.0)
     assert r.machine.position.quantity == 2.0 and r.machine.position.stop_loss == 100.5
-    # a scale-in stop above the mark is rejected like any level update, and nothing is added
+    # a scale-in stop at or above its fill is rejected, and nothing is added or moved (not even a
+    # valid take-profit given with it)
     r = run(tmp_path, SCALE_ROWS, filter={1: 'action = "enter_long", quantity = 1, stop_loss = 90'},
-            manage={2: 'action = "enter_long", quantity = 1, stop_loss = 102'})
-    assert len(r.rejections) == 1 and "102" in r.rejections[0].reason and "101" in r.rejections[0].reason
+            manage={2: 'action = "enter_long", quantity = 1, stop_loss = 105, take_profit = 130'})
+    assert len(r.rejections) == 1 and "105" in r.rejections[0].reason and "104" in r.rejections[0].reason
     assert r.machine.position.quantity == 1.0 and r.machine.position.stop_loss == 90.0
+    assert math.isnan(r.machine.position.take_profit)
 
 
 def test_opposite_entry_while_in_position_is_rejected(tmp_path):
@@ -531,15 +534,15 @@ def test_zero_lot_rejection_names_the_numbers_as_documented(tmp_path):
 
 
 def test_min_notional_rejection_names_the_numbers(tmp_path):
-    # 0.042 * 102 = 4.284 < 5 (docs/orders.md: `notional 4.20 < min_notional 5.00`)
+    # 0.042 * 102 = 4.284 < 5 (docs/orders.md: `notional 4.2 < min_notional 5`)
     r = run(tmp_path, SIZE_ROWS, filter={1: 'action = "enter_long", quantity = 0.042'},
             execution=ExecutionConfig(min_notional=5.0))
     assert r.machine.position is None and len(r.rejections) == 1
-    assert r.rejections[0].reason.startswith("notional 4.28 < min_notional 5.00")
+    assert r.rejections[0].reason.startswith("notional 4.284 < min_notional 5 (quantity 0.042 at 102)")
     # a lot-rounded quantity whose notional is too small: 0.0499 -> 0.04 at lot 0.01, 4.08 < 5
     r = run(tmp_path, SIZE_ROWS, filter={1: 'action = "enter_long", quantity = 0.0499'},
             execution=ExecutionConfig(min_notional=5.0, lot_size=0.01))
-    assert r.machine.position is None and r.rejections[0].reason.startswith("notional 4.08 < min_notional 5.00")
+    assert r.machine.position is None and r.rejections[0].reason.startswith("notional 4.08 < min_notional 5")
 
 
 def test_risk_fraction_without_stop_loss_is_an_invalid_action(tmp_path):
@@ -561,7 +564,8 @@ def test_two_sizing_fields_are_an_invalid_action(tmp_path):
     ('action = "enter_long", quantity = 1, trailing_stop = 2, trailing_percent = 1',
      "fields 'trailing_stop' and 'trailing_percent' exclude each other"),
     ('action = "enter_long", quantity = 1, atr_period = 5', "field 'atr_period' needs field 'trailing_atr'"),
-    ('action = "enter_long", limit_price = 98, expiry_bars = 1.5', "expiry_bars = 1.5: must be a whole number > 0"),
+    ('action = "enter_long", limit_price = 98, expiry_bars = 1.5',
+     "expiry_bars = 1.5: must be a whole number in [1, 1000000000]"),
 ])
 def test_invalid_order_fields_name_the_fields(tmp_path, fields, message):
     r = run(tmp_path, LIMIT_ROWS, filter={1: fields})

@@ -141,3 +141,38 @@ def test_risk_config_names_the_bad_field():
         RiskConfig(max_drawdown_pct=-1)
     with pytest.raises(ValueError, match="on_breach"):
         RiskConfig(on_breach="panic")
+
+
+def test_the_owners_unblock_does_not_lift_a_drawdown_block(tmp_path):
+    events = []
+    r = runner(tmp_path, events, max_drawdown_pct=5.0)
+    bar(r, T0, 100, 100, 100, 100)
+    bar(r, T0 + MIN, 100, 101, 99, 100)          # long 10 @ 100, equity 10,000
+    bar(r, T0 + 2 * MIN, 100, 100, 40, 40)       # equity 9,400: -6 %: blocked
+    r.block_entries("portfolio says so")
+    assert r.core.entries_blocked == "portfolio says so"     # the owner's reason shows first
+    r.unblock_entries()
+    assert r.core.entries_blocked.startswith("max_drawdown_pct")
+    r.strategy.set_context("exit_now", True)
+    bar(r, T0 + 3 * MIN, 40, 41, 39, 40)
+    bar(r, T0 + 4 * MIN, 40, 41, 39, 40)          # exit at 40; no new entry
+    bar(r, T0 + 5 * MIN, 40, 41, 39, 40)
+    assert r.machine.position is None
+    assert len(kinds(events, "risk_limit")) == 1
+
+
+def test_a_short_does_not_scale_in_on_its_own_sale_proceeds(tmp_path):
+    # Default sizing (size_fraction 0.5) uses the cash a long of the same size would have left,
+    # as for a long: short 50 @ 100 from 10,000 (cash 15,000, of which 2 x 5,000 back the
+    # short: 5,000 free), then 0.5 x 5,000 / 100 = 25 more, then 0.5 x 2,500 / 100 = 12.5.
+    path = tmp_path / "short.lua"
+    path.write_text("""
+function detect_opportunity(md, ctx, ind) return {reason = "go"} end
+function filter_commitment(md, ctx, ind) return {action = "enter_short"} end
+function manage_position(md, ctx, ind) return {action = "enter_short"} end
+""")
+    r = SymbolRunner(SYMBOL, path, execution=ExecutionConfig(starting_cash=10_000.0, size_fraction=0.5))
+    for i in range(4):
+        bar(r, T0 + i * MIN, 100, 100, 100, 100)
+    assert [lot["quantity"] for lot in r.core.lots()] == [50.0, 25.0, 12.5]
+    assert r.core.cash == 10_000.0 + 100 * 87.5 and r.equity == 10_000.0

@@ -97,7 +97,8 @@ def strategies_folder(tmp: Path) -> Path:
 
 
 def make_server(tmp: Path, *, bars_per_s: float = 20.0, record: bool = True, client_queue: int = 2000,
-                runners: list | None = None, portfolio: dict | None = None) -> LiveServer:
+                runners: list | None = None, replay: int = 20_000,
+                portfolio: dict | None = None) -> LiveServer:
     folder = strategies_folder(tmp)
     runners = runners or [
         {"symbol": "BTCUSDT", "strategy": str(folder / "ema_crossover.lua"), "feed": "sim",
@@ -110,7 +111,8 @@ def make_server(tmp: Path, *, bars_per_s: float = 20.0, record: bool = True, cli
     engine, recorder, sessions = build(config, record_dir=str(tmp / "sessions") if record else None)
     server = Server(engine, host="127.0.0.1", port=0, tokens=Tokens(TOKEN),
                     catalog=StrategyCatalog([folder]), sessions_folder=sessions or tmp / "sessions",
-                    recorder=recorder, say=lambda text: None, client_queue=client_queue)
+                    recorder=recorder, say=lambda text: None, client_queue=client_queue,
+                    replay=replay)
     return LiveServer(server)
 
 

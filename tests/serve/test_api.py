@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
-from tradesim.serve.security import Tokens, view_token_for
+from tradesim.serve.security import CSP, Tokens, view_token_for
 
 from .conftest import TOKEN, wait_for
 
@@ -445,8 +446,8 @@ def test_cross_origin_preflight_gets_no_cors_headers(live):
 
 
 def test_docs_only_when_enabled_and_an_idle_engine_answers():
-    """``--docs`` serves Swagger UI; the app also works over an engine that is not running
-    (snapshots then come straight from the runner)."""
+    """``--docs`` serves Swagger UI from the package (no external host, the dashboard's strict CSP);
+    the app also works over an engine that is not running (snapshots then come straight from the runner)."""
     import asyncio
 
     import httpx
@@ -469,12 +470,21 @@ def test_docs_only_when_enabled_and_an_idle_engine_answers():
         async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8000",
                                      headers={"Authorization": f"Bearer {TOKEN}"}) as c:
             docs = await c.get("/docs")
+            refs = re.findall(r'(?:src|href)="([^"]*)"', docs.text)
+            assets = {ref: await c.get(ref) for ref in refs}
             snap = await c.get(f"/api/runners/{rid}/snapshot")
             rows = await c.get("/api/runners")
-        return docs, snap, rows
-    docs, snap, rows = asyncio.run(main())
+        return docs, assets, snap, rows
+    docs, assets, snap, rows = asyncio.run(main())
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
-    assert "cdn.jsdelivr.net" in docs.headers["content-security-policy"]       # only on /docs
-    assert "cdn.jsdelivr.net" not in snap.headers["content-security-policy"]
+    # every script, style sheet and link is a path on this server: no external host, no inline script
+    assert "/static/swagger-ui/swagger-ui-bundle.js" in assets and "/static/docs.js" in assets
+    assert all(ref.startswith("/") and not ref.startswith("//") for ref in assets), list(assets)
+    assert all(resp.status_code == 200 for resp in assets.values()), {k: v.status_code for k, v in assets.items()}
+    assert re.findall(r"<script(?![^>]*\ssrc=)[^>]*>", docs.text) == []
+    assert "SwaggerUIBundle" in assets["/static/swagger-ui/swagger-ui-bundle.js"].text
+    # the same strict policy as every other page: scripts and styles only from this server
+    assert docs.headers["content-security-policy"] == snap.headers["content-security-policy"] == CSP
+    assert "script-src 'self';" in CSP and "unsafe-eval" not in CSP and "http" not in CSP
     assert snap.status_code == 200 and snap.json()["stats"]["bars"] == 0 and snap.json()["position"] is None
     assert [r["id"] for r in rows.json()] == [rid]

@@ -9,7 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import make_server, wait_for
+from tradesim.engine.config import parse_config
+from tradesim.serve.security import Tokens
+from tradesim.serve.server import Server, build
+from tradesim.serve.strategies import StrategyCatalog
+
+from .conftest import TOKEN, LiveServer, make_server, strategies_folder, wait_for
 
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser")) if p), None)
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install -y chromium)")
@@ -196,3 +201,29 @@ def test_reconnect_is_shown(page, browser_server, tmp_path):
 def _drop(client) -> None:
     client.dropped = "dropped by the test"
     client.wake.set()
+
+
+def test_docs_page_draws_with_no_external_host(page, tmp_path):
+    """``--docs``: Swagger UI draws the API from the package's files under the strict CSP; the
+    browser asks no other host for anything, and the page logs no error (no CSP violation)."""
+    folder = strategies_folder(tmp_path)
+    config = parse_config({"feeds": {"sim": {"type": "simulated", "symbols": ["BTCUSDT"], "bars": 0, "speed": 60}},
+                           "runners": [{"symbol": "BTCUSDT", "strategy": str(folder / "ema_crossover.lua"),
+                                        "feed": "sim"}]}, "test")
+    engine, _, _ = build(config)
+    srv = LiveServer(Server(engine, port=0, tokens=Tokens(TOKEN), catalog=StrategyCatalog([folder]),
+                            sessions_folder=tmp_path / "sessions", docs=True, say=lambda text: None))
+    try:
+        hosts = []
+        page.on("request", lambda r: hosts.append(r.url.split("/")[2]))
+        code = srv.server.tokens.one_time_code()
+        page.goto(f"{srv.url}/login?code={code}")
+        page.goto(f"{srv.url}/docs")
+        page.wait_for_selector("body[data-ready='docs']")
+        page.wait_for_selector(".opblock-summary-path[data-path='/api/runners']")
+        assert page.locator(".opblock").count() >= 20
+        shot(page, tmp_path, "docs")
+        assert set(hosts) == {f"127.0.0.1:{srv.server.port}"}, set(hosts)
+        assert page.problems == []
+    finally:
+        srv.stop()

@@ -50,7 +50,7 @@ def test_reconnect_with_from_seq_gets_what_was_missed(live):
         first = receive(ws, 5)
     last = first[4]["seq"]
     # some more events happen while disconnected
-    wait_for(lambda: live.server.engine.bus.seq > last + 20, what="more events")
+    wait_for(lambda: live.server.state.broadcaster.seq > last + 20, what="more events")
     with wsc.connect(events_url(live, f"?types=bar_received&from_seq={last + 1}"), additional_headers=AUTH) as ws:
         hello = json.loads(ws.recv(timeout=30))[0]
         assert hello["gap_from"] is None
@@ -136,3 +136,181 @@ def test_broadcaster_drops_a_full_client_with_a_notice():
         late, gap = b.add(None, 1000, 0)
         assert gap == 1
     asyncio.run(main())
+
+
+# -- reconnecting past what is kept ---------------------------------------------------------------
+
+def _collect_until(ws, seq: int, timeout: float = 60.0) -> list[dict]:
+    """Events from `ws` until one with seq >= `seq` (hello and notices left out)."""
+    out: list[dict] = []
+    while not out or out[-1]["seq"] < seq:
+        out += [e for e in json.loads(ws.recv(timeout=timeout)) if e["type"] not in ("hello",)]
+    return out
+
+
+def test_reconnect_older_than_kept_gets_every_event_from_the_session_log(tmp_path):
+    # Only 40 events are kept in memory: a client away for longer reads the rest from the log.
+    srv = make_server(tmp_path, bars_per_s=40, replay=40)
+    try:
+        b = srv.server.state.broadcaster
+        assert b.numbering == "session"
+        url = events_url(srv)
+        with wsc.connect(url, additional_headers=AUTH) as watcher, srv.client() as c:
+            start = json.loads(watcher.recv(timeout=30))[0]["seq"]
+            with wsc.connect(url, additional_headers=AUTH) as away:
+                json.loads(away.recv(timeout=30))
+                seen = _collect_until(away, start + 5)
+            last = seen[-1]["seq"]
+            # a control action while it is away: it must get that too, with its scope
+            assert c.post("/api/runners/BTCUSDT:ema_crossover/pause").status_code == 202
+            assert c.post("/api/runners/BTCUSDT:ema_crossover/resume").status_code == 202
+            wait_for(lambda: b.kept_from() > last + 100, what="the away client's events to leave memory")
+            with wsc.connect(events_url(srv, f"?from_seq={last + 1}"), additional_headers=AUTH) as back:
+                hello = json.loads(back.recv(timeout=30))[0]
+                assert hello["type"] == "hello" and hello["from_log"] is True and hello["gap_from"] is None
+                end = b.seq + 60   # past what is kept now: the replay must hand over to live events
+                again = _collect_until(back, end)
+            live_view = _collect_until(watcher, end)
+        srv.server.recorder.flush()
+        from tradesim.sessions import open_session
+
+        logged = [e for e in open_session(srv.server.recorder.path).log.events(from_seq=last + 1, to_seq=end)
+                  if e["type"] in {"bar", "feed_status", "control", "runner_added", "state_transition",
+                                   "position_opened", "position_closed", "position_updated", "opportunity_detected",
+                                   "action_rejected", "runner_error", "runner_status", "strategy_reloaded",
+                                   "analysis_timeout"}]
+    finally:
+        srv.stop()
+    again = [e for e in again if e["seq"] <= end]
+    seqs = [e["seq"] for e in again]
+    # every event the log holds for the stream, once, in order
+    assert seqs == [e["seq"] for e in logged]
+    assert len(seqs) > 100
+    # and the same bytes a client connected all along received (log read back == live)
+    assert again == [e for e in live_view if last < e["seq"] <= end]
+    bars = [e for e in again if e["type"] == "bar_received"]
+    assert [(e["symbol"], e["timestamp"], e["close"]) for e in bars] == \
+        [(e["symbol"], e["timestamp"], e["close"]) for e in logged if e["type"] == "bar"]
+    controls = [(e["command"], e["runner_id"], e["scope"]) for e in again if e["type"] == "control"]
+    assert ("pause", "BTCUSDT:ema_crossover", "control") in controls
+    assert ("resume", "BTCUSDT:ema_crossover", "control") in controls
+
+
+def test_without_a_recording_an_old_from_seq_gets_a_gap_notice(tmp_path):
+    srv = make_server(tmp_path, bars_per_s=40, replay=30, record=False)
+    try:
+        b = srv.server.state.broadcaster
+        assert b.numbering == "engine"
+        url = events_url(srv)
+        with wsc.connect(url, additional_headers=AUTH) as watcher:
+            start = json.loads(watcher.recv(timeout=30))[0]["seq"]
+            with wsc.connect(url, additional_headers=AUTH) as away:
+                json.loads(away.recv(timeout=30))
+                last = _collect_until(away, start + 3)[-1]["seq"]
+            wait_for(lambda: b.kept_from() > last + 50, what="events to leave memory")
+            with wsc.connect(events_url(srv, f"?from_seq={last + 1}"), additional_headers=AUTH) as back:
+                hello = json.loads(back.recv(timeout=30))[0]
+                first = _collect_until(back, 0)[0]
+        assert hello["from_log"] is False and hello["gap_from"] is not None and hello["gap_from"] > last + 1
+        assert first["seq"] >= hello["gap_from"]
+    finally:
+        srv.stop()
+
+
+def test_the_bus_is_idle_while_no_client_listens(tmp_path):
+    srv = make_server(tmp_path, bars_per_s=40, record=False)
+    try:
+        engine = srv.server.engine
+        feed_bars = lambda: engine.health()["feeds"]["sim"]["bars"]  # noqa: E731
+        wait_for(lambda: feed_bars() > 10, what="bars")
+        assert engine.bus.active is False
+        before_seq, before_bars = engine.bus.seq, feed_bars()
+        wait_for(lambda: feed_bars() > before_bars + 20, what="more bars")
+        assert engine.bus.seq == before_seq   # no event was built for nobody
+        with wsc.connect(events_url(srv), additional_headers=AUTH) as ws:
+            json.loads(ws.recv(timeout=30))
+            assert engine.bus.active is True
+            assert receive(ws, 3)[0]["seq"] > before_seq
+        wait_for(lambda: engine.bus.active is False, what="the bus to go idle after the last client left")
+    finally:
+        srv.stop()
+
+
+def test_a_recorded_session_streams_the_log_and_leaves_the_bus_idle(live):
+    with wsc.connect(events_url(live, "?types=bar_received"), additional_headers=AUTH) as ws:
+        json.loads(ws.recv(timeout=30))
+        assert receive(ws, 3)
+        assert live.server.engine.bus.active is False
+
+
+def test_logged_events_convert_to_the_engine_events():
+    """The recorded stream carries what the bus would have: the same events, field for field."""
+    import tempfile
+
+    from tradesim.engine.config import parse_config
+    from tradesim.engine.run import build_engine
+    from tradesim.recording import SessionRecorder
+    from tradesim.serve.broadcast import LogPages, LogStream
+    from tradesim.sessions import open_session
+    from tradesim.strategy.examples import example_path
+
+    config = parse_config({"feeds": {"sim": {"type": "simulated", "symbols": ["BTCUSDT"], "bars": 400}},
+                           "runners": [{"symbol": "BTCUSDT", "strategy": str(example_path("ema_crossover")),
+                                        "feed": "sim", "params": {"fast": 2, "slow": 4}}]}, "test")
+    engine = build_engine(config)
+    with tempfile.TemporaryDirectory() as tmp:
+        recorder = SessionRecorder(tmp, kind="run")
+        engine.record(recorder)
+
+        async def main():
+            sub = engine.subscribe(maxsize=100_000)
+            await engine.run()
+            engine.close("end")
+            sub.close()
+            return [e async for e in sub]
+        bus_events = asyncio.run(main())
+        recorder.finish()
+        stream = LogStream()
+        logged = [c for e in open_session(recorder.path).log.events() if (c := stream.convert(e))]
+        # read back page by page from anywhere: the same bytes as one pass from the start
+        # (``time`` of a runner's event comes from the bar before it, found across pages)
+        log_dir = recorder.path / "log"
+        last = open_session(recorder.path).log.last_seq
+        for start in (1, 123, last - 40):
+            pages = LogPages(log_dir, start, None)
+            got = []
+            while pages.next <= last:
+                got += pages.read(last, limit=7)
+            pages.close()
+            assert got == [data for _, data in logged if json.loads(data)["seq"] >= start]
+    strip = lambda d: {k: v for k, v in d.items() if k not in ("seq", "time")}  # noqa: E731
+    from_log = [strip(json.loads(data)) for _, data in logged]
+    from_bus = [strip(json.loads(e.to_json())) for e in bus_events]
+    for kind in ("bar_received", "state_transition", "position_opened", "position_closed", "runner_status"):
+        mine = [e for e in from_log if e["type"] == kind]
+        theirs = [e for e in from_bus if e["type"] == kind]
+        assert mine == theirs and mine, kind
+
+
+def test_a_failed_recording_hands_the_stream_to_the_engine(tmp_path):
+    srv = make_server(tmp_path, bars_per_s=40)
+    try:
+        rec = srv.server.recorder
+        with wsc.connect(events_url(srv), additional_headers=AUTH) as ws:
+            assert json.loads(ws.recv(timeout=30))[0]["numbering"] == "session"
+            last = receive(ws, 5)[-1]["seq"]
+            rec._failed(OSError(28, "No space left on device"))   # what a full disk does to the recorder
+            notices = []
+            while not notices:
+                notices = [e for e in json.loads(ws.recv(timeout=30)) if e["type"] == "subscriber_dropped"]
+            assert "No space left on device" in notices[0]["reason"]
+        # it reconnects with its (session-numbered) from_seq: ignored, the engine's stream follows
+        with wsc.connect(events_url(srv, f"?from_seq={last + 1}&types=bar_received"),
+                         additional_headers=AUTH) as ws:
+            hello = json.loads(ws.recv(timeout=30))[0]
+            assert hello["numbering"] == "engine" and hello["from_seq_ignored"] is True
+            bars = receive(ws, 3)
+        assert [e["type"] for e in bars] == ["bar_received"] * len(bars)
+        wait_for(lambda: srv.server.engine.bus.active is False, what="the bus to go idle once the client left")
+    finally:
+        srv.stop()

@@ -47,7 +47,8 @@ def test_sigkill_at_random_moments_leaves_a_verifiable_prefix(btc_path, tmp_path
     assert full.returncode == 0, err
     reference = list(LogReader(tmp_path / "full" / "log").events())
     total = _log_bytes(tmp_path / "full" / "log")
-    assert len(reference) > 1000 and total > 200_000
+    # (outcomes are logged once per 16,384-bar chunk: few events, many blocks of bars)
+    assert len(reference) > 40 and total > 200_000
 
     # Kill points spread over the recording by how much it has written (not by time, which a
     # loaded machine stretches): each run is killed once its log reaches a random share of it.

@@ -18,7 +18,8 @@ import pytest
 from tradesim.backtest import Backtest
 from tradesim.eventlog import LogReader, LogWriteError
 from tradesim.recording import SessionRecorder, load_manifest
-from tradesim.recording.recorder import BAR_COLUMNS, RecordingError
+from tradesim.recording.outcomes import expand
+from tradesim.recording.recorder import BAR_COLUMNS, RecordingError, bar_columns
 
 REPO = Path(__file__).resolve().parents[2]
 EMA = REPO / "lua-strategies" / "examples" / "ema_crossover.lua"
@@ -27,7 +28,8 @@ START, END = "2025-06-01", "2025-06-08"   # 10,080 real 1m bars
 
 
 def _events(path: Path) -> list[dict]:
-    return list(LogReader(path / "log").events())
+    # as readers see them: a backtest's chunks of outcomes expanded
+    return list(expand(LogReader(path / "log").events()))
 
 
 def test_a_recorded_backtest_holds_every_bar_decision_and_fill(btc_path, tmp_path):
@@ -46,14 +48,15 @@ def test_a_recorded_backtest_holds_every_bar_decision_and_fill(btc_path, tmp_pat
     assert manifest["files"] == [{"path": str(btc_path), "sha256": hashlib.sha256(btc_path.read_bytes()).hexdigest()}]
     assert manifest["result"]["trades"] == len(result.trades)
 
+    raw = list(LogReader(rec.path / "log").events())
+    assert [e["seq"] for e in raw] == list(range(1, len(raw) + 1))
     events = _events(rec.path)
-    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
     bars = bt.bars[0]
     for run in result.runs:
         key = f"{run.symbol}:{run.strategy}"
         chunks = [e for e in events if e["type"] == "bars" and e["runner"] == key]
-        for name, dtype in BAR_COLUMNS:   # every input bar, in order, bit for bit
-            got = np.concatenate([np.frombuffer(c[name], dtype=dtype) for c in chunks])
+        for name, _ in BAR_COLUMNS:   # every input bar, in order, bit for bit
+            got = np.concatenate([bar_columns(c)[name] for c in chunks])
             np.testing.assert_array_equal(got, getattr(bars, name))
         mine = [e for e in events if e.get("runner") == key]
         runner = next(r for r, _ in bt.runners if r.strategy.name == run.strategy)
@@ -107,7 +110,7 @@ def test_a_failing_log_stops_the_recording_not_the_backtest(btc_path, tmp_path, 
 
     def failing_append(self, event):
         calls["n"] += 1
-        if calls["n"] > 50:
+        if calls["n"] > 1:   # the first chunk's bars are logged, its outcomes fail
             raise LogWriteError("No space left on device (errno 28) writing the test log")
         return real_append(self, event)
     monkeypatch.setattr(LogWriter, "append", failing_append)
@@ -132,3 +135,41 @@ def test_session_names_are_checked_and_never_reused(tmp_path):
     assert second.id == second.path.name and second.manifest["id"] == second.id
     unused = SessionRecorder(tmp_path, kind="backtest", name="never-started")
     assert not unused.path.exists()             # a run that fails to load leaves no folder behind
+
+
+def _per_event(bt: Backtest) -> list[dict]:
+    # The same backtest, each outcome sent to a sink as its own event (a live run's form).
+    got: list[dict] = []
+    runner = bt.runners[0][0]
+    runner.record_to(got.append)
+    bt.run()
+    runner.record_to(None)
+    return got
+
+
+@pytest.mark.parametrize("strategy", ["ema", "orders"])
+def test_a_backtests_chunked_outcomes_expand_to_the_per_event_recording(btc_path, tmp_path, strategy):
+    import msgpack
+
+    from tradesim.bench.suite import ORDERS_BENCH_STRATEGY
+
+    if strategy == "orders":   # limit entries, trailing stops: order and update events too
+        script = tmp_path / "orders.lua"
+        script.write_text(ORDERS_BENCH_STRATEGY)
+    else:
+        script = EMA
+    reference = _per_event(Backtest(script, btc_path, start=START, end="2025-06-20", commission_bps=10))
+    rec = SessionRecorder(tmp_path, kind="backtest", name="batched")
+    Backtest(script, btc_path, start=START, end="2025-06-20", commission_bps=10).run(rec)
+    raw = list(LogReader(rec.path / "log").events())
+    assert sum(e["type"] == "outcomes" for e in raw) >= 2          # 18,720 bars: two chunks
+    got = [e for e in expand(raw) if e.get("runner") is not None and e["type"] not in ("bars", "snapshot", "shutdown")]
+    kinds = {e["type"] for e in got}
+    assert {"decision", "opportunity_detected", "position_opened", "position_closed"} <= kinds
+    if strategy == "orders":
+        assert any(e["type"] == "decision" and "fields" in e for e in got) and "position_updated" in kinds
+    assert len(got) == len(reference) > 100
+
+    def form(e):   # compared encoded (NaN == NaN); seq, sub, time and the runner key are the log's
+        return msgpack.packb({k: v for k, v in e.items() if k not in ("seq", "sub", "time", "runner")})
+    assert [form(e) for e in got] == [form(e) for e in reference]

@@ -39,34 +39,42 @@ def test_inspect_at_each_fill_shows_the_backtests_position(recorded):
     folder, result = recorded
     session = open_session(folder / "ema")
     key = "BTCUSDT:ema_crossover"
-    opened = [e for e in session.log.events(types={"position_opened"})]
-    closed = [e for e in session.log.events(types={"position_closed"})]
+    opened = [e for e in session.events(types={"position_opened"})]
+    closed = [e for e in session.events(types={"position_closed"})]
     trades = result.trades
     assert len(opened) == len(trades) > 10
     for k in (0, 1, len(trades) // 2, len(trades) - 2):
-        st = state_at(session, opened[k]["seq"])["runners"][key]
+        st = state_at(session, opened[k]["seq"], opened[k]["sub"])["runners"][key]
         assert st["state"] == "IN_POSITION"
         assert st["position"]["entry_price"] == trades[k].entry_price
         assert st["position"]["entry_time"] == trades[k].entry_time
         assert st["position"]["quantity"] == pytest.approx(trades[k].quantity, rel=1e-12)
-        after = state_at(session, closed[k]["seq"])["runners"][key]
+        after = state_at(session, closed[k]["seq"], closed[k]["sub"])["runners"][key]
         assert after["state"] == "IDLE" and after["position"] is None
         assert after["last_trade"]["exit_time"] == trades[k].exit_time
     # --time names the last event at or before that time
-    decision = next(iter(session.log.events(types={"decision"})))
+    decision = next(iter(session.events(types={"decision"})))
     point = resolve_point(session, time_ms=decision["timestamp"])
     assert point >= decision["seq"] and session.log.event(point)["time"] <= decision["timestamp"]
     later = session.log.event(point + 1)
     assert later["time"] > decision["timestamp"]              # the last event at or before the time
     with pytest.raises(ValueError, match="seq"):
         resolve_point(session, seq=10**9)
+    # --time inside a chunk of outcomes: the state at that bar, not after the whole chunk
+    for k in (1, len(trades) // 2):
+        t = trades[k].entry_time
+        st = state_at(session, resolve_point(session, time_ms=t), until_time=t)["runners"][key]
+        assert st["state"] == "IN_POSITION" and st["position"]["entry_time"] == t
+        before = state_at(session, resolve_point(session, time_ms=t - 1), until_time=t - 1)["runners"][key]
+        assert before["position"] is None or before["position"]["entry_time"] < t
 
 
 def test_inspect_command_formats(recorded):
     folder, result = recorded
     session = open_session(folder / "ema")
-    seq = next(iter(session.log.events(types={"position_opened"})))["seq"]
-    out = _cli("inspect", "ema", "--sessions", folder, "--seq", seq, "--format", "json",
+    opened = next(iter(session.events(types={"position_opened"})))
+    seq = opened["seq"]
+    out = _cli("inspect", "ema", "--sessions", folder, "--seq", seq, "--sub", opened["sub"], "--format", "json",
                "--events", "decision,position_opened")
     assert out.exit_code == 0, out.output
     data = json.loads(out.output)

@@ -387,6 +387,8 @@ class Backtest:
                 runner.close_position()
                 equity[-1] = runner.equity
                 in_pos[-1] = 0
+            if recorder is not None:
+                recorder.flush_outcomes(key)
             runs.append(self._run_result(runner, bars, equity, in_pos))
         return runs
 
@@ -458,6 +460,7 @@ class Backtest:
         for j, (runner, bars) in enumerate(self.runners):
             if recorder is not None:
                 recorder.append({"type": "shutdown", "runner": keys[j], "reason": "end_of_data"})
+                recorder.flush_outcomes(keys[j])
             runs.append(self._run_result(runner, bars, np.array(equity[j], dtype=np.float64),
                                          np.array(in_pos[j], dtype=np.uint8)))
         return runs, cash
@@ -481,7 +484,8 @@ class Backtest:
                                 window_size=self.window_size,
                                 options={"max_consecutive_errors": self.max_consecutive_errors,
                                          "ambiguity_policy": self.ambiguity_policy,
-                                         "analysis_timeout_bars": self.analysis_timeout_bars})
+                                         "analysis_timeout_bars": self.analysis_timeout_bars},
+                                batch=True)   # outcomes written per chunk (recording.outcomes)
         if not recorder.recording:
             recorder.start()
 

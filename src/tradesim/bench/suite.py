@@ -344,42 +344,77 @@ def _bench_orders(quick: bool) -> list[BenchResult]:
 
 
 def synthetic_session(folder, n_events: int, runner: str = "BTCUSDT:ema_crossover"):
-    """A session folder with `n_events` events shaped like a recorded backtest's (a snapshot every
-    4,096 events, decisions with indicator values, fills), written through `SessionRecorder`."""
+    """A session folder with about `n_events` events shaped like a recorded backtest's (session format
+    2), written through `SessionRecorder`: per 16,384-bar chunk a ``bars`` event, an ``outcomes``
+    event (decision, opportunity, fill, decision, close: one row per 11 bars, as the EMA crossover on
+    BTCUSDT 1m makes) and a ``snapshot``. Every bar and every outcome counts as an event."""
+    import struct
+
     from tradesim.recording import SessionRecorder
+    from tradesim.recording.recorder import BAR_COLUMNS, _shuffle
 
     rec = SessionRecorder(folder, kind="backtest", name="synthetic", fsync="never")
     rec.manifest["runners"] = [{"key": runner, "symbol": "BTCUSDT", "strategy": "ema_crossover",
                                 "script": "ema_crossover.lua", "sha256": "", "params": {}, "execution": {},
                                 "window_size": 500, "feed": None, "options": {}}]
     rec.start()
-    ts = 1_700_000_000_000
-    for i in range(n_events):
-        ts += 60_000
-        k = i % 4096
-        if k == 0:
-            rec.append({"type": "snapshot", "runner": runner, "timestamp": ts, "status": "running",
-                        "state": "IDLE", "position": None, "pending_order": False, "context": {},
-                        "indicators": {"ema:10": 100.0 + k, "ema:20": 100.5}, "bars": i, "decisions": i // 2,
-                        "trades": i // 4, "cash": 10_000.0, "equity": 10_000.0})
-        elif k % 3 == 1:
-            rec.append({"runner": runner, "type": "decision", "symbol": "BTCUSDT", "strategy": "ema_crossover",
-                        "timestamp": ts, "state": "IDLE", "started": True, "start_reason": "ema_cross_up",
-                        "action": "enter_long", "quantity": math.nan, "stop_loss": math.nan,
-                        "take_profit": math.nan, "price": math.nan, "reason": "ema_cross_up",
-                        "indicators": {"ema:10": 100.0 + k, "ema:20": 100.5}})
-        elif k % 3 == 2:
-            rec.append({"runner": runner, "type": "position_opened", "symbol": "BTCUSDT",
-                        "strategy": "ema_crossover", "timestamp": ts, "side": "long", "quantity": 0.1,
-                        "price": 100.0 + k, "fee": 0.0, "reason": "ema_cross_up"})
-        else:
-            rec.append({"runner": runner, "type": "position_closed", "symbol": "BTCUSDT",
-                        "strategy": "ema_crossover", "timestamp": ts,
-                        "trade": {"side": "long", "quantity": 0.1, "entry_time": ts - 60_000,
-                                  "entry_price": 100.0, "exit_time": ts, "exit_price": 101.0, "pnl": 0.1,
-                                  "fees": 0.0, "exit_reason": "ema_cross_down"}})
+    chunk, per_row = 16_384, 11
+    rows_per_chunk = chunk // per_row
+    layout = [["ema:10", 0, 1, ["value"]], ["ema:20", 1, 1, ["value"]]]
+    rng = np.random.default_rng(3)
+    t0, done, bars_done = 1_700_000_000_000, 0, 0
+    nan = math.nan
+    while done < n_events:
+        ts = t0 + 60_000 * (bars_done + np.arange(chunk, dtype=np.int64))
+        close = 100.0 + np.cumsum(rng.normal(0, 0.1, chunk))
+        cols = {"timestamp": ts, "open": close, "high": close + 0.05, "low": close - 0.05, "close": close,
+                "volume": rng.random(chunk) * 10}
+        event = {"type": "bars", "runner": runner, "symbol": "BTCUSDT", "start": bars_done, "count": chunk,
+                 "time": int(ts[0]), "shuffled": True}
+        for name, dtype in BAR_COLUMNS:
+            event[name] = _shuffle(np.ascontiguousarray(cols[name], dtype=dtype))
+        rec.append(event)
+        rows: list[tuple] = []
+        for k in range(rows_per_chunk):
+            t = int(ts[k * per_row])
+            values = struct.pack("<2d", 100.0 + k, 100.5)
+            step = k % 5
+            if step == 0:
+                rows.append((0, t, 0, True, "ema_cross_up", 0, nan, nan, nan, nan, "", None, values))
+            elif step == 1:
+                rows.append((3, t, "ema_cross_up", {"setup": "cross"}))
+            elif step == 2:
+                rows.append((1, t, "long", 0.1, 100.0 + k, 0.0, "ema_cross_up"))
+            elif step == 3:
+                rows.append((0, t, 2, False, "", 2, nan, nan, nan, nan, "ema_cross_down", None, values))
+            else:
+                rows.append((2, t, "long", 0.1, t - 60_000, 100.0, t, 101.0, 0.1, 0.0, "ema_cross_down", False,
+                             bars_done, bars_done + 1))
+        rec.append({"type": "outcomes", "runner": runner, "symbol": "BTCUSDT", "strategy": "ema_crossover",
+                    "time": rows[0][1], "count": len(rows), "indicators": layout, "rows": rows})
+        rec.append({"type": "snapshot", "runner": runner, "timestamp": int(ts[-1]), "status": "running",
+                    "state": "IDLE", "position": None, "pending_order": False, "context": {},
+                    "indicators": {"ema:10": 100.0, "ema:20": 100.5}, "bars": bars_done + chunk,
+                    "decisions": bars_done // 5, "trades": bars_done // 10, "cash": 10_000.0, "equity": 10_000.0})
+        bars_done += chunk
+        done += chunk + len(rows) + 1
     rec.finish()
     return rec.path
+
+
+def read_session(path) -> int:
+    """Read a session back as its readers do (`Session.events`: outcomes expanded to dicts, every
+    ``bars`` event's columns decoded to arrays); returns the events read (a bar counts as one)."""
+    from tradesim.recording.recorder import bar_columns
+    from tradesim.sessions import open_session
+
+    count = 0
+    for event in open_session(path).events():
+        if event["type"] == "bars":
+            count += len(bar_columns(event)["timestamp"])
+        else:
+            count += 1
+    return count
 
 
 def _bench_session_log(quick: bool) -> list[BenchResult]:
@@ -388,18 +423,23 @@ def _bench_session_log(quick: bool) -> list[BenchResult]:
 
     from tradesim.sessions import open_session
     from tradesim.sessions.inspect import state_at
+    from tradesim.sessions.session import OUTCOME_TYPES
 
     n = 1_000_000 if quick else 10_000_000
     with tempfile.TemporaryDirectory(prefix="tradesim-bench-") as tmp:
         path = synthetic_session(tmp, n)
-        rates = []
+        rates, outcome_rates = [], []
         for _ in range(2 if quick else 3):
             t0 = time.perf_counter()
-            count = sum(1 for _ in open_session(path).log.events())
+            count = read_session(path)
             rates.append(count / (time.perf_counter() - t0))
+            t0 = time.perf_counter()   # the outcomes alone, as dicts (compare and replay read these)
+            count = sum(1 for _ in open_session(path).events(types=OUTCOME_TYPES))
+            outcome_rates.append(count / (time.perf_counter() - t0))
         rng = np.random.default_rng(7)
         times = []
-        for seq in rng.integers(1, n, 10 if quick else 30):
+        last = open_session(path).log.last_seq   # (log records: a chunk of bars or outcomes is one)
+        for seq in rng.integers(1, last + 1, 10 if quick else 30):
             t0 = time.perf_counter_ns()
             state_at(open_session(path), int(seq))   # a fresh open each time, as the command does
             times.append(time.perf_counter_ns() - t0)
@@ -408,6 +448,9 @@ def _bench_session_log(quick: bool) -> list[BenchResult]:
     ns = np.array(times, dtype=float)
     return [BenchResult(f"session.read_events.{n // 1_000_000}M", 1e9 / p50r, 1e9 / min(rates), 1e9 / min(rates),
                         p50r, "ns", None, read.passes(p50r), len(rates)),
+            BenchResult(f"session.read_outcome_events.{n // 1_000_000}M", 1e9 / float(np.median(outcome_rates)),
+                        1e9 / min(outcome_rates), 1e9 / min(outcome_rates), float(np.median(outcome_rates)), "ns",
+                        None, None, len(outcome_rates)),
             BenchResult(f"session.inspect_seq.{n // 1_000_000}M_events", float(np.median(ns)),
                         float(np.percentile(ns, 99)), float(ns.max()), 1e9 / float(np.median(ns)), "ns",
                         inspect.limit, inspect.passes(float(np.percentile(ns, 99))), len(ns))]

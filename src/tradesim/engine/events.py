@@ -27,7 +27,8 @@ import orjson
 __all__ = [
     "ActionRejected", "BarReceived", "Event", "EventBus", "FeedStatus", "OpportunityDetected",
     "PositionClosed", "PositionOpened", "PositionUpdated", "RunnerErrorEvent", "RunnerStatusChanged",
-    "AnalysisTimeout", "ControlApplied", "RiskLimit", "StateTransition", "StrategyReloaded", "SubscriberDropped",
+    "AnalysisTimeout", "ControlApplied", "RequestRefused", "RiskLimit", "StateTransition", "StrategyReloaded",
+    "SubscriberDropped",
     "Subscription",
     "EVENT_TYPES",
 ]
@@ -225,6 +226,24 @@ class ControlApplied(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RequestRefused(Event):
+    """A request a front end refused (``tradesim serve``: 401, 403, 413, 415, 421, 429).
+
+    ``route`` is the method and path (no query string), ``reason`` the error code and message,
+    ``client`` the caller's address; credentials are never included. ``suppressed`` counts the
+    refusals not reported one by one since the previous such event (a flood is rate-limited).
+    """
+
+    type: ClassVar[str] = "request_refused"
+    status: int = 0
+    code: str = ""
+    route: str = ""
+    reason: str = ""
+    client: str = ""
+    suppressed: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SubscriberDropped(Event):
     """Last item of a subscription that fell ``maxsize`` events behind."""
 
@@ -236,7 +255,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
     cls.type: cls for cls in (BarReceived, OpportunityDetected, StateTransition, PositionOpened,
                               PositionUpdated, PositionClosed, ActionRejected, RunnerErrorEvent,
                               RunnerStatusChanged, StrategyReloaded, AnalysisTimeout, RiskLimit, FeedStatus,
-                              ControlApplied, SubscriberDropped)
+                              ControlApplied, RequestRefused, SubscriberDropped)
 }
 
 _FIELDS = {name: {f.name for f in fields(cls)} for name, cls in EVENT_TYPES.items()}

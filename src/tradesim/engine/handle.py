@@ -58,6 +58,7 @@ class RunnerHandle(RunnerInbox):
         self.strategy = runner.strategy.name
         self._bus = bus
         self.options: dict[str, Any] = {}   # the SymbolRunner options it was built with (plain values)
+        self.recorder: Any = None   # the engine's SessionRecorder while it records (state transitions)
         self.started = time.monotonic()
         runner.on_event = self._on_runner_event
         runner.events_wanted = lambda: bus.active   # no subscriber: no event is even built
@@ -85,15 +86,19 @@ class RunnerHandle(RunnerInbox):
     def _transitions(self, n: int) -> None:
         # (a trade closes with a transition: keep the runner's history bounded)
         self.runner.trim_history()
-        if self._bus.active:
+        if self._bus.active or self.recorder is not None:
             self._publish_transitions(n)
 
     def _publish_transitions(self, n: int) -> None:
+        bus, rec = self._bus, self.recorder
+        publish = bus.active
         for t in self.runner.machine.history()[-n:]:
-            self._bus.publish(StateTransition, runner_id=self.id, symbol=self.symbol,
-                              strategy=self.strategy, timestamp=t.timestamp,
-                              from_state=t.from_state.name, to_state=t.to_state.name,
-                              reason=t.reason or "")
+            fields = {"symbol": self.symbol, "strategy": self.strategy, "timestamp": t.timestamp,
+                      "from_state": t.from_state.name, "to_state": t.to_state.name, "reason": t.reason or ""}
+            if rec is not None:   # a live session logs them too (`tradesim serve` streams the log)
+                rec.append({"type": "state_transition", "runner": self.id, **fields})
+            if publish:
+                bus.publish(StateTransition, runner_id=self.id, **fields)
 
     # -- events -------------------------------------------------------------------
 

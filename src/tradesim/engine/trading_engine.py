@@ -117,6 +117,8 @@ class TradingEngine:
         self._started: float | None = None
         self._ids = Counter()
         self.recorder: SessionRecorder | None = None
+        #: symbol -> when its last bar arrived (ms UTC, wall clock), from any feed
+        self.last_bar_wall: dict[str, int] = {}
         self.portfolio: Portfolio | None = None
         if portfolio is not None and portfolio.active:
             self.portfolio = Portfolio([], portfolio, on_event=self._portfolio_event,
@@ -134,6 +136,7 @@ class TradingEngine:
         """
         self.recorder = recorder
         for runner_id, handle in self._runners.items():
+            handle.recorder = recorder
             recorder.add_runner(runner_id, handle.runner, feed=handle.feed,
                                 window_size=handle.runner.window.capacity, options=handle.options)
         if not recorder.recording:
@@ -194,10 +197,12 @@ class TradingEngine:
     def add_runner(self, symbol: str, strategy: LuaStrategy | str | Path, *, feed: str | None = None,
                    runner_id: str | None = None, params: dict[str, Any] | None = None,
                    window_size: int = 500, execution: ExecutionConfig | None = None,
-                   queue_size: int | None = None, **runner_options: Any) -> str:
+                   queue_size: int | None = None, audit: dict[str, str] | None = None,
+                   **runner_options: Any) -> str:
         """Add a runner for `symbol` on `feed` (the only feed if omitted); returns its id.
 
         May be called while the engine runs; the runner receives the next bar.
+        `audit` (``scope``, ``origin``: who asked) is kept with the recorded ``runner_added``.
         `runner_options` go to `SymbolRunner` (``max_consecutive_errors``,
         ``ambiguity_policy``, ``analysis_timeout_bars``, ``history_limit``:
         the engine's by default).
@@ -228,8 +233,9 @@ class TradingEngine:
         self._runners[runner_id] = handle
         handle.options = _recordable(runner_options)   # what a recorded session needs to rebuild it
         if self.recorder is not None:
+            handle.recorder = self.recorder
             self.recorder.add_runner(runner_id, runner, feed=feed_name, window_size=window_size,
-                                     options=handle.options)
+                                     options=handle.options, audit=audit)
         self._routes.setdefault((feed_name, symbol), []).append(handle)
         if self.portfolio is not None:
             self.portfolio.add(runner)
@@ -594,11 +600,14 @@ class TradingEngine:
         wall_ns = time.time_ns
         per_symbol: Counter[str] = Counter()   # bars of this feed per symbol (snapshot cadence)
 
+        last_wall = self.last_bar_wall
+
         def dispatch(bar: Any) -> None:
             arrived = clock()
             counts[name] += 1
+            last_wall[bar.symbol] = recv = wall_ns() // 1_000_000
             if recorder is not None:   # before any runner sees it: the log keeps inputs first
-                recorder.bar(name, bar, wall_ns() // 1_000_000)
+                recorder.bar(name, bar, recv)
                 per_symbol[bar.symbol] += 1
                 if per_symbol[bar.symbol] % SNAPSHOT_EVERY_BARS == 0:
                     for handle in routes.get((name, bar.symbol), ()):

@@ -173,6 +173,16 @@ class LogWriter:
                 self._packer.reset()
                 del event["seq"]
                 raise
+            if len(data) >= self.block_bytes:
+                # A large event makes a block of its own, handed over as it is (no copy into the open
+                # block: a backtest's chunk of bars is ~800 kB). The open block is cut first.
+                self._cut()
+                self._seq = seq
+                t = event.get("time")
+                t = t if type(t) is int else NO_TIME
+                self._pending.append((data, 1, seq, t, t, False))
+                self._cond.notify_all()
+                return seq
             self._seq = seq
             if not self._buf:
                 self._first_seq = seq
@@ -234,6 +244,11 @@ class LogWriter:
                                   self._first_time, self._last_time, True))
             self._dirty = False
             self._cond.notify_all()
+
+    @property
+    def last_seq(self) -> int:
+        """The seq of the last event appended (0 before the first)."""
+        return self._seq
 
     def flush(self) -> None:
         """Write everything appended so far, fsynced unless ``fsync="never"``.

@@ -31,7 +31,10 @@ from typing import Any
 __all__ = ["FORMAT", "LOG_DIR", "MANIFEST_NAME", "ManifestError", "file_sha256", "load_manifest",
            "write_manifest"]
 
-FORMAT = 1
+#: 2: a backtest's outcomes are logged as one ``outcomes`` event per chunk (docs/sessions.md).
+FORMAT = 2
+#: Formats this version reads (1: every outcome its own event).
+READABLE_FORMATS = (1, 2)
 MANIFEST_NAME = "manifest.json"
 LOG_DIR = "log"
 
@@ -49,15 +52,22 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
-    """Write ``manifest.json`` atomically (temporary file, fsync, rename, fsync of the folder)."""
+def write_manifest(folder: Path, manifest: dict[str, Any], *, fsync: bool = True) -> None:
+    """Write ``manifest.json`` atomically (temporary file, fsync, rename, fsync of the folder).
+
+    `fsync` False (a log written with ``fsync="never"``: a backtest) skips both fsyncs: the
+    rename keeps it atomic for a process crash, and after a power loss the run is redone.
+    """
     tmp = folder / (MANIFEST_NAME + ".tmp")
     data = json.dumps(manifest, indent=1, sort_keys=False, allow_nan=False, default=str).encode()
     with open(tmp, "wb") as fh:
         fh.write(data)
         fh.flush()
-        os.fsync(fh.fileno())
+        if fsync:
+            os.fsync(fh.fileno())
     os.replace(tmp, folder / MANIFEST_NAME)
+    if not fsync:
+        return
     fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -80,7 +90,7 @@ def load_manifest(folder: str | Path) -> dict[str, Any]:
         raise ManifestError(f"{folder}: not a recorded session (no {MANIFEST_NAME})") from None
     except (OSError, ValueError) as exc:
         raise ManifestError(f"{path}: unreadable manifest ({exc})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+    if not isinstance(manifest, dict) or manifest.get("format") not in READABLE_FORMATS:
         raise ManifestError(f"{path}: format {manifest.get('format') if isinstance(manifest, dict) else '?'!r}"
-                            f" is not {FORMAT}")
+                            f" is not one of {READABLE_FORMATS}")
     return manifest

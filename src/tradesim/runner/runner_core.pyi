@@ -56,6 +56,8 @@ class RunnerCore:
     """Strategy calls that returned something (a setup, an action, or an invalid result)."""
     recording: bool
     """Report every valid decision to ``handler.on_decision`` (a recorded session)."""
+    record_buffer: list[tuple] | None
+    """While recording: append each decision here as a tuple instead (a recorded backtest)."""
     script: str
     """The strategy's file name, named by the errors of invalid decisions."""
     dispatch: Any

@@ -25,6 +25,7 @@ events (only while someone listens). A backtest calls `run` over arrays; a
 live runner calls `process` per bar: the same `step` either way.
 """
 
+from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.ref cimport Py_INCREF
 from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
 from libc.math cimport NAN, floor, isnan
@@ -222,10 +223,18 @@ cdef class RunnerCore:
     recording : bool
         Report every valid decision to ``handler.on_decision`` before it is
         carried out (a recorded session); off by default.
+    record_buffer : list or None
+        While `recording`: append each decision to this list instead of
+        calling the handler (a recorded backtest, which writes a chunk's
+        outcomes as one event): ``(0, ts, state, started, start_reason,
+        action, quantity, stop_loss, take_profit, price, reason, extra,
+        indicators)``, `indicators` the bank's values (float64, native byte
+        order) as bytes. None (the default): call ``handler.on_decision``.
     bars : int
         Bars processed.
     entries_blocked : str or None
-        Why new entries are rejected (a risk limit, or the owner), or None.
+        Why new entries are rejected (the owner's `block_entries`, else a risk
+        limit), or None (read-only).
     halted : bool
         A risk limit halted the runner (cleared by `resume_trading`).
     account : Account or None
@@ -233,7 +242,8 @@ cdef class RunnerCore:
         uses its cash and equity.
     gate : object or None
         ``gate.allow_entry(core, ts, side, quantity, price)`` is asked before
-        every entry or scale-in fill; a str it returns rejects the fill.
+        every entry or scale-in fill, after all the runner's own checks; a str
+        it returns rejects the fill (with that reason), anything else allows it.
     """
 
     cdef public MarketDataWindow window
@@ -279,7 +289,8 @@ cdef class RunnerCore:
     cdef bint _risk_on, _daily_hit, _drawdown_hit
     cdef double _peak, _day_start, _last_equity
     cdef long long _day
-    cdef public object entries_blocked
+    cdef str _risk_block            # a risk limit's block (or a halt), else None
+    cdef str _owner_block           # the owner's block (block_entries), else None
     cdef int _block_kind
     cdef readonly bint halted
     cdef public Account account
@@ -289,6 +300,7 @@ cdef class RunnerCore:
     cdef public long long bars
     cdef public long long decisions
     cdef public bint recording      # report every decision to handler.on_decision (a session log)
+    cdef public list record_buffer  # ... or append it here, as a tuple (a recorded backtest)
     cdef public str script          # named by invalid-decision errors
     cdef Decoded _decided           # this bar's decision (reused)
 
@@ -327,6 +339,7 @@ cdef class RunnerCore:
         self.bars = 0
         self.decisions = 0
         self.recording = False
+        self.record_buffer = None
         self.script = script
         self._decided = Decoded()
         self._max_notional = max_position_notional
@@ -336,7 +349,7 @@ cdef class RunnerCore:
         self._risk_on = max_daily_loss_pct > 0 or max_drawdown_pct > 0
         self._peak = self._day_start = self._last_equity = cash
         self._day = -1
-        self.entries_blocked = None
+        self._risk_block = self._owner_block = None
         self._block_kind = BLOCK_NONE
         self.halted = False
         self.account = None
@@ -450,6 +463,13 @@ cdef class RunnerCore:
                 if extra is None:
                     extra = {}
                 extra[_AMOUNT_NAMES[i]] = d.amounts[i]
+        if self.record_buffer is not None:   # no handler call, no dict: a tuple and the values' bytes
+            self.record_buffer.append((
+                0, ts, self.machine.state_c, d.started, d.start_reason, d.action,
+                d.amounts[AMOUNT_QUANTITY], d.amounts[AMOUNT_STOP_LOSS], d.amounts[AMOUNT_TAKE_PROFIT],
+                d.amounts[AMOUNT_PRICE], d.reason, extra,
+                PyBytes_FromStringAndSize(<char*>self.bank.values, self.bank.n_values * sizeof(double))))
+            return 0
         self.handler.on_decision(ts, self.machine.state_c, d.started, d.start_reason, d.action,
                                  d.amounts[AMOUNT_QUANTITY], d.amounts[AMOUNT_STOP_LOSS],
                                  d.amounts[AMOUNT_TAKE_PROFIT], d.amounts[AMOUNT_PRICE], d.reason,
@@ -528,11 +548,13 @@ cdef class RunnerCore:
                 return 0
             if kind != ENTRY_MARKET:
                 return self._place(side, kind, amounts, reason or "", ts)
-            if self.working:
-                self._drop_order(ts, "replaced")
             if self.fill_close:
-                self._open(side, close, amounts, reason or "", ts, ENTRY_MARKET)
+                # the working order is replaced only by a fill (a rejected one leaves it)
+                if self._open(side, close, amounts, reason or "", ts, ENTRY_MARKET) and self.working:
+                    self._drop_order(ts, "replaced")
             else:
+                if self.working:
+                    self._drop_order(ts, "replaced")
                 self._queue(ORDER_ENTER, side, amounts, reason)
             return 0
         try:
@@ -630,6 +652,9 @@ cdef class RunnerCore:
                               self._wo_kind):
                 if self.machine.order_working:
                     self.machine.cancel_order()
+                if self.handler.listening():
+                    self.handler.on_order(ts, "cancelled", _side_name(self._wo_side),
+                                          _kind_name(self._wo_kind), self._wo_level, "rejected")
             return 0
         if self._wo_bars_left > 0:
             self._wo_bars_left -= 1
@@ -715,10 +740,14 @@ cdef class RunnerCore:
                         return 0.0
                     q = amounts[AMOUNT_RISK_FRACTION] * equity / dist
             else:
+                # A short's cash holds its sale proceeds and backs the short: what is free
+                # is what a long of the same size would have left (cash - 2 x notional).
+                if self.account is None and self.quantity < 0:
+                    cash = self.cash + 2.0 * self.quantity * price
                 budget = max(cash, 0.0) * self._size_fraction - self._fixed_fee
                 q = 0.0 if budget <= 0 or price <= 0 else budget / (price * (1.0 + self._commission))
         if q <= 0:
-            self.handler.reject(ts, action, f"no quantity: equity {cash:.2f} too small to size an order")
+            self.handler.reject(ts, action, f"no quantity: cash {cash:.2f} too small to size an order")
             return 0.0
         if self._lot_size > 0:
             raw = q
@@ -728,26 +757,33 @@ cdef class RunnerCore:
                                     f"{_plain(self._lot_size)}")
                 return 0.0
         if self._min_notional > 0 and q * price < self._min_notional:
-            self.handler.reject(ts, action, f"notional {q * price:.2f} < min_notional "
-                                f"{self._min_notional:.2f} (quantity {_plain(q)} at {_plain(price)})")
+            self.handler.reject(ts, action, f"notional {_plain(q * price)} < min_notional "
+                                f"{_plain(self._min_notional)} (quantity {_plain(q)} at {_plain(price)})")
             return 0.0
         return q
 
     cdef int _open(self, int side, double base_price, const double* amounts, str reason,
                    long long ts, int kind) except -1:
         # An entry or scale-in fill at `base_price` (slipped unless a limit fill);
-        # returns 1, or 0 when rejected (the handler was told why).
+        # returns 1, or 0 when rejected (the handler was told why, and nothing changed).
         cdef bint buying = side == Side.LONG
         cdef int action = ActionType.ENTER_LONG if buying else ActionType.ENTER_SHORT
         cdef double price = base_price if kind == ENTRY_LIMIT else self._slipped(base_price, buying)
         cdef double quantity, fee, total, sl = amounts[AMOUNT_STOP_LOSS], tp = amounts[AMOUNT_TAKE_PROFIT]
         cdef Position pos = self.machine.position
+        cdef int slot = -1
         if pos is not None and pos.side_c != side:
-            self.handler.reject(ts, action, f"cannot {_action_name(action)} while "
-                                f"{_side_name(pos.side_c)}: exit first")
+            self.handler.reject(ts, action, f"cannot {_action_name(action)} in state "
+                                f"IN_POSITION ({_side_name(pos.side_c)}): exit first")
             return 0
         if self.entries_blocked is not None:
             self.handler.reject(ts, action, f"entries blocked: {self.entries_blocked}")
+            return 0
+        # Every check before anything changes: the levels against this fill, the size,
+        # the risk limits, the indicator a trailing stop needs, then the owner's gate.
+        problem = _level_problem(side, price, sl, tp)
+        if problem is not None:
+            self.handler.reject(ts, action, problem)
             return 0
         quantity = self._size(side, price, amounts, action, ts)
         if quantity <= 0:
@@ -760,55 +796,56 @@ cdef class RunnerCore:
                 self.handler.reject(ts, action, f"max_position_notional: {total:.2f} > "
                                     f"{self._max_notional:.2f}")
                 return 0
+        if not isnan(amounts[AMOUNT_TRAILING_ATR]):
+            try:
+                slot = self.handler.indicator_slot("atr", <int>amounts[AMOUNT_ATR_PERIOD]
+                                                   if not isnan(amounts[AMOUNT_ATR_PERIOD])
+                                                   else DEFAULT_ATR_PERIOD)
+            except ValueError as exc:
+                self.handler.reject(ts, action, f"trailing_atr: {exc}")
+                return 0
         if self.gate is not None:
             why = self.gate.allow_entry(self, ts, side, quantity, price)
-            if why is not None:
-                self.handler.reject(ts, action, str(why))
+            if isinstance(why, str):
+                self.handler.reject(ts, action, why)
                 return 0
-        try:
-            if pos is None:
-                pos = self.machine._enter(action, quantity, price, ts, sl, tp, reason)
-                pos.entry_kind = kind
-                pos.fresh = kind != ENTRY_MARKET
-                self._n_lots = 0
-                self._managed = False
-                self._trail_kind = TRAIL_NONE
-                self._breakeven = NAN
-                self._time_stop = 0
-            else:
-                # A scale-in: its levels, when given, replace the position's (checked first).
-                if not isnan(sl):
-                    self.machine.update_stop_loss(sl)
-                    pos.stop_reason = REASON_STOP_LOSS
-                if not isnan(tp):
-                    self.machine.update_take_profit(tp)
-                self.machine._add(quantity, price)
-        except (InvalidTransition, ValueError) as exc:
-            self.handler.reject(ts, action, str(exc))
-            return 0
+        if pos is None:
+            pos = self.machine._enter(action, quantity, price, ts, sl, tp, reason)
+            pos.entry_kind = kind
+            pos.fresh = kind != ENTRY_MARKET
+            self._n_lots = 0
+            self._managed = False
+            self._trail_kind = TRAIL_NONE
+            self._breakeven = NAN
+            self._time_stop = 0
+        else:
+            # A scale-in: its levels, when given, replace the position's.
+            if not isnan(sl):
+                pos.stop_loss = sl
+                pos.stop_reason = REASON_STOP_LOSS
+            if not isnan(tp):
+                pos.take_profit = tp
+            self.machine._add(quantity, price)
         fee = self._fee(price, quantity)
         self._move_cash(-(quantity * price) - fee if buying else quantity * price - fee)
         self.quantity = pos.quantity if buying else -pos.quantity
         self._add_lot(quantity, price, fee, ts, self.bars - 1)
-        self._set_management(amounts)
+        self._set_management(amounts, slot)
         self._sync_position()
         if self.handler.listening():
             self.handler.on_opened(ts, side, quantity, price, fee, reason)
         return 1
 
-    cdef int _set_management(self, const double* amounts) except -1:
+    cdef int _set_management(self, const double* amounts, int atr_slot) except -1:
         # Trailing stop, breakeven and time stop from an entry's fields (a scale-in
-        # changes only those it gives).
-        cdef int period
+        # changes only those it gives); `atr_slot` is the bank slot of trailing_atr's ATR.
         if not isnan(amounts[AMOUNT_TRAILING_STOP]):
             self._trail_kind, self._trail_value = TRAIL_DISTANCE, amounts[AMOUNT_TRAILING_STOP]
         elif not isnan(amounts[AMOUNT_TRAILING_PERCENT]):
             self._trail_kind, self._trail_value = TRAIL_PERCENT, amounts[AMOUNT_TRAILING_PERCENT] * 1e-2
         elif not isnan(amounts[AMOUNT_TRAILING_ATR]):
-            period = (<int>amounts[AMOUNT_ATR_PERIOD] if not isnan(amounts[AMOUNT_ATR_PERIOD])
-                      else DEFAULT_ATR_PERIOD)
             self._trail_kind, self._trail_value = TRAIL_ATR, amounts[AMOUNT_TRAILING_ATR]
-            self._trail_slot = self.handler.indicator_slot("atr", period)
+            self._trail_slot = atr_slot
         if not isnan(amounts[AMOUNT_BREAKEVEN_AFTER]):
             self._breakeven, self._breakeven_done = amounts[AMOUNT_BREAKEVEN_AFTER], False
         if not isnan(amounts[AMOUNT_TIME_STOP_BARS]):
@@ -830,7 +867,7 @@ cdef class RunnerCore:
             distance = close * self._trail_value
         elif self._trail_kind == TRAIL_ATR:
             distance = self.bank.values[self._trail_slot] * self._trail_value   # NaN while warming
-        if distance > 0:
+        if distance > 0 and (distance < close or not long_):
             candidate = close - distance if long_ else close + distance
             if isnan(stop) or (candidate > stop if long_ else candidate < stop):
                 stop, why = candidate, REASON_TRAILING
@@ -860,14 +897,16 @@ cdef class RunnerCore:
         cdef Position pos = self.machine.position
         cdef double total = pos.quantity, q, price
         price = self._slipped(base_price, pos.side_c == Side.SHORT)
+        cdef double asked
         q = total if isnan(quantity) and isnan(fraction) else (
             quantity if not isnan(quantity) else fraction * total)
         if q < total * (1.0 - 1e-12):
+            asked = q
             if self._lot_size > 0:
                 q = floor(q / self._lot_size + 1e-9) * self._lot_size
             if q <= 0:
-                self.handler.reject(ts, ActionType.EXIT, f"exit quantity rounds to 0 at lot_size "
-                                    f"{_plain(self._lot_size)}")
+                self.handler.reject(ts, ActionType.EXIT, f"exit quantity {_plain(asked)} rounds to 0 "
+                                    f"at lot_size {_plain(self._lot_size)}")
                 return 0
         if q >= total * (1.0 - 1e-12):
             self.machine.exit(price, ts, reason)
@@ -937,6 +976,8 @@ cdef class RunnerCore:
                 lot.quantity -= part
                 lot.fee -= entry_fee
             left -= part
+            if left <= q * 1e-12:     # what rounding leaves is no further trade
+                left = 0.0
         if done:
             self._n_lots -= done
             memmove(self._lots, self._lots + done, self._n_lots * sizeof(Lot))
@@ -988,7 +1029,7 @@ cdef class RunnerCore:
             self._daily_hit = False
             if self._block_kind == BLOCK_DAY:
                 self._block_kind = BLOCK_NONE
-                self.entries_blocked = None
+                self._risk_block = None
         if equity > self._peak:
             self._peak = equity
         self._last_equity = equity
@@ -1012,9 +1053,9 @@ cdef class RunnerCore:
             self.halt(ts, close, f"{limit}: {value:.2f} > {threshold:.2f}")
             self.handler.on_risk_limit(ts, limit, threshold, value, "halt")
         else:
-            if self._block_kind != BLOCK_HELD:
+            if self._block_kind != BLOCK_HELD:      # a held block keeps its own reason
                 self._block_kind = block
-            self.entries_blocked = f"{limit}: {value:.2f} > {threshold:.2f}"
+                self._risk_block = f"{limit}: {value:.2f} > {threshold:.2f}"
             if self.working:
                 self._drop_order(ts, "risk_limit")
             if self.pending and self._order == ORDER_ENTER:
@@ -1025,7 +1066,7 @@ cdef class RunnerCore:
     def halt(self, long long ts, double close, str reason):
         """Close the position at `close` (a market exit), drop orders and stop deciding.
 
-        Sets `halted` and `entries_blocked`; `resume_trading` undoes it.
+        Sets `halted` and blocks entries; `resume_trading` undoes it.
         """
         if self.working:
             self._drop_order(ts, "halted")
@@ -1034,30 +1075,38 @@ cdef class RunnerCore:
             self._exit_part(close, ts, "risk_halt", NAN, NAN)
         self.halted = True
         self.deciding = False
-        self.entries_blocked = reason
+        self._risk_block = reason
         self._block_kind = BLOCK_HELD
 
+    @property
+    def entries_blocked(self):
+        """Why new entries are rejected, or None: the owner's block first, else a risk limit's."""
+        return self._owner_block if self._owner_block is not None else self._risk_block
+
     def block_entries(self, str reason):
-        """Reject new entries (exits and stops still work) until `unblock_entries`."""
-        self.entries_blocked = reason
-        self._block_kind = BLOCK_HELD
+        """The owner rejects new entries (exits and stops still work) until `unblock_entries`.
+
+        Independent of the runner's own risk blocks: unblocking lifts only this one.
+        """
+        self._owner_block = reason
         if self.working:
             self._drop_order(self._wo_placed, "entries_blocked")
 
     def unblock_entries(self):
-        """Accept entries again (a risk block or the owner's)."""
-        self.entries_blocked = None
-        self._block_kind = BLOCK_NONE
+        """Lift the owner's block (`block_entries`); a risk limit's block stays."""
+        self._owner_block = None
 
     def resume_trading(self):
-        """After a halt or a drawdown block: decide and enter again, with the risk baseline reset.
+        """After a halt or a risk limit's block: decide and enter again, the risk baseline reset.
 
-        The running peak and the day's start become the current equity.
+        The running peak and the day's start become the current equity; the
+        owner's block (`block_entries`) is not touched.
         """
         cdef double equity = self.equity
         self.halted = False
         self.deciding = True
-        self.unblock_entries()
+        self._risk_block = None
+        self._block_kind = BLOCK_NONE
         self._peak = self._day_start = self._last_equity = equity
         self._daily_hit = self._drawdown_hit = False
 
@@ -1164,9 +1213,23 @@ cdef inline str _action_name(int action):
     return "enter_long" if action == ActionType.ENTER_LONG else "enter_short"
 
 
+cdef str _level_problem(int side, double price, double sl, double tp):
+    # Why these levels cannot go with an entry filled at `price` (None: they can);
+    # the state machine's rule, checked before anything is booked.
+    cdef bint long_ = side == Side.LONG
+    if not isnan(sl) and not (sl < price if long_ else sl > price):
+        return (f"stop_loss = {sl!r}: must be {'below' if long_ else 'above'} the entry price "
+                f"({price!r}) for a {_side_name(side)} position")
+    if not isnan(tp) and not (tp > price if long_ else tp < price):
+        return (f"take_profit = {tp!r}: must be {'above' if long_ else 'below'} the entry price "
+                f"({price!r}) for a {_side_name(side)} position")
+    return None
+
+
 cdef str _plain(double x):
-    # A number in plain decimals for messages (0.0000042, not 4.2e-06).
-    return f"{x:.15f}".rstrip("0").rstrip(".")
+    # A number for messages: 10 significant digits, in plain decimals (0.0000042, not 4.2e-06).
+    text = f"{x:.10g}"
+    return f"{x:.15f}".rstrip("0").rstrip(".") if "e" in text else text
 
 
 cdef inline str _kind_name(int kind):

@@ -134,6 +134,9 @@ class SymbolRunner:
     on_record : callable or None
         Set by `record_to`: ``on_record(dict)`` receives every event and every
         decision, whoever else listens (a recorded session).
+    record_buffer : list or None
+        Set by ``record_to(sink, batch=True)``: the outcomes buffered since the
+        last `take_records`, as rows (see `take_records`).
 
     Raises
     ------
@@ -176,6 +179,7 @@ class SymbolRunner:
         self.on_event = on_event
         self.events_wanted: Callable[[], bool] | None = None
         self.on_record: Callable[[dict], Any] | None = None
+        self.record_buffer: list | None = None
         self._layout: list[tuple[str, int, int, tuple[str, ...]]] = []   # indicator_values' slots
         self._layout_size = 0
         self.history_limit = history_limit
@@ -305,7 +309,7 @@ class SymbolRunner:
         wanted = self.events_wanted
         return self.on_event is not None and (wanted is None or wanted())
 
-    def record_to(self, sink: Callable[[dict], Any] | None) -> None:
+    def record_to(self, sink: Callable[[dict], Any] | None, *, batch: bool = False) -> None:
         """Send every event and every decision to ``sink(dict)`` (None: stop recording).
 
         Decisions (``{"type": "decision", "timestamp", "state", "started",
@@ -315,9 +319,41 @@ class SymbolRunner:
         Lua call per decision would cost a recorded backtest 2 µs each) are
         reported before they are carried out, in the state the strategy was
         called in; they go to the sink only, never to `on_event`.
+
+        With `batch`, nothing goes to the sink: the events are buffered as rows
+        (no dict, no call per event; decisions are appended by the core itself)
+        until the owner takes them with `take_records` (a recorded backtest writes
+        them as one ``outcomes`` event per chunk: `tradesim.recording.outcomes`).
+        Listeners (`on_event`) still get every event as a dict.
         """
         self.on_record = sink
         self.core.recording = sink is not None
+        self.record_buffer = [] if batch and sink is not None else None
+        self.core.record_buffer = self.record_buffer
+
+    def take_records(self) -> list[tuple]:
+        """The outcomes buffered since the last call (``record_to(..., batch=True)``), oldest first.
+
+        Rows (`tradesim.recording.outcomes` expands them): ``(0, ts, state, started,
+        start_reason, action, quantity, stop_loss, take_profit, price, reason, extra,
+        indicator_bytes)`` a decision (`RunnerCore.record_buffer`); ``(1, ts, side,
+        quantity, price, fee, reason)`` position_opened; ``(2, ts, side, quantity,
+        entry_time, entry_price, exit_time, exit_price, pnl, fees, exit_reason, ambiguous,
+        entry_bar, exit_bar)`` position_closed (the booked trade); ``(3, ts, reason,
+        context)`` opportunity_detected; ``(type, fields)`` any other event. Empty when
+        not buffering.
+        """
+        rows = self.record_buffer
+        if not rows:
+            return []
+        self.record_buffer = self.core.record_buffer = []
+        return rows
+
+    def indicator_layout(self) -> list[list]:
+        """``[key, slot, width, output names]`` of each indicator, in the bank's order (slots index
+        its values: what a buffered decision's indicator bytes hold)."""
+        self.indicator_values()   # (refreshes the layout)
+        return [[key, slot, n, list(names)] for key, slot, n, names in self._layout]
 
     def on_decision(self, ts: int, state: int, started: bool, start_reason: str, action: int,
                     quantity: float, stop_loss: float, take_profit: float, price: float,
@@ -361,15 +397,34 @@ class SymbolRunner:
 
     def on_opened(self, ts: int, side: int, quantity: float, price: float, fee: float,
                   reason: str) -> None:
-        self.emit("position_opened", timestamp=ts, side="long" if side == Side.LONG else "short",
-                   quantity=quantity, price=price, fee=fee, reason=reason)
+        side_name = "long" if side == Side.LONG else "short"
+        rows = self.record_buffer
+        if rows is not None:
+            rows.append((1, ts, side_name, quantity, price, fee, reason))
+            if self.on_event is None:
+                return
+        self.emit("position_opened", _buffered=rows is not None, timestamp=ts, side=side_name,
+                  quantity=quantity, price=price, fee=fee, reason=reason)
 
     def on_closed(self, ts: int) -> None:
-        self.emit("position_closed", timestamp=ts, trade=self.trades[-1].to_dict())
+        rows = self.record_buffer
+        if rows is not None:   # the core's record of the trade: no Trade built per close
+            raw = self.core.closed
+            rows.append((2, ts, *(raw[-1] if raw else _raw_trade(self._trades[-1]))))
+            if self.on_event is None:
+                return
+        self.emit("position_closed", _buffered=rows is not None, timestamp=ts, trade=self.trades[-1].to_dict())
 
     def on_opportunity(self, ts: int, reason: str) -> None:
         # the context snapshot is a Lua call: the core calls this only for a listener
-        self.emit("opportunity_detected", timestamp=ts, reason=reason, context=self.strategy.context())
+        context = self.strategy.context()
+        rows = self.record_buffer
+        if rows is not None:
+            rows.append((3, ts, reason, context))
+            if self.on_event is None:
+                return
+        self.emit("opportunity_detected", _buffered=rows is not None, timestamp=ts, reason=reason,
+                  context=context)
 
     def on_position_updated(self, ts: int, field: str, price: float) -> None:
         # (the core calls this only for a listener)
@@ -476,7 +531,7 @@ class SymbolRunner:
         """Bars the strategy's indicators need before all have values (0 if none used)."""
         return max((self.bank.indicator(k).warmup_period for k in self.bank.keys()), default=0)
 
-    def emit(self, kind: str, **fields: Any) -> None:
+    def emit(self, kind: str, _buffered: bool = False, **fields: Any) -> None:
         """Send event `kind` with `fields` to `on_event`, tagged with symbol and strategy.
 
         Nothing is built unless someone listens (see `listening`). The runner
@@ -485,6 +540,11 @@ class SymbolRunner:
         refused, as ``"runner_error"``).
         """
         record, wanted = self.on_record, self.events_wanted
+        rows = self.record_buffer
+        if rows is not None:   # batch recording: a row, not a dict (`_buffered`: its caller made the row)
+            if not _buffered:
+                rows.append((kind, fields))
+            record = None
         send = self.on_event is not None and (wanted is None or wanted())   # (asked once per event)
         if record is None and not send:
             return
@@ -529,6 +589,12 @@ class SymbolRunner:
             "trades": self.trade_count,
             "cash": float(self.core.cash), "equity": float(self.equity),
         }
+
+
+def _raw_trade(t: Trade) -> tuple:
+    # A Trade as the core books it (`RunnerCore.closed`).
+    return (t.side, t.quantity, t.entry_time, t.entry_price, t.exit_time, t.exit_price, t.pnl, t.fees,
+            t.exit_reason, t.ambiguous, t.entry_bar, t.exit_bar)
 
 
 def check_history_limit(limit: int | None) -> None:

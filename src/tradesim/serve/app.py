@@ -32,13 +32,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tradesim.engine import TradingEngine, UnknownRunner
-from tradesim.engine.events import EVENT_TYPES
+from tradesim.engine.events import EVENT_TYPES, RequestRefused
 from tradesim.engine.handle import price_history
 from tradesim.jsonable import jsonable
-from tradesim.recording.recorder import BAR_COLUMNS, default_sessions_folder
+from tradesim.recording.recorder import BAR_COLUMNS, bar_columns, default_sessions_folder
 from tradesim.runner.execution import ExecutionConfig
-from tradesim.serve.broadcast import Broadcaster
-from tradesim.serve.security import COOKIE, BodyTooLarge, Guard, Tokens
+from tradesim.serve.broadcast import Broadcaster, LogPages
+from tradesim.serve.security import COOKIE, BodyTooLarge, Guard, Tokens, refusal
 from tradesim.serve.strategies import StrategyCatalog, UnknownStrategy
 from tradesim.strategy.errors import StrategyError, StrategyLoadError
 
@@ -169,6 +169,41 @@ class ServeState:
     info: dict[str, Any] = field(default_factory=dict)
     rows: RowCache = field(default_factory=RowCache)
     background: list[Any] = field(default_factory=list)
+    recorder: Any = None   # the SessionRecorder of this run, if recorded
+
+
+class Refusals:
+    """Refused requests into the event stream (``request_refused``): into the session log when one
+    is recorded (the recorded stream is the log), else onto the engine's bus when someone listens.
+
+    At most `rate` per second (`burst` at once) are reported one by one; the others are counted
+    and the count goes with the next one reported (``suppressed``), so a flood cannot flood the
+    log or the clients.
+    """
+
+    def __init__(self, engine: TradingEngine, recorder: Any = None, rate: float = 10.0, burst: float = 50.0) -> None:
+        self.engine, self.recorder = engine, recorder
+        self.rate, self.burst = rate, burst
+        self.tokens, self.at = burst, time.monotonic()
+        self.suppressed = 0
+        self.total = 0   # every refusal, reported or not
+
+    def __call__(self, refused: dict[str, Any]) -> None:
+        self.total += 1
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens < 1.0:
+            self.suppressed += 1
+            return
+        self.tokens -= 1.0
+        fields = {**refused, "suppressed": self.suppressed}
+        self.suppressed = 0
+        rec = self.recorder
+        if rec is not None and rec.recording:
+            rec.append({"type": "request_refused", "wall": time.time_ns() // 1_000_000, **fields})
+        elif self.engine.bus.active:
+            self.engine.bus.publish(RequestRefused, **fields)
 
 
 def _row(runner) -> dict[str, Any]:
@@ -232,15 +267,16 @@ def create_app(state: ServeState, *, hosts: frozenset[str], origins: frozenset[s
     origins : frozenset of str, optional
         Accepted Origins (default: ``http://`` + each host).
     docs : bool
-        Serve Swagger UI at ``/docs`` (the OpenAPI schema is always at ``/openapi.json``).
+        Serve Swagger UI (vendored, no CDN) at ``/docs`` (the OpenAPI schema is always at ``/openapi.json``).
     max_body : int
         Request body limit, bytes (413 above).
     cors_origins : list of str, optional
         Cross-origin callers allowed (none by default: no CORS headers at all).
     """
     engine = state.engine
-    app = FastAPI(title="tradesim", version="1", docs_url="/docs" if docs else None, redoc_url=None,
-                  default_response_class=ORJSONResponse)
+    # /docs is our own page over the vendored Swagger UI (FastAPI's loads it from a CDN, inline script)
+    app = FastAPI(title="tradesim", version="1", docs_url=None, redoc_url=None,
+                  swagger_ui_oauth2_redirect_url=None, default_response_class=ORJSONResponse)
     app.state.serve = state
 
     if cors_origins:
@@ -267,17 +303,24 @@ def create_app(state: ServeState, *, hosts: frozenset[str], origins: frozenset[s
         first = errors[0]
         return _error(422, "invalid", first["message"], first["field"], errors=errors)
 
+    refusals = Refusals(engine, state.recorder)
+
+    def too_large(request: Request) -> Response:
+        message = f"request body over {max_body} bytes"
+        refusals(refusal(request.scope, 413, "too_large", message))
+        return _error(413, "too_large", message)
+
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         if isinstance(exc.__cause__, BodyTooLarge):
-            return _error(413, "too_large", f"request body over {max_body} bytes")
+            return too_large(request)
         codes = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large"}
         message = exc.detail if isinstance(exc.detail, str) and exc.status_code != 500 else "error"
         return _error(exc.status_code, codes.get(exc.status_code, "error"), message)
 
     @app.exception_handler(BodyTooLarge)
     async def _too_large(request: Request, exc: BodyTooLarge) -> Response:
-        return _error(413, "too_large", f"request body over {max_body} bytes")
+        return too_large(request)
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception) -> Response:
@@ -300,8 +343,7 @@ def create_app(state: ServeState, *, hosts: frozenset[str], origins: frozenset[s
 
     def assemble(runner_id: str, extra: dict[str, Any]) -> dict[str, Any]:
         health = engine.runner_health(runner_id)   # counters: read live on the loop
-        last = state.broadcaster.last_bar_wall.get(health["symbol"]) if state.broadcaster else None
-        return {**health, **extra, "last_bar_wall": int(last * 1000) if last else None}
+        return {**health, **extra, "last_bar_wall": engine.last_bar_wall.get(health["symbol"])}
 
     async def row(runner_id: str) -> dict[str, Any]:
         return assemble(runner_id, await detail(runner_id))
@@ -333,19 +375,21 @@ def create_app(state: ServeState, *, hosts: frozenset[str], origins: frozenset[s
         return {"status": "ok"}
 
     @app.get("/login", include_in_schema=False)
-    async def login_link(code: str = "") -> Response:
+    async def login_link(request: Request, code: str = "") -> Response:
         scope = state.tokens.redeem(code) if code else None
         if scope is None:
-            return _error(401, "unauthorized", "this dashboard link was used already or is wrong; "
-                          "open / and enter the token")
+            message = "this dashboard link was used already or is wrong; open / and enter the token"
+            refusals(refusal(request.scope, 401, "unauthorized", message))
+            return _error(401, "unauthorized", message)
         resp = RedirectResponse("/", status_code=303)
         _set_cookie(resp, state.tokens.new_session(scope))
         return resp
 
     @app.post("/login", include_in_schema=False)
-    async def login(body: Login) -> Response:
+    async def login(body: Login, request: Request) -> Response:
         scope = state.tokens.scope_of_token(body.token)
         if scope is None:
+            refusals(refusal(request.scope, 401, "unauthorized", "wrong token"))
             raise ApiError(401, "unauthorized", "wrong token", "token")
         resp = ORJSONResponse({"scope": scope})
         _set_cookie(resp, state.tokens.new_session(scope))
@@ -354,6 +398,12 @@ def create_app(state: ServeState, *, hosts: frozenset[str], origins: frozenset[s
     @app.get("/", include_in_schema=False)
     async def index() -> Response:
         return FileResponse(str(STATIC.joinpath("index.html")), headers={"cache-control": "no-store"})
+
+    if docs:
+        @app.get("/docs", include_in_schema=False)
+        async def api_docs() -> Response:
+            """Swagger UI over /openapi.json, served from the package (static/swagger-ui, vendored)."""
+            return FileResponse(str(STATIC.joinpath("docs.html")), headers={"cache-control": "no-store"})
 
     @app.get("/static/vendor/lightweight-charts.js", include_in_schema=False)
     async def lwc() -> Response:
@@ -380,7 +430,9 @@ def create_app(state: ServeState, *, hosts: frozenset[str], origins: frozenset[s
         """Engine health: uptime, runners by status, symbols, feeds and their status, workers."""
         out = engine.health()
         b = state.broadcaster
-        out["websocket"] = {"clients": len(b.clients) if b else 0, "dropped": b.dropped_clients if b else 0}
+        out["websocket"] = {"clients": len(b.clients) if b else 0, "dropped": b.dropped_clients if b else 0,
+                            "numbering": b.numbering if b else None}
+        out["refused_requests"] = refusals.total
         out["session"] = state.session_id
         return jsonable(out)
 
@@ -448,7 +500,8 @@ def create_app(state: ServeState, *, hosts: frozenset[str], origins: frozenset[s
             raise ApiError(409, "conflict", f"runner id {body.id!r} already used", "id")
         try:
             rid = engine.add_runner(body.symbol, path, feed=feed, runner_id=body.id, params=body.params or None,
-                                    window_size=body.window_size, execution=body.execution)
+                                    window_size=body.window_size, execution=body.execution,
+                                    audit=audit_fields(request))
         except StrategyLoadError as exc:
             message = str(exc)
             name = re.search(r"parameter '([^']+)'", message)
@@ -604,8 +657,9 @@ def create_app(state: ServeState, *, hosts: frozenset[str], origins: frozenset[s
 
         def load() -> dict[str, Any]:
             out, next_seq = [], None
-            for event in s.log.events(from_seq=from_seq, types=wanted):
-                if len(out) == limit:
+            for event in s.events(from_seq=from_seq, types=wanted):
+                # (a backtest's chunk of outcomes shares one seq: a page ends between seqs)
+                if len(out) >= limit and event["seq"] != out[-1]["seq"]:
                     next_seq = event["seq"]
                     break
                 out.append(_plain_event(event))
@@ -644,10 +698,25 @@ def create_app(state: ServeState, *, hosts: frozenset[str], origins: frozenset[s
             await ws.send_text(Broadcaster.notice("error", message=what).decode())
             await ws.close(code=1008)
             return
-        client, gap_from = b.add(types, state.client_queue, int(from_raw) if from_raw else None)
+        from_seq = int(from_raw) if from_raw else None
+        ignored = from_seq is not None and from_seq > b.seq + 1
+        if ignored:   # from another stream (a restarted server, another numbering): start afresh
+            from_seq = None
+        client = None
         try:
-            await ws.send_text(Broadcaster.notice("hello", seq=engine.bus.seq, gap_from=gap_from,
-                                                  session=state.session_id).decode())
+            if from_seq is not None and b.log_dir is not None and from_seq < b.kept_from():
+                # Missed more than is kept: the session log has it (same numbering). Send it from
+                # disk until the kept events take over, then join live with no await in between.
+                await ws.send_text(Broadcaster.notice("hello", seq=b.seq, gap_from=None, from_log=True,
+                                                      from_seq_ignored=False, numbering=b.numbering,
+                                                      session=state.session_id).decode())
+                from_seq = await _send_from_log(ws, b, from_seq, types)
+                client, gap_from = b.add(types, state.client_queue, from_seq)
+            else:
+                client, gap_from = b.add(types, state.client_queue, from_seq)
+                await ws.send_text(Broadcaster.notice("hello", seq=b.seq, gap_from=gap_from, from_log=False,
+                                                      from_seq_ignored=ignored, numbering=b.numbering,
+                                                      session=state.session_id).decode())
             reader = asyncio.get_running_loop().create_task(_drain_incoming(ws))
             try:
                 while not reader.done():
@@ -672,9 +741,37 @@ def create_app(state: ServeState, *, hosts: frozenset[str], origins: frozenset[s
         except (WebSocketDisconnect, RuntimeError):
             pass
         finally:
-            b.remove(client)
+            if client is not None:
+                b.remove(client)
 
-    return Guard(app, state.tokens, hosts, origins, max_body=max_body)
+    return Guard(app, state.tokens, hosts, origins, max_body=max_body, audit=refusals)
+
+
+async def _send_from_log(ws: WebSocket, b: Broadcaster, from_seq: int, types: frozenset[str] | None) -> int:
+    """Send the recorded session's events from `from_seq` until the kept ones begin; returns where
+    the kept ones take over. Pages are read on a thread; the log on disk trails the writer by at
+    most its flush interval, so a page that is not there yet is waited for (the log is flushed)."""
+    log_dir = b.log_dir
+    assert log_dir is not None
+    pages = LogPages(log_dir, from_seq, types)
+    waits = 0
+    try:
+        while pages.next < (until := b.kept_from()):
+            start = pages.next
+            messages = await asyncio.to_thread(pages.read, until - 1)
+            if pages.next == start:   # not on disk yet
+                waits += 1
+                if waits > 200 or b.recorder is None:
+                    raise RuntimeError(f"session log does not reach seq {start}")
+                await asyncio.to_thread(b.recorder.flush)
+                await asyncio.sleep(0.01)
+                continue
+            waits = 0
+            if messages:
+                await ws.send_text((b"[" + b",".join(messages) + b"]").decode())
+        return pages.next
+    finally:
+        await asyncio.to_thread(pages.close)
 
 
 async def _drain_incoming(ws: WebSocket) -> None:
@@ -696,7 +793,12 @@ def _plain_event(event: dict[str, Any]) -> dict[str, Any]:
     """A logged event as JSON-ready values (a backtest's bar chunks decoded to lists)."""
     out = {}
     dtypes = dict(BAR_COLUMNS)
+    if event.get("type") == "bars" and event.get("shuffled"):
+        event = {**event, **bar_columns(event)}   # (columns as arrays: listed below)
     for key, value in event.items():
+        if isinstance(value, np.ndarray):
+            out[key] = value.tolist()
+            continue
         if isinstance(value, (bytes, bytearray)):
             dtype = dtypes.get(key)
             out[key] = np.frombuffer(value, dtype=dtype).tolist() if dtype else None

@@ -28,7 +28,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["COOKIE", "SECURITY_HEADERS", "Guard", "Tokens", "allowed_hosts", "view_token_for"]
+__all__ = ["COOKIE", "SECURITY_HEADERS", "Guard", "Tokens", "allowed_hosts", "refusal", "view_token_for"]
 
 COOKIE = "tradesim_session"
 
@@ -45,12 +45,6 @@ UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; style-src-attr 'unsafe-inline'; "
        "img-src 'self' data:; "
        "connect-src 'self'; font-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
-
-#: ``/docs`` only (opt-in with ``--docs``): FastAPI's Swagger UI page loads its script and style
-#: from cdn.jsdelivr.net and starts with an inline script.
-DOCS_CSP = ("default-src 'none'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
-            "style-src 'self' https://cdn.jsdelivr.net; img-src 'self' data: https://fastapi.tiangolo.com; "
-            "connect-src 'self'; frame-ancestors 'none'")
 
 SECURITY_HEADERS: list[tuple[bytes, bytes]] = [
     (b"content-security-policy", CSP.encode()),
@@ -171,6 +165,8 @@ class Guard:
         (default: ``http://`` + each host).
     max_body : int
         Largest request body in bytes (413 above).
+    audit : callable, optional
+        ``audit(refusal)`` for each refused request (a dict from `refusal`).
     rate, burst : float
         State-changing requests allowed per client address: `rate` per second on average,
         `burst` at once (429 above).
@@ -183,7 +179,7 @@ class Guard:
         self.hosts = hosts
         self.origins = origins if origins is not None else frozenset(f"http://{h}" for h in hosts)
         self.max_body = max_body
-        self.audit = audit   # audit(kind, detail): refused requests (rate-limited by the caller)
+        self.audit = audit   # audit(refusal dict): refused requests (see `refusal`; rate-limited by the caller)
         self.refused = 0
         self.rate, self.burst = rate, burst
         self._buckets: dict[str, tuple[float, float]] = {}   # client address -> (tokens, monotonic time)
@@ -198,41 +194,41 @@ class Guard:
         method = scope.get("method", "GET") if kind == "http" else "GET"
         host = headers.get(b"host", b"").decode("latin-1").lower()
         if host not in self.hosts:
-            return await self._refuse(kind, send, 421, "bad_host",
+            return await self._refuse(scope, send, 421, "bad_host",
                                       "the Host header is not one this server answers to "
                                       "(DNS rebinding guard; see --allowed-host)", "Host")
         origin = headers.get(b"origin")
         if origin is not None and (kind == "websocket" or method in UNSAFE_METHODS):
             if origin.decode("latin-1").lower() not in self.origins:
-                return await self._refuse(kind, send, 403, "bad_origin",
+                return await self._refuse(scope, send, 403, "bad_origin",
                                           "cross-origin request refused", "Origin")
         public = path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
         auth = self._scope(headers)
         if kind == "http" and method in UNSAFE_METHODS:
             length = headers.get(b"content-length")
             if length is not None and (not length.isdigit() or int(length) > self.max_body):
-                return await self._refuse(kind, send, 413, "too_large",
+                return await self._refuse(scope, send, 413, "too_large",
                                           f"request body over {self.max_body} bytes", None)
             ctype = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
             if (length not in (None, b"0") or b"transfer-encoding" in headers) and ctype != b"application/json":
-                return await self._refuse(kind, send, 415, "unsupported_media_type",
+                return await self._refuse(scope, send, 415, "unsupported_media_type",
                                           "request bodies must be application/json", "Content-Type")
         if not public:
             if auth is None:
-                return await self._refuse(kind, send, 401, "unauthorized",
+                return await self._refuse(scope, send, 401, "unauthorized",
                                           "a token is needed (Authorization: Bearer TOKEN, or the "
                                           "dashboard link printed at start)", None)
             if method in UNSAFE_METHODS and auth != "control":
-                return await self._refuse(kind, send, 403, "forbidden",
+                return await self._refuse(scope, send, 403, "forbidden",
                                           "this action needs the control token (the view token is read-only)",
                                           None)
         if kind == "http" and method in UNSAFE_METHODS and not self._allow(scope):
-            return await self._refuse(kind, send, 429, "rate_limited",
+            return await self._refuse(scope, send, 429, "rate_limited",
                                       f"more than {self.rate:g} state-changing requests per second", None)
         scope.setdefault("state", {})["auth"] = auth
         if kind == "http" and method in UNSAFE_METHODS:
             receive = self._limited(receive, send)
-        await self.app(scope, receive, self._with_headers(send, path == "/docs"))
+        await self.app(scope, receive, self._with_headers(send))
 
     def _allow(self, scope: dict[str, Any]) -> bool:
         """Token bucket per client address for state-changing requests (`rate` per s, `burst`)."""
@@ -270,9 +266,8 @@ class Guard:
             return message
         return wrapped
 
-    def _with_headers(self, send: Any, docs: bool = False):
-        extra = SECURITY_HEADERS if not docs else \
-            [(b"content-security-policy", DOCS_CSP.encode()), *SECURITY_HEADERS[1:]]
+    def _with_headers(self, send: Any):
+        extra = SECURITY_HEADERS
 
         async def wrapped(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
@@ -282,11 +277,12 @@ class Guard:
             await send(message)
         return wrapped
 
-    async def _refuse(self, kind: str, send: Any, status: int, code: str, message: str,
+    async def _refuse(self, scope: dict[str, Any], send: Any, status: int, code: str, message: str,
                       field_name: str | None) -> None:
+        kind = scope["type"]
         self.refused += 1
         if self.audit is not None:
-            self.audit(code, status)
+            self.audit(refusal(scope, status, code, message))
         if kind == "websocket":
             # Closing before accepting: the server answers the upgrade with 403.
             await send({"type": "websocket.close", "code": 1008, "reason": code})
@@ -297,6 +293,18 @@ class Guard:
                                 (b"content-length", str(len(body)).encode()),
                                 (b"cache-control", b"no-store"), *SECURITY_HEADERS]})
         await send({"type": "http.response.body", "body": body})
+
+
+def refusal(scope: dict[str, Any], status: int, code: str, message: str) -> dict[str, Any]:
+    """What is reported of a refused request: status, code, route (method and path, no query string:
+    nothing a client sends as a credential), reason and the client's address."""
+    path = str(scope.get("path", ""))
+    if len(path) > 200:
+        path = path[:200] + "…"
+    method = "WS" if scope["type"] == "websocket" else str(scope.get("method", "GET"))
+    client = scope.get("client") or ("?", 0)
+    return {"status": status, "code": code, "route": f"{method} {path}", "reason": f"{code}: {message}",
+            "client": str(client[0])}
 
 
 class BodyTooLarge(Exception):

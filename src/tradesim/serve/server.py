@@ -90,13 +90,18 @@ class Server:
         Extra Host header values accepted (e.g. a reverse proxy's name).
     say : callable
         ``say(text)`` prints a line for the user.
+    client_queue : int
+        Events a WebSocket client may fall behind before it is dropped.
+    replay : int
+        Newest events kept in memory for clients that reconnect (older ones: from the session log
+        when recording, else a ``gap_from`` notice).
     """
 
     def __init__(self, engine: TradingEngine, *, host: str = "127.0.0.1", port: int = 8000,
                  tokens: Tokens | None = None, catalog: StrategyCatalog | None = None,
                  sessions_folder: Path | None = None, recorder: SessionRecorder | None = None,
                  docs: bool = False, allowed_host: list[str] | None = None,
-                 say: Callable[[str], Any] = print, client_queue: int = 2000) -> None:
+                 say: Callable[[str], Any] = print, client_queue: int = 2000, replay: int = 20_000) -> None:
         self.engine = engine
         self.host, self.port = host, port
         self.tokens = tokens or Tokens()
@@ -105,9 +110,10 @@ class Server:
         self.docs = docs
         self.allowed_host = list(allowed_host or [])
         self.say = say
+        self.replay = replay
         self.state = ServeState(engine, self.tokens, self.catalog, sessions_folder=sessions_folder,
                                 session_id=recorder.path.name if recorder is not None and recorder.path else None,
-                                client_queue=client_queue)
+                                client_queue=client_queue, recorder=recorder)
         self.started = asyncio.Event()
         self.uvicorn: Any = None
         self._stop: asyncio.Event | None = None
@@ -123,7 +129,7 @@ class Server:
 
         loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        self.state.broadcaster = broadcaster = Broadcaster(self.engine)
+        self.state.broadcaster = broadcaster = Broadcaster(self.engine, replay=self.replay, recorder=self.recorder)
         broadcaster.start()
         engine_task = loop.create_task(self.engine.run())
 

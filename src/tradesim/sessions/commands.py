@@ -105,7 +105,7 @@ def sessions_show(session, sessions_dir, as_json):
     s = _open(session, sessions_dir)
 
     def count():
-        return Counter(e["type"] for e in s.log.events())
+        return Counter(e["type"] for e in s.events())
     counts = _fail_on_corrupt(count)
     m = s.manifest
     out = {**s.summary(), "tradesim": m.get("tradesim"), "ended": m.get("ended"), "command": m.get("command"),
@@ -184,6 +184,8 @@ def sessions_verify(session, sessions_dir, as_json):
 @click.command("inspect")
 @click.argument("session")
 @click.option("--seq", type=click.IntRange(min=1), default=None, help="The event's sequence number.")
+@click.option("--sub", type=click.IntRange(min=0), default=None,
+              help="With --seq naming a backtest's chunk of outcomes: after its SUB-th event (0-based).")
 @click.option("--time", "when", default=None, help="A time (ISO UTC or ms): the last event at or before it.")
 @click.option("--events", "types", default=None, metavar="TYPE,...",
               help="Also list the events of these types around the point (e.g. decision,position_opened).")
@@ -191,7 +193,7 @@ def sessions_verify(session, sessions_dir, as_json):
               help="Events listed before and after the point with --events.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
 @_sessions_option
-def inspect_command(session, seq, when, types, around, fmt, sessions_dir):
+def inspect_command(session, seq, sub, when, types, around, fmt, sessions_dir):
     """The state at one point of a session: position, working order, context, indicators, last decision.
 
     \b
@@ -210,12 +212,14 @@ def inspect_command(session, seq, when, types, around, fmt, sessions_dir):
         point = _fail_on_corrupt(lambda: resolve_point(s, seq=seq, time_ms=time_ms))
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--seq" if seq is not None else "--time") from None
-    result = _fail_on_corrupt(lambda: state_at(s, point))
+    if sub is not None and seq is None:
+        raise click.UsageError("--sub goes with --seq")
+    result = _fail_on_corrupt(lambda: state_at(s, point, sub, until_time=time_ms))
     listed: list[dict[str, Any]] = []
     if types:
         wanted = {t.strip() for t in types.split(",") if t.strip()}
         listed = _fail_on_corrupt(lambda: [
-            _brief(e) for e in s.log.events(from_seq=max(1, point - around), to_seq=point + around)
+            _brief(e) for e in s.events(from_seq=max(1, point - around), to_seq=point + around)
             if e["type"] in wanted])
         result["events"] = listed
     if fmt == "json":

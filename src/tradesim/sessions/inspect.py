@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from tradesim.recording.outcomes import expand
 from tradesim.sessions.session import Session, chunk_span
 
 __all__ = ["resolve_point", "state_at"]
@@ -46,22 +47,31 @@ def resolve_point(session: Session, seq: int | None = None, time_ms: int | None 
     point = after["seq"] - 1
     # A live runner's outcomes for bar T are logged after the bars that arrived while it decided:
     # take those too (within a bounded look-ahead), so the state is the one after bar T.
-    for event in log.events(from_seq=after["seq"], to_seq=after["seq"] + LOOK_AHEAD):
+    for event in session.events(from_seq=after["seq"], to_seq=after["seq"] + LOOK_AHEAD):
         t = event.get("time")
         if type(t) is int and t <= time_ms:
             point = event["seq"]
     return point
 
 
-def state_at(session: Session, seq: int) -> dict[str, Any]:
+def state_at(session: Session, seq: int, sub: int | None = None, until_time: int | None = None) -> dict[str, Any]:
     """Each runner's state just after event `seq`: status, state, position, working order,
     context, indicator values, last decision, last bar, trades and realised P&L since the snapshot.
+
+    `seq` a backtest's ``outcomes`` event (a chunk's outcomes): after all of them, or after the
+    one at place `sub` (their ``sub``) when given, or after the last one whose bar time is at or
+    before `until_time` (ms UTC; what ``--time`` names) when given.
 
     Returns ``{"seq": seq, "event": the event, "runners": {key: state}}``.
     """
     log = session.log
     keys = {r["key"] for r in session.manifest.get("runners", [])}
     events = _back_to_snapshots(log, seq, keys)
+    if sub is not None:
+        events = [e for e in events if e["seq"] < seq or e.get("sub", 0) <= sub]
+    if until_time is not None:   # (a chunk's outcomes after that time are not yet)
+        events = [e for e in events if e["seq"] < seq or "sub" not in e or type(e.get("timestamp")) is not int
+                  or e["timestamp"] <= until_time]
     states: dict[str, dict[str, Any]] = {}
     for event in events:
         key = event.get("runner")
@@ -84,7 +94,7 @@ def state_at(session: Session, seq: int) -> dict[str, Any]:
         _apply(st, event)
         if isinstance(event.get("timestamp"), int):
             st["at_bar"] = event["timestamp"]
-    target = events[-1] if events and events[-1]["seq"] == seq else log.event(seq)
+    target = events[-1] if events and events[-1]["seq"] == seq else next(session.events(seq, seq), None)
     return {"seq": seq, "event": target, "runners": states}
 
 
@@ -95,7 +105,7 @@ def _back_to_snapshots(log, seq: int, keys: set[str]) -> list[dict[str, Any]]:
     chunks: list[list[dict[str, Any]]] = []
     missing = set(keys)
     while i >= 0:
-        got = [e for e in log.block_events(log.block(i)) if e["seq"] <= seq]
+        got = list(expand(e for e in log.block_events(log.block(i)) if e["seq"] <= seq))
         chunks.append(got)
         missing -= {e.get("runner") for e in got if e["type"] == "snapshot"}
         if not missing:

@@ -28,7 +28,7 @@ import numpy as np
 from tradesim._core import InvalidMarketData, MarketData
 from tradesim.backtest import Backtest
 from tradesim.jsonable import plain
-from tradesim.recording.recorder import BAR_COLUMNS
+from tradesim.recording.recorder import bar_columns
 from tradesim.runner import FINAL_STATUSES, SymbolRunner
 from tradesim.runner.execution import ExecutionConfig
 from tradesim.runner.risk import RiskConfig
@@ -268,8 +268,7 @@ def _apply_controls(runners: _Runners, key: str, controls: dict[str, deque], not
 
 
 def _run_chunk(runner: SymbolRunner, event: dict[str, Any]) -> int:
-    cols = {name: np.frombuffer(event[name], dtype=dtype).astype(dtype.replace("<", "="))
-            for name, dtype in BAR_COLUMNS}
+    cols = bar_columns(event)
     n = event["count"]
     if runner.status in FINAL_STATUSES or n == 0:
         return 0

@@ -8,7 +8,7 @@ folder; `list_sessions` lists a folder.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,8 @@ import numpy as np
 from tradesim.data import Bars
 from tradesim.eventlog import LogReader
 from tradesim.recording import LOG_DIR, MANIFEST_NAME, ManifestError, default_sessions_folder, load_manifest
-from tradesim.recording.recorder import BAR_COLUMNS
+from tradesim.recording.outcomes import OUTCOMES, expand
+from tradesim.recording.recorder import BAR_COLUMNS, bar_columns
 
 __all__ = ["INPUT_TYPES", "OUTCOME_TYPES", "Session", "SessionNotFound", "chunk_span", "list_sessions",
            "open_session", "same_event"]
@@ -32,7 +33,7 @@ OUTCOME_TYPES = frozenset({"decision", "opportunity_detected", "position_opened"
                            "runner_status", "strategy_reloaded"})
 
 #: Fields that differ between two runs of the same decisions without meaning anything.
-_IGNORED_FIELDS = frozenset({"seq", "time", "runner", "strategy", "source", "sha256", "path"})
+_IGNORED_FIELDS = frozenset({"seq", "sub", "time", "runner", "strategy", "source", "sha256", "path"})
 
 
 class SessionNotFound(LookupError):
@@ -161,6 +162,22 @@ class Session:
                 return r
         raise KeyError(f"no runner {key!r} in session {self.id}; runners: {[r.key for r in self.runners()]}")
 
+    def events(self, from_seq: int = 1, to_seq: int | None = None,
+               types: Iterable[str] | None = None) -> Iterator[dict[str, Any]]:
+        """The log's events with from_seq <= seq <= to_seq, in order, each ``outcomes`` event (a
+        backtest's chunk of outcomes) expanded into the events it stands for (they share its
+        ``seq``); only those whose ``type`` is in `types` when given.
+
+        Raises
+        ------
+        LogCorrupt
+            A block on the way fails its checks.
+        """
+        if types is None:
+            return expand(self.log.events(from_seq, to_seq))
+        wanted = frozenset(types)
+        return expand(self.log.events(from_seq, to_seq, types=wanted | {OUTCOMES}), wanted)
+
     # -- inputs ---------------------------------------------------------------------------
 
     def inputs(self) -> Iterator[dict[str, Any]]:
@@ -178,8 +195,8 @@ class Session:
         for event in self.inputs():   # one pass; a stop is logged after bars it never took
             kind = event["type"]
             if kind == "bars" and event["runner"] == key:
-                for name, dtype in BAR_COLUMNS:
-                    cols[name].append(np.frombuffer(event[name], dtype=dtype))
+                for name, column in bar_columns(event).items():
+                    cols[name].append(column)
             elif kind == "bar" and active and event["symbol"] == info.symbol \
                     and (info.feed is None or event["feed"] == info.feed):
                 for name, dtype in BAR_COLUMNS:
@@ -204,7 +221,7 @@ class Session:
         out: dict[str, list[dict[str, Any]]] = {r.key: [] for r in self.runners()} if key is None else {key: []}
         done: set[str] = set()
         everyone = False
-        for event in self.log.events(types=OUTCOME_TYPES | {"shutdown"}):
+        for event in self.events(types=OUTCOME_TYPES | {"shutdown"}):
             if event["type"] == "shutdown":
                 if event.get("runner") is None:
                     everyone = True
@@ -250,6 +267,10 @@ def chunk_span(event: dict[str, Any]) -> tuple[int | None, int | None]:
     raw = event.get("timestamp")
     if not isinstance(raw, bytes) or len(raw) < 8:
         return None, None
+    if event.get("shuffled"):   # byte k of value i is at k * n + i
+        n = len(raw) // 8
+        return (int.from_bytes(raw[0::n][:8], "little", signed=True),
+                int.from_bytes(raw[n - 1::n][:8], "little", signed=True))
     return int.from_bytes(raw[:8], "little", signed=True), int.from_bytes(raw[-8:], "little", signed=True)
 
 

@@ -76,6 +76,10 @@ cdef enum:
     # fractions of a whole: at most 1
     FRACTION_FIELDS = (1 << AMOUNT_EQUITY_FRACTION) | (1 << AMOUNT_FRACTION)
 
+# Upper bound of the counting fields (C casts must not wrap; expiry_ms: <= 1e13).
+cdef enum:
+    MAX_COUNT = 1000000000              # expiry_bars, atr_period, time_stop_bars
+
 # What `check_amounts` found.
 cdef enum:
     CHECK_OK = 0
@@ -146,7 +150,10 @@ cdef inline int check_amounts(int action, const double* amounts, const bint* giv
         if not (isfinite(x) and x > 0):
             field[0] = i
             return CHECK_INVALID
-        if (INTEGER_FIELDS >> i) & 1 and x != floor(x):
+        if (INTEGER_FIELDS >> i) & 1 and (x != floor(x) or x > MAX_COUNT):
+            field[0] = i
+            return CHECK_INVALID
+        if i == AMOUNT_EXPIRY_MS and (x != floor(x) or x > 1e13):     # 1e13 ms: ~317 years
             field[0] = i
             return CHECK_INVALID
         if ((FRACTION_FIELDS >> i) & 1 and x > 1.0) or (i == AMOUNT_RISK_FRACTION and x >= 1.0):

@@ -200,7 +200,9 @@ cdef int _invalid(int problem, str name, int field, int other, tuple r, str scri
         message = f"field {key!r} does not apply to action {name!r} (docs/orders.md)"
     elif problem == CHECK_INVALID:
         if key in ("expiry_bars", "atr_period", "time_stop_bars"):
-            rule = "a whole number > 0"
+            rule = "a whole number in [1, 1000000000]"
+        elif key == "expiry_ms":
+            rule = "a whole number of ms in [1, 1e13]"
         elif key in ("equity_fraction", "fraction"):
             rule = "a number in (0, 1]"
         elif key == "risk_fraction":

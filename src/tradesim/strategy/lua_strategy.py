@@ -151,7 +151,7 @@ class LuaStrategy:
         if not isinstance(flat, tuple):
             flat = (flat,)
         # sorted: a Lua table's order changes from one process to the next (a session log must not)
-        return dict(sorted((flat[i], flat[i + 1]) for i in range(0, len(flat) - 1, 2)))
+        return dict(sorted(zip(flat[::2], flat[1::2])))   # (key, value) pairs; a lone last item dropped
 
     def reload(self) -> None:
         """Re-read the script (hot reload), keeping context, position and indicators.

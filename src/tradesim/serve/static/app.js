@@ -49,8 +49,18 @@ async function api(path, opts = {}) {
   return body;
 }
 
-const fmt = (x, d = 2) => (x === null || x === undefined || Number.isNaN(x)) ? "—" :
-  Number(x).toLocaleString("en", { minimumFractionDigits: d, maximumFractionDigits: d });
+// Grouped fixed-point numbers ("1,234.56", as toLocaleString("en") writes them); toLocaleString
+// with options builds an Intl.NumberFormat per call, which a 200-row table and its chart markers felt.
+const fmt = (x, d = 2) => {
+  if (x === null || x === undefined || Number.isNaN(x)) return "—";
+  const v = Number(x);
+  if (!Number.isFinite(v)) return v > 0 ? "∞" : "-∞";
+  const s = Math.abs(v).toFixed(d);
+  const dot = s.indexOf(".");
+  const whole = dot < 0 ? s : s.slice(0, dot);
+  const grouped = whole.length > 3 ? whole.replace(/\B(?=(\d{3})+$)/g, ",") : whole;
+  return (v < 0 || Object.is(v, -0) ? "-" : "") + grouped + (dot < 0 ? "" : s.slice(dot));
+};
 const signed = (x) => {
   const v = Math.abs(x) < 0.005 ? 0 : x;   // no "-0.00"
   return h("span", { class: v > 0 ? "pos" : v < 0 ? "neg" : "" }, v > 0 ? "+" + fmt(v) : fmt(v));
@@ -80,7 +90,7 @@ function connect() {
     try { batch = JSON.parse(msg.data); } catch (_) { return; }
     for (const ev of batch) {
       if (ev.type === "hello") {
-        if (!state.lastSeq) state.lastSeq = ev.seq;
+        if (!state.lastSeq || ev.from_seq_ignored) state.lastSeq = ev.seq;   // (a restarted server)
         if (ev.gap_from) setConn("live", "live (missed some events)");
         continue;
       }
@@ -303,17 +313,49 @@ async function addRunnerForm(wrap, refresh) {
 
 // -- charts -------------------------------------------------------------------------------------------
 
+// Time-axis labels in UTC from Date's UTC getters: the library's default builds an Intl formatter
+// per label, which cost a 10,000-candle chart's first draw more than the candles did.
+const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+const two = (n) => (n < 10 ? "0" : "") + n;
+function tickMark(time, type) {
+  const d = new Date(time * 1000);
+  switch (type) {
+    case 0: return String(d.getUTCFullYear());
+    case 1: return MONTHS[d.getUTCMonth()];
+    case 2: return String(d.getUTCDate());
+    case 3: return `${two(d.getUTCHours())}:${two(d.getUTCMinutes())}`;
+    default: return `${two(d.getUTCHours())}:${two(d.getUTCMinutes())}:${two(d.getUTCSeconds())}`;
+  }
+}
+function crosshairTime(time) {
+  const d = new Date(time * 1000);
+  return `${d.getUTCDate()} ${MONTHS[d.getUTCMonth()]} ${String(d.getUTCFullYear()).slice(2)} ` +
+    `${two(d.getUTCHours())}:${two(d.getUTCMinutes())}`;
+}
+
 function makeChart(el) {
   // The chart's own attribution logo brings a <style> element the CSP refuses; the page footer
   // carries the attribution link the library's NOTICE asks for instead.
   const LWC = window.LightweightCharts;
-  return LWC.createChart(el, {
-    autoSize: true,
+  // Sized now (the layout is due anyway) rather than by autoSize's first ResizeObserver callback,
+  // which resized and redrew every canvas in the first frame; later resizes follow the box.
+  const chart = LWC.createChart(el, {
+    width: el.clientWidth, height: el.clientHeight,
     layout: { background: { type: "solid", color: "#ffffff" }, textColor: "#333", attributionLogo: false },
     grid: { vertLines: { color: "#eef0f3" }, horzLines: { color: "#eef0f3" } },
-    timeScale: { timeVisible: true, secondsVisible: false, minBarSpacing: 0.01 },
+    timeScale: { timeVisible: true, secondsVisible: false, minBarSpacing: 0.01, tickMarkFormatter: tickMark },
+    localization: { timeFormatter: crosshairTime },
     rightPriceScale: { borderVisible: false },
   });
+  let size = [el.clientWidth, el.clientHeight];
+  const ro = new ResizeObserver(() => {
+    const now = [el.clientWidth, el.clientHeight];
+    if (now[0] !== size[0] || now[1] !== size[1]) { size = now; chart.resize(now[0], now[1]); }
+  });
+  ro.observe(el);
+  const remove = chart.remove.bind(chart);
+  chart.remove = () => { ro.disconnect(); remove(); };
+  return chart;
 }
 
 function candlesOf(cols) {
@@ -456,7 +498,8 @@ async function runnerPage(id) {
   drawIndicators().catch(() => {});
   every(5000, () => drawIndicators().catch(() => {}));
   renderInfo(snap);
-  renderTrades();
+  // The trades table is below the fold: built after the chart's first frame, not before it.
+  requestAnimationFrame(() => setTimeout(renderTrades, 0));
   const refreshSnap = () => api(`/api/runners/${enc}/snapshot`).then(renderInfo).catch(() => {});
   const log = (ev) => {
     const { type, seq, time, ...rest } = ev;

@@ -1,0 +1,103 @@
+"""Edge cases of the order core found in review (docs/orders.md): rounding dust in partial
+exits, replacements that are rejected, a working order whose fill is rejected, the entry gate's
+answers, and trailing distances larger than the price."""
+
+import math
+
+from tradesim import MarketData
+from tradesim.runner import SymbolRunner
+from tradesim.runner.execution import ExecutionConfig
+
+MIN = 60_000
+T0 = 28_333_332 * MIN
+SYMBOL = "BTCUSDT"
+
+
+def plan_runner(tmp_path, plan, events=None, **execution):
+    """`plan` maps a bar index to the Lua action table returned on that bar (any state)."""
+    rows = "\n".join(f"  [{i}] = {{{table}}}," for i, table in plan.items())
+    path = tmp_path / "plan.lua"
+    path.write_text(f"""
+local T0, MIN = {T0}, {MIN}
+local plan = {{
+{rows}
+}}
+local function act(md) return plan[(md.timestamp - T0) // MIN] end
+function detect_opportunity(md, ctx, ind) if act(md) then return {{reason = "plan"}} end end
+function filter_commitment(md, ctx, ind) return act(md) end
+function manage_position(md, ctx, ind) return act(md) end
+""")
+    return SymbolRunner(SYMBOL, path, on_event=(events.append if events is not None else None),
+                        execution=ExecutionConfig(**execution))
+
+
+def bar(r, i, o=100.0, h=101.0, l=99.0, c=100.0):
+    r.process(MarketData(SYMBOL, T0 + i * MIN, o, h, l, c, 1.0))
+
+
+def test_a_fractional_exit_leaves_no_dust_trade(tmp_path):
+    # lots 0.7 and 0.6; exit fraction 0.7 / 1.3 closes exactly the first lot: one trade, not two
+    r = plan_runner(tmp_path, {0: 'action = "enter_long", quantity = 0.7',
+                               1: 'action = "enter_long", quantity = 0.6',
+                               2: 'action = "exit", fraction = 0.7 / 1.3'})
+    for i in range(4):
+        bar(r, i)
+    assert [t.quantity for t in r.trades] == [0.7]
+    assert [lot["quantity"] for lot in r.core.lots()] == [0.6]
+
+
+def test_a_rejected_market_replacement_keeps_the_working_order(tmp_path):
+    # fill="close": a buy limit at 95 works; a market entry sized to 0 at the lot size is
+    # rejected at once, so the limit still works (and fills on a later dip)
+    events = []
+    r = plan_runner(tmp_path, {0: 'action = "enter_long", limit_price = 95, quantity = 1',
+                               1: 'action = "enter_long", quantity = 0.0001'}, events,
+                    fill="close", lot_size=0.01)
+    bar(r, 0)
+    bar(r, 1)
+    assert r.core.working and "rounds to 0" in r.rejections[0].reason
+    assert not [e for e in events if e["type"] == "order_cancelled"]
+    bar(r, 2, o=100.0, h=100.0, l=94.0, c=96.0)
+    assert r.machine.position is not None and r.machine.position.entry_price == 95.0
+
+
+def test_a_working_order_whose_fill_is_rejected_says_so(tmp_path):
+    events = []
+    r = plan_runner(tmp_path, {0: 'action = "enter_long", limit_price = 95, quantity = 0.004'}, events,
+                    min_notional=1.0)
+    bar(r, 0)
+    bar(r, 1, o=100.0, h=100.0, l=94.0, c=96.0)     # 0.004 x 95 = 0.38 < 1: rejected at the fill
+    assert r.machine.position is None and not r.core.working
+    assert "notional 0.38 < min_notional 1" in r.rejections[0].reason
+    cancelled = [(e["reason"], e["timestamp"]) for e in events if e["type"] == "order_cancelled"]
+    assert cancelled == [("rejected", T0 + MIN)]
+    assert r.machine.state.name == "ANALYZING" and not r.machine.order_working
+
+
+class Gate:
+    def __init__(self, answer):
+        self.answer, self.asked = answer, []
+
+    def allow_entry(self, core, ts, side, quantity, price):
+        self.asked.append((ts, side, quantity, price))
+        return self.answer
+
+
+def test_the_gate_rejects_only_with_a_reason(tmp_path):
+    for answer, entered in ((None, True), (True, True), (False, True), ("portfolio full", False)):
+        r = plan_runner(tmp_path, {0: 'action = "enter_long", quantity = 2'})
+        gate = r.core.gate = Gate(answer)
+        bar(r, 0)
+        bar(r, 1, o=102.0, h=103.0)
+        assert gate.asked == [(T0 + MIN, 1, 2.0, 102.0)]
+        assert (r.machine.position is not None) == entered
+        if not entered:
+            assert r.rejections[0].reason == "portfolio full" and r.core.cash == 10_000.0
+
+
+def test_a_trailing_distance_beyond_the_price_sets_no_stop(tmp_path):
+    # a long trailing 150 below closes of 100: no stop at a negative price
+    r = plan_runner(tmp_path, {0: 'action = "enter_long", quantity = 1, trailing_stop = 150'})
+    for i in range(3):
+        bar(r, i)
+    assert r.machine.position is not None and math.isnan(r.machine.position.stop_loss)
