@@ -166,3 +166,22 @@ def test_runner_risk_events_join_the_result_in_the_fast_path(level, bars_csv):
         ("runner", "max_position_notional", t(1), "AAAUSDT"), ("runner", "max_position_notional", t(2), "AAAUSDT")]
     assert events[0]["threshold"] == 50 and events[0]["value"] == pytest.approx(100.0)
     assert result.ledger["risk"]["max_position_notional"] == 50
+
+
+def test_a_recorded_interleaved_backtest_replays_identically(btc_bars, eth_bars, tmp_path):
+    # a limit that never binds: the replay (which has no portfolio) makes the same decisions and
+    # trades; the end-of-data closes come after each runner's shutdown, as in the fast path
+    from pathlib import Path
+
+    from tradesim.recording import SessionRecorder
+    from tradesim.sessions import open_session, replay
+
+    ema = Path(__file__).resolve().parents[2] / "lua-strategies" / "examples" / "ema_crossover.lua"
+    bars = [btc_bars.slice(None, int(btc_bars.timestamp[3_000])),
+            eth_bars.slice(int(eth_bars.timestamp[500]), int(eth_bars.timestamp[4_000]))]
+    bt = Backtest(ema, bars, portfolio=PortfolioConfig(max_open_positions=2))
+    bt.run(SessionRecorder(tmp_path, kind="backtest", name="pf"))
+    rep = replay(open_session(tmp_path / "pf"))
+    assert rep.identical, rep.comparison.to_dict()["first"]
+    assert rep.comparison.decisions > 50
+    assert any("max_open_positions = 2" in note for note in rep.notes)

@@ -410,6 +410,7 @@ class Backtest:
         at = [0] * m                     # next bar of each runner
         due = [lane[0][0] if lane[6] else None for lane in lanes]   # its open time
         alive = [True] * m
+        shut = [False] * m               # its shutdown recorded
         cash = np.empty(len(stamps))
         done = 0
         close_at_end = self.close_at_end
@@ -439,6 +440,10 @@ class Backtest:
                     due[j] = ts[i + 1] if i + 1 < n else None
                     if i + 1 == n and close_at_end:
                         # its last bar: close now, so the portfolio's later bars see it flat
+                        if recorder is not None:   # what follows its shutdown is the close (as below)
+                            recorder.flush_outcomes(keys[j])
+                            recorder.append({"type": "shutdown", "runner": keys[j], "reason": "end_of_data"})
+                            shut[j] = True
                         runner.close_position()
                         equity[j][i] = runner.equity
                         in_pos[j][i] = False
@@ -459,7 +464,8 @@ class Backtest:
         runs = []
         for j, (runner, bars) in enumerate(self.runners):
             if recorder is not None:
-                recorder.append({"type": "shutdown", "runner": keys[j], "reason": "end_of_data"})
+                if not shut[j]:
+                    recorder.append({"type": "shutdown", "runner": keys[j], "reason": "end_of_data"})
                 recorder.flush_outcomes(keys[j])
             runs.append(self._run_result(runner, bars, np.array(equity[j], dtype=np.float64),
                                          np.array(in_pos[j], dtype=np.uint8)))
