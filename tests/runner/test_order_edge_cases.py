@@ -101,3 +101,29 @@ def test_a_trailing_distance_beyond_the_price_sets_no_stop(tmp_path):
     for i in range(3):
         bar(r, i)
     assert r.machine.position is not None and math.isnan(r.machine.position.stop_loss)
+
+
+def test_every_order_event_a_runner_emits_is_an_engine_event(tmp_path):
+    # What the engine publishes (and a recorded stream carries) is what the runner emitted, field
+    # for field: working orders, partial exits and risk events included.
+    from tradesim.engine.events import event_from_runner_dict
+    from tradesim.serve.broadcast import RUNNER_TYPES
+
+    events = []
+    r = plan_runner(tmp_path, {0: 'action = "enter_long", limit_price = 95, quantity = 2',
+                               1: 'action = "enter_long", limit_price = 96, quantity = 2',
+                               3: 'action = "exit", quantity = 1'}, events)
+    bar(r, 0)
+    bar(r, 1)                                          # replaced by the limit at 96
+    bar(r, 2, o=100.0, h=100.0, l=95.5, c=97.0)        # filled at 96
+    bar(r, 3)
+    bar(r, 4)                                          # 1 of 2 sold at the open
+    kinds = [e["type"] for e in events]
+    for kind in ("order_placed", "order_cancelled", "position_opened", "position_reduced"):
+        assert kind in kinds and kind in RUNNER_TYPES
+    for e in events:
+        mapped = event_from_runner_dict(e)
+        assert mapped is not None, e["type"]
+        cls, fields = mapped
+        assert {k: v for k, v in e.items() if k not in ("type", "symbol", "strategy")} == {
+            k: v for k, v in fields.items() if k not in ("symbol", "strategy")}

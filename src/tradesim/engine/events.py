@@ -26,7 +26,8 @@ import orjson
 
 __all__ = [
     "ActionRejected", "BarReceived", "Event", "EventBus", "FeedStatus", "OpportunityDetected",
-    "PositionClosed", "PositionOpened", "PositionUpdated", "RunnerErrorEvent", "RunnerStatusChanged",
+    "OrderCancelled", "OrderPlaced", "PositionClosed", "PositionOpened", "PositionReduced", "PositionUpdated",
+    "RiskResumed", "RunnerErrorEvent", "RunnerStatusChanged",
     "AnalysisTimeout", "ControlApplied", "RequestRefused", "RiskLimit", "StateTransition", "StrategyReloaded",
     "SubscriberDropped",
     "Subscription",
@@ -131,6 +132,49 @@ class PositionClosed(RunnerEvent):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class PositionReduced(RunnerEvent):
+    """A partial exit closed ``quantity`` (base units) at ``price``; ``remaining`` is still open."""
+
+    type: ClassVar[str] = "position_reduced"
+    timestamp: int = 0
+    quantity: float = 0.0
+    price: float = 0.0
+    remaining: float = 0.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OrderPlaced(RunnerEvent):
+    """A limit or stop entry order started working (docs/orders.md); ``price`` its limit or stop."""
+
+    type: ClassVar[str] = "order_placed"
+    timestamp: int = 0
+    side: str = ""
+    order_type: str = ""
+    price: float = 0.0
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OrderCancelled(RunnerEvent):
+    """A working order is gone unfilled; ``reason``: cancelled, replaced, expired,
+    analysis_timeout, analysis_cancelled, rejected (at its fill), risk_limit, halted ..."""
+
+    type: ClassVar[str] = "order_cancelled"
+    timestamp: int = 0
+    side: str = ""
+    order_type: str = ""
+    price: float = 0.0
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RiskResumed(RunnerEvent):
+    """A runner blocked by its own risk limit was resumed (its risk baseline restarts)."""
+
+    type: ClassVar[str] = "risk_resumed"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ActionRejected(RunnerEvent):
     """An action the strategy asked for could not be carried out."""
 
@@ -152,7 +196,7 @@ class RunnerErrorEvent(RunnerEvent):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunnerStatusChanged(RunnerEvent):
-    """RUNNING / PAUSED / STOPPED / FAILED, with the reason."""
+    """RUNNING / PAUSED / HALTED / STOPPED / FAILED, with the reason."""
 
     type: ClassVar[str] = "runner_status"
     status: str = ""
@@ -253,7 +297,8 @@ class SubscriberDropped(Event):
 
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.type: cls for cls in (BarReceived, OpportunityDetected, StateTransition, PositionOpened,
-                              PositionUpdated, PositionClosed, ActionRejected, RunnerErrorEvent,
+                              PositionUpdated, PositionReduced, PositionClosed, OrderPlaced,
+                              OrderCancelled, RiskResumed, ActionRejected, RunnerErrorEvent,
                               RunnerStatusChanged, StrategyReloaded, AnalysisTimeout, RiskLimit, FeedStatus,
                               ControlApplied, RequestRefused, SubscriberDropped)
 }

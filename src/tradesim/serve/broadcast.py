@@ -49,8 +49,9 @@ _FIELDS = {name: [f.name for f in fields(cls) if f.name not in ("seq", "time")]
 
 #: A runner's logged events that are engine events too (same name and fields, ``runner`` -> ``runner_id``).
 RUNNER_TYPES = frozenset({"opportunity_detected", "state_transition", "position_opened", "position_updated",
-                          "position_closed", "action_rejected", "runner_error", "runner_status",
-                          "strategy_reloaded", "analysis_timeout"})
+                          "position_reduced", "position_closed", "order_placed", "order_cancelled",
+                          "action_rejected", "runner_error", "runner_status", "strategy_reloaded",
+                          "analysis_timeout", "risk_limit", "risk_resumed"})
 
 #: Event types a recorded session's stream carries (the log's decisions and snapshots are read
 #: with ``/api/sessions/{id}/events``).
