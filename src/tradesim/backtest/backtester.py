@@ -281,7 +281,21 @@ class Backtest:
         if self.portfolio.active:
             # (its starting cash: the runners' shares, which add up to the backtest's)
             self.book = Portfolio([r for r, _ in self.runners], self.portfolio,
-                                  on_event=self._collect_risk_event, max_events=0)
+                                  on_event=self._collect_risk_event, max_events=0,
+                                  halt_runner=self._halt_for_portfolio)
+        self._halt_due: dict[int, str] = {}     # runner index -> why: halted after its next bar
+        self._now: int | None = None            # the bar time the interleaved loop is at
+
+    def _halt_for_portfolio(self, runner: SymbolRunner, reason: str) -> None:
+        # A runner with a bar at this time closes at that close; one without waits for its
+        # next bar and closes at that one's close (its newest close is from before the
+        # breach, and its equity there is already booked).
+        j = next(i for i, (r, _) in enumerate(self.runners) if r is runner)
+        window = runner.window
+        if self._now is None or (len(window) and window.latest().timestamp == self._now):
+            runner.halt(reason)
+        else:
+            self._halt_due[j] = reason
 
     def _collect_risk_event(self, event: dict) -> None:
         self.risk_event_count += 1
@@ -423,6 +437,7 @@ class Backtest:
                     if stop > at[j]:
                         recorder.bars(keys[j], bars, at[j], stop)
             for k, t in enumerate(stamps[k0:k1].tolist(), start=k0):
+                self._now = t
                 for j in range(m):
                     if due[j] != t:
                         continue
@@ -431,6 +446,8 @@ class Backtest:
                     if alive[j]:
                         alive[j] = core.process_values(t, o[i], h[i], lo[i], c[i], v[i])
                         done += 1
+                        if j in self._halt_due:      # a portfolio halt that waited for this bar
+                            runner.halt(self._halt_due.pop(j))
                         # (a runner that stopped itself is marked at its last close from now on)
                         equity[j][i] = core.cash + core.quantity * c[i] if alive[j] else runner.equity
                     else:
@@ -543,9 +560,10 @@ class Backtest:
     def _positions(run: RunResult, runner: SymbolRunner, bars: Bars) -> RunPositions:
         lots = []
         pos = runner.machine.position
-        if pos is not None and runner.core.quantity != 0:   # still open (close_at_end=False)
-            bar = max(int(np.searchsorted(bars.timestamp, pos.entry_time, side="right")) - 1, 0)
-            lots.append((pos.side.name.lower(), abs(runner.core.quantity), pos.entry_price, bar))
+        if pos is not None and runner.core.quantity != 0:   # still open (close_at_end=False): its lots
+            side = pos.side.name.lower()
+            lots.extend((side, lot["quantity"], lot["entry_price"], lot["entry_bar"])
+                        for lot in runner.core.lots())
         return RunPositions(bars.symbol, bars.timestamp, bars.close, run.equity, run.trades,
                             run.starting_cash, run.bars_processed, lots)
 

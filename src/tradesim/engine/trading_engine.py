@@ -124,6 +124,7 @@ class TradingEngine:
             self.portfolio = Portfolio([], portfolio, on_event=self._portfolio_event,
                                        halt_runner=self._halt_for_portfolio,
                                        resume_runner=self._resume_for_portfolio,
+                                       pause_runner=self._pause_for_portfolio,
                                        curve_limit=history_limit, max_events=history_limit or 1000)
 
     def record(self, recorder: SessionRecorder) -> None:
@@ -261,11 +262,21 @@ class TradingEngine:
         UnknownRunner
         """
         handle = self._handle(runner_id)
-        self._command(runner_id, "remove", lambda r: r.stop("removed"), audit)
+        book = self.portfolio
+        self._command(runner_id, "remove", lambda r: self._remove(r, book), audit)
         del self._runners[runner_id]
         route = self._routes.get((handle.feed, handle.symbol), [])
         if handle in route:
             route.remove(handle)
+
+    @staticmethod
+    def _remove(runner: SymbolRunner, book: Portfolio | None) -> None:
+        # (on the runner's worker) with a portfolio, a removed runner's position is closed and
+        # it leaves the portfolio: it must not hold a slot or a stale mark for good
+        if book is not None:
+            runner.close_position("removed")
+            book.remove(runner)
+        runner.stop("removed")
 
     def _handle(self, runner_id: str) -> RunnerHandle:
         try:
@@ -355,6 +366,11 @@ class TradingEngine:
         rid = next((i for i, h in self._runners.items() if h.runner is runner), None)
         if rid is not None:
             self._command(rid, "resume", SymbolRunner.resume, {"scope": "portfolio"})
+
+    def _pause_for_portfolio(self, runner: SymbolRunner) -> None:
+        rid = next((i for i, h in self._runners.items() if h.runner is runner), None)
+        if rid is not None:
+            self._command(rid, "pause", SymbolRunner.pause, {"scope": "portfolio"})
 
     def reload(self, runner_id: str, **audit: str) -> None:
         """Hot-reload a runner's strategy file (position, window and context kept).

@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from tradesim.portfolio.config import PortfolioConfig
-from tradesim.runner import SymbolRunner
+from tradesim.runner import RunnerStatus, SymbolRunner
 
 __all__ = ["DAY_MS", "Portfolio"]
 
@@ -83,6 +83,7 @@ class Portfolio:
                  on_event: Callable[[dict], Any] | None = None,
                  halt_runner: Callable[[SymbolRunner, str], Any] | None = None,
                  resume_runner: Callable[[SymbolRunner], Any] | None = None,
+                 pause_runner: Callable[[SymbolRunner], Any] | None = None,
                  max_events: int = 1000, curve_limit: int | None = 0) -> None:
         self.config = config or PortfolioConfig()
         self.curve_limit = curve_limit
@@ -92,6 +93,9 @@ class Portfolio:
         self.on_event = on_event
         self.halt_runner = halt_runner or (lambda runner, reason: runner.halt(reason))
         self.resume_runner = resume_runner or (lambda runner: runner.resume())
+        self.pause_runner = pause_runner or (lambda runner: runner.pause())
+        # the runners this portfolio halted, with the status each had (resume restores only these)
+        self._halted_runners: list[tuple[SymbolRunner, RunnerStatus]] = []
         self.max_events = max_events
         self.events: list[dict] = []
         self.event_count = 0
@@ -104,6 +108,7 @@ class Portfolio:
             self.account = Account(0.0)
         self._lock = threading.RLock()
         self._reserved: set[int] = set()     # id(core) of runners whose entry passed the gate
+        self._retired_cash = 0.0             # cash of runners removed (per-runner cash)
         self._day: int | None = None
         self.day_start_equity = 0.0   # equity at the previous UTC day's last close
         self.last_equity = 0.0
@@ -133,6 +138,22 @@ class Portfolio:
                 runner.core.account = self.account
             if self.config.limited:
                 runner.core.gate = self
+
+    def remove(self, runner: SymbolRunner) -> None:
+        """Stop watching `runner` (removed from an engine; close its position first).
+
+        Its cash stays in the portfolio's, so the portfolio's equity does not
+        jump; it no longer takes a `max_open_positions` slot.
+        """
+        with self._lock:
+            if runner not in self.runners:
+                return
+            self.runners.remove(runner)
+            if self.account is None:
+                self._retired_cash += float(runner.core.cash)
+            runner.core.gate = None
+            self._reserved.discard(id(runner.core))
+            self._halted_runners = [(r, s) for r, s in self._halted_runners if r is not runner]
 
     # -- the entry gate (called by RunnerCore before each entry or scale-in fill) ---------
 
@@ -164,7 +185,7 @@ class Portfolio:
         """Portfolio cash, quote currency: the shared account's, or the sum of the runners'."""
         if self.account is not None:
             return float(self.account.cash)
-        return float(sum(r.core.cash for r in self.runners))
+        return float(sum(r.core.cash for r in self.runners)) + self._retired_cash
 
     def position_value(self) -> float:
         """Sum of the runners' positions marked at their newest close (signed, quote currency)."""
@@ -176,7 +197,7 @@ class Portfolio:
 
     def _mark(self) -> tuple[float, float]:
         # (equity, cash) in one pass over the runners: called after every bar
-        cash = value = 0.0
+        cash, value = self._retired_cash, 0.0
         for r in self.runners:
             core = r.core
             own = core.cash
@@ -261,10 +282,16 @@ class Portfolio:
             return
         self.halted = True
         for runner in self.runners:
-            self.halt_runner(runner, reason)
+            # a runner its own limit halted, or stopped, is not the portfolio's to resume
+            if runner.status in (RunnerStatus.RUNNING, RunnerStatus.PAUSED):
+                self._halted_runners.append((runner, runner.status))
+                self.halt_runner(runner, reason)
 
     def resume(self) -> None:
-        """Lift every block, resume halted runners and re-arm the drawdown limit.
+        """Lift every block, resume the runners this portfolio halted and re-arm the drawdown limit.
+
+        A runner halted by its own risk limit stays halted; one that was paused
+        when the portfolio halted it is paused again.
 
         The drawdown is measured again from the equity now (the new peak);
         the daily loss limit re-arms at the next UTC day, as always.
@@ -275,8 +302,11 @@ class Portfolio:
             self._drawdown_hit = False
             self.peak = self.last_equity = self.equity()
             if was_halted:
-                for runner in self.runners:
+                for runner, before in self._halted_runners:
                     self.resume_runner(runner)
+                    if before == RunnerStatus.PAUSED:   # back as the user left it
+                        self.pause_runner(runner)
+            self._halted_runners = []
 
     def _emit(self, limit: str, threshold: float, value: float, action: str, ts: int,
               runner: SymbolRunner | None = None) -> None:

@@ -383,8 +383,8 @@ class SymbolRunner:
     def on_risk_limit(self, ts: int, limit: str, threshold: float, value: float, action: str) -> None:
         entry = RiskEvent(ts, limit, threshold, value, action)
         self.risk_events.append(entry)
-        self.emit("risk_limit", timestamp=ts, limit=limit, threshold=threshold, value=value,
-                  action=action)
+        self.emit("risk_limit", scope="runner", timestamp=ts, limit=limit, threshold=threshold,
+                  value=value, action=action)
         if action == "halt" and self.status not in FINAL_STATUSES:
             self._set_status(RunnerStatus.HALTED, f"{limit}: {value:.2f} > {threshold:.2f}")
 
