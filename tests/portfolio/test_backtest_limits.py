@@ -13,8 +13,6 @@ import pytest
 from tradesim.backtest import Backtest
 from tradesim.portfolio import PortfolioConfig
 
-pytest.importorskip("tradesim.runner.risk")   # the runners' gate and account (issue 15)
-
 HOUR = 3_600_000
 T0 = 1_735_689_600_000   # 2025-01-01 00:00 UTC
 

@@ -8,13 +8,11 @@ import json
 import pytest
 from click.testing import CliRunner
 
-pytest.importorskip("tradesim.runner.risk")
-
-from tradesim.cli import main  # noqa: E402
-from tradesim.engine.config import ConfigError, parse_config  # noqa: E402
-from tradesim.engine.run import build_engine  # noqa: E402
-from tradesim.portfolio import PortfolioConfig  # noqa: E402
-from tradesim.runner.risk import RiskConfig  # noqa: E402
+from tradesim.cli import main
+from tradesim.engine.config import ConfigError, parse_config
+from tradesim.engine.run import build_engine
+from tradesim.portfolio import PortfolioConfig
+from tradesim.runner.risk import RiskConfig
 
 HOUR = 3_600_000
 T0 = 1_735_689_600_000

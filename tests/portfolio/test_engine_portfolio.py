@@ -7,12 +7,10 @@ import asyncio
 
 import pytest
 
-pytest.importorskip("tradesim.runner.risk")
-
-from tradesim.engine import TradingEngine  # noqa: E402
-from tradesim.feeds.simulated import SimulatedFeed  # noqa: E402
-from tradesim.portfolio import PortfolioConfig  # noqa: E402
-from tradesim.runner import RunnerStatus  # noqa: E402
+from tradesim.engine import TradingEngine
+from tradesim.feeds.simulated import SimulatedFeed
+from tradesim.portfolio import PortfolioConfig
+from tradesim.runner import RunnerStatus
 
 ALWAYS_LONG = """
 name = "always_long"

@@ -82,7 +82,6 @@ end
 
 
 def test_halted_runners_open_nothing_until_resume(tmp_path):
-    pytest.importorskip("tradesim.runner.risk")
     from tradesim.runner import RunnerStatus, SymbolRunner
     from tradesim.runner.execution import ExecutionConfig
 

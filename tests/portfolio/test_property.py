@@ -5,38 +5,14 @@ open positions marked at their close (an independent reference from the trades a
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-pytest.importorskip("tradesim.runner.risk")
+from tradesim.backtest import Backtest
+from tradesim.data import Bars
+from tradesim.portfolio import PortfolioConfig
 
-from tradesim.backtest import Backtest  # noqa: E402
-from tradesim.data import Bars  # noqa: E402
-from tradesim.portfolio import PortfolioConfig  # noqa: E402
-
-HOUR = 3_600_000
-T0 = 1_735_689_600_000
-
-LEVEL = """
-name = "level"
-params = {enter_above = 100, exit_below = 90, quantity = 1}
-function detect_opportunity(md, ctx, ind)
-  if md.close >= params.enter_above then return {reason = "above"} end
-  return nil
-end
-function filter_commitment(md, ctx, ind)
-  if md.close >= params.enter_above then
-    if params.quantity > 0 then return {action = "enter_long", quantity = params.quantity, reason = "a"} end
-    return {action = "enter_long", reason = "a"}
-  end
-  return {action = "cancel_analysis", reason = "below"}
-end
-function manage_position(md, ctx, ind)
-  if md.close <= params.exit_below then return {action = "exit", reason = "below"} end
-  return nil
-end
-"""
+from .conftest import HOUR, LEVEL, T0
 
 
 def _bars(symbol, start_bar, steps):

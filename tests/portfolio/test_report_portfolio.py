@@ -6,12 +6,8 @@ from __future__ import annotations
 import json
 import re
 
-import pytest
-
-pytest.importorskip("tradesim.runner.risk")
-
-from tradesim.backtest import Backtest, write_report  # noqa: E402
-from tradesim.portfolio import PortfolioConfig  # noqa: E402
+from tradesim.backtest import Backtest, write_report
+from tradesim.portfolio import PortfolioConfig
 
 
 def _report(tmp_path, level, bars_csv, name="r.html"):

@@ -7,8 +7,6 @@ import pytest
 
 from .conftest import make_server, wait_for
 
-pytest.importorskip("tradesim.runner.risk")
-
 
 @pytest.fixture(scope="module")
 def portfolio_live(tmp_path_factory):

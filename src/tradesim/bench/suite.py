@@ -241,35 +241,52 @@ def _real_btc():
     return None
 
 
-def _bench_recording(quick: bool) -> list[BenchResult]:
-    """Recorded vs plain backtests, interleaved (the same bars, strategy and process): the share
-    of throughput recording costs."""
-    import tempfile
-
-    from tradesim.backtest import Backtest
+def _btc_bench_bars(quick: bool):
+    """The real BTCUSDT klines (or as many simulated bars), cut to 40,000 bars when `quick`."""
     from tradesim.feeds.simulated import SimulatedFeed
-    from tradesim.recording import SessionRecorder
 
     bars = _real_btc()
     if bars is None:   # no real data here: the same size of simulated bars
         bars = SimulatedFeed(("BTCUSDT",), seed=1).bars("BTCUSDT", 130_000)
     if quick:
         bars = bars.slice(None, int(bars.timestamp[min(len(bars) - 1, 40_000)]))
-    plain, recorded = [], []
-    with tempfile.TemporaryDirectory(prefix="tradesim-bench-") as tmp:
-        for i in range(2 if quick else 5):
-            t0 = time.perf_counter()
-            Backtest(str(example_path()), bars).run()
-            plain.append(time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            Backtest(str(example_path()), bars).run(SessionRecorder(tmp, kind="backtest", name=f"r{i}"))
-            recorded.append(time.perf_counter() - t0)
-    cost = (1.0 - float(np.median(plain)) / float(np.median(recorded))) * 100.0
-    ratios = [(1.0 - p / r) * 100.0 for p, r in zip(plain, recorded)]
-    budget = BUDGETS["recording_cost"]
-    return [BenchResult(f"session.recording_cost.{len(bars) // 1000}k_bars", cost, max(ratios), max(ratios),
-                        len(bars) / float(np.median(recorded)), "%", budget.limit, budget.passes(cost),
+    return bars
+
+
+def _cost_against_ema(name: str, budget_key: str, bars, quick: bool,
+                      other: Callable[[int], None]) -> list[BenchResult]:
+    """The EMA crossover example's backtest and ``other(round)``, interleaved on the same bars:
+    the share of the example's throughput `other` loses (median over the rounds; max per round)."""
+    from tradesim.backtest import Backtest
+
+    plain, timed = [], []
+    for i in range(2 if quick else 5):
+        t0 = time.perf_counter()
+        Backtest(str(example_path()), bars).run()
+        plain.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        other(i)
+        timed.append(time.perf_counter() - t0)
+    cost = (1.0 - float(np.median(plain)) / float(np.median(timed))) * 100.0
+    ratios = [(1.0 - p / o) * 100.0 for p, o in zip(plain, timed)]
+    budget = BUDGETS[budget_key]
+    return [BenchResult(f"{name}.{len(bars) // 1000}k_bars", cost, max(ratios), max(ratios),
+                        len(bars) / float(np.median(timed)), "%", budget.limit, budget.passes(cost),
                         len(ratios))]
+
+
+def _bench_recording(quick: bool) -> list[BenchResult]:
+    """Recorded vs plain backtests, interleaved (the same bars, strategy and process): the share
+    of throughput recording costs."""
+    import tempfile
+
+    from tradesim.backtest import Backtest
+    from tradesim.recording import SessionRecorder
+
+    bars = _btc_bench_bars(quick)
+    with tempfile.TemporaryDirectory(prefix="tradesim-bench-") as tmp:
+        return _cost_against_ema("session.recording_cost", "recording_cost", bars, quick, lambda i: Backtest(
+            str(example_path()), bars).run(SessionRecorder(tmp, kind="backtest", name=f"r{i}")))
 
 
 #: The EMA crossover's signals, entered by a limit order below the signal close (working up to 5
@@ -315,32 +332,17 @@ def _bench_orders(quick: bool) -> list[BenchResult]:
     from pathlib import Path
 
     from tradesim.backtest import Backtest
-    from tradesim.feeds.simulated import SimulatedFeed
 
-    bars = _real_btc()
-    if bars is None:
-        bars = SimulatedFeed(("BTCUSDT",), seed=1).bars("BTCUSDT", 130_000)
-    if quick:
-        bars = bars.slice(None, int(bars.timestamp[min(len(bars) - 1, 40_000)]))
-    plain, orders = [], []
+    bars = _btc_bench_bars(quick)
+
+    def orders(_round: int) -> None:
+        if not Backtest(str(script), bars).run().trades:
+            raise RuntimeError("the orders benchmark strategy made no trade")
+
     with tempfile.TemporaryDirectory(prefix="tradesim-bench-") as tmp:
         script = Path(tmp) / "ema_limit_trailing.lua"
         script.write_text(ORDERS_BENCH_STRATEGY)
-        for _ in range(2 if quick else 5):
-            t0 = time.perf_counter()
-            Backtest(str(example_path()), bars).run()
-            plain.append(time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            result = Backtest(str(script), bars).run()
-            orders.append(time.perf_counter() - t0)
-            if not result.trades:
-                raise RuntimeError("the orders benchmark strategy made no trade")
-    cost = (1.0 - float(np.median(plain)) / float(np.median(orders))) * 100.0
-    ratios = [(1.0 - p / o) * 100.0 for p, o in zip(plain, orders)]
-    budget = BUDGETS["orders_cost"]
-    return [BenchResult(f"backtest.orders_cost.{len(bars) // 1000}k_bars", cost, max(ratios), max(ratios),
-                        len(bars) / float(np.median(orders)), "%", budget.limit, budget.passes(cost),
-                        len(ratios))]
+        return _cost_against_ema("backtest.orders_cost", "orders_cost", bars, quick, orders)
 
 
 def synthetic_session(folder, n_events: int, runner: str = "BTCUSDT:ema_crossover"):

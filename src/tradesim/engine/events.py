@@ -143,10 +143,9 @@ class PositionReduced(RunnerEvent):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class OrderPlaced(RunnerEvent):
-    """A limit or stop entry order started working (docs/orders.md); ``price`` its limit or stop."""
+class _OrderEvent(RunnerEvent):
+    """A limit or stop entry order (docs/orders.md): ``price`` its limit or stop."""
 
-    type: ClassVar[str] = "order_placed"
     timestamp: int = 0
     side: str = ""
     order_type: str = ""
@@ -155,16 +154,18 @@ class OrderPlaced(RunnerEvent):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class OrderCancelled(RunnerEvent):
+class OrderPlaced(_OrderEvent):
+    """A limit or stop entry order started working."""
+
+    type: ClassVar[str] = "order_placed"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OrderCancelled(_OrderEvent):
     """A working order is gone unfilled; ``reason``: cancelled, replaced, expired,
     analysis_timeout, analysis_cancelled, rejected (at its fill), risk_limit, halted ..."""
 
     type: ClassVar[str] = "order_cancelled"
-    timestamp: int = 0
-    side: str = ""
-    order_type: str = ""
-    price: float = 0.0
-    reason: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

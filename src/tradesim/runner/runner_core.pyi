@@ -71,10 +71,6 @@ class RunnerCore:
                  script: str = ..., lot_size: float = ..., min_notional: float = ...,
                  max_position_notional: float = ..., max_daily_loss_pct: float = ...,
                  max_drawdown_pct: float = ..., halt_on_breach: bool = ...) -> None: ...
-    def act(self, action: int, quantity: float = ..., stop_loss: float = ...,
-            take_profit: float = ..., price: float = ..., reason: str = ..., ts: int = ...,
-            close: float = ..., **fields: float) -> int:
-        """Carry out an action as if the strategy asked for it on the bar closing at `close`."""
     def working_order(self) -> dict[str, Any] | None:
         """The working limit/stop entry order, or None."""
     def lots(self) -> list[dict[str, Any]]:

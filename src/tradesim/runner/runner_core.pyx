@@ -486,23 +486,6 @@ cdef class RunnerCore:
             self._act(d.action, &d.amounts[0], d.reason, ts, close)
         return 0
 
-    def act(self, int action, double quantity=NAN, double stop_loss=NAN, double take_profit=NAN,
-            double price=NAN, str reason="", long long ts=0, double close=NAN, **fields):
-        """Carry out an action as if the strategy asked for it on the bar closing at `close`.
-
-        `action` is an `ActionType` value a strategy may name; the numbers
-        are the action's fields (NaN or absent: not given), `fields` any
-        other field of docs/orders.md by name (``limit_price=...``). Not
-        validated like a strategy's table: for tests and tools.
-        """
-        cdef double amounts[N_AMOUNTS]
-        _no_amounts(amounts)
-        amounts[AMOUNT_QUANTITY], amounts[AMOUNT_STOP_LOSS] = quantity, stop_loss
-        amounts[AMOUNT_TAKE_PROFIT], amounts[AMOUNT_PRICE] = take_profit, price
-        for key, value in fields.items():
-            amounts[_AMOUNT_NAMES.index(key)] = value
-        return self._act(action, amounts, reason, ts, close)
-
     cdef int _act(self, int action, const double* amounts, str reason, long long ts,
                   double close) except -1:
         # The action a strategy asked for on the bar closing at `close` (docs/orders.md);
