@@ -220,6 +220,9 @@ def test_long_automatic_exit_price_and_reason(tmp_path, bar3, policy, reason, pr
     assert t.pnl == pytest.approx(price - entry, rel=1e-12)
     assert r.equity == pytest.approx(10_000.0 + price - entry, rel=1e-12)
     assert r.machine.state == State.IDLE
+    # the state machine's closed position follows the (slipped) fill, as the trade does
+    assert r.machine.last_closed.exit_price == pytest.approx(price, rel=1e-13)
+    assert r.machine.realized_pnl == pytest.approx(price - entry, rel=1e-12)
 
 
 @pytest.mark.parametrize("bar3, reason, price", [
@@ -239,6 +242,8 @@ def test_short_automatic_exit_price_and_reason(tmp_path, bar3, reason, price):
     assert (t.side, t.exit_reason, t.exit_bar) == ("short", reason, 3)
     assert t.exit_price == pytest.approx(price, rel=1e-13)
     assert t.pnl == pytest.approx(entry - price, rel=1e-12)
+    assert r.machine.last_closed.exit_price == pytest.approx(price, rel=1e-13)
+    assert r.machine.last_closed.realized_pnl == pytest.approx(entry - price, rel=1e-12)
 
 
 def test_stop_is_live_on_the_entry_bar_after_the_open_fill(tmp_path):

@@ -113,6 +113,7 @@ cdef class StateMachine:
     cdef int _check(self, int action) except -1
     cdef int _transition(self, int to, int action, str reason, long long ts) except -1
     cdef Position _close(self, double price, long long ts, str reason, bint ambiguous)
+    cdef int refill_last_exit(self, double price) except -1
     cdef Position _enter(self, int action, double quantity, double price, long long ts,
                          double stop_loss, double take_profit, str reason)
     cdef int _add(self, double quantity, double price) except -1

@@ -649,6 +649,18 @@ cdef class StateMachine:
         self.realized_pnl += realized
         return p
 
+    cdef int refill_last_exit(self, double price) except -1:
+        # The runner filled the level exit just taken at `price` (a triggered stop is a market
+        # order: slippage moves it): the closed position and the realised P&L follow the fill.
+        cdef Position p = self.last_closed
+        cdef double delta = (pnl(p.side_c, p.quantity, p.entry_price, price)
+                             - pnl(p.side_c, p.quantity, p.entry_price, p.exit_price))
+        p.exit_price = price
+        p.mark_price = price
+        p.realized_pnl += delta
+        self.realized_pnl += delta
+        return 0
+
     def exit(self, double price, long long timestamp, str reason="exit"):
         """Close the position at `price` (IN_POSITION -> IDLE) and return it.
 

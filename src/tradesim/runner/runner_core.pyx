@@ -913,8 +913,9 @@ cdef class RunnerCore:
         # The state machine closed the position at a stop-loss or take-profit level.
         cdef Position pos = self.machine.last_closed
         cdef double price = pos.exit_price
-        if code == BAR_STOP_LOSS:   # a stop is a market order once triggered
+        if code == BAR_STOP_LOSS and self._slip != 0.0:   # a stop is a market order once triggered
             price = self._slipped(price, pos.side_c == Side.SHORT)
+            self.machine.refill_last_exit(price)
         return self._book_exit(price, ts, pos.exit_reason, pos.ambiguous)
 
     cdef int _add_lot(self, double quantity, double price, double fee, long long ts,
