@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from importlib import metadata
+from pathlib import Path
 
 import numpy as np
 
@@ -345,61 +346,115 @@ def _bench_orders(quick: bool) -> list[BenchResult]:
         return _cost_against_ema("backtest.orders_cost", "orders_cost", bars, quick, orders)
 
 
+_SYNTHETIC_RUNNER = {"key": "BTCUSDT:ema_crossover", "symbol": "BTCUSDT", "strategy": "ema_crossover",
+                     "script": "ema_crossover.lua", "sha256": "", "params": {}, "execution": {},
+                     "window_size": 500, "feed": None, "options": {}}
+#: The synthetic decisions' indicator layout (docs/sessions.md, ``outcomes``).
+_SYNTHETIC_LAYOUT = [["ema:10", 0, 1, ["value"]], ["ema:20", 1, 1, ["value"]]]
+
+
+def _synthetic_rows(ts: np.ndarray, bars_done: int, per_row: int = 11) -> list[tuple]:
+    """Outcome rows for bars with open times `ts`: decision, opportunity, fill, decision, close, one
+    row per `per_row` bars, as the EMA crossover on BTCUSDT 1m makes."""
+    import struct
+
+    nan = math.nan
+    rows: list[tuple] = []
+    for k in range(len(ts) // per_row):
+        t = int(ts[k * per_row])
+        values = struct.pack("<2d", 100.0 + k, 100.5)
+        step = k % 5
+        if step == 0:
+            rows.append((0, t, 0, True, "ema_cross_up", 0, nan, nan, nan, nan, "", None, values))
+        elif step == 1:
+            rows.append((3, t, "ema_cross_up", {"setup": "cross"}))
+        elif step == 2:
+            rows.append((1, t, "long", 0.1, 100.0 + k, 0.0, "ema_cross_up"))
+        elif step == 3:
+            rows.append((0, t, 2, False, "", 2, nan, nan, nan, nan, "ema_cross_down", None, values))
+        else:
+            rows.append((2, t, "long", 0.1, t - 60_000, 100.0, t, 101.0, 0.1, 0.0, "ema_cross_down", False,
+                         bars_done, bars_done + 1))
+    return rows
+
+
+def _synthetic_bars(rng, bars_done: int, n: int) -> dict[str, np.ndarray]:
+    ts = 1_700_000_000_000 + 60_000 * (bars_done + np.arange(n, dtype=np.int64))
+    close = 100.0 + np.cumsum(rng.normal(0, 0.1, n))
+    return {"timestamp": ts, "open": close, "high": close + 0.05, "low": close - 0.05, "close": close,
+            "volume": rng.random(n) * 10}
+
+
 def synthetic_session(folder, n_events: int, runner: str = "BTCUSDT:ema_crossover"):
     """A session folder with about `n_events` events shaped like a recorded backtest's (session format
     2), written through `SessionRecorder`: per 16,384-bar chunk a ``bars`` event, an ``outcomes``
-    event (decision, opportunity, fill, decision, close: one row per 11 bars, as the EMA crossover on
-    BTCUSDT 1m makes) and a ``snapshot``. Every bar and every outcome counts as an event."""
-    import struct
-
+    event (`_synthetic_rows`) and a ``snapshot``. Every bar and every outcome counts as an event."""
     from tradesim.recording import SessionRecorder
     from tradesim.recording.recorder import BAR_COLUMNS, _shuffle
 
     rec = SessionRecorder(folder, kind="backtest", name="synthetic", fsync="never")
-    rec.manifest["runners"] = [{"key": runner, "symbol": "BTCUSDT", "strategy": "ema_crossover",
-                                "script": "ema_crossover.lua", "sha256": "", "params": {}, "execution": {},
-                                "window_size": 500, "feed": None, "options": {}}]
+    rec.manifest["runners"] = [{**_SYNTHETIC_RUNNER, "key": runner}]
     rec.start()
-    chunk, per_row = 16_384, 11
-    rows_per_chunk = chunk // per_row
-    layout = [["ema:10", 0, 1, ["value"]], ["ema:20", 1, 1, ["value"]]]
+    chunk = 16_384
     rng = np.random.default_rng(3)
-    t0, done, bars_done = 1_700_000_000_000, 0, 0
-    nan = math.nan
+    done, bars_done = 0, 0
     while done < n_events:
-        ts = t0 + 60_000 * (bars_done + np.arange(chunk, dtype=np.int64))
-        close = 100.0 + np.cumsum(rng.normal(0, 0.1, chunk))
-        cols = {"timestamp": ts, "open": close, "high": close + 0.05, "low": close - 0.05, "close": close,
-                "volume": rng.random(chunk) * 10}
+        cols = _synthetic_bars(rng, bars_done, chunk)
+        ts = cols["timestamp"]
         event = {"type": "bars", "runner": runner, "symbol": "BTCUSDT", "start": bars_done, "count": chunk,
                  "time": int(ts[0]), "shuffled": True}
         for name, dtype in BAR_COLUMNS:
             event[name] = _shuffle(np.ascontiguousarray(cols[name], dtype=dtype))
         rec.append(event)
-        rows: list[tuple] = []
-        for k in range(rows_per_chunk):
-            t = int(ts[k * per_row])
-            values = struct.pack("<2d", 100.0 + k, 100.5)
-            step = k % 5
-            if step == 0:
-                rows.append((0, t, 0, True, "ema_cross_up", 0, nan, nan, nan, nan, "", None, values))
-            elif step == 1:
-                rows.append((3, t, "ema_cross_up", {"setup": "cross"}))
-            elif step == 2:
-                rows.append((1, t, "long", 0.1, 100.0 + k, 0.0, "ema_cross_up"))
-            elif step == 3:
-                rows.append((0, t, 2, False, "", 2, nan, nan, nan, nan, "ema_cross_down", None, values))
-            else:
-                rows.append((2, t, "long", 0.1, t - 60_000, 100.0, t, 101.0, 0.1, 0.0, "ema_cross_down", False,
-                             bars_done, bars_done + 1))
+        rows = _synthetic_rows(ts, bars_done)
         rec.append({"type": "outcomes", "runner": runner, "symbol": "BTCUSDT", "strategy": "ema_crossover",
-                    "time": rows[0][1], "count": len(rows), "indicators": layout, "rows": rows})
+                    "time": rows[0][1], "count": len(rows), "indicators": _SYNTHETIC_LAYOUT, "rows": rows})
         rec.append({"type": "snapshot", "runner": runner, "timestamp": int(ts[-1]), "status": "running",
                     "state": "IDLE", "position": None, "pending_order": False, "context": {},
                     "indicators": {"ema:10": 100.0, "ema:20": 100.5}, "bars": bars_done + chunk,
                     "decisions": bars_done // 5, "trades": bars_done // 10, "cash": 10_000.0, "equity": 10_000.0})
         bars_done += chunk
         done += chunk + len(rows) + 1
+    rec.finish()
+    return rec.path
+
+
+def synthetic_live_session(folder, n_events: int, runner: str = "BTCUSDT:ema_crossover"):
+    """A session folder with about `n_events` events shaped like a recorded live run's: an event per
+    ``bar`` (with its receive time), and the same outcomes as `synthetic_session`, each its own event
+    (the events a live runner writes). Every event is one record of the log."""
+    from tradesim.recording import SessionRecorder
+    from tradesim.recording.outcomes import expand_outcomes
+
+    class _Bar:   # what `SessionRecorder.bar` reads of a feed's bar
+        __slots__ = ("symbol", "timestamp", "open", "high", "low", "close", "volume", "bid", "ask")
+
+    rec = SessionRecorder(folder, kind="run", name="synthetic-live", fsync="never")
+    rec.manifest["runners"] = [{**_SYNTHETIC_RUNNER, "key": runner, "feed": "binance"}]
+    rec.start()
+    rng = np.random.default_rng(3)
+    chunk, done, bars_done = 16_384, 0, 0
+    bar = _Bar()
+    bar.symbol, bar.bid, bar.ask = "BTCUSDT", None, None
+    while done < n_events:
+        cols = _synthetic_bars(rng, bars_done, chunk)
+        rows = _synthetic_rows(cols["timestamp"], bars_done)
+        batch = {"runner": runner, "symbol": "BTCUSDT", "strategy": "ema_crossover", "seq": 0,
+                 "indicators": _SYNTHETIC_LAYOUT, "rows": rows}
+        outcomes = {}
+        for e in expand_outcomes(batch):
+            for key in ("seq", "sub", "time"):
+                e.pop(key, None)
+            outcomes.setdefault(e["timestamp"], []).append(e)
+        values = {name: cols[name].tolist() for name in cols}
+        for i in range(chunk):
+            for name in values:
+                setattr(bar, name, values[name][i])
+            rec.bar("binance", bar, recv_ms=bar.timestamp + 60_250)
+            for e in outcomes.get(bar.timestamp, ()):
+                rec.append(dict(e))
+        bars_done += chunk
+        done += chunk + len(rows)
     rec.finish()
     return rec.path
 
@@ -420,7 +475,8 @@ def read_session(path) -> int:
 
 
 def _bench_session_log(quick: bool) -> list[BenchResult]:
-    """Reading a session's log back, and `inspect --seq` (open, seek, state) on a long one."""
+    """Reading a session's log back (a backtest's and a live run's), and `inspect --seq` (open, seek,
+    state) on a long one."""
     import tempfile
 
     from tradesim.sessions import open_session
@@ -428,16 +484,22 @@ def _bench_session_log(quick: bool) -> list[BenchResult]:
     from tradesim.sessions.session import OUTCOME_TYPES
 
     n = 1_000_000 if quick else 10_000_000
+    n_live = 1_000_000 if quick else 3_000_000
+    rounds = 2 if quick else 3
     with tempfile.TemporaryDirectory(prefix="tradesim-bench-") as tmp:
-        path = synthetic_session(tmp, n)
-        rates, outcome_rates = [], []
-        for _ in range(2 if quick else 3):
+        path = synthetic_session(Path(tmp) / "backtest", n)
+        live = synthetic_live_session(Path(tmp) / "live", n_live)
+        rates, outcome_rates, live_rates = [], [], []
+        for _ in range(rounds):
             t0 = time.perf_counter()
             count = read_session(path)
             rates.append(count / (time.perf_counter() - t0))
             t0 = time.perf_counter()   # the outcomes alone, as dicts (compare and replay read these)
             count = sum(1 for _ in open_session(path).events(types=OUTCOME_TYPES))
             outcome_rates.append(count / (time.perf_counter() - t0))
+            t0 = time.perf_counter()   # a live run's log: every event a record, read as a dict
+            count = sum(1 for _ in open_session(live).events())
+            live_rates.append(count / (time.perf_counter() - t0))
         rng = np.random.default_rng(7)
         times = []
         last = open_session(path).log.last_seq   # (log records: a chunk of bars or outcomes is one)
@@ -446,13 +508,16 @@ def _bench_session_log(quick: bool) -> list[BenchResult]:
             state_at(open_session(path), int(seq))   # a fresh open each time, as the command does
             times.append(time.perf_counter_ns() - t0)
     read, inspect = BUDGETS["session_log_read"], BUDGETS["inspect_seq"]
-    p50r = float(np.median(rates))
     ns = np.array(times, dtype=float)
-    return [BenchResult(f"session.read_events.{n // 1_000_000}M", 1e9 / p50r, 1e9 / min(rates), 1e9 / min(rates),
-                        p50r, "ns", None, read.passes(p50r), len(rates)),
-            BenchResult(f"session.read_outcome_events.{n // 1_000_000}M", 1e9 / float(np.median(outcome_rates)),
-                        1e9 / min(outcome_rates), 1e9 / min(outcome_rates), float(np.median(outcome_rates)), "ns",
-                        None, None, len(outcome_rates)),
+
+    def rate(name: str, values: list[float], budget: bool) -> BenchResult:
+        p50 = float(np.median(values))
+        return BenchResult(name, 1e9 / p50, 1e9 / min(values), 1e9 / min(values), p50, "ns",
+                           None, read.passes(p50) if budget else None, len(values))
+
+    return [rate(f"session.read_events.{n // 1_000_000}M", rates, True),
+            rate(f"session.read_live_events.{n_live // 1_000_000}M", live_rates, True),
+            rate(f"session.read_outcome_events.{n // 1_000_000}M", outcome_rates, False),
             BenchResult(f"session.inspect_seq.{n // 1_000_000}M_events", float(np.median(ns)),
                         float(np.percentile(ns, 99)), float(ns.max()), 1e9 / float(np.median(ns)), "ns",
                         inspect.limit, inspect.passes(float(np.percentile(ns, 99))), len(ns))]

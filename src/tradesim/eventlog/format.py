@@ -16,12 +16,17 @@ Times are the events' ``time`` (ms UTC), `NO_TIME` when none has one.
 
 from __future__ import annotations
 
+import gc
 import os
 import struct
 import zlib
+from typing import Any
+
+import msgspec
 
 __all__ = ["HEADER", "HEADER_SIZE", "INDEX_NAME", "NO_TIME", "SEGMENT_MAGIC", "SEGMENT_SUFFIX", "TAIL_NAMES",
-           "BlockHeader", "LogCorrupt", "LogWriteError", "fsync_dir", "pack_header", "segment_name", "unpack_header"]
+           "BlockHeader", "LogCorrupt", "LogWriteError", "decode_events", "encode_event", "fsync_dir", "pack_header",
+           "segment_name", "unpack_header"]
 
 SEGMENT_MAGIC = b"TSLOG1\r\n"
 SEGMENT_SUFFIX = ".seg"
@@ -84,6 +89,101 @@ def unpack_header(data: bytes, segment: str, offset: int) -> BlockHeader:
         raise LogCorrupt(f"{segment}: corrupt block header at byte offset {offset}"
                          f" ({'bad magic' if magic != BLOCK_MAGIC else 'header CRC mismatch'})")
     return BlockHeader(stored, raw, count, first_seq, first_time, last_time, payload_crc, segment, offset)
+
+
+# MessagePack through msgspec: the same bytes as msgpack-python's `Packer` for these values (tested),
+# encoded 2-5x and decoded ~2x faster (docs/event-log.md, Speed).
+def _builtin(value: Any) -> Any:
+    # msgpack-python packs subclasses of float and int (numpy.float64, IntEnum) as their value; so does the log
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, int):
+        return int(value)
+    raise TypeError(f"cannot log a value of type {type(value).__name__}: {value!r}")
+
+
+class _Head(msgspec.Struct):
+    # What a type-filtered read decodes of every event: the rest of an event not asked for (a chunk's
+    # bar columns) is skipped in place, never copied out.
+    type: Any = None
+    seq: Any = None
+
+
+_ENCODER = msgspec.msgpack.Encoder(enc_hook=_builtin)
+_DECODER = msgspec.msgpack.Decoder()
+_RAWS = msgspec.msgpack.Decoder(list[msgspec.Raw])
+_HEAD = msgspec.msgpack.Decoder(_Head)
+
+#: One event's MessagePack bytes (raises TypeError for a value it cannot encode).
+encode_event = _ENCODER.encode
+
+
+def decode_events(raw: bytes, count: int, types: frozenset[str] | None = None) -> tuple[list[Any], Any, Any]:
+    """The `count` MessagePack values back to back in `raw` (a block's payload, decompressed).
+
+    Returns ``(values, first_seq, last_seq)``: the values (only the events whose ``type`` is in
+    `types`, when given) and the ``seq`` of the first and last of all `count`.
+
+    Raises
+    ------
+    msgspec.DecodeError
+        `raw` is not exactly `count` values.
+    """
+    # The cyclic GC is paused while one block's values are built: a collection would only walk them
+    # (it finds no cycle), and those walks cost half a read of small events. No other code runs meanwhile.
+    paused = gc.isenabled()
+    if paused:
+        gc.disable()
+    try:
+        if types is None:
+            values = [_DECODER.decode(raw)] if count == 1 else _DECODER.decode(_array(raw, count))
+            return values, _seq(values[0]), _seq(values[-1])
+        if count == 1:
+            kind = _first_type(raw)
+            if kind is not None:   # a block of its own (a chunk of bars, of outcomes): decoded only if wanted
+                values = [_DECODER.decode(raw)] if kind in types else []
+                if values:
+                    return values, _seq(values[0]), _seq(values[0])
+                head = _HEAD.decode(raw)
+                return values, head.seq, head.seq
+        raws = [raw] if count == 1 else _RAWS.decode(_array(raw, count))
+        heads = [_HEAD.decode(r) for r in raws]
+        values = [_DECODER.decode(r) for r, h in zip(raws, heads) if type(h.type) is str and h.type in types]
+        return values, heads[0].seq, heads[-1].seq
+    finally:
+        if paused:
+            gc.enable()
+
+
+def _array(raw: bytes, count: int) -> bytes:
+    # An array header before values back to back makes them one array: one decode call, no stream state.
+    return b"\xdd" + count.to_bytes(4, "big") + raw
+
+
+_FIXSTR, _STR8 = 0xA0, 0xD9
+
+
+def _first_type(raw: bytes) -> str | None:
+    # The type of an event whose map starts with its "type" (as every recorder event does), read from
+    # the first bytes without decoding the rest; None for any other layout (then it is decoded).
+    start = {0xDE: 3, 0xDF: 5}.get(raw[0], 1 if 0x80 <= raw[0] <= 0x8F else 0) if raw else 0
+    if not start or raw[start:start + 5] != b"\xa4type":
+        return None
+    tag = raw[start + 5] if len(raw) > start + 5 else -1
+    if _FIXSTR <= tag < _FIXSTR + 32:
+        begin, size = start + 6, tag - _FIXSTR
+    elif tag == _STR8 and len(raw) > start + 6:
+        begin, size = start + 7, raw[start + 6]
+    else:
+        return None
+    try:
+        return raw[begin:begin + size].decode()
+    except UnicodeDecodeError:
+        return None
+
+
+def _seq(value: Any) -> Any:
+    return value.get("seq") if isinstance(value, dict) else None
 
 
 def segment_name(first_seq: int) -> str:

@@ -17,12 +17,11 @@ import zlib
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from itertools import accumulate
+from itertools import accumulate, chain
 from pathlib import Path
 from typing import Any
 
 import lz4.block
-import msgpack
 
 from tradesim.eventlog.format import (
     HEADER_SIZE,
@@ -33,6 +32,7 @@ from tradesim.eventlog.format import (
     TAIL_NAMES,
     BlockHeader,
     LogCorrupt,
+    decode_events,
     unpack_header,
 )
 
@@ -96,7 +96,7 @@ class LogReader:
         if len(data) < 4 or zlib.crc32(body).to_bytes(4, "little") != crc:
             return None   # a damaged index is rebuilt from the segments
         try:
-            index = msgpack.unpackb(body, strict_map_key=False)
+            index = decode_events(body, 1)[0][0]
             if index.get("format") != 2:
                 return None   # an older index: rebuilt from the segments
             segments = [(name, size) for name, size in index["segments"]]
@@ -202,8 +202,9 @@ class LogReader:
             fh = self._files[segment] = open(self.directory / segment, "rb")  # noqa: SIM115 (close())
         return fh
 
-    def block_events(self, block: BlockHeader) -> list[dict[str, Any]]:
-        """One block's events, checked (CRCs, length, seq).
+    def block_events(self, block: BlockHeader, types: frozenset[str] | None = None) -> list[dict[str, Any]]:
+        """One block's events, checked (CRCs, length, seq); only those whose ``type`` is in `types` when
+        given (the others are checked as MessagePack but not decoded).
 
         Raises
         ------
@@ -228,18 +229,29 @@ class LogReader:
             raise LogCorrupt(f"{where} fails its CRC")
         try:
             raw = lz4.block.decompress(payload, uncompressed_size=hdr.raw)
-            events = _unpack_all(raw)
+            events, first, last = decode_events(raw, hdr.count, types)   # exactly hdr.count values, or raises
         except Exception as exc:
             raise LogCorrupt(f"{where} does not decode ({type(exc).__name__}: {exc})") from None
-        if len(events) != hdr.count or events[0].get("seq") != hdr.first_seq \
-                or events[-1].get("seq") != hdr.last_seq:
-            raise LogCorrupt(f"{where} holds {len(events)} events, not seq {hdr.first_seq}..{hdr.last_seq}")
+        if first != hdr.first_seq or last != hdr.last_seq:
+            raise LogCorrupt(f"{where} holds events seq {first}..{last}, not seq {hdr.first_seq}..{hdr.last_seq}")
         return events
 
     def events(self, from_seq: int = 1, to_seq: int | None = None,
                types: Iterable[str] | None = None) -> Iterator[dict[str, Any]]:
         """Events with from_seq <= seq <= to_seq, in order; only those whose ``type`` is in `types`
         when given. Blocks are found through the index (O(log n)) and checked as they are read.
+
+        Raises
+        ------
+        LogCorrupt
+            A block on the way fails its checks (nothing of it is returned).
+        """
+        return chain.from_iterable(self.batches(from_seq, to_seq, types))
+
+    def batches(self, from_seq: int = 1, to_seq: int | None = None,
+                types: Iterable[str] | None = None) -> Iterator[list[dict[str, Any]]]:
+        """`events`, a block's worth at a time (lists, in order; none empty): for readers that work
+        on a list at a time rather than pay a step per event.
 
         Raises
         ------
@@ -253,16 +265,18 @@ class LogReader:
             block = blocks[k]
             if to_seq is not None and block.first_seq > to_seq:
                 return
-            events = self.block_events(block)
-            # events[k] has seq first_seq + k (checked): slice instead of testing each
-            lo = max(0, from_seq - block.first_seq)
-            hi = len(events) if to_seq is None else min(len(events), to_seq - block.first_seq + 1)
-            if lo or hi < len(events):
+            events = self.block_events(block, wanted)
+            if from_seq <= block.first_seq and (to_seq is None or block.last_seq <= to_seq):
+                pass   # the whole block is in range
+            elif wanted is None:   # events[k] has seq first_seq + k (checked): slice instead of testing each
+                lo = max(0, from_seq - block.first_seq)
+                hi = len(events) if to_seq is None else min(len(events), to_seq - block.first_seq + 1)
                 events = events[lo:hi]
-            if wanted is None:
-                yield from events
             else:
-                yield from (e for e in events if e.get("type") in wanted)
+                last = block.last_seq if to_seq is None else to_seq
+                events = [e for e in events if from_seq <= e["seq"] <= last]
+            if events:
+                yield events
 
     def seek_seq(self, seq: int) -> Iterator[dict[str, Any]]:
         """Events from `seq` on."""
@@ -345,12 +359,6 @@ def _int64s(data: bytes) -> array:
     if sys.byteorder == "big":
         a.byteswap()
     return a
-
-
-def _unpack_all(raw: bytes) -> list[dict[str, Any]]:
-    unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=max(len(raw), 1 << 20))
-    unpacker.feed(raw)
-    return list(unpacker)
 
 
 def _torn(name: str, offset: int, data: bytes, what: str) -> str:

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import lz4.block
-import msgpack
 
 from tradesim.eventlog.format import (
     HEADER_SIZE,
@@ -36,6 +35,7 @@ from tradesim.eventlog.format import (
     SEGMENT_SUFFIX,
     TAIL_NAMES,
     LogWriteError,
+    encode_event,
     fsync_dir,
     pack_header,
     segment_name,
@@ -116,7 +116,6 @@ class LogWriter:
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._limit = queue_size     # append's fast-path bound: queue_size, or -1 once failed or closing
-        self._packer = msgpack.Packer()
         self._buf = bytearray()
         self._first_seq = 1
         self._first_time = self._last_time = NO_TIME
@@ -168,9 +167,8 @@ class LogWriter:
             seq = self._seq + 1
             event["seq"] = seq
             try:
-                data = self._packer.pack(event)
+                data = encode_event(event)
             except Exception:
-                self._packer.reset()
                 del event["seq"]
                 raise
             if len(data) >= self.block_bytes:
@@ -483,7 +481,7 @@ class LogWriter:
         names = ("segment", "offset", "first_seq", "count", "first_time", "last_time", "stored")
         columns = {name: _int64s(b[k] for b in self._blocks) for k, name in enumerate(names)}
         columns["max_time"] = _int64s(accumulate((b[5] for b in self._blocks), max))
-        body = msgpack.packb({"format": 2, "segments": self._segments, "blocks": len(self._blocks),
+        body = encode_event({"format": 2, "segments": self._segments, "blocks": len(self._blocks),
                               "columns": columns, "events": self._seq})
         tmp = self.directory / (INDEX_NAME + ".tmp")
         with open(tmp, "wb") as fh:

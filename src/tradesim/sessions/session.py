@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import numpy as np
 from tradesim.data import Bars
 from tradesim.eventlog import LogReader
 from tradesim.recording import LOG_DIR, MANIFEST_NAME, ManifestError, default_sessions_folder, load_manifest
-from tradesim.recording.outcomes import OUTCOMES, expand
+from tradesim.recording.outcomes import OUTCOMES, expand_batch
 from tradesim.recording.recorder import BAR_COLUMNS, bar_columns
 
 __all__ = ["INPUT_TYPES", "OUTCOME_TYPES", "Session", "SessionNotFound", "chunk_span", "list_sessions",
@@ -173,10 +174,9 @@ class Session:
         LogCorrupt
             A block on the way fails its checks.
         """
-        if types is None:
-            return expand(self.log.events(from_seq, to_seq))
-        wanted = frozenset(types)
-        return expand(self.log.events(from_seq, to_seq, types=wanted | {OUTCOMES}), wanted)
+        wanted = frozenset(types) if types is not None else None
+        batches = self.log.batches(from_seq, to_seq, types=None if wanted is None else wanted | {OUTCOMES})
+        return chain.from_iterable(expand_batch(batch, wanted) for batch in batches)
 
     # -- inputs ---------------------------------------------------------------------------
 
