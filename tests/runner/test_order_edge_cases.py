@@ -74,6 +74,24 @@ def test_a_working_order_whose_fill_is_rejected_says_so(tmp_path):
     assert r.machine.state.name == "ANALYZING" and not r.machine.order_working
 
 
+def test_a_partial_exit_below_min_notional_or_leaving_less_is_rejected(tmp_path):
+    # 1 unit bought at the bar-1 open 100; min_notional 10. Bar 2 asks to sell 0.05 (5 at the bar-3
+    # open 100 < 10); bar 3 asks to sell 0.95, which would leave 0.05 (5 < 10); bar 4 sells 0.5 (50,
+    # leaving 50); bar 5 exits the rest whatever its size.
+    r = plan_runner(tmp_path, {0: 'action = "enter_long", quantity = 1',
+                               2: 'action = "exit", quantity = 0.05',
+                               3: 'action = "exit", fraction = 0.95',
+                               4: 'action = "exit", quantity = 0.5',
+                               5: 'action = "exit"'}, min_notional=10.0)
+    for i in range(7):
+        bar(r, i)
+    reasons = [x.reason for x in r.rejections]
+    assert reasons[0].startswith("exit notional 5 < min_notional 10 (quantity 0.05 at 100)")
+    assert reasons[1].startswith("the exit would leave 0.05 (notional 5) < min_notional 10")
+    assert len(reasons) == 2
+    assert [(t.quantity, t.exit_time) for t in r.trades] == [(0.5, T0 + 5 * MIN), (0.5, T0 + 6 * MIN)]
+
+
 class Gate:
     def __init__(self, answer):
         self.answer, self.asked = answer, []

@@ -891,6 +891,18 @@ cdef class RunnerCore:
                 self.handler.reject(ts, ActionType.EXIT, f"exit quantity {_plain(asked)} rounds to 0 "
                                     f"at lot_size {_plain(self._lot_size)}")
                 return 0
+            # A part below min_notional is no order an exchange takes; a remainder below it could
+            # never be sold on its own (freqtrade refuses such a partial exit too).
+            if self._min_notional > 0 and q < total * (1.0 - 1e-12):
+                if q * price < self._min_notional:
+                    self.handler.reject(ts, ActionType.EXIT, f"exit notional {_plain(q * price)} < min_notional "
+                                        f"{_plain(self._min_notional)} (quantity {_plain(q)} at {_plain(price)})")
+                    return 0
+                if (total - q) * price < self._min_notional:
+                    self.handler.reject(ts, ActionType.EXIT, f"the exit would leave {_plain(total - q)} "
+                                        f"(notional {_plain((total - q) * price)}) < min_notional "
+                                        f"{_plain(self._min_notional)}: exit all of it, or less")
+                    return 0
         if q >= total * (1.0 - 1e-12):
             self.machine.exit(price, ts, reason)
             return self._book_exit(price, ts, reason, self.machine.last_closed.ambiguous)
