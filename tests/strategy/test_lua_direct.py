@@ -14,6 +14,8 @@ import math
 import lupa.lua54 as lua54
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tradesim.runner import SymbolRunner
 from tradesim.strategy import LuaStrategy, StrategyTimeout
@@ -381,3 +383,55 @@ def test_decisions_read_in_c_match_lupa_in_every_detail(tmp_path):
     assert a.strategy.context() == b.strategy.context()
     # the stack is balanced after all those calls (lupa counts results from its bottom)
     assert b.strategy._sandbox.eval_host("return 5") == 5
+
+
+# -- the context snapshot read in C (`LuaDirect.call_pairs`) --------------------------------------
+
+TABLE = object()   # stands for a Lua table value
+_ctx_keys = st.text(max_size=6) | st.binary(min_size=1, max_size=4) | st.integers(-3, 3)
+_ctx_values = (st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=True, allow_infinity=True) | st.booleans()
+               | st.text(max_size=8) | st.binary(max_size=4) | st.just(TABLE))
+
+
+def _context_outcome(strategy, read):
+    try:
+        got = read()
+    except Exception as exc:  # noqa: BLE001 - compared field by field
+        return ("raised", type(exc), str(exc))
+    # NaN-safe, type-exact: repr of each item, in order
+    return ("returned", [(repr(k), type(v).__name__, repr(v)) for k, v in got.items()])
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(_ctx_keys, _ctx_values), max_size=8))
+def test_the_context_read_in_c_is_the_lupa_read(tmp_path_factory, entries):
+    # Whatever a strategy leaves in its context (scalars, tables, non-string keys, strings that
+    # are not UTF-8, NaN, the integer bounds), `context()` through C equals the lupa path's.
+    path = tmp_path_factory.mktemp("ctx") / "ctx.lua"
+    path.write_text(STUBS_FOR_CONTEXT)
+    strategy = LuaStrategy(path)
+    assert isinstance(strategy._context_direct, LuaDirect)
+    for key, value in entries:
+        strategy._fns["set_context"](key, strategy._sandbox.table_from({"x": 1}) if value is TABLE else value)
+    direct = _context_outcome(strategy, strategy.context)
+    through_lupa = _context_outcome(strategy, lambda: strategy._pairs(strategy._fns["context_snapshot"]()))
+    assert direct == through_lupa
+    if direct[0] == "returned":   # and it is what was set, by the documented rule (api.lua, flat_scalars)
+        def lua_str(x):   # a Python bytes is a Lua string: read back as str (UTF-8) or not at all
+            return x.decode(errors="surrogateescape") if isinstance(x, bytes) else x
+        kept = {}
+        for key, value in entries:
+            if not isinstance(key, (str, bytes)):
+                continue   # an integer key is no context entry
+            if value is TABLE:
+                kept.pop(lua_str(key), None)
+            else:
+                kept[lua_str(key)] = lua_str(value)
+        assert direct[1] == [(repr(k), type(v).__name__, repr(v)) for k, v in sorted(kept.items())]
+
+
+STUBS_FOR_CONTEXT = """
+function detect_opportunity(md, ctx, ind) return nil end
+function filter_commitment(md, ctx, ind) return nil end
+function manage_position(md, ctx, ind) return nil end
+"""

@@ -325,6 +325,12 @@ local function context_snapshot()
   return flat_scalars(ctx)
 end
 
+-- The context itself, for LuaDirect.scalar_entries: it reads the same entries in C (and never
+-- hands the table to Python).
+local function context_table()
+  return ctx
+end
+
 local function params_snapshot()
   return flat_scalars(rawget(env, "params"))
 end
@@ -342,6 +348,6 @@ local function strategy_name()
 end
 
 return {on_bar = on_bar, set_position = set_position, clear_context = clear_context, sync = sync,
-        set_context = set_context, context_snapshot = context_snapshot,
+        set_context = set_context, context_snapshot = context_snapshot, context_table = context_table,
         params_snapshot = params_snapshot, set_param = set_param,
         strategy_name = strategy_name, resolve = resolve, set_symbol = set_symbol}

@@ -28,5 +28,9 @@ class LuaDirect:
 
         Returns or raises what a lupa call would have (at most 64 `values`).
         """
+    def scalar_entries(self) -> dict[str, Any] | None:
+        """Call the function (no arguments; it returns a table): the table's entries with a string
+        key and a number, string or boolean value, sorted by key, read in C; None when the result
+        is anything else or a string is not UTF-8. Raises what a lupa call of it would."""
     def __call__(self, *args: Any) -> Any:
         """Call `lua` through lupa."""

@@ -58,8 +58,10 @@ cdef extern from *:
     #define TS_MULTRET (-1)
     #define TS_ERRMEM 4
     #define TS_TNIL 0
+    #define TS_TBOOLEAN 1
     #define TS_TNUMBER 3
     #define TS_TSTRING 4
+    #define TS_TTABLE 5
     #define TS_TFUNCTION 6
     #define TS_RIDX_MAINTHREAD 1
     /* Most values a call can hand back (api.lua's on_bar returns at most 10). */
@@ -93,6 +95,8 @@ cdef extern from *:
         const char *(*tolstring)(lua_State *, int, size_t *);
         double (*tonumberx)(lua_State *, int, int *);
         int (*isinteger)(lua_State *, int);
+        int (*toboolean)(lua_State *, int);
+        int (*next)(lua_State *, int);
     } ts_lua_api;
 
     static ts_lua_api ts_lua;
@@ -117,6 +121,7 @@ cdef extern from *:
         TS_SYM(checkstack_or_raise, "luaL_checkstack")
         TS_SYM(type, "lua_type") TS_SYM(tolstring, "lua_tolstring")
         TS_SYM(tonumberx, "lua_tonumberx") TS_SYM(isinteger, "lua_isinteger")
+        TS_SYM(toboolean, "lua_toboolean") TS_SYM(next, "lua_next")
         return NULL;  /* the handle stays open: lupa never unloads */
     }
 
@@ -212,6 +217,17 @@ cdef extern from *:
         return nres;
     }
 
+    /* registry[fn_ref]() in protected mode: as ts_call_bar, without arguments. */
+    static int ts_call0(lua_State *L, int fn_ref, int *base) {
+        int status;
+        *base = ts_lua.gettop(L);
+        if (!ts_lua.checkstack(L, 1)) return -2;
+        ts_lua.rawgeti(L, TS_REGISTRY, fn_ref);
+        status = ts_lua.pcallk(L, 0, TS_MULTRET, 0, 0, NULL);
+        if (status == TS_ERRMEM) { ts_lua.settop(L, *base); return -2; }
+        return status ? -1 : ts_lua.gettop(L) - *base;
+    }
+
     /* Checks that L is a live main thread (its registry knows it as such) and runs
        ts_setup. Returns 0 and the two references, or -1 (wrong state) / the pcall status. */
     static int ts_attach(lua_State *L, int *fn_ref, int *stash_ref) {
@@ -246,6 +262,7 @@ cdef extern from *:
     int ts_call_bar(lua_State* L, int fn_ref, long long state, long long ts,
                     double o, double h, double l, double c, double v, double bid, double ask,
                     const double* values, int n, int* base) nogil
+    int ts_call0(lua_State* L, int fn_ref, int* base) nogil
     int ts_stash(lua_State* L, int base, int stash_ref, int nres) nogil
     void ts_settop "ts_lua.settop"(lua_State* L, int idx) nogil
     int ts_type "ts_lua.type"(lua_State* L, int idx)
@@ -253,7 +270,11 @@ cdef extern from *:
     double ts_tonumber "ts_lua.tonumberx"(lua_State* L, int idx, int* isnum)
     int ts_isinteger "ts_lua.isinteger"(lua_State* L, int idx)
     long long ts_tointeger "ts_lua.tointegerx"(lua_State* L, int idx, int* isnum)
-    int TS_TNIL, TS_TNUMBER, TS_TSTRING
+    int ts_toboolean "ts_lua.toboolean"(lua_State* L, int idx)
+    int ts_next "ts_lua.next"(lua_State* L, int idx)
+    void ts_pushnil "ts_lua.pushnil"(lua_State* L)
+    int ts_checkstack "ts_lua.checkstack"(lua_State* L, int n)
+    int TS_TNIL, TS_TBOOLEAN, TS_TNUMBER, TS_TSTRING, TS_TTABLE
     int ts_attach(lua_State* L, int* fn_ref, int* stash_ref)
     void ts_detach(lua_State* L, int fn_ref, int stash_ref)
 
@@ -440,6 +461,40 @@ cdef class LuaDirect:
             buf[i] = values[i]
         return self.call_bar(state, ts, o, h, l, c, v, bid, ask, buf, <int>n, False)
 
+    def scalar_entries(self):
+        """Call the function (no arguments), which returns a table: its entries with a string key
+        and a number, string or boolean value, as a dict sorted by key, read in C with raw
+        access (api.lua's ``context_table``: the strategy's context, as ``context_snapshot``
+        gives it). None, handing nothing over, when the function returns anything else or an
+        entry's string is not UTF-8: the caller then takes lupa's path.
+
+        Raises
+        ------
+        Exception
+            Whatever a lupa call of the function raises (pass it to `translate_error`).
+        """
+        cdef int r, base = 0
+        cdef lua_State* L = <lua_State*>self.L
+        self._acquire()
+        try:
+            with nogil:
+                r = ts_call0(L, self.fn_ref, &base)
+            if r == -2:
+                raise lua54.LuaMemoryError()
+            if r == -1:
+                r = ts_stash(L, base, self.stash_ref, r)   # the error value (leaves the stack at base)
+                if r == -2:
+                    raise lua54.LuaMemoryError()
+                return self._replay()
+            try:
+                if r != 1 or not self._decode or ts_type(L, base + 1) != TS_TTABLE:
+                    return None
+                return _scalar_entries(L, base + 1)
+            finally:
+                ts_settop(L, base)
+        finally:
+            self._release()
+
     def __call__(self, *args):
         return self.lua(*args)
 
@@ -503,6 +558,46 @@ cdef bint _read_decision(LuaDirect self, lua_State* L, int base, int nres,
     out.function = None     # (named only in errors, which decode_result reports)
     out.ready = True
     return True
+
+
+cdef object _scalar_entries(lua_State* L, int table):
+    # The entries of the table at `table` with a string key and a number, string or boolean
+    # value, converted as lupa converts them, sorted by key; None if a string is not UTF-8.
+    # lua_next is raw (no metamethod runs); a key is read with tolstring only if it is a
+    # string, which leaves it unchanged for the next lua_next.
+    cdef int t
+    cdef list items = []
+    cdef size_t n
+    cdef const char* p
+    if not ts_checkstack(L, 3):
+        raise lua54.LuaMemoryError()
+    ts_pushnil(L)
+    while ts_next(L, table):
+        t = ts_type(L, -1)
+        if ts_type(L, -2) == TS_TSTRING and (t == TS_TNUMBER or t == TS_TSTRING or t == TS_TBOOLEAN):
+            p = ts_tolstring(L, -2, &n)
+            key = _decoded(p, n)
+            if t == TS_TNUMBER:
+                value = ts_tointeger(L, -1, NULL) if ts_isinteger(L, -1) else ts_tonumber(L, -1, NULL)
+            elif t == TS_TSTRING:
+                p = ts_tolstring(L, -1, &n)
+                value = _decoded(p, n)
+            else:
+                value = ts_toboolean(L, -1) != 0
+            if key is None or value is None:
+                return None
+            items.append((key, value))
+        ts_settop(L, -2)   # pop the value, keep the key for lua_next
+    items.sort()
+    return dict(items)
+
+
+cdef inline object _decoded(const char* p, size_t n):
+    # A Lua string as str, or None if not UTF-8 (lupa would raise: that takes its path).
+    try:
+        return p[:n].decode("utf-8")
+    except UnicodeDecodeError:
+        return None
 
 
 cdef inline object _string(LuaDirect self, lua_State* L, int i):

@@ -105,7 +105,7 @@ class LuaStrategy:
         api = sandbox.eval_host(_api_source(), self._register_indicator,
                                 sandbox.table_from(lua_codes()), name="strategy-api")
         fns = {key: api[key] for key in ("on_bar", "set_position", "clear_context", "sync", "set_context",
-                                          "context_snapshot", "params_snapshot", "set_param",
+                                          "context_snapshot", "context_table", "params_snapshot", "set_param",
                                           "strategy_name", "resolve", "set_symbol")}
         # Every host entry point runs under the sandbox guard (fresh budget per call).
         built = {"sandbox": sandbox, **{k: sandbox.guard(v, k) for k, v in fns.items()}}
@@ -137,6 +137,8 @@ class LuaStrategy:
         self.dispatch = self._sandbox.direct(raw) or raw
         # The runner's fills mirror the position into Lua from C through this (None: use `sync`).
         self.position_sync = self._sandbox.direct(built["sync"].lua)
+        # A recorded run snapshots the context at every opportunity: read off the Lua stack in C.
+        self._context_direct = self._sandbox.direct(built["context_table"].lua)
         self.name: str = built["name"]
         self.default_params: dict[str, Any] = built["defaults"]
         self.params: dict[str, Any] = built["params"]
@@ -299,6 +301,14 @@ class LuaStrategy:
 
     def context(self) -> dict[str, Any]:
         """The script's context as a dict of scalars (str keys, sorted; number, str or bool values)."""
+        direct = self._context_direct
+        if direct is not None:
+            try:
+                got = direct.scalar_entries()
+            except Exception as exc:
+                raise self._sandbox.translate_error(exc) from None
+            if got is not None:
+                return got
         return self._pairs(self._fns["context_snapshot"]())
 
     def set_context(self, key: str, value: float | int | str | bool) -> None:
