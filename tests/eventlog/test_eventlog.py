@@ -521,3 +521,35 @@ def _try(fn, *args):
         return fn(*args)
     except Exception as exc:
         return exc
+
+
+def test_values_msgspec_refuses_but_msgpack_python_packed_are_logged_as_before(tmp_path):
+    # str / bytes / dict / list subclasses (numpy.str_, OrderedDict, namedtuple) as their base value
+    import collections
+
+    import numpy as np
+
+    event = {"symbol": np.str_("BTCUSDT"), "raw": np.bytes_(b"ab"), "map": collections.OrderedDict(a=1),
+             "pair": collections.namedtuple("P", "x y")(1, 2)}
+    assert encode_event(event) == msgpack.packb(event)
+
+
+def test_a_cyclic_or_oversized_value_is_a_value_error_and_logs_nothing(tmp_path):
+    w = LogWriter(tmp_path / "log", flush_interval=None)
+    cyclic: dict = {"type": "note"}
+    cyclic["self"] = cyclic
+    for bad in (cyclic, {"type": "note", "n": 2**64}):
+        with pytest.raises(ValueError, match="cannot log this event"):
+            w.append(bad)
+    assert w.append({"type": "ok"}) == 1   # the log goes on
+    w.close()
+    assert [e["type"] for e in LogReader(tmp_path / "log").events()] == ["ok"]
+
+
+def test_a_type_filtered_read_takes_events_with_non_str_keys(tmp_path):
+    events = [{"type": "a", 5: "int key"}, {"type": "b", "x": 1}, {"type": "a", None: 2}]
+    _write(tmp_path / "log", events)
+    r = LogReader(tmp_path / "log")
+    assert [e["seq"] for e in r.events(types={"a"})] == [1, 3]
+    assert [e["seq"] for e in r.events(types={"b"})] == [2]
+    assert r.event(1)[5] == "int key"

@@ -173,3 +173,59 @@ def test_a_backtests_chunked_outcomes_expand_to_the_per_event_recording(btc_path
     def form(e):   # compared encoded (NaN == NaN); seq, sub, time and the runner key are the log's
         return msgpack.packb({k: v for k, v in e.items() if k not in ("seq", "sub", "time", "runner")})
     assert [form(e) for e in got] == [form(e) for e in reference]
+
+
+# -- hostile outcome rows: an error naming the event, never a crash ----------------------------------
+
+_GOOD = {"type": "outcomes", "runner": "BTCUSDT:x", "symbol": "BTCUSDT", "strategy": "x", "seq": 7,
+         "indicators": [["ema:10", 0, 1, ["value"]]],
+         "rows": [[1, 1_700_000_000_000, "long", 0.1, 100.0, 0.0, "why"]]}
+
+
+@pytest.mark.parametrize("rows, layout, message", [
+    ([[1, 1_700_000_000_000, "long"]], None, "row 0 of kind 1 has 3 items, not 7"),
+    ([[0] + [0] * 11], None, "row 0 of kind 0 has 12 items, not 13"),
+    ([[]], None, "row 0 is \\[\\], not a row"),
+    ([[0]], None, "has 1 items, not 13"),
+    ([[3, 5]], None, "has 2 items, not 4"),
+    ([[9, 1, 2]], None, "unknown row kind 9"),
+    ([[1.5, 1, 2]], None, "unknown row kind 1.5"),
+    ([[0, 1, 0, True, "", -1, 1.0, 1.0, 1.0, 1.0, "", None, b"\0" * 16]], [["a", -3, 1, ["a"]]],
+     "bad indicator layout entry"),
+    ([[0, 1, 0, True, "", -1, 1.0, 1.0, 1.0, 1.0, "", None, b"\0" * 17]], None, "17 bytes: not float64s"),
+])
+def test_a_malformed_outcomes_row_is_an_error_naming_it(tmp_path, rows, layout, message):
+    # Written through a real log and read back: every reader expands rows, so a bad one must be
+    # a clear error (the expansion reads items without bounds checks: it checks lengths first).
+    from tradesim.sessions import open_session
+
+    assert [e["type"] for e in expand([dict(_GOOD)])] == ["position_opened"]   # the good shape expands
+    rec = SessionRecorder(tmp_path, kind="backtest", name="hostile", fsync="never")
+    rec.start()
+    rec.append({**_GOOD, "rows": rows, **({"indicators": layout} if layout else {})})
+    rec.finish()
+    with pytest.raises(ValueError, match=message):
+        list(open_session(rec.path).events())
+
+
+def test_expand_stays_lazy():
+    # `expand` over an endless stream yields as it reads (inspect and serve pass it iterators)
+    import itertools
+
+    def stream():
+        for k in range(1, 100):
+            yield {**_GOOD, "seq": k}
+        raise AssertionError("expand read the whole stream before yielding")
+
+    first = list(itertools.islice(expand(stream()), 3))
+    assert [e["seq"] for e in first] == [1, 2, 3]
+
+
+def test_an_unloggable_event_stops_the_recording_not_the_run(tmp_path):
+    # a value nested in itself: the recording stops with a clear error; the caller goes on
+    rec = SessionRecorder(tmp_path, kind="backtest", name="cyclic", fsync="never")
+    rec.start()
+    event: dict = {"type": "note"}
+    event["self"] = event
+    rec.append(event)   # does not raise
+    assert rec.error is not None and "cannot log this event" in rec.error and not rec.recording

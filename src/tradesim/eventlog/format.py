@@ -94,11 +94,13 @@ def unpack_header(data: bytes, segment: str, offset: int) -> BlockHeader:
 # MessagePack through msgspec: the same bytes as msgpack-python's `Packer` for these values (tested),
 # encoded 2-5x and decoded ~2x faster (docs/event-log.md, Speed).
 def _builtin(value: Any) -> Any:
-    # msgpack-python packs subclasses of float and int (numpy.float64, IntEnum) as their value; so does the log
-    if isinstance(value, float):
-        return float(value)
-    if isinstance(value, int):
-        return int(value)
+    # msgpack-python packs subclasses of the types it knows (numpy.float64, numpy.str_, IntEnum ...) as
+    # their base type's value; so does the log
+    for base in (float, int, str, bytes, dict):
+        if isinstance(value, base):
+            return base(value)
+    if isinstance(value, (list, tuple)):
+        return list(value)
     raise TypeError(f"cannot log a value of type {type(value).__name__}: {value!r}")
 
 
@@ -130,7 +132,8 @@ def decode_events(raw: bytes, count: int, types: frozenset[str] | None = None) -
         `raw` is not exactly `count` values.
     """
     # The cyclic GC is paused while one block's values are built: a collection would only walk them
-    # (it finds no cycle), and those walks cost half a read of small events. No other code runs meanwhile.
+    # (it finds no cycle), and those walks cost half a read of small events. The pause is process-wide:
+    # another thread may run in it, for one block's decode at most.
     paused = gc.isenabled()
     if paused:
         gc.disable()
@@ -147,9 +150,20 @@ def decode_events(raw: bytes, count: int, types: frozenset[str] | None = None) -
                 head = _HEAD.decode(raw)
                 return values, head.seq, head.seq
         raws = [raw] if count == 1 else _RAWS.decode(_array(raw, count))
-        heads = [_HEAD.decode(r) for r in raws]
-        values = [_DECODER.decode(r) for r, h in zip(raws, heads) if type(h.type) is str and h.type in types]
-        return values, heads[0].seq, heads[-1].seq
+        values, first, last = [], None, None
+        for k, r in enumerate(raws):
+            try:
+                head = _HEAD.decode(r)
+                kind, seq, value = head.type, head.seq, None
+            except msgspec.ValidationError:   # not a map with str keys only: decoded whole
+                value = _DECODER.decode(r)
+                kind, seq = (value.get("type"), value.get("seq")) if isinstance(value, dict) else (None, None)
+            if type(kind) is str and kind in types:
+                values.append(_DECODER.decode(r) if value is None else value)
+            if k == 0:
+                first = seq
+            last = seq
+        return values, first, last
     finally:
         if paused:
             gc.enable()

@@ -158,6 +158,8 @@ class LogWriter:
         TypeError
             A value MessagePack cannot encode (nothing is logged).
         ValueError
+            A value nested in itself or too deep, or an int beyond 64 bits (nothing is logged).
+        ValueError
             The writer is closed.
         """
         with self._lock:   # the Condition's own lock: a plain `with` is cheaper than the Condition's
@@ -168,8 +170,10 @@ class LogWriter:
             event["seq"] = seq
             try:
                 data = encode_event(event)
-            except Exception:
+            except Exception as exc:
                 del event["seq"]
+                if isinstance(exc, (RecursionError, OverflowError)):   # a cycle, too deep, an int > 64 bits
+                    raise ValueError(f"cannot log this event: {exc}") from None
                 raise
             if len(data) >= self.block_bytes:
                 # A large event makes a block of its own, handed over as it is (no copy into the open

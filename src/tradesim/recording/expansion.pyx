@@ -27,6 +27,8 @@ cdef enum:
     _OPPORTUNITY = 3
 
 DECISION, OPENED, CLOSED, OPPORTUNITY = _DECISION, _OPENED, _CLOSED, _OPPORTUNITY
+# Items in a row of each kind (docs/sessions.md); a row of any other event is [type, fields].
+cdef dict _WIDTHS = {DECISION: 13, OPENED: 7, CLOSED: 14, OPPORTUNITY: 4}
 
 cdef dict _STATE_NAMES = {s.value: s.name for s in State}
 cdef dict _ACTION_NAMES = {a.value: a.name.lower() for a in ActionType}
@@ -41,14 +43,20 @@ cdef class _Indicators:
     cdef tuple keys
     cdef bint flat        # every indicator single-output, in slot order: {key: value}
 
-    def __init__(self, layout):
+    def __init__(self, layout, seq):
         self.layout = [tuple(entry) for entry in (layout or [])]
+        for entry in self.layout:   # (checked: the values are read without bounds checks)
+            if len(entry) != 4 or type(entry[1]) is not int or type(entry[2]) is not int \
+                    or entry[1] < 0 or entry[2] < 1:
+                raise ValueError(f"outcomes event seq {seq}: bad indicator layout entry {entry!r}")
         self.keys = tuple(entry[0] for entry in self.layout)
         self.flat = all(n == 1 and slot == i for i, (_, slot, n, _) in enumerate(self.layout))
 
     cdef dict read(self, object raw):
         cdef bytes data = raw
         cdef Py_ssize_t n = len(data) // 8, k, slot, width
+        if len(data) % 8:
+            raise ValueError(f"indicator values of {len(data)} bytes: not float64s")
         cdef const char* p = data
         cdef double v
         cdef dict out = {}
@@ -131,10 +139,12 @@ def expand_outcomes(dict event):
     Raises
     ------
     ValueError
-        A row of an unknown kind (a log written by a newer tradesim).
+        A row of an unknown kind (a log written by a newer tradesim), a row whose length is not
+        its kind's, a bad indicator layout or indicator bytes that are not float64s.
     """
     # The cyclic GC is paused while the batch is built: a collection would only walk the new dicts
-    # (they hold no cycle), and those walks cost twice the building. No other code runs meanwhile.
+    # (they hold no cycle), and those walks cost twice the building. The pause is process-wide but
+    # short (one batch), and no Python code runs in it (the GIL is held throughout).
     cdef int was_enabled = PyGC_Disable()
     try:
         return _expand(event)
@@ -146,15 +156,28 @@ def expand_outcomes(dict event):
 cdef list _expand(dict event):
     cdef object runner = event.get("runner"), symbol = event.get("symbol"), strategy = event.get("strategy")
     cdef object seq = event.get("seq")
-    cdef _Indicators indicators = _Indicators(event.get("indicators"))
+    cdef _Indicators indicators = _Indicators(event.get("indicators"), seq)
     cdef list out = []
     cdef list rows = event["rows"]
     cdef Py_ssize_t i
     cdef object row, code, ts, action, extra
+    cdef Py_ssize_t width
     cdef dict ev
     for i in range(len(rows)):
         row = rows[i]
+        # (checked: the items are read without bounds checks, and a malformed row is an error)
+        if type(row) is not list and type(row) is not tuple or not row:
+            raise ValueError(f"outcomes event seq {seq}: row {i} is {row!r}, not a row")
         code = row[0]
+        if type(code) is str:
+            width = 2
+        elif type(code) is int and code in _WIDTHS:
+            width = _WIDTHS[code]
+        else:
+            raise ValueError(f"outcomes event seq {seq}: unknown row kind {code!r}")
+        if len(row) != width:
+            raise ValueError(f"outcomes event seq {seq}: row {i} of kind {code!r} has {len(row)} items, "
+                             f"not {width}")
         ts = row[1]
         if code == _DECISION:
             action = row[5]
@@ -176,12 +199,10 @@ cdef list _expand(dict event):
         elif code == _OPPORTUNITY:
             ev = {"runner": runner, "type": "opportunity_detected", "symbol": symbol, "strategy": strategy,
                   "timestamp": ts, "reason": row[2], "context": row[3]}
-        elif isinstance(code, str):
+        else:   # [type, fields]
             ev = {"runner": runner, "type": code, "symbol": symbol, "strategy": strategy}
             ev.update(row[1])
             ts = ev.get("timestamp")
-        else:
-            raise ValueError(f"outcomes event seq {seq}: unknown row kind {code!r}")
         if type(ts) is int:
             ev["time"] = ts
         ev["seq"] = seq

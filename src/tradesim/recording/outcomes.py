@@ -33,5 +33,7 @@ __all__ = ["DECISION", "OPENED", "CLOSED", "OPPORTUNITY", "OUTCOMES", "expand", 
 
 def expand(events: Iterable[dict[str, Any]], types: Iterable[str] | None = None) -> Iterator[dict[str, Any]]:
     """`events` with each ``outcomes`` event replaced by the events it stands for; only those whose
-    ``type`` is in `types` when given (`expand_batch` over all of them)."""
-    return iter(expand_batch(list(events), frozenset(types) if types is not None else None))
+    ``type`` is in `types` when given (lazily, an event at a time: `expand_batch` does a list)."""
+    wanted = frozenset(types) if types is not None else None
+    for event in events:
+        yield from expand_batch([event], wanted)
