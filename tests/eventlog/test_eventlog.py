@@ -553,3 +553,12 @@ def test_a_type_filtered_read_takes_events_with_non_str_keys(tmp_path):
     assert [e["seq"] for e in r.events(types={"a"})] == [1, 3]
     assert [e["seq"] for e in r.events(types={"b"})] == [2]
     assert r.event(1)[5] == "int key"
+
+
+def test_a_type_filtered_read_takes_a_large_event_with_non_str_keys(tmp_path):
+    # a block of one event (larger than a block) whose type is not wanted, holding an int key
+    events = [{"type": "bars", 3: "x", "cols": b"\x01" * 9000}, {"type": "b"}]
+    _write(tmp_path / "log", events, block_bytes=4096)
+    r = LogReader(tmp_path / "log")
+    assert [e["seq"] for e in r.events(types={"b"})] == [2]
+    assert [e[3] for e in r.events(types={"bars"})] == ["x"]

@@ -143,16 +143,13 @@ def decode_events(raw: bytes, count: int, types: frozenset[str] | None = None) -
             return values, _seq(values[0]), _seq(values[-1])
         if count == 1:
             kind = _first_type(raw)
-            if kind is not None:   # a block of its own (a chunk of bars, of outcomes): decoded only if wanted
-                values = [_DECODER.decode(raw)] if kind in types else []
-                if values:
-                    return values, _seq(values[0]), _seq(values[0])
-                head = _HEAD.decode(raw)
-                return values, head.seq, head.seq
+            if kind is not None and kind in types:   # a block of its own (a chunk of bars, of outcomes)
+                values = [_DECODER.decode(raw)]
+                return values, _seq(values[0]), _seq(values[0])
         raws = [raw] if count == 1 else _RAWS.decode(_array(raw, count))
         values, first, last = [], None, None
         for k, r in enumerate(raws):
-            try:
+            try:   # the type and seq only: the rest is skipped in place
                 head = _HEAD.decode(r)
                 kind, seq, value = head.type, head.seq, None
             except msgspec.ValidationError:   # not a map with str keys only: decoded whole

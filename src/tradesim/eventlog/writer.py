@@ -158,9 +158,8 @@ class LogWriter:
         TypeError
             A value MessagePack cannot encode (nothing is logged).
         ValueError
-            A value nested in itself or too deep, or an int beyond 64 bits (nothing is logged).
-        ValueError
-            The writer is closed.
+            The writer is closed; or a value is nested in itself or too deep, or an int is
+            beyond 64 bits (nothing is logged).
         """
         with self._lock:   # the Condition's own lock: a plain `with` is cheaper than the Condition's
             if self._seq - self._done_seq >= self._limit:   # full, failed or closed (_limit -1): the slow path

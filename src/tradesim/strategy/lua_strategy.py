@@ -137,7 +137,7 @@ class LuaStrategy:
         self.dispatch = self._sandbox.direct(raw) or raw
         # The runner's fills mirror the position into Lua from C through this (None: use `sync`).
         self.position_sync = self._sandbox.direct(built["sync"].lua)
-        # A recorded run snapshots the context at every opportunity: read off the Lua stack in C.
+        # A recorded run snapshots the context at every opportunity: its table is read in C.
         self._context_direct = self._sandbox.direct(built["context_table"].lua)
         self.name: str = built["name"]
         self.default_params: dict[str, Any] = built["defaults"]
