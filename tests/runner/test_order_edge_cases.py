@@ -145,3 +145,39 @@ def test_every_order_event_a_runner_emits_is_an_engine_event(tmp_path):
         cls, fields = mapped
         assert {k: v for k, v in e.items() if k not in ("type", "symbol", "strategy")} == {
             k: v for k, v in fields.items() if k not in ("symbol", "strategy")}
+
+
+def test_every_booked_trade_reaches_the_events_and_a_batch_recording(tmp_path):
+    # Lots 1, 2 and 0.5 (bar opens 100); exit 1.5 closes lot 1 and half of lot 2 (two trades, one
+    # position_reduced); the exit of the rest closes 1.5 of lot 2 and lot 3 (two trades, two
+    # position_closed events). Every trade is in some event, and a batch recording's rows expand
+    # to the same events.
+    from tradesim.recording.outcomes import expand_outcomes
+
+    plan = {0: 'action = "enter_long", quantity = 1', 1: 'action = "enter_long", quantity = 2',
+            2: 'action = "enter_long", quantity = 0.5', 3: 'action = "exit", quantity = 1.5',
+            4: 'action = "exit"'}
+    events = []
+    live = plan_runner(tmp_path, plan, events)
+    (tmp_path / "b").mkdir()
+    batch = plan_runner(tmp_path / "b", plan)
+    batch.record_to(lambda event: None, batch=True)
+    for r in (live, batch):
+        for i in range(6):
+            bar(r, i)
+    assert [t.quantity for t in live.trades] == [1.0, 0.5, 1.5, 0.5]
+    reduced = [e for e in events if e["type"] == "position_reduced"]
+    closed = [e for e in events if e["type"] == "position_closed"]
+    assert [[t["quantity"] for t in e["trades"]] for e in reduced] == [[1.0, 0.5]]
+    assert [e["trade"]["quantity"] for e in closed] == [1.5, 0.5]
+    assert {e["timestamp"] for e in closed} == {T0 + 5 * MIN}
+    booked = [t for e in reduced for t in e["trades"]] + [e["trade"] for e in closed]
+    assert [(t["quantity"], t["entry_price"], t["pnl"]) for t in booked] == \
+        [(t.quantity, t.entry_price, t.pnl) for t in live.trades]
+
+    expanded = expand_outcomes({"runner": "r", "symbol": SYMBOL, "strategy": "plan", "seq": 1,
+                                "indicators": [], "rows": batch.take_records()})
+    def kept(evs):
+        return [{k: v for k, v in e.items() if k not in ("runner", "seq", "sub", "time")} for e in evs
+                if e["type"] in ("position_reduced", "position_closed", "position_opened")]
+    assert kept(expanded) == kept(events)

@@ -124,7 +124,8 @@ class PositionUpdated(RunnerEvent):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PositionClosed(RunnerEvent):
-    """A position was closed; ``trade`` is `Trade.to_dict()` (P&L net of fees)."""
+    """A position was closed; ``trade`` is `Trade.to_dict()` (P&L net of fees). A position of several
+    lots (scaled in) books a trade per lot: one event each, at the same ``timestamp``."""
 
     type: ClassVar[str] = "position_closed"
     timestamp: int = 0
@@ -133,13 +134,15 @@ class PositionClosed(RunnerEvent):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PositionReduced(RunnerEvent):
-    """A partial exit closed ``quantity`` (base units) at ``price``; ``remaining`` is still open."""
+    """A partial exit closed ``quantity`` (base units) at ``price``; ``remaining`` is still open;
+    ``trades``: the trades it booked (`Trade.to_dict()`, one per lot or part of a lot)."""
 
     type: ClassVar[str] = "position_reduced"
     timestamp: int = 0
     quantity: float = 0.0
     price: float = 0.0
     remaining: float = 0.0
+    trades: list = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

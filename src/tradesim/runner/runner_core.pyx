@@ -162,7 +162,8 @@ cdef class RunnerCore:
         ``on_error(exc, ts)`` (a failed call, or a `StrategyError` for an
         invalid decision), ``on_timeout(ts)``, ``reject(ts, action, reason)``,
         ``listening()``, ``on_opened(ts, side, quantity, price, fee, reason)``,
-        ``on_closed(ts)``, ``on_reduced(ts, quantity, price)`` (a partial exit),
+        ``on_closed(ts, n)``, ``on_reduced(ts, quantity, price, n)`` (a partial exit; n: the trades
+        booked, one per lot or part of a lot),
         ``on_position_updated(ts, field, price)``, ``on_order(ts, what, side,
         kind, price, reason)`` (``what`` "placed" or "cancelled"; the last four
         only for a listener), ``on_risk_limit(ts, limit, threshold, value,
@@ -951,11 +952,12 @@ cdef class RunnerCore:
                         int side, bint every_lot) except -1:
         # Close `q` base units at `price` (every lot when `every_lot`, else oldest
         # first): one trade per lot or part of a lot, each with its share of the lot's
-        # entry fee and of this order's fee; then move the cash.
+        # entry fee and of this order's fee; then move the cash. Returns the trades booked.
         cdef double left = q, part, entry_fee, exit_fee
         cdef double fee = self._fee(price, q)
         cdef double sign = 1.0 if side == Side.LONG else -1.0
         cdef Py_ssize_t done = 0
+        cdef int booked = 0
         cdef Lot* lot
         name = _side_name(side)
         while done < self._n_lots and (every_lot or left > 0):
@@ -966,6 +968,7 @@ cdef class RunnerCore:
             self.closed.append((name, part, lot.time, lot.price, ts, price,
                                 (price - lot.price) * part * sign - (entry_fee + exit_fee),
                                 entry_fee + exit_fee, reason, ambiguous, lot.bar, self.bars - 1))
+            booked += 1
             if part == lot.quantity:
                 done += 1
             else:
@@ -978,12 +981,12 @@ cdef class RunnerCore:
             self._n_lots -= done
             memmove(self._lots, self._lots + done, self._n_lots * sizeof(Lot))
         self._move_cash(q * price - fee if side == Side.LONG else -(q * price) - fee)
-        return 0
+        return booked
 
     cdef int _book_exit(self, double price, long long ts, str reason, bint ambiguous) except -1:
         # The whole position closed (the machine is flat now).
         cdef Position pos = self.machine.last_closed
-        self._book_lots(pos.quantity, price, ts, reason, ambiguous, pos.side_c, True)
+        cdef int booked = self._book_lots(pos.quantity, price, ts, reason, ambiguous, pos.side_c, True)
         self._n_lots = 0
         self.quantity = 0.0
         self._managed = False
@@ -991,7 +994,7 @@ cdef class RunnerCore:
         if not self.machine.keep_context:
             self._sync_lua(SyncCode.SYNC_CLEAR_CONTEXT, 0, 0.0, 0.0, NAN, NAN)
         if self.handler.listening():
-            self.handler.on_closed(ts)
+            self.handler.on_closed(ts, booked)
         return 0
 
     cdef int _book_part(self, double q, double price, long long ts, str reason) except -1:
@@ -1006,11 +1009,11 @@ cdef class RunnerCore:
             if left <= 0:
                 break
         self.machine._reduce(q, cost, price)
-        self._book_lots(q, price, ts, reason, pos.fill_bar_touched, pos.side_c, False)
+        cdef int booked = self._book_lots(q, price, ts, reason, pos.fill_bar_touched, pos.side_c, False)
         self.quantity = pos.quantity if pos.side_c == Side.LONG else -pos.quantity
         self._sync_position()
         if self.handler.listening():
-            self.handler.on_reduced(ts, q, price)
+            self.handler.on_reduced(ts, q, price, booked)
         return 0
 
     # -- risk ----------------------------------------------------------------------

@@ -374,11 +374,12 @@ class SymbolRunner:
         # (the core calls this only for a listener)
         self.emit(f"order_{what}", timestamp=ts, side=side, order_type=kind, price=price, reason=reason)
 
-    def on_reduced(self, ts: int, quantity: float, price: float) -> None:
-        # A partial exit (the core calls this only for a listener): the trades it booked.
+    def on_reduced(self, ts: int, quantity: float, price: float, n: int = 1) -> None:
+        # A partial exit (the core calls this only for a listener) and the `n` trades it booked.
         pos = self.machine.position
         self.emit("position_reduced", timestamp=ts, quantity=quantity, price=price,
-                  remaining=pos.quantity if pos is not None else 0.0)
+                  remaining=pos.quantity if pos is not None else 0.0,
+                  trades=[t.to_dict() for t in self._last_trades(n)])
 
     def on_risk_limit(self, ts: int, limit: str, threshold: float, value: float, action: str) -> None:
         entry = RiskEvent(ts, limit, threshold, value, action)
@@ -406,14 +407,21 @@ class SymbolRunner:
         self.emit("position_opened", _buffered=rows is not None, timestamp=ts, side=side_name,
                   quantity=quantity, price=price, fee=fee, reason=reason)
 
-    def on_closed(self, ts: int) -> None:
+    def on_closed(self, ts: int, n: int = 1) -> None:
+        # The position closed, booking `n` trades (one per lot): a position_closed event for each.
         rows = self.record_buffer
-        if rows is not None:   # the core's record of the trade: no Trade built per close
+        if rows is not None:   # the core's record of the trades: no Trade built per close
             raw = self.core.closed
-            rows.append((2, ts, *(raw[-1] if raw else _raw_trade(self._trades[-1]))))
+            for trade in (raw[-n:] if len(raw) >= n else [_raw_trade(t) for t in self._last_trades(n)]):
+                rows.append((2, ts, *trade))
             if self.on_event is None:
                 return
-        self.emit("position_closed", _buffered=rows is not None, timestamp=ts, trade=self.trades[-1].to_dict())
+        for t in self._last_trades(n):
+            self.emit("position_closed", _buffered=rows is not None, timestamp=ts, trade=t.to_dict())
+
+    def _last_trades(self, n: int) -> list[Trade]:
+        trades = self.trades
+        return [trades[k] for k in range(max(0, len(trades) - n), len(trades))]
 
     def on_opportunity(self, ts: int, reason: str) -> None:
         # the context snapshot is a Lua call: the core calls this only for a listener

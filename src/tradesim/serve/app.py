@@ -669,6 +669,8 @@ def create_app(state: ServeState, *, hosts: frozenset[str], origins: frozenset[s
     @app.get("/api/sessions/{session_id}/bars", tags=["sessions"])
     async def session_bars(session_id: str, runner: str) -> dict[str, Any]:
         """The bars runner `runner` received in the session (columns) and its closed trades."""
+        from tradesim.sessions.session import event_trades
+
         s = open_one(session_id)
 
         def load() -> dict[str, Any]:
@@ -676,7 +678,7 @@ def create_app(state: ServeState, *, hosts: frozenset[str], origins: frozenset[s
                 bars = s.bars_for(runner)
             except KeyError as exc:
                 raise ApiError(404, "not_found", str(exc.args[0] if exc.args else exc), "runner") from None
-            trades = [e.get("trade") for e in s.outcomes(runner).get(runner, []) if e["type"] == "position_closed"]
+            trades = [t for e in s.outcomes(runner).get(runner, []) for t in event_trades(e)]
             return {"symbol": bars.symbol, "timestamp": bars.timestamp.tolist(), "open": bars.open.tolist(),
                     "high": bars.high.tolist(), "low": bars.low.tolist(), "close": bars.close.tolist(),
                     "trades": trades}

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tradesim.jsonable import jsonable
-from tradesim.sessions.session import same_event
+from tradesim.sessions.session import event_trades, same_event
 
 if TYPE_CHECKING:
     from tradesim.sessions.session import Session
@@ -187,7 +187,7 @@ def _state(events: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _after(events: list[dict[str, Any]]) -> dict[str, Any]:
-    trades = [e["trade"] for e in events if e["type"] == "position_closed" and isinstance(e.get("trade"), dict)]
+    trades = [t for e in events for t in event_trades(e)]
     return {"events": dict(Counter(e["type"] for e in events)), "trades": len(trades),
             "net_profit": float(sum(t.get("pnl", 0.0) for t in trades))}
 

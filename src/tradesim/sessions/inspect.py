@@ -14,7 +14,7 @@ import copy
 from typing import Any
 
 from tradesim.recording.outcomes import expand
-from tradesim.sessions.session import Session, chunk_span
+from tradesim.sessions.session import Session, chunk_span, event_trades
 
 __all__ = ["resolve_point", "state_at"]
 
@@ -136,6 +136,10 @@ def _from_snapshot(event: dict[str, Any]) -> dict[str, Any]:
 def _apply(st: dict[str, Any], event: dict[str, Any]) -> None:
     kind = event["type"]
     st["symbol"] = event.get("symbol", st.get("symbol"))
+    for trade in event_trades(event):   # a close's trade (one per lot), a partial exit's trades
+        st["trades_since_snapshot"] += 1
+        st["realized_pnl_since_snapshot"] += float(trade.get("pnl", 0.0) or 0.0)
+        st["last_trade"] = trade
     if kind == "decision":
         st["last_decision"] = {k: event.get(k) for k in ("seq", "timestamp", "state", "started", "start_reason",
                                                          "action", "quantity", "stop_loss", "take_profit",
@@ -162,11 +166,10 @@ def _apply(st: dict[str, Any], event: dict[str, Any]) -> None:
         if st["position"] is not None:
             st["position"].update({k: v for k, v in event.items() if k in ("stop_loss", "take_profit")})
     elif kind == "position_closed":
-        trade = event.get("trade") or {}
         st["state"], st["position"], st["working_order"], st["context"] = "IDLE", None, None, {}
-        st["trades_since_snapshot"] += 1
-        st["realized_pnl_since_snapshot"] += float(trade.get("pnl", 0.0) or 0.0)
-        st["last_trade"] = trade
+    elif kind == "position_reduced":   # a partial exit: the rest stays open
+        if st["position"] is not None and event.get("remaining") is not None:
+            st["position"]["quantity"] = event["remaining"]
     elif kind == "action_rejected":
         st["working_order"] = None
         st["last_rejection"] = {k: event.get(k) for k in ("timestamp", "action", "reason")}

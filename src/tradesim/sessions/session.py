@@ -22,19 +22,32 @@ from tradesim.recording import LOG_DIR, MANIFEST_NAME, ManifestError, default_se
 from tradesim.recording.outcomes import OUTCOMES, expand_batch
 from tradesim.recording.recorder import BAR_COLUMNS, bar_columns
 
-__all__ = ["INPUT_TYPES", "OUTCOME_TYPES", "Session", "SessionNotFound", "chunk_span", "list_sessions",
-           "open_session", "same_event"]
+__all__ = ["INPUT_TYPES", "OUTCOME_TYPES", "Session", "SessionNotFound", "chunk_span", "event_trades",
+           "list_sessions", "open_session", "same_event"]
 
 #: Events a run's outcome depends on (replayed in recorded order).
 INPUT_TYPES = frozenset({"bars", "bar", "feed_status", "runner_added", "control", "shutdown"})
 
 #: A runner's outcomes: what a replay must reproduce, and what `compare` aligns.
 OUTCOME_TYPES = frozenset({"decision", "opportunity_detected", "position_opened", "position_closed",
+                           "position_reduced", "order_placed", "order_cancelled",
                            "position_updated", "action_rejected", "analysis_timeout", "runner_error",
                            "runner_status", "strategy_reloaded"})
 
 #: Fields that differ between two runs of the same decisions without meaning anything.
 _IGNORED_FIELDS = frozenset({"seq", "sub", "time", "runner", "strategy", "source", "sha256", "path"})
+
+
+def event_trades(event: dict[str, Any]) -> list[dict[str, Any]]:
+    """The trades (`Trade.to_dict()`) an outcome event booked: a ``position_closed``'s ``trade``, a
+    ``position_reduced``'s ``trades`` (a partial exit), none for any other event."""
+    kind = event.get("type")
+    if kind == "position_closed":
+        trade = event.get("trade")
+        return [trade] if isinstance(trade, dict) else []
+    if kind == "position_reduced":
+        return [t for t in event.get("trades") or [] if isinstance(t, dict)]
+    return []
 
 
 class SessionNotFound(LookupError):

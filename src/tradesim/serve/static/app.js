@@ -519,8 +519,10 @@ async function runnerPage(id) {
     }
     if (ev.runner_id !== id) return;
     log(ev);
-    if (ev.type === "position_closed" && ev.trade) {
-      tradeList.push(ev.trade);
+    const booked = ev.type === "position_closed" && ev.trade ? [ev.trade]
+      : ev.type === "position_reduced" && ev.trades ? ev.trades : [];   // a partial exit's trades
+    if (booked.length) {
+      tradeList.push(...booked);
       markers.setMarkers(tradeMarkers(tradeList));
       eqSeries.setData(equityOf(tradeList, cash));
       renderTrades();
