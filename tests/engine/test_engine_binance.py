@@ -171,33 +171,9 @@ def test_failing_and_slow_runners_leave_the_others_and_the_keepalive_alone(tmp_p
     assert stats["reconnects"] == 0      # pings were answered throughout: no 1011, no reconnect
 
 
-def test_live_runner_trades_like_a_backtest_over_the_same_bars():
-    async def main():
-        async with FakeBinance(symbols=("BTCUSDT",), n_bars=3000, bar_period=0.0003) as srv:
-            engine = TradingEngine()
-            engine.add_feed(_feed(srv), "binance")
-            rid = engine.add_runner("BTCUSDT", EMA)
-            seen = _record(engine)
-            await _run_until(engine, lambda: len(seen[rid]) >= srv.n)
-            return srv, engine.runner(rid)
-
-    srv, runner = asyncio.run(main())
-    ts, o, h, l, c, v = (np.array(col) for col in zip(*srv.expected("BTCUSDT")))
-    bars = Bars("BTCUSDT", ts.astype(np.int64), o, h, l, c, v)
-    reference = Backtest(EMA, bars, close_at_end=False).run().trades
-    live = runner.trades
-    assert len(live) > 20
-    def key(t):
-        return (t.side, t.entry_time, t.entry_price, t.exit_time, t.exit_price, t.pnl, t.exit_reason)
-    assert [key(t) for t in live] == [key(t) for t in reference]
-
-
-@pytest.mark.parametrize("example", ["breakout_stop_atr", "pullback_limit"])
-def test_live_runner_with_stop_and_limit_orders_trades_like_a_backtest(example):
-    # Working orders (a buy stop with an ATR trailing stop; a limit with SL/TP, expiry and a
-    # time stop) fill, expire and trail the same way whether bars come live or from a file.
-    path = REPO / "lua-strategies" / "examples" / f"{example}.lua"
-
+def _live_and_backtest(path):
+    """The trades of `path` run live on the fake Binance feed (3000 bars) and backtested over the
+    same bars, and those bars' opens."""
     async def main():
         async with FakeBinance(symbols=("BTCUSDT",), n_bars=3000, bar_period=0.0003) as srv:
             engine = TradingEngine()
@@ -210,8 +186,22 @@ def test_live_runner_with_stop_and_limit_orders_trades_like_a_backtest(example):
     srv, runner = asyncio.run(main())
     ts, o, h, l, c, v = (np.array(col) for col in zip(*srv.expected("BTCUSDT")))
     bars = Bars("BTCUSDT", ts.astype(np.int64), o, h, l, c, v)
-    reference = Backtest(path, bars, close_at_end=False).run().trades
-    live = runner.trades
+    return runner.trades, Backtest(path, bars, close_at_end=False).run().trades, o
+
+
+def test_live_runner_trades_like_a_backtest_over_the_same_bars():
+    live, reference, _ = _live_and_backtest(EMA)
+    assert len(live) > 20
+    def key(t):
+        return (t.side, t.entry_time, t.entry_price, t.exit_time, t.exit_price, t.pnl, t.exit_reason)
+    assert [key(t) for t in live] == [key(t) for t in reference]
+
+
+@pytest.mark.parametrize("example", ["breakout_stop_atr", "pullback_limit"])
+def test_live_runner_with_stop_and_limit_orders_trades_like_a_backtest(example):
+    # Working orders (a buy stop with an ATR trailing stop; a limit with SL/TP, expiry and a
+    # time stop) fill, expire and trail the same way whether bars come live or from a file.
+    live, reference, o = _live_and_backtest(REPO / "lua-strategies" / "examples" / f"{example}.lua")
     assert len(live) >= 10
     # the entries are limit/stop fills inside their bars, not market fills at an open
     assert any(t.entry_price != o[t.entry_bar] for t in reference)

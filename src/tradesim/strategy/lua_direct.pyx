@@ -489,7 +489,7 @@ cdef class LuaDirect:
             try:
                 if r != 1 or not self._decode or ts_type(L, base + 1) != TS_TTABLE:
                     return None
-                return _scalar_entries(L, base + 1)
+                return _scalar_entries(self, L, base + 1)
             finally:
                 ts_settop(L, base)
         finally:
@@ -560,9 +560,10 @@ cdef bint _read_decision(LuaDirect self, lua_State* L, int base, int nres,
     return True
 
 
-cdef object _scalar_entries(lua_State* L, int table):
+cdef object _scalar_entries(LuaDirect self, lua_State* L, int table):
     # The entries of the table at `table` with a string key and a number, string or boolean
-    # value, converted as lupa converts them, sorted by key; None if a string is not UTF-8.
+    # value, converted as lupa converts them, sorted by key; None if a string is not UTF-8
+    # (`_text`: a context's keys repeat, so their strs are reused).
     # lua_next is raw (no metamethod runs); a key is read with tolstring only if it is a
     # string, which leaves it unchanged for the next lua_next.
     cdef int t
@@ -576,12 +577,12 @@ cdef object _scalar_entries(lua_State* L, int table):
         t = ts_type(L, -1)
         if ts_type(L, -2) == TS_TSTRING and (t == TS_TNUMBER or t == TS_TSTRING or t == TS_TBOOLEAN):
             p = ts_tolstring(L, -2, &n)
-            key = _decoded(p, n)
+            key = _text(self, p, n)
             if t == TS_TNUMBER:
                 value = ts_tointeger(L, -1, NULL) if ts_isinteger(L, -1) else ts_tonumber(L, -1, NULL)
             elif t == TS_TSTRING:
                 p = ts_tolstring(L, -1, &n)
-                value = _decoded(p, n)
+                value = _text(self, p, n)
             else:
                 value = ts_toboolean(L, -1) != 0
             if key is None or value is None:
@@ -590,14 +591,6 @@ cdef object _scalar_entries(lua_State* L, int table):
         ts_settop(L, -2)   # pop the value, keep the key for lua_next
     items.sort()
     return dict(items)
-
-
-cdef inline object _decoded(const char* p, size_t n):
-    # A Lua string as str, or None if not UTF-8 (lupa would raise: that takes its path).
-    try:
-        return p[:n].decode("utf-8")
-    except UnicodeDecodeError:
-        return None
 
 
 cdef inline object _string(LuaDirect self, lua_State* L, int i):
