@@ -199,13 +199,20 @@ def test_two_symbols_and_bad_interval(tmp_path, source):
     _assert_same(cat.load("ETHUSDT", "1m"), load_bars(ETH_FILE).slice(START, AUG))
 
 
+_WITH_CTRL_C = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                "from tradesim.cli import main; sys.exit(main())")
+
+
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
 def test_killed_mid_run_leaves_no_partial_month_and_resumes(tmp_path, server, source, sig):
     """SIGKILL or Ctrl-C while August is being fetched: July stays, August is invisible; the rerun asks
     only for August."""
     server.block_at = AUG  # hold the first August request until the process is dead
     env = {**os.environ, "TRADESIM_CATALOG": str(tmp_path)}
-    proc = subprocess.Popen([sys.executable, "-m", "tradesim.cli", "download", "--symbol", "BTCUSDT",
+    # Python leaves SIGINT ignored when it starts with it ignored (as a job sent to the background by a
+    # non-interactive shell does): the child sets Ctrl-C's usual handler itself, so the test runs the same
+    # from a terminal or from a background job.
+    proc = subprocess.Popen([sys.executable, "-c", _WITH_CTRL_C, "download", "--symbol", "BTCUSDT",
                              "--interval", "1m", "--start", str(START), "--end", str(END), "--timeout", "1",
                              "--rest-url", server.url], env=env, cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
