@@ -24,6 +24,8 @@ from typing import Any
 
 import msgspec
 
+from tradesim.eventlog.flat_events import FlatDecoder
+
 __all__ = ["HEADER", "HEADER_SIZE", "INDEX_NAME", "NO_TIME", "SEGMENT_MAGIC", "SEGMENT_SUFFIX", "TAIL_NAMES",
            "BlockHeader", "LogCorrupt", "LogWriteError", "decode_events", "encode_event", "fsync_dir", "pack_header",
            "segment_name", "unpack_header"]
@@ -115,6 +117,9 @@ _ENCODER = msgspec.msgpack.Encoder(enc_hook=_builtin)
 _DECODER = msgspec.msgpack.Decoder()
 _RAWS = msgspec.msgpack.Decoder(list[msgspec.Raw])
 _HEAD = msgspec.msgpack.Decoder(_Head)
+# Flat events (a live log's bars) by their key layouts; the others by msgspec (flat_events.pyx). Shared by
+# every reader of the process: it holds the GIL for a whole block, so threads never interleave in it.
+_FLAT = FlatDecoder()
 
 #: One event's MessagePack bytes (raises TypeError for a value it cannot encode).
 encode_event = _ENCODER.encode
@@ -139,7 +144,7 @@ def decode_events(raw: bytes, count: int, types: frozenset[str] | None = None) -
         gc.disable()
     try:
         if types is None:
-            values = [_DECODER.decode(raw)] if count == 1 else _DECODER.decode(_array(raw, count))
+            values = [_DECODER.decode(raw)] if count == 1 else _FLAT.decode_block(raw, count)
             return values, _seq(values[0]), _seq(values[-1])
         if count == 1:
             kind = _first_type(raw)

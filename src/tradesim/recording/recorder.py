@@ -347,11 +347,17 @@ class SessionRecorder:
         self.append(event)
 
     def bar(self, feed: str, bar: Any, recv_ms: int | None = None) -> None:
-        """Log one bar a feed delivered (`recv_ms`: its receive time, ms UTC; now if None)."""
-        self.append({"type": "bar", "feed": feed, "symbol": bar.symbol, "timestamp": bar.timestamp,
-                     "open": bar.open, "high": bar.high, "low": bar.low, "close": bar.close,
-                     "volume": bar.volume, "bid": bar.bid, "ask": bar.ask,
-                     "recv": recv_ms if recv_ms is not None else int(self.wall_clock() * 1000)})
+        """Log one bar a feed delivered (`recv_ms`: its receive time, ms UTC; now if None); its
+        ``bid`` and ``ask`` only when the feed gave them (session format 3)."""
+        event = {"type": "bar", "feed": feed, "symbol": bar.symbol, "timestamp": bar.timestamp,
+                 "open": bar.open, "high": bar.high, "low": bar.low, "close": bar.close, "volume": bar.volume}
+        # (a kline feed has no quote: two keys fewer make a tenth of a bar event's read, docs/sessions.md)
+        if bar.bid is not None:
+            event["bid"] = bar.bid
+        if bar.ask is not None:
+            event["ask"] = bar.ask
+        event["recv"] = recv_ms if recv_ms is not None else int(self.wall_clock() * 1000)
+        self.append(event)
 
     def feed_status(self, feed: str, status: str, detail: dict[str, Any] | None = None) -> None:
         """Log a feed's status change (connected, gap, backfilled, ended ...)."""

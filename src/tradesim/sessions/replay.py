@@ -282,7 +282,7 @@ def _run_chunk(runner: SymbolRunner, event: dict[str, Any]) -> int:
 
 def _bar(event: dict[str, Any]) -> MarketData:
     return MarketData(event["symbol"], event["timestamp"], event["open"], event["high"], event["low"],
-                      event["close"], event["volume"], event["bid"], event["ask"], validate=False)
+                      event["close"], event["volume"], event.get("bid"), event.get("ask"), validate=False)
 
 
 def _pace(speed: float, sleep: Callable[[float], Any], last: int | None, ts: int) -> int:
