@@ -121,6 +121,15 @@ cdef Py_ssize_t _skip(const uint8_t* p, Py_ssize_t pos, Py_ssize_t end, int dept
     return pos
 
 
+cdef inline bint _equal(const uint8_t* a, const uint8_t* b, Py_ssize_t n) noexcept nogil:
+    # (short strings: a loop beats a call to memcmp)
+    cdef Py_ssize_t i
+    for i in range(n):
+        if a[i] != b[i]:
+            return False
+    return True
+
+
 cdef class _Layout:
     # One key layout: the keys' bytes (with their str headers) back to back, where each starts, the
     # dict an event of this layout is copied from, and the last str value met at each position.
@@ -137,13 +146,12 @@ cdef class FlatDecoder:
     the layouts of that reader's log). Not thread-safe."""
     cdef dict layouts        # hash of a layout's key bytes -> the _Layouts with that hash
     cdef Py_ssize_t n_layouts
-    cdef _Layout last        # the layout used last by an event ...
-    cdef _Layout last_inner  # ... and by a map inside one
+    cdef list by_size        # per number of keys: the layout of that size used last
 
     def __init__(self):
         self.layouts = {}
         self.n_layouts = 0
-        self.last = self.last_inner = None
+        self.by_size = [None] * (MAX_KEYS + 1)
 
     def decode_block(self, raw, Py_ssize_t count):
         """The `count` MessagePack values back to back in `raw` (bytes), as a list.
@@ -180,7 +188,7 @@ cdef class FlatDecoder:
         cdef Py_ssize_t keys[MAX_KEYS]
         cdef Py_ssize_t values[MAX_KEYS]
         cdef uint8_t tag
-        cdef _Layout last = self.last_inner if inner else self.last
+        cdef _Layout last
         cdef const uint8_t* known = NULL
         cdef bint same
         if pos >= end:
@@ -194,9 +202,11 @@ cdef class FlatDecoder:
             return None
         if size > MAX_KEYS:
             return None
-        # (most events have the layout of the event before them of their kind: the last layout used
-        # is compared while the keys are scanned, and a hash is taken only when it differs)
-        same = last is not None and last.n == size
+        # (most events have the layout of the last event of their kind, and kinds differ in their
+        # number of keys: the last layout of this size is compared while the keys are scanned, and a
+        # hash is taken only when it differs)
+        last = <_Layout>self.by_size[size]
+        same = last is not None
         if same:
             known = <const uint8_t*>PyBytes_AS_STRING(last.key_bytes)
         for i in range(size):
@@ -206,7 +216,7 @@ cdef class FlatDecoder:
             if pos + klen > end:
                 return None
             if same and (last.offsets[i + 1] - last.offsets[i] != klen
-                         or memcmp(p + pos, known + last.offsets[i], klen) != 0):
+                         or not _equal(p + pos, known + last.offsets[i], klen)):
                 same = False
             keys[i] = pos
             pos += klen
@@ -237,10 +247,7 @@ cdef class FlatDecoder:
         layout = self._layout(p, keys, size)
         if layout is None:
             return None
-        if inner:
-            self.last_inner = <_Layout>layout
-        else:
-            self.last = <_Layout>layout
+        self.by_size[size] = layout
         return self._build(<_Layout>layout, p, values, size, end, pos, stop)
 
     cdef object _layout(self, const uint8_t* p, Py_ssize_t* keys, Py_ssize_t size):
@@ -294,12 +301,19 @@ cdef class FlatDecoder:
         cdef uint8_t tag
         cdef double f
         cdef float f32
-        cdef uint64_t u
-        cdef object v, last
+        cdef uint64_t u, last_u = 0
+        cdef object v, last, last_int = None
         for i in range(size):
             pos = values[i]
             tag = p[pos]
-            if tag <= 0x7F:
+            if tag == 0xCF:   # (a time: a bar's open time is its "time" too, one int object for both)
+                u = _be64(p + pos + 1)
+                if last_int is not None and u == last_u:
+                    v = last_int
+                else:
+                    v = last_int = PyLong_FromUnsignedLongLong(u)
+                    last_u = u
+            elif tag <= 0x7F:
                 v = PyLong_FromLongLong(tag)
             elif tag >= 0xE0:
                 v = PyLong_FromLongLong(<int64_t>tag - 0x100)
@@ -327,8 +341,6 @@ cdef class FlatDecoder:
                 v = PyLong_FromLongLong(_be16(p + pos + 1))
             elif tag == 0xCE:
                 v = PyLong_FromLongLong(_be32(p + pos + 1))
-            elif tag == 0xCF:
-                v = PyLong_FromUnsignedLongLong(_be64(p + pos + 1))
             elif tag == 0xD0:
                 v = PyLong_FromLongLong(<signed char>p[pos + 1])
             elif tag == 0xD1:
@@ -348,7 +360,7 @@ cdef class FlatDecoder:
                     slen, pos = _be32(p + pos + 1), pos + 5
                 last = layout.last_str[i]   # (one tuple: its bytes and str always agree)
                 if last is not None and PyBytes_GET_SIZE((<tuple>last)[0]) == slen \
-                        and memcmp(PyBytes_AS_STRING((<tuple>last)[0]), p + pos, slen) == 0:
+                        and _equal(<const uint8_t*>PyBytes_AS_STRING((<tuple>last)[0]), p + pos, slen):
                     v = (<tuple>last)[1]
                 else:
                     try:
