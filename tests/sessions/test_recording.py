@@ -7,6 +7,7 @@ trades, hashlib over the files, and a second process.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import subprocess
 import sys
@@ -229,3 +230,25 @@ def test_an_unloggable_event_stops_the_recording_not_the_run(tmp_path):
     event["self"] = event
     rec.append(event)   # does not raise
     assert rec.error is not None and "cannot log this event" in rec.error and not rec.recording
+
+
+def test_a_live_bar_logs_its_bid_and_ask_only_when_the_feed_gave_them(tmp_path):
+    from tradesim import MarketData
+    from tradesim.recording.manifest import FORMAT, READABLE_FORMATS
+    from tradesim.sessions import open_session
+    from tradesim.sessions.replay import _bar
+
+    quoted = MarketData("BTCUSDT", 1_700_000_000_000, 100.0, 101.0, 99.0, 100.5, 3.0, 100.25, 100.75)
+    kline = MarketData("BTCUSDT", 1_700_000_060_000, 100.5, 102.0, 100.0, 101.5, 4.0)
+    with SessionRecorder(tmp_path, kind="run", name="quotes") as rec:
+        rec.bar("sim", quoted, recv_ms=1_700_000_060_100)
+        rec.bar("binance", kline, recv_ms=1_700_000_120_100)
+    session = open_session(rec.path)
+    assert session.manifest["format"] == FORMAT == 3 and READABLE_FORMATS == (1, 2, 3)
+    first, second = session.log.events(types={"bar"})
+    assert (first["bid"], first["ask"], first["recv"]) == (100.25, 100.75, 1_700_000_060_100)
+    assert "bid" not in second and "ask" not in second and second["close"] == 101.5
+    again = [_bar(e) for e in (first, second)]   # what a replay feeds the runners
+    assert (again[0].bid, again[0].ask) == (100.25, 100.75)
+    assert math.isnan(again[1].bid) and math.isnan(again[1].ask)   # unknown, as the feed gave it
+    assert (again[1].timestamp, again[1].close, again[1].volume) == (1_700_000_060_000, 101.5, 4.0)

@@ -435,7 +435,7 @@ def synthetic_live_session(folder, n_events: int, runner: str = "BTCUSDT:ema_cro
     rng = np.random.default_rng(3)
     chunk, done, bars_done = 16_384, 0, 0
     bar = _Bar()
-    bar.symbol, bar.bid, bar.ask = "BTCUSDT", None, None
+    bar.symbol, bar.bid, bar.ask = "BTCUSDT", math.nan, math.nan   # a kline has no quote
     while done < n_events:
         cols = _synthetic_bars(rng, bars_done, chunk)
         rows = _synthetic_rows(cols["timestamp"], bars_done)

@@ -28,6 +28,8 @@ from libc.string cimport memcmp, memcpy
 import msgspec
 
 cdef object _DECODER = msgspec.msgpack.Decoder()
+cdef object _MISMATCH = object()   # (_fill: the keys are not that layout's)
+cdef object _NOT_FLAT = object()   # (_value: not a flat value: the event is msgspec's)
 
 cdef enum:
     # A map with more entries than this is decoded by msgspec (values' offsets live on the stack).
@@ -130,6 +132,19 @@ cdef inline bint _equal(const uint8_t* a, const uint8_t* b, Py_ssize_t n) noexce
     return True
 
 
+cdef inline Py_ssize_t _number_size(uint8_t tag) noexcept nogil:
+    # Bytes of a float or int of more than one byte, with its tag (0: not one).
+    if tag == 0xCA or tag == 0xCE or tag == 0xD2:
+        return 5
+    if tag == 0xCB or tag == 0xCF or tag == 0xD3:
+        return 9
+    if tag == 0xCC or tag == 0xD0:
+        return 2
+    if tag == 0xCD or tag == 0xD1:
+        return 3
+    return 0
+
+
 cdef class _Layout:
     # One key layout: the keys' bytes (with their str headers) back to back, where each starts, the
     # dict an event of this layout is copied from, and the last str value met at each position.
@@ -184,13 +199,9 @@ cdef class FlatDecoder:
     cdef object _flat(self, const uint8_t* p, Py_ssize_t pos, Py_ssize_t end, Py_ssize_t* stop, bint inner):
         # A flat map at `pos` as a dict (and `stop` just after it), or None to leave it to msgspec. A
         # value may be a flat map itself (`inner`: this is one), as a decision's indicator values are.
-        cdef Py_ssize_t size, i, klen
+        cdef Py_ssize_t size, i, klen, start
         cdef Py_ssize_t keys[MAX_KEYS]
-        cdef Py_ssize_t values[MAX_KEYS]
         cdef uint8_t tag
-        cdef _Layout last
-        cdef const uint8_t* known = NULL
-        cdef bint same
         if pos >= end:
             return None
         tag = p[pos]
@@ -202,53 +213,145 @@ cdef class FlatDecoder:
             return None
         if size > MAX_KEYS:
             return None
-        # (most events have the layout of the last event of their kind, and kinds differ in their
-        # number of keys: the last layout of this size is compared while the keys are scanned, and a
-        # hash is taken only when it differs)
-        last = <_Layout>self.by_size[size]
-        same = last is not None
-        if same:
-            known = <const uint8_t*>PyBytes_AS_STRING(last.key_bytes)
+        # Most events have the layout of the last event of their kind, and kinds differ in their
+        # number of keys: the event is read in one pass against the last layout of its size, and its
+        # keys are looked up only when they differ.
+        last = self.by_size[size]
+        if last is not None:
+            d = self._fill(<_Layout>last, p, pos, end, stop, inner)
+            if d is not _MISMATCH:
+                return d
+        start = pos
         for i in range(size):
             if pos >= end or not (0xA0 <= p[pos] <= 0xBF):
                 return None
             klen = 1 + (p[pos] - 0xA0)
-            if pos + klen > end:
-                return None
-            if same and (last.offsets[i + 1] - last.offsets[i] != klen
-                         or not _equal(p + pos, known + last.offsets[i], klen)):
-                same = False
             keys[i] = pos
-            pos += klen
-            values[i] = pos
-            if pos >= end:
+            pos = _skip(p, pos + klen, end, 0) if pos + klen <= end else -1
+            if pos < 0:
                 return None
-            tag = p[pos]
-            if tag == 0xCB or tag == 0xD3 or tag == 0xCF:   # the usual scalars, skipped here
-                pos += 9
-            elif tag <= 0x7F or tag >= 0xE0 or tag == 0xC0 or tag == 0xC2 or tag == 0xC3:
-                pos += 1
-            elif 0xA0 <= tag <= 0xBF:
-                pos += 1 + (tag - 0xA0)
-            elif (0x80 <= tag <= 0x8F or tag == 0xDE) and not inner:   # a map: checked when it is built
-                pos = _skip(p, pos, end, 0)
-                if pos < 0:
-                    return None
-            elif 0xDC <= tag <= 0xDF or 0x80 <= tag <= 0x9F or 0xC4 <= tag <= 0xC9 or 0xD4 <= tag <= 0xD8:
-                return None   # an array, a map in a map, bin or ext: msgspec's
-            else:
-                pos = _skip(p, pos, end, 0)
-                if pos < 0:
-                    return None
-        if pos > end:
-            return None
-        if same:
-            return self._build(last, p, values, size, end, pos, stop)
         layout = self._layout(p, keys, size)
         if layout is None:
             return None
         self.by_size[size] = layout
-        return self._build(<_Layout>layout, p, values, size, end, pos, stop)
+        d = self._fill(<_Layout>layout, p, start, end, stop, inner)
+        return None if d is _MISMATCH else d
+
+    cdef object _fill(self, _Layout layout, const uint8_t* p, Py_ssize_t pos, Py_ssize_t end, Py_ssize_t* stop,
+                      bint inner):
+        # The map's entries from `pos` on as a copy of `layout`'s dict; _MISMATCH if its keys are not
+        # the layout's, None if a value is not flat (or is malformed): msgspec's.
+        cdef const uint8_t* known = <const uint8_t*>PyBytes_AS_STRING(layout.key_bytes)
+        cdef dict d = PyDict_Copy(layout.template)
+        cdef Py_ssize_t i, klen, after
+        cdef uint8_t tag
+        cdef double f
+        cdef uint64_t u, last_u = 0
+        cdef object v, last_int = None
+        for i in range(layout.n):
+            if pos >= end:
+                return None
+            klen = layout.offsets[i + 1] - layout.offsets[i]
+            if p[pos] != 0xA0 + klen - 1 or pos + klen > end or not _equal(p + pos, known + layout.offsets[i], klen):
+                return _MISMATCH
+            pos += klen
+            if pos + 9 > end:   # (room for the usual scalars; the others check for themselves)
+                v = self._value(layout, i, p, pos, end, &after, inner)
+            else:
+                tag = p[pos]
+                if tag == 0xCB:
+                    u = _be64(p + pos + 1)
+                    memcpy(&f, &u, 8)
+                    v, after = PyFloat_FromDouble(f), pos + 9
+                elif tag == 0xCF:   # (a time: a bar's open time is its "time" too, one int for both)
+                    u = _be64(p + pos + 1)
+                    if last_int is None or u != last_u:
+                        last_int, last_u = PyLong_FromUnsignedLongLong(u), u
+                    v, after = last_int, pos + 9
+                else:
+                    v = self._value(layout, i, p, pos, end, &after, inner)
+            if v is _NOT_FLAT:
+                return None
+            PyDict_SetItem(d, layout.names[i], v)
+            pos = after
+        stop[0] = pos
+        return d
+
+    cdef object _value(self, _Layout layout, Py_ssize_t i, const uint8_t* p, Py_ssize_t pos, Py_ssize_t end,
+                       Py_ssize_t* after, bint inner):
+        # The scalar (or flat map) at `pos`, `after` just after it; _NOT_FLAT for anything else, or
+        # for a value cut short or not UTF-8 (msgspec then decodes the event and says what is wrong).
+        cdef uint8_t tag = p[pos]
+        cdef Py_ssize_t n, slen
+        cdef double f
+        cdef float f32
+        cdef uint64_t u
+        cdef object last, v
+        if tag <= 0x7F:
+            after[0] = pos + 1
+            return PyLong_FromLongLong(tag)
+        if tag >= 0xE0:
+            after[0] = pos + 1
+            return PyLong_FromLongLong(<int64_t>tag - 0x100)
+        if tag == 0xC0 or tag == 0xC2 or tag == 0xC3:
+            after[0] = pos + 1
+            return None if tag == 0xC0 else tag == 0xC3
+        if 0x80 <= tag <= 0x8F or tag == 0xDE:
+            if inner:
+                return _NOT_FLAT
+            v = self._flat(p, pos, end, after, True)
+            return _NOT_FLAT if v is None else v
+        if 0xA0 <= tag <= 0xBF or 0xD9 <= tag <= 0xDB:   # a str
+            if 0xA0 <= tag <= 0xBF:
+                n, slen = 1, tag - 0xA0
+            elif tag == 0xD9:
+                n, slen = 2, (p[pos + 1] if pos + 2 <= end else -1)
+            elif tag == 0xDA:
+                n, slen = 3, (_be16(p + pos + 1) if pos + 3 <= end else -1)
+            else:
+                n, slen = 5, (<Py_ssize_t>_be32(p + pos + 1) if pos + 5 <= end else -1)
+            if slen < 0 or slen > end - pos - n:
+                return _NOT_FLAT
+            pos += n
+            after[0] = pos + slen
+            last = layout.last_str[i]   # (one tuple: its bytes and str always agree)
+            if last is not None and PyBytes_GET_SIZE((<tuple>last)[0]) == slen \
+                    and _equal(<const uint8_t*>PyBytes_AS_STRING((<tuple>last)[0]), p + pos, slen):
+                return (<tuple>last)[1]
+            try:
+                v = PyUnicode_DecodeUTF8(<const char*>p + pos, slen, NULL)
+            except UnicodeDecodeError:
+                return _NOT_FLAT
+            if slen <= 64:    # (short strs repeat: a symbol, a feed, an event type)
+                layout.last_str[i] = ((<const char*>p)[pos:pos + slen], v)
+            return v
+        n = _number_size(tag)
+        if n == 0 or pos + n > end:
+            return _NOT_FLAT   # an array, bin, ext, 0xC1, or cut short
+        after[0] = pos + n
+        if tag == 0xCB:
+            u = _be64(p + pos + 1)
+            memcpy(&f, &u, 8)
+            return PyFloat_FromDouble(f)
+        if tag == 0xCA:
+            u = _be32(p + pos + 1)
+            memcpy(&f32, &u, 4)
+            return PyFloat_FromDouble(<double>f32)
+        if tag == 0xCC:
+            return PyLong_FromLongLong(p[pos + 1])
+        if tag == 0xCD:
+            return PyLong_FromLongLong(_be16(p + pos + 1))
+        if tag == 0xCE:
+            return PyLong_FromLongLong(_be32(p + pos + 1))
+        if tag == 0xCF:
+            return PyLong_FromUnsignedLongLong(_be64(p + pos + 1))
+        if tag == 0xD0:
+            return PyLong_FromLongLong(<signed char>p[pos + 1])
+        if tag == 0xD1:
+            return PyLong_FromLongLong(<short>_be16(p + pos + 1))
+        if tag == 0xD2:
+            return PyLong_FromLongLong(<int>_be32(p + pos + 1))
+        return PyLong_FromLongLong(<int64_t>_be64(p + pos + 1))
 
     cdef object _layout(self, const uint8_t* p, Py_ssize_t* keys, Py_ssize_t size):
         # The known layout of these keys (FNV-1a of their bytes finds it), or a new one.
@@ -293,85 +396,6 @@ cdef class FlatDecoder:
         self.layouts.setdefault(h, []).append(layout)
         self.n_layouts += 1
         return layout
-
-    cdef object _build(self, _Layout layout, const uint8_t* p, Py_ssize_t* values, Py_ssize_t size,
-                       Py_ssize_t end, Py_ssize_t end_pos, Py_ssize_t* stop):
-        cdef dict d = PyDict_Copy(layout.template)
-        cdef Py_ssize_t i, pos, slen, inner_stop
-        cdef uint8_t tag
-        cdef double f
-        cdef float f32
-        cdef uint64_t u, last_u = 0
-        cdef object v, last, last_int = None
-        for i in range(size):
-            pos = values[i]
-            tag = p[pos]
-            if tag == 0xCF:   # (a time: a bar's open time is its "time" too, one int object for both)
-                u = _be64(p + pos + 1)
-                if last_int is not None and u == last_u:
-                    v = last_int
-                else:
-                    v = last_int = PyLong_FromUnsignedLongLong(u)
-                    last_u = u
-            elif tag <= 0x7F:
-                v = PyLong_FromLongLong(tag)
-            elif tag >= 0xE0:
-                v = PyLong_FromLongLong(<int64_t>tag - 0x100)
-            elif tag == 0xCB:
-                u = _be64(p + pos + 1)
-                memcpy(&f, &u, 8)
-                v = PyFloat_FromDouble(f)
-            elif tag == 0xC0:
-                v = None
-            elif 0x80 <= tag <= 0x8F or tag == 0xDE:
-                v = self._flat(p, pos, end, &inner_stop, True)
-                if v is None:
-                    return None
-            elif tag == 0xC2:
-                v = False
-            elif tag == 0xC3:
-                v = True
-            elif tag == 0xCA:
-                u = _be32(p + pos + 1)
-                memcpy(&f32, &u, 4)
-                v = PyFloat_FromDouble(<double>f32)
-            elif tag == 0xCC:
-                v = PyLong_FromLongLong(p[pos + 1])
-            elif tag == 0xCD:
-                v = PyLong_FromLongLong(_be16(p + pos + 1))
-            elif tag == 0xCE:
-                v = PyLong_FromLongLong(_be32(p + pos + 1))
-            elif tag == 0xD0:
-                v = PyLong_FromLongLong(<signed char>p[pos + 1])
-            elif tag == 0xD1:
-                v = PyLong_FromLongLong(<short>_be16(p + pos + 1))
-            elif tag == 0xD2:
-                v = PyLong_FromLongLong(<int>_be32(p + pos + 1))
-            elif tag == 0xD3:
-                v = PyLong_FromLongLong(<int64_t>_be64(p + pos + 1))
-            else:   # a str (fixstr, str8, str16, str32)
-                if 0xA0 <= tag <= 0xBF:
-                    slen, pos = tag - 0xA0, pos + 1
-                elif tag == 0xD9:
-                    slen, pos = p[pos + 1], pos + 2
-                elif tag == 0xDA:
-                    slen, pos = _be16(p + pos + 1), pos + 3
-                else:
-                    slen, pos = _be32(p + pos + 1), pos + 5
-                last = layout.last_str[i]   # (one tuple: its bytes and str always agree)
-                if last is not None and PyBytes_GET_SIZE((<tuple>last)[0]) == slen \
-                        and _equal(<const uint8_t*>PyBytes_AS_STRING((<tuple>last)[0]), p + pos, slen):
-                    v = (<tuple>last)[1]
-                else:
-                    try:
-                        v = PyUnicode_DecodeUTF8(<const char*>p + pos, slen, NULL)
-                    except UnicodeDecodeError:
-                        return None   # msgspec reports it
-                    if slen <= 64:    # (short strs repeat: a symbol, a feed, an event type)
-                        layout.last_str[i] = ((<const char*>p)[pos:pos + slen], v)
-            PyDict_SetItem(d, layout.names[i], v)
-        stop[0] = end_pos
-        return d
 
 
 cdef list _decode_all(bytes data, Py_ssize_t count):

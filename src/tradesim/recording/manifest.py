@@ -31,10 +31,10 @@ from typing import Any
 __all__ = ["FORMAT", "LOG_DIR", "MANIFEST_NAME", "ManifestError", "file_sha256", "load_manifest",
            "write_manifest"]
 
-#: 3: a live ``bar`` event has ``bid`` and ``ask`` only when the feed gave them (docs/sessions.md).
+#: 3: a live ``bar`` event has ``bid`` and ``ask`` only when they are known (docs/sessions.md).
 FORMAT = 3
 #: Formats this version reads (1: every outcome its own event; 2: a backtest's outcomes are logged as
-#: one ``outcomes`` event per chunk, a live bar's bid and ask always, None when absent).
+#: one ``outcomes`` event per chunk, a live bar's bid and ask always, NaN when unknown).
 READABLE_FORMATS = (1, 2, 3)
 MANIFEST_NAME = "manifest.json"
 LOG_DIR = "log"

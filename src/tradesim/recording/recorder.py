@@ -348,14 +348,15 @@ class SessionRecorder:
 
     def bar(self, feed: str, bar: Any, recv_ms: int | None = None) -> None:
         """Log one bar a feed delivered (`recv_ms`: its receive time, ms UTC; now if None); its
-        ``bid`` and ``ask`` only when the feed gave them (session format 3)."""
+        ``bid`` and ``ask`` only when known (not NaN or None; session format 3)."""
         event = {"type": "bar", "feed": feed, "symbol": bar.symbol, "timestamp": bar.timestamp,
                  "open": bar.open, "high": bar.high, "low": bar.low, "close": bar.close, "volume": bar.volume}
         # (a kline feed has no quote: two keys fewer make a tenth of a bar event's read, docs/sessions.md)
-        if bar.bid is not None:
-            event["bid"] = bar.bid
-        if bar.ask is not None:
-            event["ask"] = bar.ask
+        bid, ask = bar.bid, bar.ask
+        if bid is not None and bid == bid:
+            event["bid"] = bid
+        if ask is not None and ask == ask:
+            event["ask"] = ask
         event["recv"] = recv_ms if recv_ms is not None else int(self.wall_clock() * 1000)
         self.append(event)
 

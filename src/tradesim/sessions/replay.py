@@ -280,9 +280,13 @@ def _run_chunk(runner: SymbolRunner, event: dict[str, Any]) -> int:
     return int(done)
 
 
+_UNKNOWN = float("nan")   # a quote a bar event does not hold (MarketData: NaN is unknown)
+
+
 def _bar(event: dict[str, Any]) -> MarketData:
     return MarketData(event["symbol"], event["timestamp"], event["open"], event["high"], event["low"],
-                      event["close"], event["volume"], event.get("bid"), event.get("ask"), validate=False)
+                      event["close"], event["volume"], event.get("bid", _UNKNOWN), event.get("ask", _UNKNOWN),
+                      validate=False)
 
 
 def _pace(speed: float, sleep: Callable[[float], Any], last: int | None, ts: int) -> int:
