@@ -133,6 +133,10 @@ def _from_snapshot(event: dict[str, Any]) -> dict[str, Any]:
     return st
 
 
+def _numbers(*values: Any) -> bool:
+    return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+
+
 def _apply(st: dict[str, Any], event: dict[str, Any]) -> None:
     kind = event["type"]
     st["symbol"] = event.get("symbol", st.get("symbol"))
@@ -159,17 +163,30 @@ def _apply(st: dict[str, Any], event: dict[str, Any]) -> None:
         st["state"], st["context"] = "IDLE", {}
     elif kind == "position_opened":
         st["state"], st["working_order"] = "IN_POSITION", None
-        st["position"] = {"side": event.get("side"), "quantity": event.get("quantity"),
-                          "entry_price": event.get("price"), "entry_time": event.get("timestamp"),
-                          "entry_reason": event.get("reason")}
+        pos, qty, price = st["position"], event.get("quantity"), event.get("price")
+        if pos is not None and _numbers(pos.get("quantity"), pos.get("entry_price"), qty, price):
+            # a scale-in: the quantity-weighted average entry, as the state machine keeps it
+            total = pos["quantity"] + qty
+            pos["entry_price"] = (pos["quantity"] * pos["entry_price"] + qty * price) / total
+            pos["quantity"] = total
+        else:
+            st["position"] = {"side": event.get("side"), "quantity": qty, "entry_price": price,
+                              "entry_time": event.get("timestamp"), "entry_reason": event.get("reason")}
     elif kind == "position_updated":
         if st["position"] is not None:
             st["position"].update({k: v for k, v in event.items() if k in ("stop_loss", "take_profit")})
     elif kind == "position_closed":
         st["state"], st["position"], st["working_order"], st["context"] = "IDLE", None, None, {}
     elif kind == "position_reduced":   # a partial exit: the rest stays open
-        if st["position"] is not None and event.get("remaining") is not None:
-            st["position"]["quantity"] = event["remaining"]
+        pos, left = st["position"], event.get("remaining")
+        if pos is not None and left is not None:
+            closed = event_trades(event)
+            lots = [x for t in closed for x in (t.get("quantity"), t.get("entry_price"))]
+            if closed and left > 0 and _numbers(pos.get("quantity"), pos.get("entry_price"), *lots):
+                # the lots closed leave the average entry of the lots left (the state machine's rule)
+                cost = sum(t["quantity"] * t["entry_price"] for t in closed)
+                pos["entry_price"] = (pos["quantity"] * pos["entry_price"] - cost) / left
+            pos["quantity"] = left
     elif kind == "action_rejected":
         st["working_order"] = None
         st["last_rejection"] = {k: event.get(k) for k in ("timestamp", "action", "reason")}
