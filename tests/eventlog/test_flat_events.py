@@ -72,9 +72,12 @@ def test_a_live_bar_event_and_what_is_not_flat():
               {"dup": 1, "x": 2, "dup": 3},   # noqa: F601 (a repeated key: last value, first place)
               {**bar, "seq": 11, "symbol": "ETHUSDT"}]
     got = _check(events)
+    assert list(got[11]) == ["dup", "x"] and got[11]["dup"] == 3
+    got = _check([bar, {**bar, "seq": 8, "symbol": "ETHUSDT"}, {"type": "x"}, {**bar, "seq": 9, "symbol": "ETHUSDT"}])
     assert got[0]["symbol"] == "BTCUSDT" and got[1]["symbol"] == "ETHUSDT" and got[-1]["symbol"] == "ETHUSDT"
     assert got[1]["symbol"] is got[-1]["symbol"]   # a str equal to the last one at its place is shared
-    assert list(got[11]) == ["dup", "x"] and got[11]["dup"] == 3
+    # a block of mostly other events: its rest goes to msgspec in one call, with the same result
+    _check([bar] * 3 + [{"type": "order", "levels": [1.5, 2.5], "seq": i} for i in range(40)] + [bar] * 5)
     deep: list = []
     for _ in range(300):   # deeper than the skipper goes: the whole block is msgspec's
         deep = [deep]
@@ -119,6 +122,15 @@ def _bad(data: bytes, count: int, error: type[Exception] = msgspec.DecodeError) 
         msgspec.msgpack.Decoder().decode(b"\xdd" + count.to_bytes(4, "big") + data)   # msgspec refuses it ...
     with pytest.raises(error):
         FlatDecoder().decode_block(data, count)                                       # ... and so does this
+
+
+def test_the_reviewers_cases():
+    with pytest.raises(TypeError):
+        FlatDecoder().decode_block(None, 0)
+    decoder = FlatDecoder()   # a known layout, then an event cut right after its key
+    assert decoder.decode_block(b"\x81\xa1a\x01\x81\xa1a\x02", 2) == [{"a": 1}, {"a": 2}]
+    with pytest.raises(msgspec.DecodeError):
+        decoder.decode_block(b"\x81\xa1a", 1)
 
 
 def test_malformed_blocks_are_refused_never_returned():

@@ -157,8 +157,12 @@ cdef class _Layout:
 
 
 cdef class FlatDecoder:
-    """Decodes blocks of MessagePack events (see the module docstring); one per reader (it learns
-    the layouts of that reader's log). Not thread-safe."""
+    """Decodes blocks of MessagePack events (see the module docstring); one per `LogReader` (it
+    learns the layouts of that reader's log, `_MAX_LAYOUTS` at most).
+
+    Threads may share one: it holds the GIL through a block unless a finalizer runs Python code in
+    it, and then its caches stay consistent (each entry is replaced whole, and a layout is known
+    only once it is complete)."""
     cdef dict layouts        # hash of a layout's key bytes -> the _Layouts with that hash
     cdef Py_ssize_t n_layouts
     cdef list by_size        # per number of keys: the layout of that size used last
@@ -168,32 +172,37 @@ cdef class FlatDecoder:
         self.n_layouts = 0
         self.by_size = [None] * (MAX_KEYS + 1)
 
-    def decode_block(self, raw, Py_ssize_t count):
-        """The `count` MessagePack values back to back in `raw` (bytes), as a list.
+    def decode_block(self, bytes raw not None, Py_ssize_t count):
+        """The `count` MessagePack values back to back in `raw`, as a list.
 
         Raises
         ------
         msgspec.DecodeError
             `raw` is not exactly `count` values (raised by msgspec, which then decodes the block).
         """
-        cdef bytes data = raw
-        cdef const uint8_t* p = <const uint8_t*>PyBytes_AS_STRING(data)
-        cdef Py_ssize_t end = PyBytes_GET_SIZE(data), pos = 0, stop, _k
+        cdef const uint8_t* p = <const uint8_t*>PyBytes_AS_STRING(raw)
+        cdef Py_ssize_t end = PyBytes_GET_SIZE(raw), pos = 0, stop, k, others = 0
         cdef list out = []
         cdef object value, view = None
-        for _k in range(count):
+        for k in range(count):
+            if others * 4 > k and k >= 8:
+                # A block of mostly other events (lists, deeper maps, new layouts once the decoder
+                # knows enough) is msgspec's: its rest in one call, not one call per event.
+                out.extend(_decode_all(raw[pos:], count - k))
+                return out
             value = self._flat(p, pos, end, &stop, False)
             if value is None:
+                others += 1
                 stop = _skip(p, pos, end, 0)
                 if stop < 0:
-                    return _decode_all(data, count)   # malformed: msgspec raises (or decodes) it
+                    return _decode_all(raw, count)   # malformed: msgspec raises (or decodes) it
                 if view is None:
-                    view = memoryview(data)
+                    view = memoryview(raw)
                 value = _DECODER.decode(view[pos:stop])
             out.append(value)
             pos = stop
         if pos != end:
-            return _decode_all(data, count)
+            return _decode_all(raw, count)
         return out
 
     cdef object _flat(self, const uint8_t* p, Py_ssize_t pos, Py_ssize_t end, Py_ssize_t* stop, bint inner):
@@ -227,7 +236,13 @@ cdef class FlatDecoder:
                 return None
             klen = 1 + (p[pos] - 0xA0)
             keys[i] = pos
-            pos = _skip(p, pos + klen, end, 0) if pos + klen <= end else -1
+            if pos + klen >= end:
+                return None
+            tag = p[pos + klen]
+            if 0x90 <= tag <= 0x9F or 0xC4 <= tag <= 0xC9 or 0xD4 <= tag <= 0xD8 or 0xDC <= tag <= 0xDF \
+                    or (inner and (0x80 <= tag <= 0x8F or tag == 0xDE)) or tag == 0xC1:
+                return None   # not flat: no layout is learnt from it (an array, bin, ext, a map too deep)
+            pos = _skip(p, pos + klen, end, 0)
             if pos < 0:
                 return None
         layout = self._layout(p, keys, size)
@@ -281,12 +296,15 @@ cdef class FlatDecoder:
                        Py_ssize_t* after, bint inner):
         # The scalar (or flat map) at `pos`, `after` just after it; _NOT_FLAT for anything else, or
         # for a value cut short or not UTF-8 (msgspec then decodes the event and says what is wrong).
-        cdef uint8_t tag = p[pos]
+        cdef uint8_t tag
         cdef Py_ssize_t n, slen
         cdef double f
         cdef float f32
         cdef uint64_t u
         cdef object last, v
+        if pos >= end:
+            return _NOT_FLAT
+        tag = p[pos]
         if tag <= 0x7F:
             after[0] = pos + 1
             return PyLong_FromLongLong(tag)
@@ -370,8 +388,8 @@ cdef class FlatDecoder:
                 known = <const uint8_t*>PyBytes_AS_STRING(layout.key_bytes)
                 for i in range(size):
                     klen = layout.offsets[i + 1] - layout.offsets[i]
-                    if memcmp(p + keys[i], known + layout.offsets[i], klen) != 0:
-                        break
+                    if 1 + (p[keys[i]] - 0xA0) != klen or memcmp(p + keys[i], known + layout.offsets[i], klen) != 0:
+                        break   # (lengths first: a longer known key must not be compared past the event's)
                 else:
                     return layout
         if self.n_layouts >= _MAX_LAYOUTS:

@@ -117,16 +117,18 @@ _ENCODER = msgspec.msgpack.Encoder(enc_hook=_builtin)
 _DECODER = msgspec.msgpack.Decoder()
 _RAWS = msgspec.msgpack.Decoder(list[msgspec.Raw])
 _HEAD = msgspec.msgpack.Decoder(_Head)
-# Flat events (a live log's bars) by their key layouts; the others by msgspec (flat_events.pyx). Shared by
-# every reader of the process: it holds the GIL for a whole block, so threads never interleave in it.
-_FLAT = FlatDecoder()
 
 #: One event's MessagePack bytes (raises TypeError for a value it cannot encode).
 encode_event = _ENCODER.encode
 
 
-def decode_events(raw: bytes, count: int, types: frozenset[str] | None = None) -> tuple[list[Any], Any, Any]:
+def decode_events(raw: bytes, count: int, types: frozenset[str] | None = None,
+                  flat: FlatDecoder | None = None) -> tuple[list[Any], Any, Any]:
     """The `count` MessagePack values back to back in `raw` (a block's payload, decompressed).
+
+    A full read decodes the flat events (a live log's bars, decisions, fills) by their key layouts,
+    the others by msgspec (`flat_events.pyx`); `flat`: the decoder that knows the log's layouts
+    (a reader's own; a new one if None).
 
     Returns ``(values, first_seq, last_seq)``: the values (only the events whose ``type`` is in
     `types`, when given) and the ``seq`` of the first and last of all `count`.
@@ -144,7 +146,10 @@ def decode_events(raw: bytes, count: int, types: frozenset[str] | None = None) -
         gc.disable()
     try:
         if types is None:
-            values = [_DECODER.decode(raw)] if count == 1 else _FLAT.decode_block(raw, count)
+            if count == 1:
+                values = [_DECODER.decode(raw)]
+            else:
+                values = (flat if flat is not None else FlatDecoder()).decode_block(raw, count)
             return values, _seq(values[0]), _seq(values[-1])
         if count == 1:
             kind = _first_type(raw)

@@ -23,6 +23,7 @@ from typing import Any
 
 import lz4.block
 
+from tradesim.eventlog.flat_events import FlatDecoder
 from tradesim.eventlog.format import (
     HEADER_SIZE,
     INDEX_NAME,
@@ -66,6 +67,7 @@ class LogReader:
         self.stopped_at: str | None = None
         self.indexed = False
         self._files: dict[str, Any] = {}
+        self._flat = FlatDecoder()   # the key layouts of this log's events, learnt as blocks are read
         self._tail: tuple[str, bytes] | None = None   # a tail file's snapshot block in use: (name, its bytes)
         blocks = self._from_index()
         if blocks is None:
@@ -229,7 +231,7 @@ class LogReader:
             raise LogCorrupt(f"{where} fails its CRC")
         try:
             raw = lz4.block.decompress(payload, uncompressed_size=hdr.raw)
-            events, first, last = decode_events(raw, hdr.count, types)   # exactly hdr.count values, or raises
+            events, first, last = decode_events(raw, hdr.count, types, self._flat)   # hdr.count values, or raises
         except Exception as exc:
             raise LogCorrupt(f"{where} does not decode ({type(exc).__name__}: {exc})") from None
         if first != hdr.first_seq or last != hdr.last_seq:
