@@ -221,39 +221,14 @@ def test_a_session_through_the_fake_binance_with_drops_and_a_gap_replays_and_dif
     assert diff.identical, diff.comparison.to_dict()["first"]
 
 
-def test_a_scaled_in_strategy_replays_identically_and_its_trades_all_count(tmp_path):
+def test_a_scaled_in_strategy_replays_identically_and_its_trades_all_count(scaled):
     # Scale-ins, a partial exit and a full close of several lots: every booked trade is in the
     # recorded events (position_reduced's trades, a position_closed per lot), the replay reproduces
     # them (compare aligns those event types too), and compare's summary counts them all.
-    import numpy as np
-
-    from tradesim.backtest import Backtest
-    from tradesim.data import Bars
-    from tradesim.recording import SessionRecorder
-    from tradesim.sessions import open_session
     from tradesim.sessions.compare import _after
     from tradesim.sessions.replay import replay
 
-    script = tmp_path / "scale.lua"
-    script.write_text("""
-local n = 0
-function detect_opportunity(md, ctx, ind) n = n + 1; if n % 12 == 1 then return {reason = "go"} end end
-function filter_commitment(md, ctx, ind) return {action = "enter_long", quantity = 1, reason = "first"} end
-function manage_position(md, ctx, ind)
-  n = n + 1
-  local k = n % 12
-  if k == 3 or k == 5 then return {action = "enter_long", quantity = 0.5, reason = "add"} end
-  if k == 7 then return {action = "exit", quantity = 1.2, reason = "part"} end
-  if k == 10 then return {action = "exit", reason = "rest"} end
-end
-""")
-    n = 400
-    ts = 1_700_000_000_000 + 60_000 * np.arange(n, dtype=np.int64)
-    close = 100 + np.sin(np.arange(n) / 7.0) * 3
-    bars = Bars("BTCUSDT", ts, close, close + 0.5, close - 0.5, close, np.ones(n))
-    result = Backtest(str(script), bars, close_at_end=False).run(
-        SessionRecorder(tmp_path / "s", kind="backtest", name="scale"))
-    session = open_session(next((tmp_path / "s").iterdir()))
+    session, result = scaled.session, scaled.result
     (events,) = session.outcomes().values()
     assert {e["type"] for e in events} >= {"position_reduced", "position_closed"}
     summary = _after(events)

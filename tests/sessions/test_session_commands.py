@@ -175,44 +175,25 @@ params = {{ fast = 8 }}
     assert bad.exit_code == 1 and "exists already" in bad.output
 
 
-def test_inspect_after_scale_ins_and_a_partial_exit_shows_the_state_machines_position(tmp_path):
+def test_inspect_after_scale_ins_and_a_partial_exit_shows_the_state_machines_position(scaled):
     # The reference is a SymbolRunner stepped bar by bar over the same bars: its state machine's
     # position (total quantity, quantity-weighted average entry, the lots left after a partial exit)
     # after each bar that added to or reduced a position, against inspect's state at that bar's
     # last event, rebuilt from the log.
-    import numpy as np
-
     from tradesim import MarketData
-    from tradesim.data import Bars
     from tradesim.runner import SymbolRunner
 
-    script = tmp_path / "scale.lua"
-    script.write_text("""
-local n = 0
-function detect_opportunity(md, ctx, ind) n = n + 1; if n % 12 == 1 then return {reason = "go"} end end
-function filter_commitment(md, ctx, ind) return {action = "enter_long", quantity = 1, reason = "first"} end
-function manage_position(md, ctx, ind)
-  n = n + 1
-  local k = n % 12
-  if k == 3 or k == 5 then return {action = "enter_long", quantity = 0.5, reason = "add"} end
-  if k == 7 then return {action = "exit", quantity = 1.2, reason = "part"} end
-  if k == 10 then return {action = "exit", reason = "rest"} end
-end
-""")
-    n = 200
-    ts = 1_700_000_000_000 + 60_000 * np.arange(n, dtype=np.int64)
-    close = 100 + np.sin(np.arange(n) / 5.0) * 4
-    bars = Bars("BTCUSDT", ts, close, close + 0.5, close - 0.5, close, np.ones(n))
-    Backtest(str(script), bars, close_at_end=False).run(SessionRecorder(tmp_path / "s", kind="backtest", name="sc"))
-    session = open_session(tmp_path / "s" / "sc")
+    session, bars = scaled.session, scaled.bars
+    n, ts = len(bars), bars.timestamp
     (events,) = session.outcomes().values()
     last_of_bar = {e["timestamp"]: e for e in events}   # the last outcome event of each bar
     moved = {e["timestamp"] for e in events if e["type"] in ("position_opened", "position_reduced")}
 
-    runner = SymbolRunner("BTCUSDT", script)
+    runner = SymbolRunner("BTCUSDT", scaled.script)
     checked = 0
     for i in range(n):
-        runner.process(MarketData("BTCUSDT", int(ts[i]), close[i], close[i] + 0.5, close[i] - 0.5, close[i], 1.0))
+        runner.process(MarketData("BTCUSDT", int(ts[i]), bars.open[i], bars.high[i], bars.low[i], bars.close[i],
+                                  bars.volume[i]))
         if int(ts[i]) not in moved:
             continue
         pos = runner.machine.position
