@@ -1,8 +1,8 @@
 """A block's MessagePack events decoded, flat ones (a map of str keys to scalars, or to such maps)
 without msgspec.
 
-Most events of a live session's log are ``bar`` events: a map of 14 str keys
-to ints, floats, strs and nils. msgspec decodes one in ~0.45 µs, most of it
+Most events of a live session's log are ``bar`` events: a map of a dozen str
+keys to ints, floats and strs. msgspec decodes one in ~0.45 µs, most of it
 looking up its keys, growing a new dict and making a str of each str value
 (docs/event-log.md, Speed). Events of one kind repeat the same keys in the
 same order, so this decoder remembers each key layout it meets: a flat event
@@ -10,11 +10,11 @@ whose keys match a known layout byte for byte becomes a copy of that layout's
 dict with its values set (no key lookup, no dict growth), and a str value
 equal to the last one at its position is the same str object (strs are
 immutable); a value that is a flat map (a decision's indicator values, a
-closed position's trade) is decoded the same way. Any other value (an array, a
-map deeper down, bin, ext), a key that is
-not a short str, a layout never met before once `_MAX_LAYOUTS` are known, or
-anything malformed, is decoded by msgspec, which remains the codec: the two
-give equal dicts, with equal types and key order (tested).
+closed position's trade) is decoded the same way. Any other value (an array,
+a map deeper down, bin, ext), a key that is not a short str, a layout never
+met before once `_MAX_LAYOUTS` are known, or anything malformed, is decoded
+by msgspec, which remains the codec: the two give equal dicts, with equal
+types and key order (tested).
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
@@ -23,7 +23,7 @@ from cpython.float cimport PyFloat_FromDouble
 from cpython.long cimport PyLong_FromLongLong, PyLong_FromUnsignedLongLong
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
-from libc.string cimport memcmp, memcpy
+from libc.string cimport memcpy
 
 import msgspec
 
@@ -124,7 +124,7 @@ cdef Py_ssize_t _skip(const uint8_t* p, Py_ssize_t pos, Py_ssize_t end, int dept
 
 
 cdef inline bint _equal(const uint8_t* a, const uint8_t* b, Py_ssize_t n) noexcept nogil:
-    # (short strings: a loop beats a call to memcmp)
+    # (keys and strs here are short: a loop beats a call to memcmp)
     cdef Py_ssize_t i
     for i in range(n):
         if a[i] != b[i]:
@@ -388,7 +388,7 @@ cdef class FlatDecoder:
                 known = <const uint8_t*>PyBytes_AS_STRING(layout.key_bytes)
                 for i in range(size):
                     klen = layout.offsets[i + 1] - layout.offsets[i]
-                    if 1 + (p[keys[i]] - 0xA0) != klen or memcmp(p + keys[i], known + layout.offsets[i], klen) != 0:
+                    if 1 + (p[keys[i]] - 0xA0) != klen or not _equal(p + keys[i], known + layout.offsets[i], klen):
                         break   # (lengths first: a longer known key must not be compared past the event's)
                 else:
                     return layout
